@@ -1,0 +1,1 @@
+"""Pydantic models of everything the API reads and writes."""

@@ -1,0 +1,72 @@
+"""Contacts: the people a campaign reaches out to."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import EmailStr, Field, StringConstraints
+
+from .common import JSONObject, RequestModel, ResponseModel, Slug, Tags, Timestamp
+
+Name = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
+ShortText = Annotated[str, StringConstraints(max_length=200)]
+Phone = Annotated[str, StringConstraints(max_length=40)]
+ExternalId = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
+class ContactFields(RequestModel):
+    """The fields a client may write on a contact."""
+
+    name: Name
+    email: EmailStr | None = None
+    phone: Phone | None = None
+    county: ShortText | None = None
+    organization: ShortText | None = None
+    role: ShortText | None = None
+    external_id: ExternalId | None = None
+    tags: Tags = Field(default_factory=list)
+    metadata: JSONObject = Field(default_factory=dict)
+
+
+class ContactCreate(ContactFields):
+    """Body of `POST /api/contacts`; `id` is generated when absent."""
+
+    id: Slug | None = None
+
+
+class ContactUpsert(ContactFields):
+    """Body of `PUT /api/contacts/by-external-id/{external_id}`: the external id comes from the path."""
+
+
+class ContactPatch(RequestModel):
+    """Body of `PATCH /api/contacts/{id}`: only the fields given change; `null` clears an optional field."""
+
+    name: Name | None = None
+    email: EmailStr | None = None
+    phone: Phone | None = None
+    county: ShortText | None = None
+    organization: ShortText | None = None
+    role: ShortText | None = None
+    external_id: ExternalId | None = None
+    tags: Tags | None = None
+    metadata: JSONObject | None = None
+
+
+class Contact(ResponseModel):
+    """A contact as stored and returned."""
+
+    id: str
+    tenant: str
+    name: str
+    email: str | None = None
+    phone: str | None = None
+    phone_e164: str | None = None
+    county: str | None = None
+    organization: str | None = None
+    role: str | None = None
+    external_id: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    metadata: JSONObject = Field(default_factory=dict)
+    workflow_instance_ids: list[str] = Field(default_factory=list)
+    created_at: Timestamp
+    updated_at: Timestamp

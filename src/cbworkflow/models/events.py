@@ -1,0 +1,55 @@
+"""Timeline events: the append-only audit trail of every instance (and of contact-level changes)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import Field
+
+from .common import JSONObject, ResponseModel, Timestamp
+
+
+class EventType(StrEnum):
+    """Every kind of timeline event (workflows.md § Events)."""
+
+    INSTANCE_CREATED = "instance_created"
+    INSTANCE_STARTED = "instance_started"
+    INSTANCE_PAUSED = "instance_paused"
+    INSTANCE_RESUMED = "instance_resumed"
+    INSTANCE_COMPLETED = "instance_completed"
+    INSTANCE_FAILED = "instance_failed"
+    INSTANCE_CANCELLED = "instance_cancelled"
+    NODE_ENTERED = "node_entered"
+    NODE_EXITED = "node_exited"
+    ACTION_STARTED = "action_started"
+    ACTION_COMPLETED = "action_completed"
+    ACTION_FAILED = "action_failed"
+    DECISION_EVALUATED = "decision_evaluated"
+    DECISION_MANUAL_INPUT = "decision_manual_input"
+    STATE_UPDATED = "state_updated"
+    TAG_ADDED = "tag_added"
+    TAG_REMOVED = "tag_removed"
+    USER_NOTE = "user_note"
+    USER_ACTION = "user_action"
+    WAIT_STARTED = "wait_started"
+    WAIT_COMPLETED = "wait_completed"
+    EVENT_RECEIVED = "event_received"
+
+
+SYSTEM_ACTOR = "system"
+AI_ACTOR = "ai"
+
+
+class Event(ResponseModel):
+    """One timeline entry. `instance_id` is null for contact-level events (a contact's tags)."""
+
+    id: str
+    type: EventType
+    timestamp: Timestamp
+    node_id: str | None = None
+    actor: str
+    data: JSONObject = Field(default_factory=dict)
+    message: str = ""
+    instance_id: str | None = None
+    contact_id: str | None = None
+    template_id: str | None = None

@@ -1,0 +1,101 @@
+"""Workflow instances: one contact's run through a template, holding a frozen copy of its nodes."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import Field, StringConstraints
+
+from .common import JSONObject, RequestModel, ResponseModel, Slug, Tags, Timestamp
+from .events import Event
+from .templates import Node
+
+
+class InstanceStatus(StrEnum):
+    """Where an instance is in its lifecycle (workflows.md § Instance lifecycle)."""
+
+    PENDING = "pending"  # created, not started
+    ACTIVE = "active"  # at a human task or an automated action
+    PAUSED = "paused"  # stopped by a person; resume puts it back
+    WAITING = "waiting"  # at a wait, a webhook, or a decision that waits for a model or a person
+    COMPLETED = "completed"  # reached an end node
+    FAILED = "failed"  # an error the template has no outcome for
+    CANCELLED = "cancelled"  # cancelled, or its contact was deleted with cascade
+
+
+TERMINAL = frozenset({InstanceStatus.COMPLETED, InstanceStatus.FAILED, InstanceStatus.CANCELLED})
+UNFINISHED = frozenset(set(InstanceStatus) - TERMINAL)
+MOVABLE = frozenset({InstanceStatus.ACTIVE, InstanceStatus.WAITING})  # /transition is allowed in these
+
+Outcome = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+NoteText = Annotated[str, StringConstraints(min_length=1, max_length=10_000)]
+
+
+class InstanceCreate(RequestModel):
+    """Body of `POST /api/instances`."""
+
+    contact_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    template_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    initial_state: JSONObject = Field(default_factory=dict)
+    tags: Tags = Field(default_factory=list)
+    metadata: JSONObject = Field(default_factory=dict)
+    start: bool = False
+
+
+class TransitionRequest(RequestModel):
+    """Body of `POST /api/instances/{id}/transition`: a person records the outcome of the current node."""
+
+    outcome: Outcome
+    state_updates: JSONObject | None = None
+    note: NoteText | None = None
+    expected_node: str | None = None
+    actor: str | None = None  # kept only as data.on_behalf_of
+
+
+class StateUpdate(RequestModel):
+    """Body of `POST /api/instances/{id}/state`: merged into the state as a JSON Merge Patch (RFC 7386)."""
+
+    updates: JSONObject
+    actor: str | None = None
+
+
+class NoteCreate(RequestModel):
+    """Body of `POST /api/instances/{id}/notes`."""
+
+    text: NoteText
+    actor: str | None = None
+
+
+class ActorBody(RequestModel):
+    """Optional body of start/pause/resume/cancel."""
+
+    actor: str | None = None
+    reason: Annotated[str, StringConstraints(max_length=1000)] | None = None
+
+
+class WorkflowInstance(ResponseModel):
+    """An instance as stored and returned. Lists leave `timeline` empty: page it at `/timeline`."""
+
+    id: str
+    tenant: str
+    contact_id: str
+    template_id: str
+    template_version: str
+    start_node: str
+    current_node: str | None = None
+    status: InstanceStatus
+    state: JSONObject = Field(default_factory=dict)
+    nodes: dict[str, Node]
+    timeline: list[Event] = Field(default_factory=list)
+    tags: list[Slug] = Field(default_factory=list)
+    metadata: JSONObject = Field(default_factory=dict)
+    created_at: Timestamp
+    updated_at: Timestamp
+    started_at: Timestamp | None = None
+    completed_at: Timestamp | None = None
+    wake_at: Timestamp | None = None
+    waiting_for: str | None = None
+    end_status: str | None = None
+    paused_status: InstanceStatus | None = None
+    revision: int = 0
