@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, StringConstraints
 
 from ..ids import SLUG_PATTERN
 
@@ -43,4 +43,9 @@ class Page(BaseModel, Generic[T]):
     next_cursor: str | None = None
 
 
-Timestamp = datetime
+def _iso(value: datetime) -> str:
+    """UTC ISO 8601 with an explicit offset (`+00:00`), as api.md asks."""
+    return value.isoformat()
+
+
+Timestamp = Annotated[datetime, PlainSerializer(_iso, when_used="json")]

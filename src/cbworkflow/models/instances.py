@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
 
@@ -98,4 +99,10 @@ class WorkflowInstance(ResponseModel):
     waiting_for: str | None = None
     end_status: str | None = None
     paused_status: InstanceStatus | None = None
+    held_by: str | None = None
+    lease_expires_at: Timestamp | None = None
     revision: int = 0
+
+    def held_by_token(self, token_id: str, now: datetime) -> bool:
+        """True while `token_id` holds this instance as a task (claimed, lease not run out)."""
+        return self.held_by == token_id and (self.lease_expires_at is None or self.lease_expires_at > now)

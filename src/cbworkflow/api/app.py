@@ -1,0 +1,97 @@
+"""The FastAPI application: built by `create_app`, with the store and services made in its lifespan."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from ..clock import Clock
+from ..models.access import Principal, Role
+from ..models.templates import TemplateCreate
+from ..services.access import DEFAULT_TENANT, AccessService
+from ..services.contacts import ContactService
+from ..services.instances import InstanceService
+from ..services.templates import TemplateService
+from ..settings import Settings
+from ..store import open_store
+from ..store.base import Store
+from . import errors
+from .body_limit import BodyLimit
+from .deps import Services
+from .idempotency import Idempotency
+from .routes import admin, contacts, instances, workflows
+
+log = logging.getLogger("cbworkflow")
+
+SYSTEM = Principal(token_id="system", tenant=DEFAULT_TENANT, role=Role.SUPERADMIN, name="system")
+
+
+async def build_services(settings: Settings, store: Store | None = None, clock: Clock | None = None) -> Services:
+    """Open and migrate the store, then make the services. Used by the app, the CLI and tests."""
+    store = store or open_store(settings)
+    clock = clock or Clock()
+    await store.migrate()
+    return Services(
+        settings=settings,
+        store=store,
+        clock=clock,
+        access=AccessService(store, clock),
+        contacts=ContactService(store, clock, settings.default_phone_region),
+        templates=TemplateService(store, clock),
+        instances=InstanceService(store, clock),
+    )
+
+
+async def bootstrap(services: Services, *, load_example: bool) -> None:
+    """First start on an empty store: the default tenant, its superadmin token and (for serve) the example."""
+    done = await services.access.bootstrap(services.settings.data_dir, services.settings.admin_token)
+    if done.generated_token:
+        print(
+            f"cbworkflow: created tenant 'default' and a superadmin token (shown once, also in {done.token_file}):\n"
+            f"  {done.generated_token}",
+            file=sys.stderr,
+            flush=True,
+        )
+    if done.created_tenant and load_example:
+        from ..examples import reference_template
+
+        await services.templates.create(SYSTEM, TemplateCreate.model_validate(reference_template()), replace=True)
+        log.info("loaded the reference template county-outreach-v1")
+
+
+def create_app(
+    settings: Settings,
+    *,
+    store: Store | None = None,
+    clock: Clock | None = None,
+    load_example: bool = True,
+) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services = await build_services(settings, store, clock)
+        await bootstrap(services, load_example=load_example)
+        if not settings.anthropic_api_key:
+            log.warning("no ANTHROPIC_API_KEY: AI decisions will take their fallback or wait for a person")
+        app.state.services = services
+        try:
+            yield
+        finally:
+            await services.store.close()
+
+    app = FastAPI(
+        title="cbworkflow",
+        version="0.1.0",
+        summary="Workflow engine for campaign outreach",
+        lifespan=lifespan,
+    )
+    errors.install(app)
+    for router in (admin.router, admin.api, contacts.router, workflows.router, instances.router):
+        app.include_router(router)
+    # Outermost first: the body limit buffers the body that idempotency hashes.
+    app.add_middleware(Idempotency)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    return app

@@ -1,0 +1,101 @@
+"""Dependencies shared by the routes: the services, the caller, role checks, paging, path ids."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Query, Request
+
+from ..clock import Clock
+from ..errors import Forbidden, InvalidInput, NotFound
+from ..ids import ID_RE, SLUG_RE
+from ..models.access import Principal, Role
+from ..services.access import AccessService
+from ..services.contacts import ContactService
+from ..services.instances import InstanceService
+from ..services.templates import TemplateService
+from ..settings import Settings
+from ..store.base import PageRequest, Store
+
+
+@dataclass
+class Services:
+    """Everything a request may need, built once in the app's lifespan."""
+
+    settings: Settings
+    store: Store
+    clock: Clock
+    access: AccessService
+    contacts: ContactService
+    templates: TemplateService
+    instances: InstanceService
+
+
+def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+def bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+async def get_principal(request: Request, services: ServicesDep) -> Principal:
+    cached: Principal | None = getattr(request.state, "principal", None)
+    if cached is not None:
+        return cached
+    principal = await services.access.authenticate(bearer(request))
+    request.state.principal = principal
+    return principal
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+READERS = (Role.ADMIN, Role.STAFF, Role.VIEWER)
+STAFF = (Role.ADMIN, Role.STAFF)
+ADMINS = (Role.ADMIN,)
+VOLUNTEER_WORK = (Role.ADMIN, Role.STAFF, Role.VOLUNTEER)
+
+
+def allow(*roles: Role, doing: str) -> Callable[[Principal], Awaitable[Principal]]:
+    """A dependency that lets through only `roles` (a superadmin counts as an admin)."""
+    allowed = set(roles) | ({Role.SUPERADMIN} if Role.ADMIN in roles else set())
+
+    async def check(principal: PrincipalDep) -> Principal:
+        if principal.role not in allowed:
+            raise Forbidden(f"the role {principal.role.value} may not {doing}")
+        return principal
+
+    return check
+
+
+def paging(
+    limit: Annotated[int, Query(ge=1, le=500, description="rows per page (1-500)")] = 50,
+    cursor: Annotated[str | None, Query(max_length=512, description="next_cursor of the previous page")] = None,
+) -> PageRequest:
+    return PageRequest(limit=limit, cursor=cursor)
+
+
+PagingDep = Annotated[PageRequest, Depends(paging)]
+
+
+def record_id(value: str, kind: str) -> str:
+    """A path id that cannot name a record (wrong shape, hostile bytes) is a 404 without a store round trip."""
+    if not ID_RE.match(value):
+        raise NotFound(f"no {kind} with id {value[:80]!r}")
+    return value
+
+
+def tag_param(tag: str) -> str:
+    if not SLUG_RE.match(tag):
+        raise InvalidInput("tag: a tag is a slug: lowercase letters, digits, '-' and '_', at most 64 characters")
+    return tag

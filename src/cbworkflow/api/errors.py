@@ -1,0 +1,96 @@
+"""Every error leaves the API as JSON `{"detail": "<sentence>"}` with the right status; never a stack trace."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ..errors import CbwError
+
+log = logging.getLogger("cbworkflow.api")
+
+
+class ErrorBody(BaseModel):
+    """The shape of every error response."""
+
+    detail: str
+
+
+def _where(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body",)]
+    # Discriminated unions add the tag to the location (nodes.x.action.action): keep the first of a repeat.
+    cleaned: list[str] = []
+    for part in parts:
+        if cleaned and cleaned[-1] == part:
+            continue
+        cleaned.append(part)
+    return ".".join(cleaned) or "body"
+
+
+def describe_validation(errors: list[dict[str, Any]]) -> tuple[int, str, list[dict[str, str]]]:
+    """(status, sentence, per-field list) for a failed request validation."""
+    if any(e.get("type") == "json_invalid" for e in errors):
+        first = next(e for e in errors if e.get("type") == "json_invalid")
+        reason = (first.get("ctx") or {}).get("error", "")
+        return 400, f"the request body is not valid JSON{': ' + reason if reason else ''}", []
+    fields = []
+    for e in errors:
+        where = _where(tuple(e.get("loc", ())))
+        message = e.get("msg", "invalid value")
+        if e.get("type") == "extra_forbidden":
+            message = "unknown field (not accepted here)"
+        elif e.get("type") == "missing":
+            message = "required"
+        fields.append({"field": where, "message": message})
+    sentence = "; ".join(f"{f['field']}: {f['message']}" for f in fields[:10])
+    if len(fields) > 10:
+        sentence += f"; and {len(fields) - 10} more"
+    return 422, sentence, fields
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(CbwError)
+    async def _cbw(_request: Request, exc: CbwError) -> JSONResponse:
+        return JSONResponse({"detail": exc.detail, **exc.extra}, status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        status, sentence, fields = describe_validation(list(exc.errors()))
+        body: dict[str, Any] = {"detail": sentence}
+        if fields:
+            body["errors"] = fields
+        return JSONResponse(body, status_code=status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        detail = exc.detail if isinstance(exc.detail, str) else "request failed"
+        if exc.status_code == 404 and detail == "Not Found":
+            detail = "no such route or record"
+        elif exc.status_code == 405:
+            detail = "this method is not allowed on this route"
+        return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return JSONResponse({"detail": "internal error; it has been logged"}, status_code=500)
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the error statuses a route can answer."""
+    words = {
+        400: "Malformed request (e.g. invalid JSON)",
+        401: "Missing or unknown token",
+        403: "The token's role may not do this",
+        404: "No such record in this tenant",
+        409: "Conflicts with the current state",
+        413: "Request body too large",
+        422: "Invalid input; the detail names the field",
+    }
+    return {code: {"model": ErrorBody, "description": words[code]} for code in codes}

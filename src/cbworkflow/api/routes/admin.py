@@ -1,0 +1,61 @@
+"""Health, tenants and tokens (api.md § Other)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Response
+from fastapi.responses import JSONResponse
+
+from ...errors import CbwError
+from ...models.access import Principal, Role, TenantCreate, TenantCreated, Token, TokenCreate, TokenCreated
+from ...models.common import Page
+from ..deps import ADMINS, PagingDep, ServicesDep, allow, record_id
+from ..errors import error_responses
+
+router = APIRouter(tags=["admin"])
+api = APIRouter(prefix="/api", tags=["admin"], responses=error_responses(400, 401, 403, 413, 422))
+
+Admin = Annotated[Principal, Depends(allow(*ADMINS, doing="manage tokens"))]
+Superadmin = Annotated[Principal, Depends(allow(Role.SUPERADMIN, doing="manage tenants"))]
+
+
+@router.get("/healthz", summary="The process is up")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", summary="The store is reachable", responses={503: {"description": "store unreachable"}})
+async def readyz(services: ServicesDep) -> JSONResponse:
+    try:
+        await services.store.ping()
+    except (CbwError, OSError, RuntimeError) as exc:
+        return JSONResponse({"status": "unavailable", "detail": f"the store cannot be reached: {exc}"}, 503)
+    except Exception:
+        return JSONResponse({"status": "unavailable", "detail": "the store cannot be reached"}, 503)
+    return JSONResponse({"status": "ok", "store": services.store.describe().split(":", 1)[0]})
+
+
+@api.post("/tenants", response_model=TenantCreated, status_code=201, responses=error_responses(409))
+async def create_tenant(services: ServicesDep, principal: Superadmin, body: TenantCreate) -> TenantCreated:
+    """A new tenant with its first admin token (shown this once)."""
+    return await services.access.create_tenant(principal, body)
+
+
+@api.post("/tokens", response_model=TokenCreated, status_code=201, responses=error_responses(404))
+async def create_token(services: ServicesDep, principal: Admin, body: TokenCreate) -> TokenCreated:
+    """The secret is in the answer this once; only its hash is stored."""
+    return await services.access.create_token(principal, body)
+
+
+@api.get("/tokens", response_model=Page[Token])
+async def list_tokens(services: ServicesDep, principal: Admin, page: PagingDep) -> Page[Token]:
+    found = await services.access.list_tokens(principal.tenant, page)
+    return Page[Token](items=found.items, next_cursor=found.next_cursor)
+
+
+@api.delete("/tokens/{token_id}", status_code=204, responses=error_responses(404))
+async def revoke_token(services: ServicesDep, principal: Admin, token_id: str) -> Response:
+    """Revoked at once: the next request with it answers 401."""
+    await services.access.revoke_token(principal.tenant, record_id(token_id, "token"))
+    return Response(status_code=204)

@@ -1,0 +1,108 @@
+"""`/api/contacts` (api.md § Contacts)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Response
+
+from ...errors import InvalidInput
+from ...models.access import Principal
+from ...models.common import Page
+from ...models.contacts import Contact, ContactCreate, ContactPatch, ContactUpsert
+from ...models.events import Event
+from ...store.base import ContactFilter
+from ..deps import READERS, STAFF, PagingDep, PrincipalDep, ServicesDep, allow, record_id, tag_param
+from ..errors import error_responses
+
+router = APIRouter(prefix="/api/contacts", tags=["contacts"], responses=error_responses(400, 401, 403, 413, 422))
+
+Reader = Annotated[Principal, Depends(allow(*READERS, doing="list or search contacts"))]
+Writer = Annotated[Principal, Depends(allow(*STAFF, doing="change contacts"))]
+Text = Annotated[str | None, Query(max_length=200)]
+
+
+@router.get("", response_model=Page[Contact], summary="List contacts, newest first")
+async def list_contacts(
+    services: ServicesDep,
+    principal: Reader,
+    page: PagingDep,
+    county: Text = None,
+    organization: Text = None,
+    external_id: Text = None,
+    tag: Annotated[list[str] | None, Query(description="repeatable: every tag must match")] = None,
+) -> Page[Contact]:
+    tags = [tag_param(t) for t in tag or []]
+    where = ContactFilter(county=county, organization=organization, external_id=external_id, tags=tags)
+    found = await services.contacts.list(principal.tenant, where, page)
+    return Page[Contact](items=found.items, next_cursor=found.next_cursor)
+
+
+@router.get("/search", response_model=Page[Contact], summary="Search name, email or phone")
+async def search_contacts(
+    services: ServicesDep,
+    principal: Reader,
+    page: PagingDep,
+    q: Annotated[str, Query(min_length=1, max_length=500, description="text; phone digits match any punctuation")],
+) -> Page[Contact]:
+    found = await services.contacts.search(principal.tenant, q, page)
+    return Page[Contact](items=found.items, next_cursor=found.next_cursor)
+
+
+@router.post("", response_model=Contact, status_code=201, responses=error_responses(409))
+async def create_contact(services: ServicesDep, principal: Writer, body: ContactCreate) -> Contact:
+    return await services.contacts.create(principal, body)
+
+
+@router.put(
+    "/by-external-id/{external_id}",
+    response_model=Contact,
+    responses={201: {"model": Contact, "description": "Created"}, **error_responses(409)},
+    summary="Create or replace the contact with this external id",
+)
+async def upsert_contact(
+    services: ServicesDep, principal: Writer, external_id: str, body: ContactUpsert, response: Response
+) -> Contact:
+    if not 1 <= len(external_id) <= 200 or any(ord(ch) < 32 for ch in external_id):
+        raise InvalidInput("external_id: 1 to 200 printable characters")
+    contact, created = await services.contacts.upsert_by_external_id(principal, external_id, body)
+    response.status_code = 201 if created else 200
+    return contact
+
+
+@router.get("/{contact_id}", response_model=Contact, responses=error_responses(404))
+async def get_contact(services: ServicesDep, principal: PrincipalDep, contact_id: str) -> Contact:
+    """Any role may ask; a volunteer gets only the contacts of tasks it holds (checked by the service)."""
+    return await services.contacts.get(principal, record_id(contact_id, "contact"))
+
+
+@router.patch("/{contact_id}", response_model=Contact, responses=error_responses(404, 409))
+async def patch_contact(services: ServicesDep, principal: Writer, contact_id: str, body: ContactPatch) -> Contact:
+    return await services.contacts.patch(principal, record_id(contact_id, "contact"), body)
+
+
+@router.delete("/{contact_id}", status_code=204, responses=error_responses(404, 409))
+async def delete_contact(
+    services: ServicesDep,
+    principal: Writer,
+    contact_id: str,
+    cascade: Annotated[bool, Query(description="cancel unfinished instances first")] = False,
+) -> Response:
+    await services.contacts.delete(principal, record_id(contact_id, "contact"), cascade)
+    return Response(status_code=204)
+
+
+@router.post("/{contact_id}/tags/{tag}", response_model=Contact, responses=error_responses(404))
+async def add_contact_tag(services: ServicesDep, principal: Writer, contact_id: str, tag: str) -> Contact:
+    return await services.contacts.change_tag(principal, record_id(contact_id, "contact"), tag_param(tag), True)
+
+
+@router.delete("/{contact_id}/tags/{tag}", response_model=Contact, responses=error_responses(404))
+async def remove_contact_tag(services: ServicesDep, principal: Writer, contact_id: str, tag: str) -> Contact:
+    return await services.contacts.change_tag(principal, record_id(contact_id, "contact"), tag_param(tag), False)
+
+
+@router.get("/{contact_id}/timeline", response_model=Page[Event], responses=error_responses(404))
+async def contact_timeline(services: ServicesDep, principal: Reader, contact_id: str, page: PagingDep) -> Page[Event]:
+    found = await services.contacts.timeline(principal.tenant, record_id(contact_id, "contact"), page)
+    return Page[Event](items=found.items, next_cursor=found.next_cursor)

@@ -1,0 +1,145 @@
+"""`/api/instances` (api.md § Instances)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Response
+
+from ...models.access import Principal
+from ...models.common import Page
+from ...models.events import Event
+from ...models.instances import (
+    ActorBody,
+    InstanceCreate,
+    InstanceStatus,
+    NoteCreate,
+    StateUpdate,
+    TransitionRequest,
+    WorkflowInstance,
+)
+from ...store.base import InstanceFilter
+from ..deps import READERS, STAFF, VOLUNTEER_WORK, PagingDep, PrincipalDep, ServicesDep, allow, record_id, tag_param
+from ..errors import error_responses
+
+router = APIRouter(prefix="/api/instances", tags=["instances"], responses=error_responses(400, 401, 403, 413, 422))
+
+Reader = Annotated[Principal, Depends(allow(*READERS, doing="list instances"))]
+Staff = Annotated[Principal, Depends(allow(*STAFF, doing="change instances"))]
+Worker = Annotated[Principal, Depends(allow(*VOLUNTEER_WORK, doing="record outcomes or notes"))]
+Id = Annotated[str, "instance id"]
+Text = Annotated[str | None, Query(max_length=64)]
+CHANGE = error_responses(404, 409)
+
+
+@router.get("", response_model=Page[WorkflowInstance], summary="List instances, newest first (without timelines)")
+async def list_instances(
+    services: ServicesDep,
+    principal: Reader,
+    page: PagingDep,
+    contact_id: Text = None,
+    template_id: Text = None,
+    status: InstanceStatus | None = None,
+    current_node: Text = None,
+    tag: Annotated[list[str] | None, Query(description="repeatable: every tag must match")] = None,
+) -> Page[WorkflowInstance]:
+    where = InstanceFilter(
+        contact_id=contact_id,
+        template_id=template_id,
+        status=status.value if status else None,
+        current_node=current_node,
+        tags=[tag_param(t) for t in tag or []],
+    )
+    found = await services.instances.list(principal.tenant, where, page)
+    return Page[WorkflowInstance](items=found.items, next_cursor=found.next_cursor)
+
+
+@router.post("", response_model=WorkflowInstance, status_code=201, responses=error_responses(404))
+async def create_instance(services: ServicesDep, principal: Staff, body: InstanceCreate) -> WorkflowInstance:
+    """Enrol a contact: 404 for an unknown contact or template, 422 for a template with validation errors."""
+    return await services.instances.create(principal, body)
+
+
+@router.get("/{instance_id}", response_model=WorkflowInstance, responses=error_responses(404))
+async def get_instance(services: ServicesDep, principal: PrincipalDep, instance_id: Id) -> WorkflowInstance:
+    """One instance with its timeline (the first 500 events; page the rest at `/timeline`)."""
+    return await services.instances.get(principal, record_id(instance_id, "instance"))
+
+
+@router.delete("/{instance_id}", status_code=204, responses=error_responses(404))
+async def delete_instance(services: ServicesDep, principal: Staff, instance_id: Id) -> Response:
+    await services.instances.delete(principal, record_id(instance_id, "instance"))
+    return Response(status_code=204)
+
+
+@router.post("/{instance_id}/start", response_model=WorkflowInstance, responses=CHANGE)
+async def start_instance(
+    services: ServicesDep, principal: Staff, instance_id: Id, body: ActorBody | None = None
+) -> WorkflowInstance:
+    return await services.instances.start(principal, record_id(instance_id, "instance"), body and body.actor)
+
+
+@router.post("/{instance_id}/pause", response_model=WorkflowInstance, responses=CHANGE)
+async def pause_instance(
+    services: ServicesDep, principal: Staff, instance_id: Id, body: ActorBody | None = None
+) -> WorkflowInstance:
+    return await services.instances.pause(principal, record_id(instance_id, "instance"), body and body.actor)
+
+
+@router.post("/{instance_id}/resume", response_model=WorkflowInstance, responses=CHANGE)
+async def resume_instance(
+    services: ServicesDep, principal: Staff, instance_id: Id, body: ActorBody | None = None
+) -> WorkflowInstance:
+    return await services.instances.resume(principal, record_id(instance_id, "instance"), body and body.actor)
+
+
+@router.post("/{instance_id}/cancel", response_model=WorkflowInstance, responses=CHANGE)
+async def cancel_instance(
+    services: ServicesDep, principal: Staff, instance_id: Id, body: ActorBody | None = None
+) -> WorkflowInstance:
+    return await services.instances.cancel(
+        principal, record_id(instance_id, "instance"), body and body.actor, body and body.reason
+    )
+
+
+@router.post("/{instance_id}/transition", response_model=WorkflowInstance, responses=CHANGE)
+async def transition_instance(
+    services: ServicesDep, principal: Worker, instance_id: Id, body: TransitionRequest
+) -> WorkflowInstance:
+    """Record the outcome of the current node. 409 if the instance is not at `expected_node`, paused or finished;
+    422 listing the allowed outcomes if `outcome` is not one of the node's."""
+    return await services.instances.transition(principal, record_id(instance_id, "instance"), body)
+
+
+@router.post("/{instance_id}/state", response_model=WorkflowInstance, responses=CHANGE)
+async def update_state(
+    services: ServicesDep, principal: Staff, instance_id: Id, body: StateUpdate
+) -> WorkflowInstance:
+    """Merge `updates` into the state as a JSON Merge Patch (RFC 7386): `null` deletes a key."""
+    return await services.instances.update_state(principal, record_id(instance_id, "instance"), body.updates, body.actor)
+
+
+@router.post("/{instance_id}/notes", response_model=WorkflowInstance, responses=CHANGE)
+async def add_note(services: ServicesDep, principal: Worker, instance_id: Id, body: NoteCreate) -> WorkflowInstance:
+    return await services.instances.add_note(principal, record_id(instance_id, "instance"), body.text, body.actor)
+
+
+@router.post("/{instance_id}/tags/{tag}", response_model=WorkflowInstance, responses=CHANGE)
+async def add_instance_tag(services: ServicesDep, principal: Staff, instance_id: Id, tag: str) -> WorkflowInstance:
+    return await services.instances.change_tag(principal, record_id(instance_id, "instance"), tag_param(tag), True)
+
+
+@router.delete("/{instance_id}/tags/{tag}", response_model=WorkflowInstance, responses=CHANGE)
+async def remove_instance_tag(
+    services: ServicesDep, principal: Staff, instance_id: Id, tag: str
+) -> WorkflowInstance:
+    return await services.instances.change_tag(principal, record_id(instance_id, "instance"), tag_param(tag), False)
+
+
+@router.get("/{instance_id}/timeline", response_model=Page[Event], responses=error_responses(404))
+async def instance_timeline(
+    services: ServicesDep, principal: PrincipalDep, instance_id: Id, page: PagingDep
+) -> Page[Event]:
+    """The events, oldest first, paged."""
+    found = await services.instances.timeline(principal, record_id(instance_id, "instance"), page)
+    return Page[Event](items=found.items, next_cursor=found.next_cursor)

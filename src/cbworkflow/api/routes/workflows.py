@@ -1,0 +1,86 @@
+"""`/api/workflows` (api.md § Workflow templates)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Response
+
+from ...models.access import Principal
+from ...models.common import Page
+from ...models.templates import (
+    CloneRequest,
+    TemplateCreate,
+    TemplatePatch,
+    TemplateVersion,
+    ValidationReport,
+    WorkflowTemplate,
+)
+from ..deps import ADMINS, READERS, PagingDep, ServicesDep, allow, record_id, tag_param
+from ..errors import error_responses
+
+router = APIRouter(prefix="/api/workflows", tags=["workflows"], responses=error_responses(400, 401, 403, 413, 422))
+
+Reader = Annotated[Principal, Depends(allow(*READERS, doing="read workflow templates"))]
+Admin = Annotated[Principal, Depends(allow(*ADMINS, doing="change workflow templates"))]
+
+
+@router.get("", response_model=Page[WorkflowTemplate], summary="List templates, newest first")
+async def list_templates(
+    services: ServicesDep,
+    principal: Reader,
+    page: PagingDep,
+    tag: Annotated[str | None, Query(max_length=64)] = None,
+) -> Page[WorkflowTemplate]:
+    found = await services.templates.list(principal.tenant, tag_param(tag) if tag else None, page)
+    return Page[WorkflowTemplate](items=found.items, next_cursor=found.next_cursor)
+
+
+@router.post("", response_model=WorkflowTemplate, status_code=201, responses=error_responses(409))
+async def create_template(services: ServicesDep, principal: Admin, body: TemplateCreate) -> WorkflowTemplate:
+    """Saved even with validation errors (a draft); instances cannot be created from it until they are fixed."""
+    return await services.templates.create(principal, body)
+
+
+@router.get("/{template_id}", response_model=WorkflowTemplate, responses=error_responses(404))
+async def get_template(services: ServicesDep, principal: Reader, template_id: str) -> WorkflowTemplate:
+    return await services.templates.get(principal.tenant, record_id(template_id, "workflow template"))
+
+
+@router.patch("/{template_id}", response_model=WorkflowTemplate, responses=error_responses(404))
+async def patch_template(
+    services: ServicesDep, principal: Admin, template_id: str, body: TemplatePatch
+) -> WorkflowTemplate:
+    """A change to `nodes` or `start_node` without a higher `version` bumps the minor version."""
+    return await services.templates.patch(principal, record_id(template_id, "workflow template"), body)
+
+
+@router.delete("/{template_id}", status_code=204, responses=error_responses(404))
+async def delete_template(services: ServicesDep, principal: Admin, template_id: str) -> Response:
+    """Existing instances keep running on their frozen copy."""
+    await services.templates.delete(principal, record_id(template_id, "workflow template"))
+    return Response(status_code=204)
+
+
+@router.get("/{template_id}/versions", response_model=Page[TemplateVersion], responses=error_responses(404))
+async def template_versions(
+    services: ServicesDep, principal: Reader, template_id: str, page: PagingDep
+) -> Page[TemplateVersion]:
+    found = await services.templates.versions(principal.tenant, record_id(template_id, "workflow template"), page)
+    return Page[TemplateVersion](items=found.items, next_cursor=found.next_cursor)
+
+
+@router.post(
+    "/{template_id}/clone", response_model=WorkflowTemplate, status_code=201, responses=error_responses(404, 409)
+)
+async def clone_template(
+    services: ServicesDep, principal: Admin, template_id: str, body: CloneRequest | None = None
+) -> WorkflowTemplate:
+    return await services.templates.clone(
+        principal, record_id(template_id, "workflow template"), body or CloneRequest()
+    )
+
+
+@router.get("/{template_id}/validate", response_model=ValidationReport, responses=error_responses(404))
+async def validate_template(services: ServicesDep, principal: Reader, template_id: str) -> ValidationReport:
+    return await services.templates.validate(principal.tenant, record_id(template_id, "workflow template"))

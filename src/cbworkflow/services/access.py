@@ -1,0 +1,135 @@
+"""Tenants, API tokens, authentication and the first-start bootstrap.
+
+Token secrets are 256-bit random strings, so a single SHA-256 is the right hash: it cannot be brute-forced
+and lookups stay O(1). Only the hash is stored; the secret is shown once, when the token is made.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..clock import Clock
+from ..errors import Conflict, Forbidden, NotFound, Unauthorized
+from ..ids import new_id
+from ..models.access import Principal, Role, Tenant, TenantCreate, TenantCreated, Token, TokenCreate, TokenCreated
+from ..store.base import Page, PageRequest, Store, TokenRecord, Tx
+
+DEFAULT_TENANT = "default"
+TOKEN_PREFIX = "cbw_"
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def new_secret() -> str:
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+@dataclass
+class Bootstrap:
+    """What the first start created: the token is set only when it was generated here (to print once)."""
+
+    created_tenant: bool
+    generated_token: str | None
+    token_file: Path | None
+
+
+class AccessService:
+    def __init__(self, store: Store, clock: Clock) -> None:
+        self.store = store
+        self.clock = clock
+
+    # ---------------------------------------------------------------- authentication
+    async def authenticate(self, secret: str | None) -> Principal:
+        if not secret:
+            raise Unauthorized("missing bearer token: send 'Authorization: Bearer <token>'")
+        found = await self.store.read(DEFAULT_TENANT, lambda tx: tx.find_token_by_hash(hash_secret(secret)))
+        if found is None:
+            raise Unauthorized("unknown or revoked token")
+        token = found.token
+        return Principal(token_id=token.id, tenant=token.tenant, role=token.role, name=token.name)
+
+    # ---------------------------------------------------------------- bootstrap
+    async def bootstrap(self, data_dir: Path, admin_token: str | None) -> Bootstrap:
+        """On an empty store: the `default` tenant and a superadmin token (CBW_ADMIN_TOKEN or a generated one)."""
+        now = self.clock.now()
+        generated = None if admin_token else new_secret()
+        secret = admin_token or generated
+        assert secret is not None
+
+        def run(tx: Tx) -> tuple[bool, bool]:
+            created = False
+            if tx.get_tenant(DEFAULT_TENANT) is None and tx.count_tenants() == 0:
+                tx.insert_tenant(Tenant(id=DEFAULT_TENANT, name="Default", created_at=now))
+                created = True
+            if not created and admin_token is None:
+                return False, False
+            if tx.find_token_by_hash(hash_secret(secret)) is not None:
+                return created, False
+            if tx.get_tenant(DEFAULT_TENANT) is None:
+                return created, False
+            token = Token(id=new_id(), tenant=DEFAULT_TENANT, role=Role.SUPERADMIN, name="bootstrap", created_at=now)
+            tx.insert_token(TokenRecord(token, hash_secret(secret)))
+            return created, True
+
+        created_tenant, made_token = await self.store.write(DEFAULT_TENANT, run)
+        token_file = None
+        if made_token and generated is not None:
+            data_dir.mkdir(parents=True, exist_ok=True)
+            token_file = data_dir / "admin-token"
+            fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(generated + "\n")
+            os.chmod(token_file, 0o600)
+        return Bootstrap(created_tenant, generated if made_token else None, token_file)
+
+    # ---------------------------------------------------------------- tenants
+    async def create_tenant(self, principal: Principal | None, body: TenantCreate) -> TenantCreated:
+        if principal is not None and principal.role is not Role.SUPERADMIN:
+            raise Forbidden("only a superadmin may create tenants")
+        tenant_id = body.id or new_id()
+        now = self.clock.now()
+        secret = new_secret()
+
+        def run(tx: Tx) -> None:
+            if tx.get_tenant(tenant_id) is not None:
+                raise Conflict(f"a tenant with id {tenant_id!r} already exists")
+            tx.insert_tenant(Tenant(id=tenant_id, name=body.name, created_at=now))
+            token = Token(id=new_id(), tenant=tenant_id, role=Role.ADMIN, name="tenant admin", created_at=now)
+            tx.insert_token(TokenRecord(token, hash_secret(secret)))
+
+        await self.store.write(tenant_id, run)
+        return TenantCreated(id=tenant_id, name=body.name, admin_token=secret)
+
+    # ---------------------------------------------------------------- tokens
+    async def create_token(self, principal: Principal | None, body: TokenCreate) -> TokenCreated:
+        """`principal` None means the local CLI, which may do what a superadmin may."""
+        tenant = body.tenant or (principal.tenant if principal else DEFAULT_TENANT)
+        if principal is not None:
+            if tenant != principal.tenant and principal.role is not Role.SUPERADMIN:
+                raise Forbidden("only a superadmin may create tokens in another tenant")
+            if body.role is Role.SUPERADMIN and principal.role is not Role.SUPERADMIN:
+                raise Forbidden("only a superadmin may create superadmin tokens")
+        now = self.clock.now()
+        secret = new_secret()
+        token = Token(id=new_id(), tenant=tenant, role=body.role, name=body.name, created_at=now)
+
+        def run(tx: Tx) -> None:
+            if tx.get_tenant(tenant) is None:
+                raise NotFound(f"no tenant with id {tenant!r}")
+            tx.insert_token(TokenRecord(token, hash_secret(secret)))
+
+        await self.store.write(tenant, run)
+        return TokenCreated(id=token.id, token=secret, role=token.role, tenant=tenant, name=token.name)
+
+    async def list_tokens(self, tenant: str, page: PageRequest) -> Page[Token]:
+        return await self.store.read(tenant, lambda tx: tx.list_tokens(page))
+
+    async def revoke_token(self, tenant: str, token_id: str) -> None:
+        if not await self.store.write(tenant, lambda tx: tx.delete_token(token_id)):
+            raise NotFound(f"no token with id {token_id!r}")

@@ -1,0 +1,198 @@
+"""Contacts: create, change, tag, upsert from another CRM, delete (cascading to their instances), search."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import phonenumbers
+
+from ..clock import Clock
+from ..engine import steps
+from ..errors import Conflict, Forbidden, NotFound
+from ..ids import new_id
+from ..models.access import Principal, Role
+from ..models.contacts import Contact, ContactCreate, ContactFields, ContactPatch
+from ..models.events import Event, EventType
+from ..store.base import ContactFilter, Page, PageRequest, Store, Tx
+
+
+def to_e164(phone: str | None, region: str) -> str | None:
+    """The number in E.164 when it parses as a possible number, else None (the phone is kept as given)."""
+    if not phone:
+        return None
+    try:
+        parsed = phonenumbers.parse(phone, region)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_possible_number(parsed):
+        return None
+    return str(phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164))
+
+
+def tag_event(contact: Contact, tag: str, added: bool, now: Any, actor: str) -> Event:
+    """A contact-level timeline event (no instance)."""
+    return Event(
+        id=new_id(),
+        type=EventType.TAG_ADDED if added else EventType.TAG_REMOVED,
+        timestamp=now,
+        actor=actor,
+        data={"tag": tag},
+        message=("Tagged " if added else "Untagged ") + tag,
+        contact_id=contact.id,
+    )
+
+
+class ContactService:
+    def __init__(self, store: Store, clock: Clock, phone_region: str) -> None:
+        self.store = store
+        self.clock = clock
+        self.region = phone_region
+
+    def _check_external_id(self, tx: Tx, external_id: str | None, contact_id: str) -> None:
+        if external_id is None:
+            return
+        other = tx.get_contact_by_external_id(external_id)
+        if other is not None and other.id != contact_id:
+            raise Conflict(f"external_id {external_id!r} already belongs to contact {other.id}")
+
+    def _tag_events(self, before: list[str], after: list[str], contact: Contact, actor: str) -> list[Event]:
+        now = self.clock.now()
+        added = [tag_event(contact, t, True, now, actor) for t in after if t not in before]
+        removed = [tag_event(contact, t, False, now, actor) for t in before if t not in after]
+        return added + removed
+
+    # ---------------------------------------------------------------- reads
+    async def get(self, principal: Principal, contact_id: str) -> Contact:
+        def run(tx: Tx) -> Contact:
+            contact = tx.get_contact(contact_id)
+            if contact is None:
+                raise NotFound(f"no contact with id {contact_id!r}")
+            now = self.clock.now()
+            if principal.role is Role.VOLUNTEER and not any(
+                i.held_by_token(principal.token_id, now) for i in tx.unfinished_instances_of_contact(contact_id)
+            ):
+                raise Forbidden("a volunteer may read only the contacts of tasks it holds")
+            return contact
+
+        return await self.store.read(principal.tenant, run)
+
+    async def list(self, tenant: str, where: ContactFilter, page: PageRequest) -> Page[Contact]:
+        return await self.store.read(tenant, lambda tx: tx.list_contacts(where, page))
+
+    async def search(self, tenant: str, query: str, page: PageRequest) -> Page[Contact]:
+        return await self.store.read(tenant, lambda tx: tx.search_contacts(query, page))
+
+    async def timeline(self, tenant: str, contact_id: str, page: PageRequest) -> Page[Event]:
+        def run(tx: Tx) -> Page[Event]:
+            if tx.get_contact(contact_id) is None:
+                raise NotFound(f"no contact with id {contact_id!r}")
+            return tx.contact_events(contact_id, page)
+
+        return await self.store.read(tenant, run)
+
+    # ---------------------------------------------------------------- writes
+    def _new(self, tenant: str, contact_id: str, fields: ContactFields) -> Contact:
+        now = self.clock.now()
+        return Contact(
+            id=contact_id,
+            tenant=tenant,
+            **fields.model_dump(exclude={"id"}),
+            phone_e164=to_e164(fields.phone, self.region),
+            created_at=now,
+            updated_at=now,
+        )
+
+    async def create(self, principal: Principal, body: ContactCreate) -> Contact:
+        contact = self._new(principal.tenant, body.id or new_id(), body)
+
+        def run(tx: Tx) -> Contact:
+            if tx.get_contact(contact.id) is not None:
+                raise Conflict(f"a contact with id {contact.id!r} already exists")
+            self._check_external_id(tx, contact.external_id, contact.id)
+            tx.insert_contact(contact)
+            return contact
+
+        return await self.store.write(principal.tenant, run)
+
+    async def patch(self, principal: Principal, contact_id: str, body: ContactPatch) -> Contact:
+        changes = body.model_dump(include=body.model_fields_set)
+        if changes.get("name", "") is None:
+            changes.pop("name")
+        for key in ("tags", "metadata"):
+            if key in changes and changes[key] is None:
+                changes[key] = [] if key == "tags" else {}
+
+        def run(tx: Tx) -> Contact:
+            contact = tx.get_contact(contact_id)
+            if contact is None:
+                raise NotFound(f"no contact with id {contact_id!r}")
+            updated = contact.model_copy(update={**changes, "updated_at": self.clock.now()})
+            if "phone" in changes:
+                updated.phone_e164 = to_e164(updated.phone, self.region)
+            self._check_external_id(tx, updated.external_id, contact_id)
+            tx.update_contact(updated)
+            tx.append_events(self._tag_events(contact.tags, updated.tags, updated, principal.token_id))
+            return updated
+
+        return await self.store.write(principal.tenant, run)
+
+    async def upsert_by_external_id(
+        self, principal: Principal, external_id: str, fields: ContactFields
+    ) -> tuple[Contact, bool]:
+        """Create or replace the contact with this external id; returns (contact, created)."""
+        fields = fields.model_copy(update={"external_id": external_id})
+
+        def run(tx: Tx) -> tuple[Contact, bool]:
+            existing = tx.get_contact_by_external_id(external_id)
+            if existing is None:
+                contact = self._new(principal.tenant, new_id(), fields)
+                tx.insert_contact(contact)
+                return contact, True
+            replacement = self._new(principal.tenant, existing.id, fields)
+            replacement.created_at = existing.created_at
+            replacement.workflow_instance_ids = existing.workflow_instance_ids
+            tx.update_contact(replacement)
+            tx.append_events(self._tag_events(existing.tags, replacement.tags, replacement, principal.token_id))
+            return replacement, False
+
+        return await self.store.write(principal.tenant, run)
+
+    async def change_tag(self, principal: Principal, contact_id: str, tag: str, add: bool) -> Contact:
+        def run(tx: Tx) -> Contact:
+            contact = tx.get_contact(contact_id)
+            if contact is None:
+                raise NotFound(f"no contact with id {contact_id!r}")
+            if (tag in contact.tags) == add:
+                return contact
+            tags = [*contact.tags, tag] if add else [t for t in contact.tags if t != tag]
+            updated = contact.model_copy(update={"tags": tags, "updated_at": self.clock.now()})
+            tx.update_contact(updated)
+            tx.append_events([tag_event(updated, tag, add, updated.updated_at, principal.token_id)])
+            return updated
+
+        return await self.store.write(principal.tenant, run)
+
+    async def delete(self, principal: Principal, contact_id: str, cascade: bool) -> None:
+        """Delete a contact. Unfinished instances block it (409) unless `cascade`, which cancels them first.
+
+        Instances are kept (cancelled or finished) as the audit record of the outreach; their contact is gone.
+        """
+        now = self.clock.now()
+
+        def run(tx: Tx) -> None:
+            if tx.get_contact(contact_id) is None:
+                raise NotFound(f"no contact with id {contact_id!r}")
+            unfinished = tx.unfinished_instances_of_contact(contact_id)
+            if unfinished and not cascade:
+                raise Conflict(
+                    f"contact {contact_id!r} has {len(unfinished)} unfinished instance(s); "
+                    "cancel them first or delete with ?cascade=true",
+                    instance_ids=[i.id for i in unfinished],
+                )
+            for instance in unfinished:
+                step = steps.cancel(instance, now, principal.token_id, reason="contact deleted")
+                tx.update_instance(step.instance)
+                tx.append_events(step.events)
+            tx.delete_contact(contact_id)
+
+        await self.store.write(principal.tenant, run)

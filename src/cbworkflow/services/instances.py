@@ -1,0 +1,224 @@
+"""Instances: enrol a contact in a template, then every change of the run, each one atomic.
+
+Every change goes through `_change`: inside one store write it loads the instance (locked), asks the engine for
+the step, saves the new instance and appends its events. Concurrent changes to one instance are serialised by
+the store; the engine's status checks then answer 409 to whoever comes second.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+
+from ..clock import Clock
+from ..engine import steps
+from ..errors import Conflict, Forbidden, InvalidInput, NotFound
+from ..ids import new_id
+from ..models.access import Principal, Role
+from ..models.events import Event, EventType
+from ..models.instances import InstanceCreate, InstanceStatus, TransitionRequest, WorkflowInstance
+from ..store.base import InstanceFilter, Page, PageRequest, Snapshot, Store, Tx
+from .templates import report_for
+
+TIMELINE_INLINE_LIMIT = 500  # events embedded in GET /instances/{id}; the rest via /timeline
+
+
+def snapshot_of(start_node: str, nodes: dict[str, object]) -> Snapshot:
+    """A content-addressed frozen copy: the same graph always gets the same id."""
+    canonical = json.dumps({"start_node": start_node, "nodes": nodes}, sort_keys=True, separators=(",", ":"))
+    return Snapshot(hashlib.sha256(canonical.encode()).hexdigest()[:32], start_node, nodes)
+
+
+class InstanceService:
+    def __init__(self, store: Store, clock: Clock) -> None:
+        self.store = store
+        self.clock = clock
+
+    # ---------------------------------------------------------------- reads
+    def _readable(self, principal: Principal, instance: WorkflowInstance | None, instance_id: str) -> WorkflowInstance:
+        if instance is None:
+            raise NotFound(f"no instance with id {instance_id!r}")
+        if principal.role is Role.VOLUNTEER and not instance.held_by_token(principal.token_id, self.clock.now()):
+            raise Forbidden("a volunteer may act only on instances it holds: claim the task first")
+        return instance
+
+    async def get(self, principal: Principal, instance_id: str) -> WorkflowInstance:
+        def run(tx: Tx) -> WorkflowInstance:
+            instance = self._readable(principal, tx.get_instance(instance_id), instance_id)
+            page = tx.instance_events(instance_id, PageRequest(limit=TIMELINE_INLINE_LIMIT))
+            instance.timeline = page.items
+            return instance
+
+        return await self.store.read(principal.tenant, run)
+
+    async def list(self, tenant: str, where: InstanceFilter, page: PageRequest) -> Page[WorkflowInstance]:
+        return await self.store.read(tenant, lambda tx: tx.list_instances(where, page))
+
+    async def timeline(self, principal: Principal, instance_id: str, page: PageRequest) -> Page[Event]:
+        def run(tx: Tx) -> Page[Event]:
+            self._readable(principal, tx.get_instance(instance_id), instance_id)
+            return tx.instance_events(instance_id, page)
+
+        return await self.store.read(principal.tenant, run)
+
+    # ---------------------------------------------------------------- create / delete
+    async def create(self, principal: Principal, body: InstanceCreate) -> WorkflowInstance:
+        now = self.clock.now()
+
+        def run(tx: Tx) -> WorkflowInstance:
+            if tx.get_contact(body.contact_id) is None:
+                raise NotFound(f"no contact with id {body.contact_id!r}")
+            template = tx.get_template(body.template_id)
+            if template is None:
+                raise NotFound(f"no workflow template with id {body.template_id!r}")
+            report = report_for(template)
+            if not report.valid:
+                raise InvalidInput(
+                    f"template {template.id!r} has validation errors; fix them before enrolling contacts: "
+                    + "; ".join(e.message for e in report.errors),
+                    errors=[e.model_dump() for e in report.errors],
+                )
+            assert template.start_node is not None
+            snapshot = snapshot_of(
+                template.start_node, {k: v.model_dump(mode="json") for k, v in template.nodes.items()}
+            )
+            instance = WorkflowInstance(
+                id=new_id(),
+                tenant=principal.tenant,
+                contact_id=body.contact_id,
+                template_id=template.id,
+                template_version=template.version,
+                start_node=template.start_node,
+                status=InstanceStatus.PENDING,
+                state=body.initial_state,
+                nodes=template.nodes,
+                tags=body.tags,
+                metadata=body.metadata,
+                created_at=now,
+                updated_at=now,
+            )
+            tx.put_snapshot(snapshot)
+            tx.insert_instance(instance, snapshot.id)
+            tx.append_events(steps.created_events(instance, principal.token_id))
+            if not body.start:
+                return instance
+            step = steps.start(instance, now, principal.token_id)
+            tx.update_instance(step.instance)
+            tx.append_events(step.events)
+            return step.instance
+
+        return await self.store.write(principal.tenant, run)
+
+    async def delete(self, principal: Principal, instance_id: str) -> None:
+        if not await self.store.write(principal.tenant, lambda tx: tx.delete_instance(instance_id)):
+            raise NotFound(f"no instance with id {instance_id!r}")
+
+    # ---------------------------------------------------------------- changes
+    async def _change(
+        self,
+        principal: Principal,
+        instance_id: str,
+        decide: Callable[[Tx, WorkflowInstance], steps.Step | None],
+    ) -> WorkflowInstance:
+        def run(tx: Tx) -> WorkflowInstance:
+            instance = self._readable(principal, tx.get_instance(instance_id), instance_id)
+            step = decide(tx, instance)
+            if step is None:
+                return instance
+            tx.update_instance(step.instance)
+            tx.append_events(step.events)
+            return step.instance
+
+        return await self.store.write(principal.tenant, run)
+
+    def _actor(self, principal: Principal) -> str:
+        return principal.token_id
+
+    async def start(self, principal: Principal, instance_id: str, on_behalf_of: str | None = None) -> WorkflowInstance:
+        now = self.clock.now()
+        return await self._change(
+            principal, instance_id, lambda _tx, i: steps.start(i, now, self._actor(principal), on_behalf_of)
+        )
+
+    async def pause(self, principal: Principal, instance_id: str, on_behalf_of: str | None = None) -> WorkflowInstance:
+        now = self.clock.now()
+        return await self._change(
+            principal, instance_id, lambda _tx, i: steps.pause(i, now, self._actor(principal), on_behalf_of)
+        )
+
+    async def resume(self, principal: Principal, instance_id: str, on_behalf_of: str | None = None) -> WorkflowInstance:
+        now = self.clock.now()
+        return await self._change(
+            principal, instance_id, lambda _tx, i: steps.resume(i, now, self._actor(principal), on_behalf_of)
+        )
+
+    async def cancel(
+        self, principal: Principal, instance_id: str, on_behalf_of: str | None = None, reason: str | None = None
+    ) -> WorkflowInstance:
+        now = self.clock.now()
+        return await self._change(
+            principal,
+            instance_id,
+            lambda _tx, i: steps.cancel(i, now, self._actor(principal), on_behalf_of, reason),
+        )
+
+    async def transition(self, principal: Principal, instance_id: str, body: TransitionRequest) -> WorkflowInstance:
+        now = self.clock.now()
+
+        def decide(tx: Tx, instance: WorkflowInstance) -> steps.Step:
+            node = instance.nodes.get(instance.current_node or "")
+            previous = None
+            if node is not None and body.outcome not in node.transitions:
+                previous = _node_just_left_with(tx, instance, body.outcome)
+            return steps.transition(
+                instance,
+                body.outcome,
+                now,
+                self._actor(principal),
+                note=body.note,
+                state_updates=body.state_updates,
+                expected_node=body.expected_node,
+                on_behalf_of=body.actor,
+                previous_node=previous,
+            )
+
+        return await self._change(principal, instance_id, decide)
+
+    async def update_state(
+        self, principal: Principal, instance_id: str, updates: dict[str, object], on_behalf_of: str | None = None
+    ) -> WorkflowInstance:
+        now = self.clock.now()
+
+        def decide(_tx: Tx, instance: WorkflowInstance) -> steps.Step:
+            if instance.status in (InstanceStatus.COMPLETED, InstanceStatus.FAILED, InstanceStatus.CANCELLED):
+                raise Conflict(f"cannot change the state of an instance that is {instance.status.value}")
+            return steps.update_state(instance, updates, now, self._actor(principal), on_behalf_of)
+
+        return await self._change(principal, instance_id, decide)
+
+    async def add_note(
+        self, principal: Principal, instance_id: str, text: str, on_behalf_of: str | None = None
+    ) -> WorkflowInstance:
+        now = self.clock.now()
+        return await self._change(
+            principal, instance_id, lambda _tx, i: steps.add_note(i, text, now, self._actor(principal), on_behalf_of)
+        )
+
+    async def change_tag(self, principal: Principal, instance_id: str, tag: str, add: bool) -> WorkflowInstance:
+        now = self.clock.now()
+        return await self._change(
+            principal, instance_id, lambda _tx, i: steps.change_tag(i, tag, add, now, self._actor(principal))
+        )
+
+
+def _node_just_left_with(tx: Tx, instance: WorkflowInstance, outcome: str) -> str | None:
+    """The node the instance last left, if `outcome` belongs to it: then a late duplicate is a conflict, not a typo."""
+    recent = tx.instance_events(instance.id, PageRequest(limit=20), newest_first=True).items
+    for event in recent:
+        if event.type is EventType.NODE_EXITED and event.node_id:
+            node = instance.nodes.get(event.node_id)
+            if node is not None and outcome in node.transitions:
+                return event.node_id
+            return None
+    return None

@@ -1,0 +1,230 @@
+"""Export and import a tenant's data as one JSON file per entity (the seed's layout).
+
+    DIR/tenant.json
+    DIR/contacts/{id}.json
+    DIR/templates/{id}.json      the current template plus "versions": every kept version
+    DIR/instances/{id}.json      the instance with its frozen nodes and its whole "timeline"
+    DIR/tokens/{id}.json         tokens with the hash of their secret (never the secret)
+    DIR/events/contact-events.jsonl   contact-level events (tags), one per line
+
+Export pages through the store, so memory stays flat at a million contacts. Import reads every file first and
+refuses, naming the file and the problem, a malformed one or an id that already exists; only then does it write,
+in batches, so a bad file changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from ..models.access import Tenant, Token
+from ..models.contacts import Contact
+from ..models.events import Event
+from ..models.instances import WorkflowInstance
+from ..models.templates import TemplateVersion, WorkflowTemplate
+from ..store.base import ContactFilter, InstanceFilter, PageRequest, Store, TokenRecord, Tx
+from .instances import snapshot_of
+
+BATCH = 500
+KINDS = ("contacts", "templates", "instances", "tokens")
+
+
+class TransferError(Exception):
+    """A file cannot be imported; the message names the file and the problem."""
+
+
+@dataclass
+class Counts:
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
+
+    def __str__(self) -> str:
+        return ", ".join(f"{n} {kind}" for kind, n in self.counts.items())
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+async def export_tenant(store: Store, tenant: str, out: Path) -> Counts:
+    counts = Counts()
+    tenant_row = await store.read(tenant, lambda tx: tx.get_tenant(tenant))
+    if tenant_row is None:
+        raise TransferError(f"no tenant {tenant!r} in {store.describe()}")
+    for kind in (*KINDS, "events"):
+        (out / kind).mkdir(parents=True, exist_ok=True)
+    _write_json(out / "tenant.json", tenant_row.model_dump(mode="json"))
+
+    async def each(fetch: Callable[[Tx, PageRequest], Any]) -> AsyncIterator[Any]:
+        cursor = None
+        while True:
+            page = await store.read(tenant, lambda tx, c=cursor: fetch(tx, PageRequest(BATCH, c)))
+            for item in page.items:
+                yield item
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    async for contact in each(lambda tx, p: tx.list_contacts(ContactFilter(), p)):
+        _write_json(out / "contacts" / f"{contact.id}.json", contact.model_dump(mode="json"))
+        counts.counts["contacts"] += 1
+    with (out / "events" / "contact-events.jsonl").open("w") as fh:
+        async for contact in each(lambda tx, p: tx.list_contacts(ContactFilter(), p)):
+            async for ev in each(lambda tx, p, cid=contact.id: tx.contact_events(cid, p)):
+                if ev.instance_id is None:
+                    fh.write(ev.model_dump_json() + "\n")
+    async for template in each(lambda tx, p: tx.list_templates(None, p)):
+        versions = [v async for v in each(lambda tx, p, tid=template.id: tx.list_template_versions(tid, p))]
+        data = template.model_dump(mode="json")
+        data["versions"] = [v.model_dump(mode="json") for v in reversed(versions)]
+        _write_json(out / "templates" / f"{template.id}.json", data)
+        counts.counts["templates"] += 1
+    async for instance in each(lambda tx, p: tx.list_instances(InstanceFilter(), p)):
+        timeline = [e async for e in each(lambda tx, p, iid=instance.id: tx.instance_events(iid, p))]
+        data = instance.model_dump(mode="json")
+        data["timeline"] = [e.model_dump(mode="json") for e in timeline]
+        _write_json(out / "instances" / f"{instance.id}.json", data)
+        counts.counts["instances"] += 1
+    async for token in each(lambda tx, p: tx.list_tokens(p)):
+        record = await store.read(tenant, lambda tx, tid=token.id: _token_record(tx, tid))
+        if record is not None:
+            _write_json(out / "tokens" / f"{token.id}.json", {**token.model_dump(mode="json"),
+                                                              "secret_hash": record.secret_hash})
+            counts.counts["tokens"] += 1
+    return counts
+
+
+def _token_record(tx: Tx, token_id: str) -> TokenRecord | None:
+    return tx.get_token_record(token_id)
+
+
+def _read(path: Path, model: type[BaseModel]) -> Any:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise TransferError(f"{path}: not readable JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise TransferError(f"{path}: expected a JSON object")
+    extra = {k: data.pop(k) for k in ("versions", "timeline", "secret_hash") if k in data}
+    try:
+        parsed = model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(file)"
+        raise TransferError(f"{path}: {where}: {first['msg']}") from None
+    if path.stem != getattr(parsed, "id", path.stem):
+        raise TransferError(f"{path}: the file name does not match the id {parsed.id!r}")  # type: ignore[attr-defined]
+    return parsed, extra
+
+
+async def import_tenant(store: Store, tenant: str, src: Path) -> Counts:
+    """Import a folder written by `export_tenant` into `tenant` (created if missing)."""
+    if not src.is_dir():
+        raise TransferError(f"{src}: not a folder")
+    files = {kind: sorted((src / kind).glob("*.json")) for kind in KINDS}
+    # Pass 1: every file parses and no id exists yet. Nothing is written.
+    for kind, model in (("contacts", Contact), ("templates", WorkflowTemplate),
+                        ("instances", WorkflowInstance), ("tokens", Token)):
+        for path in files[kind]:
+            parsed, extra = _read(path, model)
+            _check_extra(path, kind, extra)
+            exists = await store.read(tenant, lambda tx, k=kind, i=parsed.id: _exists(tx, k, i))
+            if exists:
+                raise TransferError(f"{path}: a {kind[:-1]} with id {parsed.id!r} already exists in tenant {tenant!r}")
+    contact_events = _contact_events(src)
+    # Pass 2: write in batches.
+    counts = Counts()
+
+    tenant_file = src / "tenant.json"
+    tenant_row = _read(tenant_file, Tenant)[0] if tenant_file.exists() else None
+
+    def make_tenant(tx: Tx) -> None:
+        if tx.get_tenant(tenant) is None:
+            tx.insert_tenant(Tenant(id=tenant, name=tenant_row.name if tenant_row else tenant,
+                                    created_at=tenant_row.created_at if tenant_row else datetime.now(UTC)))
+
+    await store.write(tenant, make_tenant)
+    for kind in KINDS:
+        for start in range(0, len(files[kind]), BATCH):
+            batch = files[kind][start : start + BATCH]
+            await store.write(tenant, lambda tx, k=kind, b=batch: _write_batch(tx, tenant, k, b))
+            counts.counts[kind] += len(batch)
+    if contact_events:
+        await store.write(tenant, lambda tx: tx.append_events(contact_events))
+    return counts
+
+
+def _check_extra(path: Path, kind: str, extra: dict[str, Any]) -> None:
+    try:
+        if kind == "templates":
+            for v in extra.get("versions", []):
+                TemplateVersion.model_validate(v)
+        if kind == "instances":
+            for e in extra.get("timeline", []):
+                Event.model_validate(e)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise TransferError(f"{path}: {'versions' if kind == 'templates' else 'timeline'}: {where}: {first['msg']}") \
+            from None
+    if kind == "tokens" and not isinstance(extra.get("secret_hash"), str):
+        raise TransferError(f"{path}: secret_hash: required")
+
+
+def _contact_events(src: Path) -> list[Event]:
+    path = src / "events" / "contact-events.jsonl"
+    if not path.exists():
+        return []
+    events = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            events.append(Event.model_validate_json(line))
+        except ValidationError as exc:
+            raise TransferError(f"{path}: line {number}: {exc.errors()[0]['msg']}") from None
+    return events
+
+
+def _exists(tx: Tx, kind: str, record_id: str) -> bool:
+    if kind == "contacts":
+        return tx.get_contact(record_id) is not None
+    if kind == "templates":
+        return tx.get_template(record_id) is not None
+    if kind == "instances":
+        return tx.get_instance(record_id) is not None
+    return tx.get_token_record(record_id) is not None
+
+
+def _write_batch(tx: Tx, tenant: str, kind: str, paths: list[Path]) -> None:
+    for path in paths:
+        data = json.loads(path.read_text())
+        data["tenant"] = tenant
+        if kind == "contacts":
+            tx.insert_contact(Contact.model_validate(data))
+        elif kind == "templates":
+            versions = data.pop("versions", [])
+            template = WorkflowTemplate.model_validate(data)
+            tx.insert_template(template)
+            for v in versions:
+                v["template"]["tenant"] = tenant
+                tx.insert_template_version(TemplateVersion.model_validate(v))
+        elif kind == "instances":
+            timeline = [Event.model_validate(e) for e in data.pop("timeline", [])]
+            instance = WorkflowInstance.model_validate(data)
+            snapshot = snapshot_of(instance.start_node, {k: v.model_dump(mode="json")
+                                                         for k, v in instance.nodes.items()})
+            tx.put_snapshot(snapshot)
+            tx.insert_instance(instance, snapshot.id)
+            tx.append_events(timeline)
+        else:
+            secret_hash = data.pop("secret_hash")
+            tx.insert_token(TokenRecord(Token.model_validate(data), secret_hash))

@@ -1,0 +1,22 @@
+"""Storage: one interface (`base.Store`, `base.Tx`) and a module per backend."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..settings import Settings
+from .base import Store
+
+
+class UnsupportedStore(Exception):
+    """The configured store URL names a backend this build cannot open."""
+
+
+def open_store(settings: Settings) -> Store:
+    """The store named by `CBW_DATABASE_URL` (default: SQLite in the data dir)."""
+    url = settings.store_url
+    if url.startswith("sqlite:///"):
+        from .sqlite import SQLiteStore
+
+        return SQLiteStore(Path(url.removeprefix("sqlite:///")), synchronous=settings.sqlite_synchronous)
+    raise UnsupportedStore(f"CBW_DATABASE_URL: the store {url.split(':', 1)[0]!r} is not available in this version")

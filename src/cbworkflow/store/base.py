@@ -1,0 +1,239 @@
+"""The storage interface every backend implements (SQLite today; PostgreSQL and JSON files behind the same API).
+
+Services never see SQL. They hand the store a plain function of a transaction:
+
+    contact = await store.write(tenant, lambda tx: tx.get_contact(contact_id))
+
+`write` runs the function inside one transaction that holds the locks a read-modify-write needs (SQLite:
+`BEGIN IMMEDIATE`; PostgreSQL: row locks; JSON files: per-entity locks) and commits only if it returns, so every
+change (an instance moving and the events it appends) is applied whole or not at all. The function must not do
+I/O of its own: it may be retried. `read` runs it on a consistent snapshot.
+
+Every `Tx` is bound to one tenant: nothing it returns or changes belongs to another. The few calls that span
+tenants (tenants themselves, token lookup by hash) are named as such.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+from ..errors import InvalidInput
+from ..models.access import Tenant, Token
+from ..models.contacts import Contact
+from ..models.events import Event
+from ..models.instances import WorkflowInstance
+from ..models.templates import TemplateVersion, WorkflowTemplate
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class PageRequest:
+    """`limit` rows after the opaque `cursor` of the previous page."""
+
+    limit: int = 50
+    cursor: str | None = None
+
+
+@dataclass
+class Page(Generic[T]):
+    items: list[T]
+    next_cursor: str | None
+
+
+def encode_cursor(*key: Any) -> str:
+    """An opaque cursor: the sort key of the last row of a page."""
+    return base64.urlsafe_b64encode(json.dumps(key, separators=(",", ":")).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, arity: int) -> list[Any]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        key = json.loads(base64.urlsafe_b64decode(padded.encode()))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidInput("cursor: not a cursor this server gave out; start again without it") from exc
+    if not isinstance(key, list) or len(key) != arity:
+        raise InvalidInput("cursor: not a cursor this server gave out; start again without it")
+    return key
+
+
+@dataclass(frozen=True)
+class ContactFilter:
+    county: str | None = None
+    organization: str | None = None
+    external_id: str | None = None
+    tags: Sequence[str] = ()
+
+
+@dataclass(frozen=True)
+class InstanceFilter:
+    contact_id: str | None = None
+    template_id: str | None = None
+    status: str | None = None
+    current_node: str | None = None
+    tags: Sequence[str] = ()
+
+
+@dataclass
+class TokenRecord:
+    """A token as stored: the hash of its secret, never the secret."""
+
+    token: Token
+    secret_hash: str
+
+
+@dataclass
+class IdempotentResponse:
+    """What an `Idempotency-Key` recorded: `done` is false while the first request is still running."""
+
+    request_hash: str
+    done: bool
+    status_code: int | None = None
+    body: str | None = None
+
+
+@dataclass
+class Snapshot:
+    """A frozen copy of a template's graph, shared by every instance created from that exact graph."""
+
+    id: str
+    start_node: str
+    nodes: dict[str, Any] = field(default_factory=dict)
+
+
+class Tx(ABC):
+    """One transaction, bound to `tenant`. Methods are synchronous: the store runs them off the event loop."""
+
+    tenant: str
+
+    # --- tenants and tokens (these span tenants) ---
+    @abstractmethod
+    def get_tenant(self, tenant_id: str) -> Tenant | None: ...
+    @abstractmethod
+    def insert_tenant(self, tenant: Tenant) -> None: ...
+    @abstractmethod
+    def count_tenants(self) -> int: ...
+    @abstractmethod
+    def find_token_by_hash(self, secret_hash: str) -> TokenRecord | None: ...
+
+    # --- tokens of this tenant ---
+    @abstractmethod
+    def insert_token(self, record: TokenRecord) -> None: ...
+    @abstractmethod
+    def get_token_record(self, token_id: str) -> TokenRecord | None: ...
+    @abstractmethod
+    def list_tokens(self, page: PageRequest) -> Page[Token]: ...
+    @abstractmethod
+    def delete_token(self, token_id: str) -> bool: ...
+    @abstractmethod
+    def touch_token(self, token_id: str, when: datetime) -> None: ...
+
+    # --- contacts ---
+    @abstractmethod
+    def get_contact(self, contact_id: str) -> Contact | None: ...
+    @abstractmethod
+    def get_contact_by_external_id(self, external_id: str) -> Contact | None: ...
+    @abstractmethod
+    def insert_contact(self, contact: Contact) -> None: ...
+    @abstractmethod
+    def update_contact(self, contact: Contact) -> None: ...
+    @abstractmethod
+    def delete_contact(self, contact_id: str) -> bool: ...
+    @abstractmethod
+    def list_contacts(self, where: ContactFilter, page: PageRequest) -> Page[Contact]: ...
+    @abstractmethod
+    def search_contacts(self, query: str, page: PageRequest) -> Page[Contact]: ...
+
+    # --- templates ---
+    @abstractmethod
+    def get_template(self, template_id: str) -> WorkflowTemplate | None: ...
+    @abstractmethod
+    def insert_template(self, template: WorkflowTemplate) -> None: ...
+    @abstractmethod
+    def update_template(self, template: WorkflowTemplate) -> None: ...
+    @abstractmethod
+    def delete_template(self, template_id: str) -> bool: ...
+    @abstractmethod
+    def list_templates(self, tag: str | None, page: PageRequest) -> Page[WorkflowTemplate]: ...
+    @abstractmethod
+    def insert_template_version(self, version: TemplateVersion) -> None: ...
+    @abstractmethod
+    def delete_template_version(self, template_id: str, version: str) -> None: ...
+    @abstractmethod
+    def list_template_versions(self, template_id: str, page: PageRequest) -> Page[TemplateVersion]: ...
+
+    # --- instances ---
+    @abstractmethod
+    def put_snapshot(self, snapshot: Snapshot) -> None:
+        """Store a snapshot unless one with its id exists (ids are content hashes)."""
+
+    @abstractmethod
+    def get_instance(self, instance_id: str) -> WorkflowInstance | None:
+        """The instance with its frozen nodes, without its timeline. Inside `write`, the row is locked."""
+
+    @abstractmethod
+    def insert_instance(self, instance: WorkflowInstance, snapshot_id: str) -> None: ...
+    @abstractmethod
+    def update_instance(self, instance: WorkflowInstance) -> None:
+        """Save every mutable field; `revision` must be one more than the stored one (else a bug: raises)."""
+
+    @abstractmethod
+    def delete_instance(self, instance_id: str) -> bool:
+        """Delete the instance and its events."""
+
+    @abstractmethod
+    def list_instances(self, where: InstanceFilter, page: PageRequest) -> Page[WorkflowInstance]: ...
+    @abstractmethod
+    def unfinished_instances_of_contact(self, contact_id: str) -> list[WorkflowInstance]: ...
+
+    # --- events ---
+    @abstractmethod
+    def append_events(self, events: Sequence[Event]) -> None: ...
+    @abstractmethod
+    def instance_events(self, instance_id: str, page: PageRequest, newest_first: bool = False) -> Page[Event]: ...
+    @abstractmethod
+    def contact_events(self, contact_id: str, page: PageRequest) -> Page[Event]:
+        """Every event of the contact's instances and the contact's own, newest first."""
+
+    # --- idempotency keys ---
+    @abstractmethod
+    def get_idempotency(self, route: str, key: str, since: datetime) -> IdempotentResponse | None: ...
+    @abstractmethod
+    def reserve_idempotency(self, route: str, key: str, request_hash: str, now: datetime) -> bool:
+        """Claim a key for a first request; false if it is already taken (and not expired)."""
+
+    @abstractmethod
+    def finish_idempotency(self, route: str, key: str, status_code: int, body: str) -> None: ...
+    @abstractmethod
+    def release_idempotency(self, route: str, key: str) -> None: ...
+
+
+class Store(ABC):
+    """The async face of a backend: runs transaction functions off the event loop."""
+
+    @abstractmethod
+    async def read(self, tenant: str, fn: Callable[[Tx], T]) -> T: ...
+
+    @abstractmethod
+    async def write(self, tenant: str, fn: Callable[[Tx], T]) -> T: ...
+
+    @abstractmethod
+    async def migrate(self) -> list[int]:
+        """Create or upgrade the schema; return the migration versions applied."""
+
+    @abstractmethod
+    async def ping(self) -> None:
+        """Raise if the store cannot be reached."""
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    @abstractmethod
+    def describe(self) -> str:
+        """Where the data lives, for logs (no secrets)."""

@@ -1,0 +1,81 @@
+"""Schema migrations: numbered steps, applied in order, each recorded in `schema_migrations`.
+
+A step is a function of a connection; it may branch on the dialect for what only one backend has
+(SQLite's FTS5 search index, PostgreSQL's trigram indexes). Never edit a released step: add a new one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from sqlalchemy import Connection, inspect, select
+
+from . import schema
+
+Step = Callable[[Connection], None]
+
+_SQLITE_SEARCH = [
+    # Trigram FTS over name, email and the phone's digits: substring search that stays fast at a million rows.
+    "CREATE VIRTUAL TABLE contacts_fts USING fts5("
+    "name, email, phone_digits, content='contacts', content_rowid='pk', tokenize='trigram')",
+    "CREATE TRIGGER contacts_fts_ai AFTER INSERT ON contacts BEGIN "
+    "INSERT INTO contacts_fts(rowid, name, email, phone_digits) "
+    "VALUES (new.pk, new.name, coalesce(new.email, ''), coalesce(new.phone_digits, '')); END",
+    "CREATE TRIGGER contacts_fts_ad AFTER DELETE ON contacts BEGIN "
+    "INSERT INTO contacts_fts(contacts_fts, rowid, name, email, phone_digits) "
+    "VALUES ('delete', old.pk, old.name, coalesce(old.email, ''), coalesce(old.phone_digits, '')); END",
+    "CREATE TRIGGER contacts_fts_au AFTER UPDATE OF name, email, phone_digits ON contacts BEGIN "
+    "INSERT INTO contacts_fts(contacts_fts, rowid, name, email, phone_digits) "
+    "VALUES ('delete', old.pk, old.name, coalesce(old.email, ''), coalesce(old.phone_digits, '')); "
+    "INSERT INTO contacts_fts(rowid, name, email, phone_digits) "
+    "VALUES (new.pk, new.name, coalesce(new.email, ''), coalesce(new.phone_digits, '')); END",
+]
+
+_POSTGRES_SEARCH = [
+    "CREATE EXTENSION IF NOT EXISTS pg_trgm",
+    "CREATE INDEX ix_contacts_name_trgm ON contacts USING gin (lower(name) gin_trgm_ops)",
+    "CREATE INDEX ix_contacts_email_trgm ON contacts USING gin (lower(email) gin_trgm_ops)",
+    "CREATE INDEX ix_contacts_phone_trgm ON contacts USING gin (phone_digits gin_trgm_ops)",
+]
+
+
+def _initial(conn: Connection) -> None:
+    tables = [t for t in schema.metadata.sorted_tables if t is not schema.schema_migrations]
+    schema.metadata.create_all(conn, tables=tables)
+
+
+def _search_index(conn: Connection) -> None:
+    statements = _POSTGRES_SEARCH if conn.dialect.name == "postgresql" else _SQLITE_SEARCH
+    for statement in statements:
+        conn.exec_driver_sql(statement)
+
+
+MIGRATIONS: list[tuple[int, str, Step]] = [
+    (1, "initial tables", _initial),
+    (2, "contact search index", _search_index),
+]
+LATEST = MIGRATIONS[-1][0]
+
+
+def current_version(conn: Connection) -> int:
+    if not inspect(conn).has_table("schema_migrations"):
+        return 0
+    versions = conn.execute(select(schema.schema_migrations.c.version)).scalars().all()
+    return max(versions, default=0)
+
+
+def migrate(conn: Connection) -> list[int]:
+    """Apply every step newer than the schema's version; return the versions applied. Caller holds a transaction."""
+    schema.metadata.create_all(conn, tables=[schema.schema_migrations])
+    done = current_version(conn)
+    applied = []
+    for version, name, step in MIGRATIONS:
+        if version <= done:
+            continue
+        step(conn)
+        conn.execute(
+            schema.schema_migrations.insert().values(version=version, name=name, applied_at=datetime.now(UTC))
+        )
+        applied.append(version)
+    return applied

@@ -1,0 +1,616 @@
+"""`Tx` over SQLAlchemy Core: the SQL shared by the SQLite and PostgreSQL stores.
+
+Every statement filters on `self.tenant`. Lists use keyset pagination on (created_at, pk), newest first, so a
+page costs the same at row 10 and at row 1,000,000. The backend modules add what differs: connections, locking
+and contact search.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Row, and_, delete, exists, func, insert, or_, select, update
+from sqlalchemy.sql import ColumnElement, Select
+
+from ..errors import InvalidInput
+from ..models.access import Role, Tenant, Token
+from ..models.contacts import Contact
+from ..models.events import Event
+from ..models.instances import WorkflowInstance
+from ..models.templates import Node, TemplateVersion, WorkflowTemplate
+from . import schema as s
+from .base import (
+    ContactFilter,
+    IdempotentResponse,
+    InstanceFilter,
+    Page,
+    PageRequest,
+    Snapshot,
+    TokenRecord,
+    Tx,
+    decode_cursor,
+    encode_cursor,
+)
+
+_TEMPLATE_BODY_FIELDS = ("name", "description", "version", "start_node", "nodes", "triggers", "tags", "metadata")
+
+
+class SnapshotCache:
+    """Parsed frozen node maps by snapshot id. Snapshots never change, so entries never go stale."""
+
+    def __init__(self, size: int = 512) -> None:
+        self._items: OrderedDict[str, tuple[str, dict[str, Node]]] = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def get(self, snapshot_id: str) -> tuple[str, dict[str, Node]] | None:
+        with self._lock:
+            found = self._items.get(snapshot_id)
+            if found is not None:
+                self._items.move_to_end(snapshot_id)
+            return found
+
+    def put(self, snapshot_id: str, value: tuple[str, dict[str, Node]]) -> None:
+        with self._lock:
+            self._items[snapshot_id] = value
+            if len(self._items) > self._size:
+                self._items.popitem(last=False)
+
+
+def _keyset(created: Any, pk: Any, cursor: str | None) -> ColumnElement[bool] | None:
+    """Rows after the cursor in (created_at DESC, pk DESC) order."""
+    if cursor is None:
+        return None
+    when, last_pk = decode_cursor(cursor, 2)
+    try:
+        when_dt = datetime.fromisoformat(when)
+        last = int(last_pk)
+    except (TypeError, ValueError):
+        raise InvalidInput("cursor: not a cursor this server gave out; start again without it") from None
+    return or_(created < when_dt, and_(created == when_dt, pk < last))
+
+
+class SqlTx(Tx):
+    """A transaction on one SQLAlchemy connection, scoped to a tenant."""
+
+    def __init__(self, conn: Connection, tenant: str, snapshots: SnapshotCache, *, writing: bool) -> None:
+        self.conn = conn
+        self.tenant = tenant
+        self.snapshots = snapshots
+        self.writing = writing
+
+    # ------------------------------------------------------------------ helpers
+    def _page(self, query: Select[Any], table: Any, page: PageRequest) -> tuple[list[Row[Any]], str | None]:
+        after = _keyset(table.c.created_at, table.c.pk, page.cursor)
+        if after is not None:
+            query = query.where(after)
+        rows = list(
+            self.conn.execute(
+                query.order_by(table.c.created_at.desc(), table.c.pk.desc()).limit(page.limit + 1)
+            ).all()
+        )
+        if len(rows) > page.limit:
+            rows = rows[: page.limit]
+            last = rows[-1]
+            return rows, encode_cursor(last.created_at.isoformat(), last.pk)
+        return rows, None
+
+    def _lock_clause(self, query: Select[Any]) -> Select[Any]:
+        """Row locks for read-modify-write; SQLite's writer already holds the database lock."""
+        return query
+
+    def _set_tags(self, table: Any, fk: str, pk: int, tags: Sequence[str], replace: bool) -> None:
+        if replace:
+            self.conn.execute(delete(table).where(getattr(table.c, fk) == pk))
+        if tags:
+            self.conn.execute(insert(table), [{"tenant": self.tenant, "tag": t, fk: pk} for t in tags])
+
+    # ------------------------------------------------------------------ tenants and tokens
+    def get_tenant(self, tenant_id: str) -> Tenant | None:
+        row = self.conn.execute(select(s.tenants).where(s.tenants.c.id == tenant_id)).first()
+        return Tenant(id=row.id, name=row.name, created_at=row.created_at) if row else None
+
+    def insert_tenant(self, tenant: Tenant) -> None:
+        self.conn.execute(insert(s.tenants).values(**tenant.model_dump()))
+
+    def count_tenants(self) -> int:
+        return int(self.conn.execute(select(func.count()).select_from(s.tenants)).scalar_one())
+
+    @staticmethod
+    def _token(row: Row[Any]) -> Token:
+        return Token(
+            id=row.id,
+            tenant=row.tenant,
+            role=Role(row.role),
+            name=row.name,
+            created_at=row.created_at,
+            last_used_at=row.last_used_at,
+        )
+
+    def find_token_by_hash(self, secret_hash: str) -> TokenRecord | None:
+        row = self.conn.execute(select(s.tokens).where(s.tokens.c.secret_hash == secret_hash)).first()
+        return TokenRecord(token=self._token(row), secret_hash=row.secret_hash) if row else None
+
+    def insert_token(self, record: TokenRecord) -> None:
+        token = record.token
+        self.conn.execute(
+            insert(s.tokens).values(
+                tenant=token.tenant,
+                id=token.id,
+                role=token.role.value,
+                name=token.name,
+                secret_hash=record.secret_hash,
+                created_at=token.created_at,
+                last_used_at=token.last_used_at,
+            )
+        )
+
+    def get_token_record(self, token_id: str) -> TokenRecord | None:
+        t = s.tokens.c
+        row = self.conn.execute(select(s.tokens).where(t.tenant == self.tenant, t.id == token_id)).first()
+        return TokenRecord(token=self._token(row), secret_hash=row.secret_hash) if row else None
+
+    def list_tokens(self, page: PageRequest) -> Page[Token]:
+        rows, cursor = self._page(select(s.tokens).where(s.tokens.c.tenant == self.tenant), s.tokens, page)
+        return Page([self._token(r) for r in rows], cursor)
+
+    def delete_token(self, token_id: str) -> bool:
+        t = s.tokens.c
+        return bool(self.conn.execute(delete(s.tokens).where(t.tenant == self.tenant, t.id == token_id)).rowcount)
+
+    def touch_token(self, token_id: str, when: datetime) -> None:
+        t = s.tokens.c
+        self.conn.execute(update(s.tokens).where(t.tenant == self.tenant, t.id == token_id).values(last_used_at=when))
+
+    # ------------------------------------------------------------------ contacts
+    def _instance_ids_by_contact(self, contact_ids: Sequence[str]) -> dict[str, list[str]]:
+        if not contact_ids:
+            return {}
+        i = s.instances.c
+        rows = self.conn.execute(
+            select(i.contact_id, i.id)
+            .where(i.tenant == self.tenant, i.contact_id.in_(contact_ids))
+            .order_by(i.created_at, i.pk)
+        ).all()
+        found: dict[str, list[str]] = {cid: [] for cid in contact_ids}
+        for row in rows:
+            found[row.contact_id].append(row.id)
+        return found
+
+    def _contacts(self, rows: Sequence[Row[Any]]) -> list[Contact]:
+        links = self._instance_ids_by_contact([r.id for r in rows])
+        return [
+            Contact(
+                id=r.id,
+                tenant=r.tenant,
+                name=r.name,
+                email=r.email,
+                phone=r.phone,
+                phone_e164=r.phone_e164,
+                county=r.county,
+                organization=r.organization,
+                role=r.role,
+                external_id=r.external_id,
+                tags=r.tags,
+                metadata=r.metadata,
+                workflow_instance_ids=links.get(r.id, []),
+                created_at=r.created_at,
+                updated_at=r.updated_at,
+            )
+            for r in rows
+        ]
+
+    def _contact_row(self, where: ColumnElement[bool]) -> Row[Any] | None:
+        query = select(s.contacts).where(s.contacts.c.tenant == self.tenant, where)
+        if self.writing:
+            query = self._lock_clause(query)
+        return self.conn.execute(query).first()
+
+    def get_contact(self, contact_id: str) -> Contact | None:
+        row = self._contact_row(s.contacts.c.id == contact_id)
+        return self._contacts([row])[0] if row else None
+
+    def get_contact_by_external_id(self, external_id: str) -> Contact | None:
+        row = self._contact_row(s.contacts.c.external_id == external_id)
+        return self._contacts([row])[0] if row else None
+
+    @staticmethod
+    def _contact_values(contact: Contact) -> dict[str, Any]:
+        digits = "".join(ch for ch in contact.phone or "" if ch.isdigit()) or None
+        values = contact.model_dump(exclude={"workflow_instance_ids"})
+        values["phone_digits"] = digits
+        return values
+
+    def insert_contact(self, contact: Contact) -> None:
+        pk = self.conn.execute(insert(s.contacts).values(**self._contact_values(contact))).inserted_primary_key[0]
+        self._set_tags(s.contact_tags, "contact_pk", pk, contact.tags, replace=False)
+
+    def update_contact(self, contact: Contact) -> None:
+        c = s.contacts.c
+        values = self._contact_values(contact)
+        del values["tenant"], values["id"], values["created_at"]
+        pk = self.conn.execute(
+            update(s.contacts).where(c.tenant == self.tenant, c.id == contact.id).values(**values).returning(c.pk)
+        ).scalar_one()
+        self._set_tags(s.contact_tags, "contact_pk", pk, contact.tags, replace=True)
+
+    def delete_contact(self, contact_id: str) -> bool:
+        c = s.contacts.c
+        pk = self.conn.execute(
+            delete(s.contacts).where(c.tenant == self.tenant, c.id == contact_id).returning(c.pk)
+        ).scalar_one_or_none()
+        if pk is None:
+            return False
+        self.conn.execute(delete(s.contact_tags).where(s.contact_tags.c.contact_pk == pk))
+        return True
+
+    def _tag_filter(self, table: Any, tag_table: Any, fk: str, tags: Sequence[str]) -> list[ColumnElement[bool]]:
+        return [
+            exists().where(
+                tag_table.c.tenant == self.tenant, tag_table.c.tag == tag, getattr(tag_table.c, fk) == table.c.pk
+            )
+            for tag in tags
+        ]
+
+    def list_contacts(self, where: ContactFilter, page: PageRequest) -> Page[Contact]:
+        c = s.contacts.c
+        query = select(s.contacts).where(c.tenant == self.tenant)
+        if where.county is not None:
+            query = query.where(c.county == where.county)
+        if where.organization is not None:
+            query = query.where(c.organization == where.organization)
+        if where.external_id is not None:
+            query = query.where(c.external_id == where.external_id)
+        for clause in self._tag_filter(s.contacts, s.contact_tags, "contact_pk", where.tags):
+            query = query.where(clause)
+        rows, cursor = self._page(query, s.contacts, page)
+        return Page(self._contacts(rows), cursor)
+
+    def search_contacts(self, query: str, page: PageRequest) -> Page[Contact]:
+        """Portable fallback: a LIKE scan. Backends override it with an index."""
+        return self._search_like(query, page)
+
+    def _search_like(self, query: str, page: PageRequest) -> Page[Contact]:
+        c = s.contacts.c
+        pattern = "%" + _escape_like(query.lower()) + "%"
+        clauses = [func.lower(c.name).like(pattern, escape="\\"), func.lower(c.email).like(pattern, escape="\\")]
+        digits = "".join(ch for ch in query if ch.isdigit())
+        if digits and _looks_like_phone(query):
+            clauses.append(c.phone_digits.like("%" + digits + "%"))
+        rows, cursor = self._page(select(s.contacts).where(c.tenant == self.tenant, or_(*clauses)), s.contacts, page)
+        return Page(self._contacts(rows), cursor)
+
+    # ------------------------------------------------------------------ templates
+    @staticmethod
+    def _template(row: Row[Any]) -> WorkflowTemplate:
+        return WorkflowTemplate.model_validate(
+            {**row.body, "id": row.id, "tenant": row.tenant, "created_at": row.created_at, "updated_at": row.updated_at}
+        )
+
+    @staticmethod
+    def _template_body(template: WorkflowTemplate) -> dict[str, Any]:
+        return template.model_dump(mode="json", include=set(_TEMPLATE_BODY_FIELDS))
+
+    def get_template(self, template_id: str) -> WorkflowTemplate | None:
+        t = s.templates.c
+        row = self.conn.execute(select(s.templates).where(t.tenant == self.tenant, t.id == template_id)).first()
+        return self._template(row) if row else None
+
+    def insert_template(self, template: WorkflowTemplate) -> None:
+        pk = self.conn.execute(
+            insert(s.templates).values(
+                tenant=self.tenant,
+                id=template.id,
+                version=template.version,
+                body=self._template_body(template),
+                tags=template.tags,
+                created_at=template.created_at,
+                updated_at=template.updated_at,
+            )
+        ).inserted_primary_key[0]
+        self._set_tags(s.template_tags, "template_pk", pk, template.tags, replace=False)
+
+    def update_template(self, template: WorkflowTemplate) -> None:
+        t = s.templates.c
+        pk = self.conn.execute(
+            update(s.templates)
+            .where(t.tenant == self.tenant, t.id == template.id)
+            .values(
+                version=template.version,
+                body=self._template_body(template),
+                tags=template.tags,
+                updated_at=template.updated_at,
+            )
+            .returning(t.pk)
+        ).scalar_one()
+        self._set_tags(s.template_tags, "template_pk", pk, template.tags, replace=True)
+
+    def delete_template(self, template_id: str) -> bool:
+        t = s.templates.c
+        pk = self.conn.execute(
+            delete(s.templates).where(t.tenant == self.tenant, t.id == template_id).returning(t.pk)
+        ).scalar_one_or_none()
+        if pk is None:
+            return False
+        self.conn.execute(delete(s.template_tags).where(s.template_tags.c.template_pk == pk))
+        v = s.template_versions.c
+        self.conn.execute(delete(s.template_versions).where(v.tenant == self.tenant, v.template_id == template_id))
+        return True
+
+    def list_templates(self, tag: str | None, page: PageRequest) -> Page[WorkflowTemplate]:
+        query = select(s.templates).where(s.templates.c.tenant == self.tenant)
+        for clause in self._tag_filter(s.templates, s.template_tags, "template_pk", [tag] if tag else []):
+            query = query.where(clause)
+        rows, cursor = self._page(query, s.templates, page)
+        return Page([self._template(r) for r in rows], cursor)
+
+    def insert_template_version(self, version: TemplateVersion) -> None:
+        self.conn.execute(
+            insert(s.template_versions).values(
+                tenant=self.tenant,
+                template_id=version.template_id,
+                version=version.version,
+                body=version.template.model_dump(mode="json"),
+                created_at=version.created_at,
+            )
+        )
+
+    def delete_template_version(self, template_id: str, version: str) -> None:
+        v = s.template_versions.c
+        self.conn.execute(
+            delete(s.template_versions).where(
+                v.tenant == self.tenant, v.template_id == template_id, v.version == version
+            )
+        )
+
+    def list_template_versions(self, template_id: str, page: PageRequest) -> Page[TemplateVersion]:
+        v = s.template_versions.c
+        query = select(s.template_versions).where(v.tenant == self.tenant, v.template_id == template_id)
+        rows, cursor = self._page(query, s.template_versions, page)
+        return Page(
+            [
+                TemplateVersion(
+                    template_id=r.template_id,
+                    version=r.version,
+                    template=WorkflowTemplate.model_validate(r.body),
+                    created_at=r.created_at,
+                )
+                for r in rows
+            ],
+            cursor,
+        )
+
+    # ------------------------------------------------------------------ instances
+    def put_snapshot(self, snapshot: Snapshot) -> None:
+        if self.conn.execute(select(s.snapshots.c.id).where(s.snapshots.c.id == snapshot.id)).first():
+            return
+        self.conn.execute(
+            insert(s.snapshots).values(
+                id=snapshot.id,
+                tenant=self.tenant,
+                start_node=snapshot.start_node,
+                nodes=snapshot.nodes,
+                created_at=datetime.now(UTC),
+            )
+        )
+
+    def _snapshot(self, snapshot_id: str) -> tuple[str, dict[str, Node]]:
+        cached = self.snapshots.get(snapshot_id)
+        if cached is not None:
+            return cached
+        row = self.conn.execute(
+            select(s.snapshots).where(s.snapshots.c.id == snapshot_id, s.snapshots.c.tenant == self.tenant)
+        ).one()
+        nodes = WorkflowTemplate.model_validate(
+            {"id": "x", "tenant": "x", "name": "x", "nodes": row.nodes, "created_at": row.created_at,
+             "updated_at": row.created_at}
+        ).nodes
+        value = (row.start_node, nodes)
+        self.snapshots.put(snapshot_id, value)
+        return value
+
+    def _instances(self, rows: Sequence[Row[Any]]) -> list[WorkflowInstance]:
+        result = []
+        for r in rows:
+            start_node, nodes = self._snapshot(r.snapshot_id)
+            result.append(
+                WorkflowInstance(
+                    id=r.id,
+                    tenant=r.tenant,
+                    contact_id=r.contact_id,
+                    template_id=r.template_id,
+                    template_version=r.template_version,
+                    start_node=start_node,
+                    current_node=r.current_node,
+                    status=r.status,
+                    paused_status=r.paused_status,
+                    end_status=r.end_status,
+                    state=r.state,
+                    nodes=nodes,
+                    tags=r.tags,
+                    metadata=r.metadata,
+                    created_at=r.created_at,
+                    updated_at=r.updated_at,
+                    started_at=r.started_at,
+                    completed_at=r.completed_at,
+                    wake_at=r.wake_at,
+                    waiting_for=r.waiting_for,
+                    held_by=r.held_by,
+                    lease_expires_at=r.lease_expires_at,
+                    revision=r.revision,
+                )
+            )
+        return result
+
+    def get_instance(self, instance_id: str) -> WorkflowInstance | None:
+        i = s.instances.c
+        query = select(s.instances).where(i.tenant == self.tenant, i.id == instance_id)
+        if self.writing:
+            query = self._lock_clause(query)
+        row = self.conn.execute(query).first()
+        return self._instances([row])[0] if row else None
+
+    @staticmethod
+    def _instance_values(instance: WorkflowInstance) -> dict[str, Any]:
+        return instance.model_dump(
+            exclude={"nodes", "timeline", "start_node"},
+            mode="python",
+        )
+
+    def insert_instance(self, instance: WorkflowInstance, snapshot_id: str) -> None:
+        values = self._instance_values(instance)
+        values["snapshot_id"] = snapshot_id
+        pk = self.conn.execute(insert(s.instances).values(**values)).inserted_primary_key[0]
+        self._set_tags(s.instance_tags, "instance_pk", pk, instance.tags, replace=False)
+
+    def update_instance(self, instance: WorkflowInstance) -> None:
+        i = s.instances.c
+        values = self._instance_values(instance)
+        for fixed in ("tenant", "id", "contact_id", "template_id", "template_version", "created_at"):
+            del values[fixed]
+        row = self.conn.execute(
+            update(s.instances)
+            .where(i.tenant == self.tenant, i.id == instance.id, i.revision == instance.revision - 1)
+            .values(**values)
+            .returning(i.pk)
+        ).first()
+        if row is None:
+            raise RuntimeError(f"instance {instance.id} changed under a write lock (revision {instance.revision})")
+        self._set_tags(s.instance_tags, "instance_pk", row.pk, instance.tags, replace=True)
+
+    def delete_instance(self, instance_id: str) -> bool:
+        i = s.instances.c
+        pk = self.conn.execute(
+            delete(s.instances).where(i.tenant == self.tenant, i.id == instance_id).returning(i.pk)
+        ).scalar_one_or_none()
+        if pk is None:
+            return False
+        self.conn.execute(delete(s.instance_tags).where(s.instance_tags.c.instance_pk == pk))
+        e = s.events.c
+        self.conn.execute(delete(s.events).where(e.tenant == self.tenant, e.instance_id == instance_id))
+        return True
+
+    def list_instances(self, where: InstanceFilter, page: PageRequest) -> Page[WorkflowInstance]:
+        i = s.instances.c
+        query = select(s.instances).where(i.tenant == self.tenant)
+        for column, value in (
+            (i.contact_id, where.contact_id),
+            (i.template_id, where.template_id),
+            (i.status, where.status),
+            (i.current_node, where.current_node),
+        ):
+            if value is not None:
+                query = query.where(column == value)
+        for clause in self._tag_filter(s.instances, s.instance_tags, "instance_pk", where.tags):
+            query = query.where(clause)
+        rows, cursor = self._page(query, s.instances, page)
+        return Page(self._instances(rows), cursor)
+
+    def unfinished_instances_of_contact(self, contact_id: str) -> list[WorkflowInstance]:
+        i = s.instances.c
+        query = select(s.instances).where(
+            i.tenant == self.tenant,
+            i.contact_id == contact_id,
+            i.status.not_in(["completed", "failed", "cancelled"]),
+        )
+        if self.writing:
+            query = self._lock_clause(query)
+        return self._instances(self.conn.execute(query.order_by(i.created_at, i.pk)).all())
+
+    # ------------------------------------------------------------------ events
+    def append_events(self, events: Sequence[Event]) -> None:
+        if not events:
+            return
+        rows = [{**e.model_dump(mode="python"), "type": e.type.value, "tenant": self.tenant} for e in events]
+        self.conn.execute(insert(s.events), rows)
+
+    def _events(self, where: ColumnElement[bool], page: PageRequest, newest_first: bool) -> Page[Event]:
+        e = s.events.c
+        query = select(s.events).where(e.tenant == self.tenant, where)
+        if page.cursor is not None:
+            (last,) = decode_cursor(page.cursor, 1)
+            if not isinstance(last, int):
+                raise InvalidInput("cursor: not a cursor this server gave out; start again without it")
+            query = query.where(e.seq < last if newest_first else e.seq > last)
+        query = query.order_by(e.seq.desc() if newest_first else e.seq).limit(page.limit + 1)
+        rows = list(self.conn.execute(query).all())
+        cursor = None
+        if len(rows) > page.limit:
+            rows = rows[: page.limit]
+            cursor = encode_cursor(rows[-1].seq)
+        return Page(
+            [
+                Event(
+                    id=r.id,
+                    type=r.type,
+                    timestamp=r.timestamp,
+                    node_id=r.node_id,
+                    actor=r.actor,
+                    data=r.data,
+                    message=r.message,
+                    instance_id=r.instance_id,
+                    contact_id=r.contact_id,
+                    template_id=r.template_id,
+                )
+                for r in rows
+            ],
+            cursor,
+        )
+
+    def instance_events(self, instance_id: str, page: PageRequest, newest_first: bool = False) -> Page[Event]:
+        return self._events(s.events.c.instance_id == instance_id, page, newest_first)
+
+    def contact_events(self, contact_id: str, page: PageRequest) -> Page[Event]:
+        return self._events(s.events.c.contact_id == contact_id, page, newest_first=True)
+
+    # ------------------------------------------------------------------ idempotency
+    def _idem_where(self, route: str, key: str) -> ColumnElement[bool]:
+        k = s.idempotency_keys.c
+        return and_(k.tenant == self.tenant, k.route == route, k.key == key)
+
+    def get_idempotency(self, route: str, key: str, since: datetime) -> IdempotentResponse | None:
+        k = s.idempotency_keys.c
+        row = self.conn.execute(
+            select(s.idempotency_keys).where(self._idem_where(route, key), k.created_at >= since)
+        ).first()
+        if row is None:
+            return None
+        return IdempotentResponse(row.request_hash, row.done, row.status_code, row.response)
+
+    def reserve_idempotency(self, route: str, key: str, request_hash: str, now: datetime) -> bool:
+        k = s.idempotency_keys.c
+        # An entry older than 24 h is forgotten: the key may be used again.
+        self.conn.execute(
+            delete(s.idempotency_keys).where(self._idem_where(route, key), k.created_at < now - timedelta(hours=24))
+        )
+        if self.conn.execute(select(k.key).where(self._idem_where(route, key))).first():
+            return False
+        self.conn.execute(
+            insert(s.idempotency_keys).values(
+                tenant=self.tenant, route=route, key=key, request_hash=request_hash, done=False, created_at=now
+            )
+        )
+        return True
+
+    def finish_idempotency(self, route: str, key: str, status_code: int, body: str) -> None:
+        self.conn.execute(
+            update(s.idempotency_keys)
+            .where(self._idem_where(route, key))
+            .values(done=True, status_code=status_code, response=body)
+        )
+
+    def release_idempotency(self, route: str, key: str) -> None:
+        self.conn.execute(delete(s.idempotency_keys).where(self._idem_where(route, key)))
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _looks_like_phone(query: str) -> bool:
+    """A query is matched against phone digits when it is mostly digits and phone punctuation."""
+    return all(ch.isdigit() or ch in " +-().x" for ch in query.strip()) and sum(ch.isdigit() for ch in query) >= 3
