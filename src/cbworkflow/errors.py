@@ -1,13 +1,13 @@
 """The exception tree of cbworkflow. Services raise these; the API maps each to one HTTP status in one place.
 
-    CbwError
-    ├── NotFound          404  no such record in this tenant (also: another tenant's record)
-    ├── Conflict          409  the request clashes with the current state
-    ├── InvalidInput      422  a value is wrong; names the field
-    ├── Unauthorized      401  missing or unknown token
-    ├── Forbidden         403  the token's role may not do this
-    ├── TooLarge          413  the request body is over the limit
-    └── StoreError        503  the store failed (not the client's fault)
+CbwError
+├── NotFound          404  no such record in this tenant (also: another tenant's record)
+├── Conflict          409  the request clashes with the current state
+├── InvalidInput      422  a value is wrong; names the field
+├── Unauthorized      401  missing or unknown token
+├── Forbidden         403  the token's role may not do this
+├── TooLarge          413  the request body is over the limit
+└── StoreError        503  the store failed (not the client's fault)
 """
 
 from __future__ import annotations

@@ -18,4 +18,5 @@ def new_id() -> str:
 
 
 def is_slug(value: str) -> bool:
-    return bool(SLUG_RE.match(value))
+    """Whole-string match: `$` alone would also accept a trailing newline."""
+    return SLUG_RE.fullmatch(value) is not None

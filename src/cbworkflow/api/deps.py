@@ -90,12 +90,12 @@ PagingDep = Annotated[PageRequest, Depends(paging)]
 
 def record_id(value: str, kind: str) -> str:
     """A path id that cannot name a record (wrong shape, hostile bytes) is a 404 without a store round trip."""
-    if not ID_RE.match(value):
+    if not ID_RE.fullmatch(value):
         raise NotFound(f"no {kind} with id {value[:80]!r}")
     return value
 
 
 def tag_param(tag: str) -> str:
-    if not SLUG_RE.match(tag):
+    if not SLUG_RE.fullmatch(tag):
         raise InvalidInput("tag: a tag is a slug: lowercase letters, digits, '-' and '_', at most 64 characters")
     return tag

@@ -84,9 +84,7 @@ class Idempotency:
         finally:
             text = b"".join(chunks).decode("utf-8", "replace")
             if status < 500:
-                await services.store.write(
-                    principal.tenant, lambda tx: tx.finish_idempotency(route, key, status, text)
-                )
+                await services.store.write(principal.tenant, lambda tx: tx.finish_idempotency(route, key, status, text))
             else:
                 await services.store.write(principal.tenant, lambda tx: tx.release_idempotency(route, key))
 

@@ -227,23 +227,34 @@ def cancel(
     b.instance.wake_at = None
     b.instance.waiting_for = None
     data = _on_behalf(on_behalf_of) | ({"reason": reason} if reason else {})
-    b.emit(EventType.INSTANCE_CANCELLED, "Cancelled" + (f": {reason}" if reason else ""), data, instance.current_node)
+    b.emit(
+        EventType.INSTANCE_CANCELLED,
+        "Cancelled" + (f": {reason}" if reason else ""),
+        data,
+        instance.current_node,
+    )
     return b.step()
 
 
 def update_state(
-    instance: WorkflowInstance, updates: dict[str, Any], now: datetime, actor: str, on_behalf_of: str | None = None
+    instance: WorkflowInstance,
+    updates: dict[str, Any],
+    now: datetime,
+    actor: str,
+    on_behalf_of: str | None = None,
 ) -> Step:
     b = _Builder(instance, now, actor)
     b.instance.state = merge_patch(instance.state, updates)
-    b.emit(EventType.STATE_UPDATED, "State updated", {"updates": updates} | _on_behalf(on_behalf_of),
-           instance.current_node)
+    b.emit(
+        EventType.STATE_UPDATED,
+        "State updated",
+        {"updates": updates} | _on_behalf(on_behalf_of),
+        instance.current_node,
+    )
     return b.step()
 
 
-def add_note(
-    instance: WorkflowInstance, text: str, now: datetime, actor: str, on_behalf_of: str | None = None
-) -> Step:
+def add_note(instance: WorkflowInstance, text: str, now: datetime, actor: str, on_behalf_of: str | None = None) -> Step:
     b = _Builder(instance, now, actor)
     b.emit(EventType.USER_NOTE, text, {"text": text} | _on_behalf(on_behalf_of), instance.current_node)
     return b.step()

@@ -98,7 +98,7 @@ Rule = Annotated[HeuristicRule | AIRule | ManualRule, Field(discriminator="type"
 class Trigger(BaseModel):
     """Starts instances by itself; evaluated by the engine."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid")
     on: Literal["contact_created", "tag_added", "event"]
     tag: Slug | None = None
     event: str | None = None

@@ -15,7 +15,16 @@ from pathlib import Path
 from ..clock import Clock
 from ..errors import Conflict, Forbidden, NotFound, Unauthorized
 from ..ids import new_id
-from ..models.access import Principal, Role, Tenant, TenantCreate, TenantCreated, Token, TokenCreate, TokenCreated
+from ..models.access import (
+    Principal,
+    Role,
+    Tenant,
+    TenantCreate,
+    TenantCreated,
+    Token,
+    TokenCreate,
+    TokenCreated,
+)
 from ..store.base import Page, PageRequest, Store, TokenRecord, Tx
 
 DEFAULT_TENANT = "default"

@@ -154,7 +154,11 @@ class InstanceService:
         )
 
     async def cancel(
-        self, principal: Principal, instance_id: str, on_behalf_of: str | None = None, reason: str | None = None
+        self,
+        principal: Principal,
+        instance_id: str,
+        on_behalf_of: str | None = None,
+        reason: str | None = None,
     ) -> WorkflowInstance:
         now = self.clock.now()
         return await self._change(
@@ -186,7 +190,11 @@ class InstanceService:
         return await self._change(principal, instance_id, decide)
 
     async def update_state(
-        self, principal: Principal, instance_id: str, updates: dict[str, object], on_behalf_of: str | None = None
+        self,
+        principal: Principal,
+        instance_id: str,
+        updates: dict[str, object],
+        on_behalf_of: str | None = None,
     ) -> WorkflowInstance:
         now = self.clock.now()
 
@@ -202,7 +210,9 @@ class InstanceService:
     ) -> WorkflowInstance:
         now = self.clock.now()
         return await self._change(
-            principal, instance_id, lambda _tx, i: steps.add_note(i, text, now, self._actor(principal), on_behalf_of)
+            principal,
+            instance_id,
+            lambda _tx, i: steps.add_note(i, text, now, self._actor(principal), on_behalf_of),
         )
 
     async def change_tag(self, principal: Principal, instance_id: str, tag: str, add: bool) -> WorkflowInstance:

@@ -29,7 +29,10 @@ def report_for(template: WorkflowTemplate) -> ValidationReport:
 def _keep_version(tx: Tx, template: WorkflowTemplate) -> None:
     tx.insert_template_version(
         TemplateVersion(
-            template_id=template.id, version=template.version, template=template, created_at=template.updated_at
+            template_id=template.id,
+            version=template.version,
+            template=template,
+            created_at=template.updated_at,
         )
     )
 
@@ -84,11 +87,9 @@ class TemplateService:
 
     def _apply(self, tx: Tx, current: WorkflowTemplate, changes: dict[str, Any], now: Any) -> WorkflowTemplate:
         updated = WorkflowTemplate.model_validate({**current.model_dump(), **changes, "updated_at": now})
-        graph_changed = (
-            updated.start_node != current.start_node
-            or {k: v.model_dump() for k, v in updated.nodes.items()}
-            != {k: v.model_dump() for k, v in current.nodes.items()}
-        )
+        graph_changed = updated.start_node != current.start_node or {
+            k: v.model_dump() for k, v in updated.nodes.items()
+        } != {k: v.model_dump() for k, v in current.nodes.items()}
         asked = changes.get("version")
         if asked is not None and version_tuple(asked) < version_tuple(current.version):
             raise InvalidInput(f"version: {asked} is lower than the current version {current.version}")

@@ -17,8 +17,9 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -54,55 +55,96 @@ def _write_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
+Fetch = Callable[[Tx, PageRequest], Any]
+
+
+async def _each(store: Store, tenant: str, fetch: Fetch) -> AsyncIterator[Any]:
+    """Every item of a paged store list, one page in memory at a time."""
+    cursor: str | None = None
+    while True:
+        request = PageRequest(BATCH, cursor)
+        page = await store.read(tenant, partial(_call, fetch, request))
+        for item in page.items:
+            yield item
+        if page.next_cursor is None:
+            return
+        cursor = page.next_cursor
+
+
+def _call(fetch: Fetch, request: PageRequest, tx: Tx) -> Any:
+    return fetch(tx, request)
+
+
+def _all_contacts(tx: Tx, page: PageRequest) -> Any:
+    return tx.list_contacts(ContactFilter(), page)
+
+
+def _all_templates(tx: Tx, page: PageRequest) -> Any:
+    return tx.list_templates(None, page)
+
+
+def _all_instances(tx: Tx, page: PageRequest) -> Any:
+    return tx.list_instances(InstanceFilter(), page)
+
+
+def _all_tokens(tx: Tx, page: PageRequest) -> Any:
+    return tx.list_tokens(page)
+
+
 async def export_tenant(store: Store, tenant: str, out: Path) -> Counts:
     counts = Counts()
-    tenant_row = await store.read(tenant, lambda tx: tx.get_tenant(tenant))
+    tenant_row = await store.read(tenant, partial(_get_tenant, tenant))
     if tenant_row is None:
         raise TransferError(f"no tenant {tenant!r} in {store.describe()}")
     for kind in (*KINDS, "events"):
         (out / kind).mkdir(parents=True, exist_ok=True)
     _write_json(out / "tenant.json", tenant_row.model_dump(mode="json"))
 
-    async def each(fetch: Callable[[Tx, PageRequest], Any]) -> AsyncIterator[Any]:
-        cursor = None
-        while True:
-            page = await store.read(tenant, lambda tx, c=cursor: fetch(tx, PageRequest(BATCH, c)))
-            for item in page.items:
-                yield item
-            if page.next_cursor is None:
-                return
-            cursor = page.next_cursor
-
-    async for contact in each(lambda tx, p: tx.list_contacts(ContactFilter(), p)):
-        _write_json(out / "contacts" / f"{contact.id}.json", contact.model_dump(mode="json"))
-        counts.counts["contacts"] += 1
-    with (out / "events" / "contact-events.jsonl").open("w") as fh:
-        async for contact in each(lambda tx, p: tx.list_contacts(ContactFilter(), p)):
-            async for ev in each(lambda tx, p, cid=contact.id: tx.contact_events(cid, p)):
-                if ev.instance_id is None:
-                    fh.write(ev.model_dump_json() + "\n")
-    async for template in each(lambda tx, p: tx.list_templates(None, p)):
-        versions = [v async for v in each(lambda tx, p, tid=template.id: tx.list_template_versions(tid, p))]
+    with (out / "events" / "contact-events.jsonl").open("w") as events_file:
+        async for contact in _each(store, tenant, _all_contacts):
+            _write_json(out / "contacts" / f"{contact.id}.json", contact.model_dump(mode="json"))
+            counts.counts["contacts"] += 1
+            async for event in _each(store, tenant, partial(_contact_events_of, contact.id)):
+                if event.instance_id is None:
+                    events_file.write(event.model_dump_json() + "\n")
+    async for template in _each(store, tenant, _all_templates):
+        versions = [v async for v in _each(store, tenant, partial(_versions_of, template.id))]
         data = template.model_dump(mode="json")
         data["versions"] = [v.model_dump(mode="json") for v in reversed(versions)]
         _write_json(out / "templates" / f"{template.id}.json", data)
         counts.counts["templates"] += 1
-    async for instance in each(lambda tx, p: tx.list_instances(InstanceFilter(), p)):
-        timeline = [e async for e in each(lambda tx, p, iid=instance.id: tx.instance_events(iid, p))]
+    async for instance in _each(store, tenant, _all_instances):
+        timeline = [e async for e in _each(store, tenant, partial(_events_of, instance.id))]
         data = instance.model_dump(mode="json")
         data["timeline"] = [e.model_dump(mode="json") for e in timeline]
         _write_json(out / "instances" / f"{instance.id}.json", data)
         counts.counts["instances"] += 1
-    async for token in each(lambda tx, p: tx.list_tokens(p)):
-        record = await store.read(tenant, lambda tx, tid=token.id: _token_record(tx, tid))
+    async for token in _each(store, tenant, _all_tokens):
+        record = await store.read(tenant, partial(_token_record, token.id))
         if record is not None:
-            _write_json(out / "tokens" / f"{token.id}.json", {**token.model_dump(mode="json"),
-                                                              "secret_hash": record.secret_hash})
+            data = {**token.model_dump(mode="json"), "secret_hash": record.secret_hash}
+            _write_json(out / "tokens" / f"{token.id}.json", data)
             counts.counts["tokens"] += 1
     return counts
 
 
-def _token_record(tx: Tx, token_id: str) -> TokenRecord | None:
+def _get_tenant(tenant: str, tx: Tx) -> Tenant | None:
+    return tx.get_tenant(tenant)
+
+
+def _contact_events_of(contact_id: str, tx: Tx, page: PageRequest) -> Any:
+    return tx.contact_events(contact_id, page)
+
+
+def _versions_of(template_id: str, tx: Tx, page: PageRequest) -> Any:
+    return tx.list_template_versions(template_id, page)
+
+
+def _events_of(instance_id: str, tx: Tx, page: PageRequest) -> Any:
+    return tx.instance_events(instance_id, page)
+
+
+def _token_record(token_id: str, tx: Tx) -> TokenRecord | None:
     return tx.get_token_record(token_id)
 
 
@@ -131,12 +173,16 @@ async def import_tenant(store: Store, tenant: str, src: Path) -> Counts:
         raise TransferError(f"{src}: not a folder")
     files = {kind: sorted((src / kind).glob("*.json")) for kind in KINDS}
     # Pass 1: every file parses and no id exists yet. Nothing is written.
-    for kind, model in (("contacts", Contact), ("templates", WorkflowTemplate),
-                        ("instances", WorkflowInstance), ("tokens", Token)):
+    for kind, model in (
+        ("contacts", Contact),
+        ("templates", WorkflowTemplate),
+        ("instances", WorkflowInstance),
+        ("tokens", Token),
+    ):
         for path in files[kind]:
             parsed, extra = _read(path, model)
             _check_extra(path, kind, extra)
-            exists = await store.read(tenant, lambda tx, k=kind, i=parsed.id: _exists(tx, k, i))
+            exists = await store.read(tenant, partial(_exists, kind, parsed.id))
             if exists:
                 raise TransferError(f"{path}: a {kind[:-1]} with id {parsed.id!r} already exists in tenant {tenant!r}")
     contact_events = _contact_events(src)
@@ -148,14 +194,19 @@ async def import_tenant(store: Store, tenant: str, src: Path) -> Counts:
 
     def make_tenant(tx: Tx) -> None:
         if tx.get_tenant(tenant) is None:
-            tx.insert_tenant(Tenant(id=tenant, name=tenant_row.name if tenant_row else tenant,
-                                    created_at=tenant_row.created_at if tenant_row else datetime.now(UTC)))
+            tx.insert_tenant(
+                Tenant(
+                    id=tenant,
+                    name=tenant_row.name if tenant_row else tenant,
+                    created_at=tenant_row.created_at if tenant_row else datetime.now(UTC),
+                )
+            )
 
     await store.write(tenant, make_tenant)
     for kind in KINDS:
         for start in range(0, len(files[kind]), BATCH):
             batch = files[kind][start : start + BATCH]
-            await store.write(tenant, lambda tx, k=kind, b=batch: _write_batch(tx, tenant, k, b))
+            await store.write(tenant, partial(_write_batch, tenant, kind, batch))
             counts.counts[kind] += len(batch)
     if contact_events:
         await store.write(tenant, lambda tx: tx.append_events(contact_events))
@@ -173,8 +224,9 @@ def _check_extra(path: Path, kind: str, extra: dict[str, Any]) -> None:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        raise TransferError(f"{path}: {'versions' if kind == 'templates' else 'timeline'}: {where}: {first['msg']}") \
-            from None
+        raise TransferError(
+            f"{path}: {'versions' if kind == 'templates' else 'timeline'}: {where}: {first['msg']}"
+        ) from None
     if kind == "tokens" and not isinstance(extra.get("secret_hash"), str):
         raise TransferError(f"{path}: secret_hash: required")
 
@@ -194,7 +246,7 @@ def _contact_events(src: Path) -> list[Event]:
     return events
 
 
-def _exists(tx: Tx, kind: str, record_id: str) -> bool:
+def _exists(kind: str, record_id: str, tx: Tx) -> bool:
     if kind == "contacts":
         return tx.get_contact(record_id) is not None
     if kind == "templates":
@@ -204,7 +256,7 @@ def _exists(tx: Tx, kind: str, record_id: str) -> bool:
     return tx.get_token_record(record_id) is not None
 
 
-def _write_batch(tx: Tx, tenant: str, kind: str, paths: list[Path]) -> None:
+def _write_batch(tenant: str, kind: str, paths: list[Path], tx: Tx) -> None:
     for path in paths:
         data = json.loads(path.read_text())
         data["tenant"] = tenant
@@ -220,8 +272,9 @@ def _write_batch(tx: Tx, tenant: str, kind: str, paths: list[Path]) -> None:
         elif kind == "instances":
             timeline = [Event.model_validate(e) for e in data.pop("timeline", [])]
             instance = WorkflowInstance.model_validate(data)
-            snapshot = snapshot_of(instance.start_node, {k: v.model_dump(mode="json")
-                                                         for k, v in instance.nodes.items()})
+            snapshot = snapshot_of(
+                instance.start_node, {k: v.model_dump(mode="json") for k, v in instance.nodes.items()}
+            )
             tx.put_snapshot(snapshot)
             tx.insert_instance(instance, snapshot.id)
             tx.append_events(timeline)

@@ -74,8 +74,6 @@ def migrate(conn: Connection) -> list[int]:
         if version <= done:
             continue
         step(conn)
-        conn.execute(
-            schema.schema_migrations.insert().values(version=version, name=name, applied_at=datetime.now(UTC))
-        )
+        conn.execute(schema.schema_migrations.insert().values(version=version, name=name, applied_at=datetime.now(UTC)))
         applied.append(version)
     return applied

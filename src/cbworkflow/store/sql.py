@@ -36,7 +36,16 @@ from .base import (
     encode_cursor,
 )
 
-_TEMPLATE_BODY_FIELDS = ("name", "description", "version", "start_node", "nodes", "triggers", "tags", "metadata")
+_TEMPLATE_BODY_FIELDS = (
+    "name",
+    "description",
+    "version",
+    "start_node",
+    "nodes",
+    "triggers",
+    "tags",
+    "metadata",
+)
 
 
 class SnapshotCache:
@@ -89,9 +98,7 @@ class SqlTx(Tx):
         if after is not None:
             query = query.where(after)
         rows = list(
-            self.conn.execute(
-                query.order_by(table.c.created_at.desc(), table.c.pk.desc()).limit(page.limit + 1)
-            ).all()
+            self.conn.execute(query.order_by(table.c.created_at.desc(), table.c.pk.desc()).limit(page.limit + 1)).all()
         )
         if len(rows) > page.limit:
             rows = rows[: page.limit]
@@ -226,7 +233,7 @@ class SqlTx(Tx):
         return values
 
     def insert_contact(self, contact: Contact) -> None:
-        pk = self.conn.execute(insert(s.contacts).values(**self._contact_values(contact))).inserted_primary_key[0]
+        pk = _inserted_pk(self.conn.execute(insert(s.contacts).values(**self._contact_values(contact))))
         self._set_tags(s.contact_tags, "contact_pk", pk, contact.tags, replace=False)
 
     def update_contact(self, contact: Contact) -> None:
@@ -251,7 +258,9 @@ class SqlTx(Tx):
     def _tag_filter(self, table: Any, tag_table: Any, fk: str, tags: Sequence[str]) -> list[ColumnElement[bool]]:
         return [
             exists().where(
-                tag_table.c.tenant == self.tenant, tag_table.c.tag == tag, getattr(tag_table.c, fk) == table.c.pk
+                tag_table.c.tenant == self.tenant,
+                tag_table.c.tag == tag,
+                getattr(tag_table.c, fk) == table.c.pk,
             )
             for tag in tags
         ]
@@ -277,7 +286,10 @@ class SqlTx(Tx):
     def _search_like(self, query: str, page: PageRequest) -> Page[Contact]:
         c = s.contacts.c
         pattern = "%" + _escape_like(query.lower()) + "%"
-        clauses = [func.lower(c.name).like(pattern, escape="\\"), func.lower(c.email).like(pattern, escape="\\")]
+        clauses = [
+            func.lower(c.name).like(pattern, escape="\\"),
+            func.lower(c.email).like(pattern, escape="\\"),
+        ]
         digits = "".join(ch for ch in query if ch.isdigit())
         if digits and _looks_like_phone(query):
             clauses.append(c.phone_digits.like("%" + digits + "%"))
@@ -288,7 +300,13 @@ class SqlTx(Tx):
     @staticmethod
     def _template(row: Row[Any]) -> WorkflowTemplate:
         return WorkflowTemplate.model_validate(
-            {**row.body, "id": row.id, "tenant": row.tenant, "created_at": row.created_at, "updated_at": row.updated_at}
+            {
+                **row.body,
+                "id": row.id,
+                "tenant": row.tenant,
+                "created_at": row.created_at,
+                "updated_at": row.updated_at,
+            }
         )
 
     @staticmethod
@@ -301,17 +319,19 @@ class SqlTx(Tx):
         return self._template(row) if row else None
 
     def insert_template(self, template: WorkflowTemplate) -> None:
-        pk = self.conn.execute(
-            insert(s.templates).values(
-                tenant=self.tenant,
-                id=template.id,
-                version=template.version,
-                body=self._template_body(template),
-                tags=template.tags,
-                created_at=template.created_at,
-                updated_at=template.updated_at,
+        pk = _inserted_pk(
+            self.conn.execute(
+                insert(s.templates).values(
+                    tenant=self.tenant,
+                    id=template.id,
+                    version=template.version,
+                    body=self._template_body(template),
+                    tags=template.tags,
+                    created_at=template.created_at,
+                    updated_at=template.updated_at,
+                )
             )
-        ).inserted_primary_key[0]
+        )
         self._set_tags(s.template_tags, "template_pk", pk, template.tags, replace=False)
 
     def update_template(self, template: WorkflowTemplate) -> None:
@@ -406,8 +426,14 @@ class SqlTx(Tx):
             select(s.snapshots).where(s.snapshots.c.id == snapshot_id, s.snapshots.c.tenant == self.tenant)
         ).one()
         nodes = WorkflowTemplate.model_validate(
-            {"id": "x", "tenant": "x", "name": "x", "nodes": row.nodes, "created_at": row.created_at,
-             "updated_at": row.created_at}
+            {
+                "id": "x",
+                "tenant": "x",
+                "name": "x",
+                "nodes": row.nodes,
+                "created_at": row.created_at,
+                "updated_at": row.created_at,
+            }
         ).nodes
         value = (row.start_node, nodes)
         self.snapshots.put(snapshot_id, value)
@@ -464,7 +490,7 @@ class SqlTx(Tx):
     def insert_instance(self, instance: WorkflowInstance, snapshot_id: str) -> None:
         values = self._instance_values(instance)
         values["snapshot_id"] = snapshot_id
-        pk = self.conn.execute(insert(s.instances).values(**values)).inserted_primary_key[0]
+        pk = _inserted_pk(self.conn.execute(insert(s.instances).values(**values)))
         self._set_tags(s.instance_tags, "instance_pk", pk, instance.tags, replace=False)
 
     def update_instance(self, instance: WorkflowInstance) -> None:
@@ -591,7 +617,12 @@ class SqlTx(Tx):
             return False
         self.conn.execute(
             insert(s.idempotency_keys).values(
-                tenant=self.tenant, route=route, key=key, request_hash=request_hash, done=False, created_at=now
+                tenant=self.tenant,
+                route=route,
+                key=key,
+                request_hash=request_hash,
+                done=False,
+                created_at=now,
             )
         )
         return True
@@ -605,6 +636,12 @@ class SqlTx(Tx):
 
     def release_idempotency(self, route: str, key: str) -> None:
         self.conn.execute(delete(s.idempotency_keys).where(self._idem_where(route, key)))
+
+
+def _inserted_pk(result: Any) -> int:
+    key = result.inserted_primary_key
+    assert key is not None
+    return int(key[0])
 
 
 def _escape_like(text: str) -> str:

@@ -19,7 +19,17 @@ from ...models.instances import (
     WorkflowInstance,
 )
 from ...store.base import InstanceFilter
-from ..deps import READERS, STAFF, VOLUNTEER_WORK, PagingDep, PrincipalDep, ServicesDep, allow, record_id, tag_param
+from ..deps import (
+    READERS,
+    STAFF,
+    VOLUNTEER_WORK,
+    PagingDep,
+    PrincipalDep,
+    ServicesDep,
+    allow,
+    record_id,
+    tag_param,
+)
 from ..errors import error_responses
 
 router = APIRouter(prefix="/api/instances", tags=["instances"], responses=error_responses(400, 401, 403, 413, 422))
@@ -76,21 +86,21 @@ async def delete_instance(services: ServicesDep, principal: Staff, instance_id: 
 async def start_instance(
     services: ServicesDep, principal: Staff, instance_id: Id, body: ActorBody | None = None
 ) -> WorkflowInstance:
-    return await services.instances.start(principal, record_id(instance_id, "instance"), body and body.actor)
+    return await services.instances.start(principal, record_id(instance_id, "instance"), body.actor if body else None)
 
 
 @router.post("/{instance_id}/pause", response_model=WorkflowInstance, responses=CHANGE)
 async def pause_instance(
     services: ServicesDep, principal: Staff, instance_id: Id, body: ActorBody | None = None
 ) -> WorkflowInstance:
-    return await services.instances.pause(principal, record_id(instance_id, "instance"), body and body.actor)
+    return await services.instances.pause(principal, record_id(instance_id, "instance"), body.actor if body else None)
 
 
 @router.post("/{instance_id}/resume", response_model=WorkflowInstance, responses=CHANGE)
 async def resume_instance(
     services: ServicesDep, principal: Staff, instance_id: Id, body: ActorBody | None = None
 ) -> WorkflowInstance:
-    return await services.instances.resume(principal, record_id(instance_id, "instance"), body and body.actor)
+    return await services.instances.resume(principal, record_id(instance_id, "instance"), body.actor if body else None)
 
 
 @router.post("/{instance_id}/cancel", response_model=WorkflowInstance, responses=CHANGE)
@@ -98,7 +108,7 @@ async def cancel_instance(
     services: ServicesDep, principal: Staff, instance_id: Id, body: ActorBody | None = None
 ) -> WorkflowInstance:
     return await services.instances.cancel(
-        principal, record_id(instance_id, "instance"), body and body.actor, body and body.reason
+        principal, record_id(instance_id, "instance"), body.actor if body else None, body.reason if body else None
     )
 
 
@@ -112,11 +122,11 @@ async def transition_instance(
 
 
 @router.post("/{instance_id}/state", response_model=WorkflowInstance, responses=CHANGE)
-async def update_state(
-    services: ServicesDep, principal: Staff, instance_id: Id, body: StateUpdate
-) -> WorkflowInstance:
+async def update_state(services: ServicesDep, principal: Staff, instance_id: Id, body: StateUpdate) -> WorkflowInstance:
     """Merge `updates` into the state as a JSON Merge Patch (RFC 7386): `null` deletes a key."""
-    return await services.instances.update_state(principal, record_id(instance_id, "instance"), body.updates, body.actor)
+    return await services.instances.update_state(
+        principal, record_id(instance_id, "instance"), body.updates, body.actor
+    )
 
 
 @router.post("/{instance_id}/notes", response_model=WorkflowInstance, responses=CHANGE)
@@ -130,9 +140,7 @@ async def add_instance_tag(services: ServicesDep, principal: Staff, instance_id:
 
 
 @router.delete("/{instance_id}/tags/{tag}", response_model=WorkflowInstance, responses=CHANGE)
-async def remove_instance_tag(
-    services: ServicesDep, principal: Staff, instance_id: Id, tag: str
-) -> WorkflowInstance:
+async def remove_instance_tag(services: ServicesDep, principal: Staff, instance_id: Id, tag: str) -> WorkflowInstance:
     return await services.instances.change_tag(principal, record_id(instance_id, "instance"), tag_param(tag), False)
 
 

@@ -71,7 +71,10 @@ async def template_versions(
 
 
 @router.post(
-    "/{template_id}/clone", response_model=WorkflowTemplate, status_code=201, responses=error_responses(404, 409)
+    "/{template_id}/clone",
+    response_model=WorkflowTemplate,
+    status_code=201,
+    responses=error_responses(404, 409),
 )
 async def clone_template(
     services: ServicesDep, principal: Admin, template_id: str, body: CloneRequest | None = None

@@ -1,0 +1,371 @@
+"""Validation of a workflow template: what stops a draft from running, in words a campaign organiser reads.
+
+Templates may be saved while broken (drafts), so the models only enforce the JSON shape; this module is the
+one place that judges the graph and the node settings. It is pure and linear in the template's size
+(iterative BFS, size-capped parsers) so the API can run it on every save and every instance create.
+
+| code                      | level | what is wrong                                                    |
+|---------------------------|-------|------------------------------------------------------------------|
+| no_nodes                  | error | the template has no nodes                                        |
+| start_node_missing        | error | `start_node` is not set                                          |
+| start_node_unknown        | error | `start_node` names no node of the template                       |
+| invalid_node_id           | error | a node id is not a slug                                          |
+| invalid_outcome           | error | an outcome (transition key) is not a slug                        |
+| unknown_transition_target | error | a transition leads to a node that does not exist                 |
+| dead_end                  | error | a node that is not an end node has no transitions                |
+| end_has_transitions       | error | an end node has transitions (they could never be taken)          |
+| end_status_invalid        | error | an end node's `end_status` is not a slug                         |
+| action_missing            | error | an action node has no (or a blank) `action`                      |
+| rule_missing              | error | a decision node has no `rule`                                    |
+| rule_invalid              | error | the `rule` is not a valid heuristic, ai or manual rule           |
+| fallback_unknown          | error | an AI rule's `fallback` is not an outcome of its node            |
+| expression_too_long       | error | a heuristic expression is over 10,000 characters                 |
+| expression_too_deep       | error | a heuristic expression nests deeper than the sandbox allows      |
+| expression_syntax         | error | a heuristic expression does not parse                            |
+| wait_condition_missing    | error | a wait node has no `wait_condition`                              |
+| wait_condition_invalid    | error | bad wait type, duration, until time, event name or timeout       |
+| wait_outcome_missing      | error | a wait has no transition for an outcome its condition fires      |
+| webhook_url_invalid       | error | a webhook URL is missing, not http(s), or has no host            |
+| webhook_method_invalid    | error | the webhook method is not GET, POST, PUT, PATCH or DELETE        |
+| webhook_limits_invalid    | error | `timeout_s` is not above 0 or `max_attempts` is below 1          |
+| trigger_invalid           | error | a trigger lacks its `tag`/`event`, or its `where` cannot run     |
+| unreachable               | warn  | the node cannot be reached from the start node                   |
+| no_path_to_end            | warn  | from this reachable node no end node can be reached              |
+| ai_no_fallback            | warn  | an AI decision has no `fallback`: failures wait for a person     |
+| wait_outcome_unknown      | warn  | a wait outcome its condition never fires (only a person can)     |
+| webhook_outcome_missing   | warn  | a webhook node has no `success` or no `failure` transition       |
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import re
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
+from urllib.parse import urlsplit
+
+from pydantic import TypeAdapter, ValidationError
+
+from .ids import SLUG_RE
+from .models.templates import (
+    ActionNode,
+    AIRule,
+    DecisionNode,
+    EndNode,
+    HeuristicRule,
+    ManualRule,
+    Node,
+    Rule,
+    Trigger,
+    ValidationItem,
+    ValidationReport,
+    WaitNode,
+    WebhookNode,
+)
+
+MAX_EXPRESSION_CHARS = 10_000
+# Syntax-tree depth (`a + b + c` nests one level per `+`): the sandbox walks the tree, so a saved template
+# must not be able to exhaust its stack at run time.
+MAX_EXPRESSION_DEPTH = 100
+MAX_DURATION = timedelta(days=3653)  # ten years: beyond any campaign, far below timedelta's overflow
+WEBHOOK_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+
+_RULE_ADAPTER: TypeAdapter[HeuristicRule | AIRule | ManualRule] = TypeAdapter(Rule)
+_N = r"(\d{1,12})"  # bounded digit runs keep int() cheap; the ten-year cap is checked before timedelta()
+_ISO = rf"P(?:{_N}W|(?:{_N}D)?(?:T(?:{_N}H)?(?:{_N}M)?(?:{_N}(?:[.,](\d{{1,9}}))?S)?)?)"
+_ISO_DURATION = re.compile(_ISO, re.ASCII)  # ASCII: `\d` would also take other scripts' digits
+_SHORT_DURATION = re.compile(rf"{_N}([dhms])", re.ASCII)
+_UNIT_SECONDS = {"d": 86_400, "h": 3_600, "m": 60, "s": 1}
+_PLACEHOLDER = re.compile(r"\{(?:state|contact)(?:\.[A-Za-z0-9_-]+)+\}")
+_WAIT_FIELDS = {
+    "duration": {"type", "duration"},
+    "until": {"type", "until"},
+    "event": {"type", "event", "timeout"},
+}
+_UNTIL_HINT = "a date and time with offset like 2026-11-03T08:00:00-05:00, or a {state.x} placeholder"
+
+
+def parse_duration(text: str) -> timedelta:
+    """`P3D`, `PT2H30M`, `PT1.5S`, `P1W` or `3d`/`2h`/`30m`/`45s`; the ValueError says what is accepted."""
+    value = text.strip()
+    if short := _SHORT_DURATION.fullmatch(value):
+        micros = int(short[1]) * _UNIT_SECONDS[short[2]] * 1_000_000
+    else:
+        iso = _ISO_DURATION.fullmatch(value)
+        if iso is None or value.endswith("T") or not any(iso.groups()):
+            raise ValueError(f"{_q(text)} is not a duration: use ISO 8601 like P3D, PT2H30M, P1W, or 3d, 2h, 30m, 45s")
+        weeks, days, hours, minutes, seconds, fraction = (g or "0" for g in iso.groups())
+        whole = int(weeks) * 604_800 + int(days) * 86_400 + int(hours) * 3_600 + int(minutes) * 60 + int(seconds)
+        micros = whole * 1_000_000 + int(fraction[:6].ljust(6, "0"))
+    if micros > MAX_DURATION // timedelta(microseconds=1):
+        raise ValueError(f"the duration {_q(text)} is longer than 10 years")
+    return timedelta(microseconds=micros)
+
+
+def expression_problem(expression: str) -> tuple[str, str] | None:
+    """(code, detail) when a heuristic expression cannot run, else None; never raises, whatever the input."""
+    if len(expression) > MAX_EXPRESSION_CHARS:
+        return "expression_too_long", f"is {len(expression):,} characters long (the limit is 10,000)"
+    try:
+        tree = ast.parse(expression, mode="eval")
+    except SyntaxError as exc:  # also "too many nested parentheses" and null bytes
+        where = f" at column {exc.offset}" if exc.offset else ""
+        return "expression_syntax", f"does not parse ({exc.msg}{where})"
+    except (RecursionError, MemoryError):
+        return "expression_too_deep", "is nested too deeply to parse"
+    except ValueError:  # e.g. a lone surrogate from JSON "\ud800" (UnicodeEncodeError)
+        return "expression_syntax", "does not parse (it contains characters that are not valid text)"
+    stack: list[tuple[ast.AST, int]] = [(tree, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_EXPRESSION_DEPTH:
+            return "expression_too_deep", f"nests deeper than {MAX_EXPRESSION_DEPTH} levels"
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(item))
+    return None
+
+
+def _q(text: str, limit: int = 60) -> str:
+    """Quote user text for a message, cut short so a huge value cannot flood the report."""
+    return repr(text if len(text) <= limit else text[: limit - 1] + "…")
+
+
+def _label(node_id: str, node: object = None) -> str:
+    """How messages name a node: its display name when it has one, and always its id."""
+    name = getattr(node, "name", None)
+    if isinstance(name, str) and name.strip():
+        return f"Node {_q(name.strip())} ({_q(node_id)})"
+    return f"Node {_q(node_id)}"
+
+
+def _rule_errors(exc: ValidationError) -> str:
+    parts: list[str] = []
+    for err in exc.errors(include_url=False, include_input=False)[:4]:
+        loc = [str(p) for p in err["loc"]]
+        field, kind = _q(".".join(loc[1:])), err["type"]  # pydantic puts the union tag first
+        if kind in ("union_tag_not_found", "union_tag_invalid"):
+            parts.append('its "type" must be heuristic, ai or manual')
+        elif kind == "missing":
+            parts.append(f"{field} is required")
+        elif kind == "extra_forbidden":
+            parts.append(f"{field} is not a setting of a {loc[0]} rule")
+        else:
+            parts.append(f"{field}: {err['msg'][:1].lower()}{err['msg'][1:]}")
+    return "; ".join(parts)
+
+
+def _wait_problem(cond: Mapping[str, object]) -> str | None:
+    kind = cond.get("type")
+    if not isinstance(kind, str) or kind not in _WAIT_FIELDS:
+        return 'its "type" must be duration, until or event'
+    if extra := sorted(str(k) for k in cond if k not in _WAIT_FIELDS[kind]):
+        return f"{_q(extra[0])} is not a setting of a {kind} wait"
+    if kind == "event":
+        event = cond.get("event")
+        if not isinstance(event, str) or not event.strip():
+            return '"event" must name the event to wait for, like rsvp_received'
+    if kind == "until":
+        until = cond.get("until")
+        ok = isinstance(until, str) and _is_until(until.strip())
+        return None if ok else f'"until" must be {_UNTIL_HINT}'
+    key = "duration" if kind == "duration" else "timeout"
+    value = cond.get(key)
+    if value is None and kind == "event":
+        return None
+    if not isinstance(value, str):
+        return f'"{key}" must be a duration such as P3D or 2h'
+    try:
+        parse_duration(value)
+    except ValueError as exc:
+        return f'"{key}" is not valid: {exc}'
+    return None
+
+
+def _is_until(value: str) -> bool:
+    if _PLACEHOLDER.fullmatch(value):
+        return True
+    try:
+        return datetime.fromisoformat(value).utcoffset() is not None
+    except ValueError:
+        return False
+
+
+def _url_problem(url: str | None) -> str | None:
+    if url is None or not url.strip():
+        return "has no webhook_url: set the http(s) address to call"
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # raises on a malformed port
+    except ValueError:
+        parts = None
+    if parts is None or any(ch.isspace() or ord(ch) < 32 for ch in url):
+        return f"has a malformed webhook_url ({_q(url)})"
+    if parts.scheme.lower() not in ("http", "https"):
+        return f"has a webhook_url that is not http or https ({_q(url)})"
+    return None if parts.hostname else f"has a webhook_url with no host ({_q(url)})"
+
+
+_WARNINGS = frozenset(
+    {"unreachable", "no_path_to_end", "ai_no_fallback", "wait_outcome_unknown", "webhook_outcome_missing"}
+)
+
+
+class _Report:
+    """Collects items for one node (or the template, node=None); the code decides error or warning."""
+
+    def __init__(self) -> None:
+        self.errors: list[ValidationItem] = []
+        self.warnings: list[ValidationItem] = []
+        self.node: str | None = None
+
+    def __call__(self, code: str, message: str) -> None:
+        items = self.warnings if code in _WARNINGS else self.errors
+        # model_construct: the fields are plain strings we build, and validating thousands of items costs ms.
+        items.append(ValidationItem.model_construct(code=code, node=self.node, message=message))
+
+
+def _check_node(add: _Report, nid: str, n: str, node: Node, nodes: Mapping[str, Node]) -> None:
+    """Everything that can be said about one node (labelled `n` in messages) without walking the graph."""
+    if not SLUG_RE.fullmatch(nid):
+        add("invalid_node_id", f"{n} has an invalid id: use 1-64 lowercase letters, digits, - or _.")
+    for outcome, target in node.transitions.items():
+        if not SLUG_RE.fullmatch(outcome):
+            add("invalid_outcome", f"{n} has an invalid outcome name {_q(outcome)}: use a slug.")
+        if target not in nodes:
+            msg = f"{n}: outcome {_q(outcome)} leads to {_q(target)}, which is not a node of this template."
+            add("unknown_transition_target", msg)
+    if isinstance(node, EndNode):
+        if node.transitions:
+            add("end_has_transitions", f"{n} is an end node but has transitions: remove them.")
+        if not SLUG_RE.fullmatch(node.end_status):
+            add("end_status_invalid", f"{n} has end_status {_q(node.end_status)}: use a slug.")
+        return
+    if not node.transitions:
+        add("dead_end", f"{n} has no transitions: add an outcome leading on, or make it an end node.")
+    if isinstance(node, ActionNode) and not (node.action and node.action.strip()):
+        add("action_missing", f"{n} does not say which action to take (e.g. phone_call or sms).")
+    elif isinstance(node, DecisionNode):
+        _check_decision(add, node, n)
+    elif isinstance(node, WaitNode):
+        _check_wait(add, node, n)
+    elif isinstance(node, WebhookNode):
+        if problem := _url_problem(node.webhook_url):
+            add("webhook_url_invalid", f"{n} {problem}.")
+        if node.webhook_method not in WEBHOOK_METHODS:
+            msg = f"{n} has method {_q(node.webhook_method)}: use one of {', '.join(WEBHOOK_METHODS)}."
+            add("webhook_method_invalid", msg)
+        if not (math.isfinite(node.timeout_s) and node.timeout_s > 0) or node.max_attempts < 1:
+            add("webhook_limits_invalid", f"{n} needs timeout_s above 0 and max_attempts of 1 or more.")
+        if missing := [o for o in ("success", "failure") if o not in node.transitions]:
+            msg = f"{n} has no {' or '.join(missing)} transition: a call ending so fails the instance."
+            add("webhook_outcome_missing", msg)
+
+
+def _check_decision(add: _Report, node: DecisionNode, n: str) -> None:
+    if node.rule is None:
+        add("rule_missing", f"{n} is a decision with no rule: add a heuristic, ai or manual rule.")
+        return
+    try:
+        rule = _RULE_ADAPTER.validate_python(node.rule)
+    except ValidationError as exc:
+        add("rule_invalid", f"{n} has a rule that is not valid: {_rule_errors(exc)}.")
+        return
+    if isinstance(rule, HeuristicRule) and (problem := expression_problem(rule.expression)):
+        add(problem[0], f"{n} has an expression that {problem[1]}.")
+    elif isinstance(rule, AIRule) and rule.fallback is None:
+        msg = f"{n} has no fallback: when the AI fails, instances wait for a person to decide."
+        add("ai_no_fallback", msg)
+    elif isinstance(rule, AIRule) and rule.fallback not in node.transitions:
+        msg = f"{n} falls back to {_q(str(rule.fallback))}, which is not one of its outcomes."
+        add("fallback_unknown", msg)
+
+
+def _check_wait(add: _Report, node: WaitNode, n: str) -> None:
+    cond = node.wait_condition
+    if cond is None:
+        msg = f"{n} is a wait with no wait_condition: say how long to wait, or for which event."
+        add("wait_condition_missing", msg)
+        return
+    if problem := _wait_problem(cond):
+        add("wait_condition_invalid", f"{n} has a wait condition that is not valid: {problem}.")
+    kind = cond.get("type")
+    if not isinstance(kind, str) or kind not in _WAIT_FIELDS:
+        return
+    fires = ["elapsed"]
+    if kind == "event":
+        fires = ["received"] if cond.get("timeout") is None else ["received", "timeout"]
+    for outcome in fires:
+        if outcome not in node.transitions:
+            add("wait_outcome_missing", f"{n} needs a transition for outcome {_q(outcome)}.")
+    for outcome in node.transitions:
+        if outcome not in fires:
+            add("wait_outcome_unknown", f"{n}: its {kind} wait never fires {_q(outcome)}; only a person can.")
+
+
+def _check_triggers(add: _Report, triggers: Sequence[Trigger]) -> None:
+    for number, trigger in enumerate(triggers, start=1):
+        t = f"Trigger {number} ({trigger.on})"
+        if trigger.on == "tag_added" and not trigger.tag:
+            add("trigger_invalid", f"{t} needs the tag that starts it.")
+        if trigger.on == "event" and not (trigger.event and trigger.event.strip()):
+            add("trigger_invalid", f"{t} needs the name of the event that starts it.")
+        if trigger.where is not None and (problem := expression_problem(trigger.where)):
+            add("trigger_invalid", f"{t} has a where expression that {problem[1]}.")
+
+
+def _walk(starts: Iterable[str], edges: Mapping[str, list[str]]) -> set[str]:
+    """Every node reachable from any of `starts` (multi-source BFS: linear however many sources)."""
+    seen = set(starts)
+    queue = deque(seen)
+    while queue:
+        for nxt in edges.get(queue.popleft(), ()):
+            if nxt not in seen:
+                seen.add(nxt)
+                queue.append(nxt)
+    return seen
+
+
+def validate_template(
+    start_node: str | None, nodes: Mapping[str, Node], triggers: Sequence[Trigger] = ()
+) -> ValidationReport:
+    """All problems of a template, ordered by node (template-wide first, then template order), then code."""
+    add = _Report()
+    if not nodes:
+        add("no_nodes", "The template has no nodes: add at least a first step and an end node.")
+    if start_node is None or not start_node.strip():
+        add("start_node_missing", "The template has no start_node: name the node instances begin at.")
+    elif nodes and start_node not in nodes:
+        add("start_node_unknown", f"The start_node {_q(start_node)} is not a node of this template.")
+    _check_triggers(add, triggers)
+    labels = {nid: _label(nid, node) for nid, node in nodes.items()}
+    for nid, node in nodes.items():
+        add.node = nid
+        _check_node(add, nid, labels[nid], node, nodes)
+
+    # Transitions of end nodes never fire and unknown targets are errors above: neither is followed.
+    forward: dict[str, list[str]] = {}
+    backward: dict[str, list[str]] = {nid: [] for nid in nodes}
+    for nid, node in nodes.items():
+        if not isinstance(node, EndNode):
+            forward[nid] = [t for t in dict.fromkeys(node.transitions.values()) if t in nodes]
+            for target in forward[nid]:
+                backward[target].append(nid)
+    # Without a valid start every node counts as reachable, so a loop with no way out is still reported.
+    reachable = _walk([start_node], forward) if start_node is not None and start_node in nodes else set(nodes)
+    finishing = _walk([nid for nid, node in nodes.items() if isinstance(node, EndNode)], backward)
+    for nid, node in nodes.items():
+        add.node = nid
+        if nid not in reachable:
+            add("unreachable", f"{labels[nid]} cannot be reached from the start node.")
+        elif nid not in finishing and node.transitions:  # without transitions it is a dead_end error
+            msg = f"{labels[nid]} never leads to an end node: instances that get there never finish."
+            add("no_path_to_end", msg)
+
+    order = {nid: index for index, nid in enumerate(nodes)}
+
+    def key(item: ValidationItem) -> tuple[int, str]:
+        return (-1 if item.node is None else order.get(item.node, len(order)), item.code)
+
+    errors, warnings = sorted(add.errors, key=key), sorted(add.warnings, key=key)
+    return ValidationReport(valid=not errors, errors=errors, warnings=warnings)

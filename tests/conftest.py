@@ -1,0 +1,161 @@
+"""Shared fixtures: a real server over TCP, a fresh tenant per test, tokens of every role.
+
+Every API test talks HTTP to a uvicorn server started once per session on a free loopback port, on its own
+SQLite file. Tests isolate themselves by tenant (each gets a new one), which also exercises tenancy for free.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from cbworkflow.api.app import create_app
+from cbworkflow.settings import Settings
+
+ADMIN_TOKEN = "test-superadmin-token-0123456789"
+REFERENCE = Path(__file__).resolve().parent.parent / "src" / "cbworkflow" / "examples" / "county-outreach-v1.json"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Server:
+    base_url: str
+    data_dir: Path
+    admin_token: str
+
+    def client(self, token: str | None = None, **kwargs: Any) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(base_url=self.base_url, headers=headers, timeout=30, **kwargs)
+
+
+class ThreadedServer(uvicorn.Server):
+    def install_signal_handlers(self) -> None:  # signals belong to the main thread (pytest)
+        pass
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    data_dir = tmp_path_factory.mktemp("server-data")
+    settings = Settings(data_dir=data_dir, admin_token=ADMIN_TOKEN, max_body_bytes=1_048_576)
+    port = free_port()
+    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    uv = ThreadedServer(config)
+    thread = threading.Thread(target=uv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not uv.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.02)
+    yield Server(f"http://127.0.0.1:{port}", data_dir, ADMIN_TOKEN)
+    uv.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def root(server: Server) -> Iterator[httpx.Client]:
+    """The bootstrap superadmin of tenant `default`."""
+    with server.client(server.admin_token) as client:
+        yield client
+
+
+@dataclass
+class Tenant:
+    """A fresh tenant: `admin` is a client with its admin token; `as_role(role)` makes clients of other roles."""
+
+    id: str
+    server: Server
+    admin_token: str
+    admin: httpx.Client
+    _clients: list[httpx.Client] = field(default_factory=list)
+
+    def client(self, token: str | None) -> httpx.Client:
+        made = self.server.client(token)
+        self._clients.append(made)
+        return made
+
+    def token(self, role: str, name: str | None = None) -> dict[str, Any]:
+        answer = self.admin.post("/api/tokens", json={"role": role, "name": name or f"{role} token"})
+        assert answer.status_code == 201, answer.text
+        created: dict[str, Any] = answer.json()
+        return created
+
+    def as_role(self, role: str) -> httpx.Client:
+        return self.client(self.token(role)["token"])
+
+    # ---- builders (return the JSON the API answered) ----
+    def contact(self, **fields: Any) -> dict[str, Any]:
+        body = {"name": "Test Person", **fields}
+        answer = self.admin.post("/api/contacts", json=body)
+        assert answer.status_code == 201, answer.text
+        created: dict[str, Any] = answer.json()
+        return created
+
+    def template(self, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        answer = self.admin.post("/api/workflows", json=body or reference_template())
+        assert answer.status_code == 201, answer.text
+        created: dict[str, Any] = answer.json()
+        return created
+
+    def instance(self, contact_id: str | None = None, template_id: str | None = None, **extra: Any) -> dict[str, Any]:
+        if contact_id is None:
+            contact_id = self.contact()["id"]
+        if template_id is None:
+            existing = self.admin.get(f"/api/workflows/{REFERENCE_ID}")
+            template_id = REFERENCE_ID if existing.status_code == 200 else self.template()["id"]
+        answer = self.admin.post("/api/instances", json={"contact_id": contact_id, "template_id": template_id, **extra})
+        assert answer.status_code == 201, answer.text
+        created: dict[str, Any] = answer.json()
+        return created
+
+
+REFERENCE_ID = "county-outreach-v1"
+
+
+def reference_template() -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(REFERENCE.read_text())
+    return data
+
+
+_counter = iter(range(1_000_000))
+
+
+@pytest.fixture
+def make_tenant(server: Server, root: httpx.Client) -> Iterator[Callable[[], Tenant]]:
+    made: list[Tenant] = []
+
+    def make() -> Tenant:
+        tenant_id = f"t{next(_counter)}-{int(time.time() * 1000) % 10**8}"
+        answer = root.post("/api/tenants", json={"id": tenant_id, "name": f"Tenant {tenant_id}"})
+        assert answer.status_code == 201, answer.text
+        token = answer.json()["admin_token"]
+        tenant = Tenant(tenant_id, server, token, server.client(token))
+        made.append(tenant)
+        return tenant
+
+    yield make
+    for tenant in made:
+        tenant.admin.close()
+        for client in tenant._clients:
+            client.close()
+
+
+@pytest.fixture
+def tenant(make_tenant: Callable[[], Tenant]) -> Tenant:
+    return make_tenant()
