@@ -148,7 +148,7 @@ def _token_record(token_id: str, tx: Tx) -> TokenRecord | None:
     return tx.get_token_record(token_id)
 
 
-def _read(path: Path, model: type[BaseModel]) -> Any:
+def _read(path: Path, model: type[BaseModel], *, named_by_id: bool = True) -> Any:
     try:
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -162,7 +162,7 @@ def _read(path: Path, model: type[BaseModel]) -> Any:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "(file)"
         raise TransferError(f"{path}: {where}: {first['msg']}") from None
-    if path.stem != getattr(parsed, "id", path.stem):
+    if named_by_id and path.stem != getattr(parsed, "id", path.stem):
         raise TransferError(f"{path}: the file name does not match the id {parsed.id!r}")  # type: ignore[attr-defined]
     return parsed, extra
 
@@ -190,7 +190,7 @@ async def import_tenant(store: Store, tenant: str, src: Path) -> Counts:
     counts = Counts()
 
     tenant_file = src / "tenant.json"
-    tenant_row = _read(tenant_file, Tenant)[0] if tenant_file.exists() else None
+    tenant_row = _read(tenant_file, Tenant, named_by_id=False)[0] if tenant_file.exists() else None
 
     def make_tenant(tx: Tx) -> None:
         if tx.get_tenant(tenant) is None:

@@ -227,7 +227,8 @@ class SqlTx(Tx):
 
     @staticmethod
     def _contact_values(contact: Contact) -> dict[str, Any]:
-        digits = "".join(ch for ch in contact.phone or "" if ch.isdigit()) or None
+        # Index the E.164 digits when the number parses (so "+1 555…" and "555…" both match), else what was given.
+        digits = "".join(ch for ch in contact.phone_e164 or contact.phone or "" if ch.isdigit()) or None
         values = contact.model_dump(exclude={"workflow_instance_ids"})
         values["phone_digits"] = digits
         return values
@@ -290,8 +291,8 @@ class SqlTx(Tx):
             func.lower(c.name).like(pattern, escape="\\"),
             func.lower(c.email).like(pattern, escape="\\"),
         ]
-        digits = "".join(ch for ch in query if ch.isdigit())
-        if digits and _looks_like_phone(query):
+        digits = phone_query_digits(query)
+        if digits:
             clauses.append(c.phone_digits.like("%" + digits + "%"))
         rows, cursor = self._page(select(s.contacts).where(c.tenant == self.tenant, or_(*clauses)), s.contacts, page)
         return Page(self._contacts(rows), cursor)
@@ -648,6 +649,15 @@ def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def _looks_like_phone(query: str) -> bool:
-    """A query is matched against phone digits when it is mostly digits and phone punctuation."""
-    return all(ch.isdigit() or ch in " +-().x" for ch in query.strip()) and sum(ch.isdigit() for ch in query) >= 3
+def phone_query_digits(query: str) -> str | None:
+    """The digits to look for in phones, when the query looks like (part of) a phone number.
+
+    A national trunk prefix ("020 7946…" in the UK) is dropped, since stored digits are in E.164 form.
+    """
+    text = query.strip()
+    if not text or not all(ch.isdigit() or ch in " +-()./x" for ch in text):
+        return None
+    digits = "".join(ch for ch in text if ch.isdigit())
+    if not text.startswith("+"):
+        digits = digits.lstrip("0")
+    return digits if len(digits) >= 3 else None

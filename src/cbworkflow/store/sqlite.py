@@ -22,7 +22,7 @@ from ..errors import StoreError
 from . import migrations
 from . import schema as s
 from .base import Page, PageRequest, Store, Tx
-from .sql import SnapshotCache, SqlTx, _looks_like_phone
+from .sql import SnapshotCache, SqlTx, phone_query_digits
 
 T = TypeVar("T")
 
@@ -37,8 +37,8 @@ class SQLiteTx(SqlTx):
         terms = []
         if len(q) >= 3:  # a trigram index cannot answer fewer than three characters
             terms.append('{name email} : "' + q.replace('"', '""') + '"')
-        digits = "".join(ch for ch in q if ch.isdigit())
-        if len(digits) >= 3 and _looks_like_phone(q):
+        digits = phone_query_digits(q)
+        if digits:
             terms.append('phone_digits : "' + digits + '"')
         if not terms:
             return self._search_like(q, page)

@@ -1,0 +1,222 @@
+"""The `cbworkflow` command: exit codes, one-line errors, and export/import round trips."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cbworkflow.api.app import SYSTEM, bootstrap, build_services
+from cbworkflow.cli import main
+from cbworkflow.models.access import Role, TokenCreate
+from cbworkflow.models.contacts import ContactCreate
+from cbworkflow.models.instances import InstanceCreate, TransitionRequest
+from cbworkflow.models.templates import TemplateCreate
+from cbworkflow.settings import Settings
+from conftest import REFERENCE, reference_template
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = tmp_path / "data"
+    monkeypatch.setenv("CBW_DATA_DIR", str(folder))
+    monkeypatch.delenv("CBW_DATABASE_URL", raising=False)
+    monkeypatch.delenv("CBW_ADMIN_TOKEN", raising=False)
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    return folder
+
+
+def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_templates_validate_ok(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = cli(capsys, "templates", "validate", str(REFERENCE))
+    assert code == 0
+    assert "valid (0 warning(s))" in out
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ("{not json", "not valid JSON"),
+        ('{"name": "x"}', "nodes: Field required"),
+        (json.dumps({"name": "x", "start_node": "a", "nodes": {"a": {"type": "action"}}}), "2 error(s)"),
+    ],
+)
+def test_templates_validate_bad_file_names_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str, expected: str
+) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    code, out, err = cli(capsys, "templates", "validate", str(path))
+    assert code != 0
+    assert str(path) in err
+    assert expected in out + err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_missing_file(capsys: pytest.CaptureFixture[str], data_dir: Path) -> None:
+    code, _, err = cli(capsys, "templates", "load", "/nonexistent/file.json")
+    assert code != 0
+    assert err.strip() == "cbworkflow: /nonexistent/file.json: cannot read (No such file or directory)"
+
+
+def test_bad_setting_is_one_line(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CBW_WORKER_POLL_INTERVAL", "soon")
+    code, _, err = cli(capsys, "migrate")
+    assert code == 2
+    assert err.startswith("cbworkflow: CBW_WORKER_POLL_INTERVAL:")
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_unsupported_store_url(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CBW_DATABASE_URL", "mysql://x")
+    code, _, err = cli(capsys, "migrate")
+    assert code == 2
+    assert "CBW_DATABASE_URL" in err
+
+
+def test_access_commands(capsys: pytest.CaptureFixture[str], data_dir: Path) -> None:
+    assert cli(capsys, "migrate")[0] == 0
+    code, out, _ = cli(capsys, "tenants", "create", "North County", "--id", "north")
+    assert code == 0
+    created = json.loads(out)
+    assert created["id"] == "north"
+    assert created["admin_token"].startswith("cbw_")
+    code, out, _ = cli(capsys, "tokens", "create", "--tenant", "north", "--role", "staff", "--name", "desk")
+    assert code == 0
+    token = json.loads(out)
+    assert token["role"] == "staff"
+    code, out, _ = cli(capsys, "tokens", "list", "--tenant", "north")
+    assert token["id"] in out
+    assert token["token"] not in out
+    assert cli(capsys, "tokens", "revoke", token["id"], "--tenant", "north")[0] == 0
+    code, _, err = cli(capsys, "tokens", "revoke", token["id"], "--tenant", "north")
+    assert code == 1
+    assert "no token" in err
+    code, _, err = cli(capsys, "tokens", "create", "--tenant", "nowhere", "--role", "admin")
+    assert code == 1
+    assert "no tenant" in err
+
+
+def test_templates_load(capsys: pytest.CaptureFixture[str], data_dir: Path) -> None:
+    code, out, _ = cli(capsys, "templates", "load", str(REFERENCE))
+    assert code == 0
+    assert "loaded county-outreach-v1 1.0.0" in out
+    changed = reference_template()
+    changed["nodes"]["end_success"]["end_status"] = "reached"
+    path = data_dir / "changed.json"
+    path.write_text(json.dumps(changed))
+    code, out, _ = cli(capsys, "templates", "load", str(path))
+    assert "loaded county-outreach-v1 1.1.0" in out  # loading again updates, bumping the minor version
+
+
+def _populate(settings: Settings) -> None:
+    async def go() -> None:
+        services = await build_services(settings)
+        await bootstrap(services, load_example=False)
+        await services.templates.create(SYSTEM, TemplateCreate.model_validate(reference_template()))
+        template = reference_template()
+        template["nodes"]["end_success"]["end_status"] = "reached"
+        await services.templates.create(SYSTEM, TemplateCreate.model_validate(template), replace=True)
+        await services.access.create_token(None, TokenCreate(role=Role.VOLUNTEER, name="canvasser"))
+        for i in range(7):
+            contact = await services.contacts.create(
+                SYSTEM, ContactCreate(name=f"Person {i}", phone=f"555-201-{i:04}", tags=["voter"])
+            )
+            await services.contacts.change_tag(SYSTEM, contact.id, "door", True)
+            inst = await services.instances.create(
+                SYSTEM, InstanceCreate(contact_id=contact.id, template_id="county-outreach-v1", start=True)
+            )
+            await services.instances.transition(
+                SYSTEM, inst.id, TransitionRequest(outcome="no_answer", state_updates={"tries": i}, note="hi")
+            )
+        await services.store.close()
+
+    asyncio.run(go())
+
+
+def _tree(folder: Path) -> dict[str, Any]:
+    return {
+        str(p.relative_to(folder)): (json.loads(p.read_text()) if p.suffix == ".json" else p.read_text())
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_export_import_round_trip(tmp_path: Path, capsys: pytest.CaptureFixture[str], data_dir: Path) -> None:
+    _populate(Settings(data_dir=data_dir))
+    first = tmp_path / "export1"
+    code, out, _ = cli(capsys, "export", str(first))
+    assert code == 0, out
+    assert "7 contacts, 1 templates, 7 instances, 2 tokens" in out
+    # Into a fresh store, then out again: nothing lost or changed (ids, times, timelines, versions, hashes).
+    other = tmp_path / "other"
+    settings_env = {"CBW_DATA_DIR": str(other)}
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in settings_env.items():
+            mp.setenv(key, value)
+        assert cli(capsys, "import", str(first))[0] == 0
+        second = tmp_path / "export2"
+        assert cli(capsys, "export", str(second))[0] == 0
+    assert _tree(first) == _tree(second)
+    template = json.loads((first / "templates" / "county-outreach-v1.json").read_text())
+    assert [v["version"] for v in template["versions"]] == ["1.0.0", "1.1.0"]
+    instance = json.loads(next((first / "instances").glob("*.json")).read_text())
+    assert [e["type"] for e in instance["timeline"]][:3] == ["instance_created", "instance_started", "node_entered"]
+
+
+@pytest.mark.parametrize(
+    ("kind", "content", "expected"),
+    [
+        ("contacts", "{broken", "not readable JSON"),
+        ("contacts", json.dumps({"id": "abc", "tenant": "x", "name": "No times"}), "created_at: Field required"),
+        ("instances", "[]", "expected a JSON object"),
+    ],
+)
+def test_import_refuses_a_bad_file_and_changes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], data_dir: Path, kind: str, content: str, expected: str
+) -> None:
+    _populate(Settings(data_dir=data_dir))
+    exported = tmp_path / "export"
+    assert cli(capsys, "export", str(exported))[0] == 0
+    bad = exported / kind / "abc.json"
+    bad.write_text(content)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CBW_DATA_DIR", str(tmp_path / "fresh"))
+        code, _, err = cli(capsys, "import", str(exported))
+        assert code == 1
+        assert str(bad) in err
+        assert expected in err
+        # Nothing was written: the fresh store does not even have the tenant.
+        code, _, err = cli(capsys, "export", str(tmp_path / "after"))
+        assert code == 1
+        assert "no tenant 'default'" in err
+
+
+def test_import_refuses_existing_ids(tmp_path: Path, capsys: pytest.CaptureFixture[str], data_dir: Path) -> None:
+    _populate(Settings(data_dir=data_dir))
+    exported = tmp_path / "export"
+    assert cli(capsys, "export", str(exported))[0] == 0
+    code, _, err = cli(capsys, "import", str(exported))
+    assert code == 1
+    assert "already exists" in err
+
+
+def test_entry_point_runs(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "cbworkflow"), "templates", "validate", str(REFERENCE)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr

@@ -1,0 +1,164 @@
+"""The engine's steps as pure functions: no store, no HTTP, a clock moved by hand."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from cbworkflow.clock import FakeClock
+from cbworkflow.engine import steps
+from cbworkflow.errors import Conflict, InvalidInput
+from cbworkflow.models.events import EventType
+from cbworkflow.models.instances import InstanceStatus, WorkflowInstance
+from cbworkflow.models.templates import TemplateCreate
+from conftest import reference_template
+
+clock = FakeClock()
+
+
+def make(nodes: dict[str, Any] | None = None, start: str = "initial_call") -> WorkflowInstance:
+    body = reference_template() if nodes is None else {"name": "t", "start_node": start, "nodes": nodes}
+    parsed = TemplateCreate.model_validate(body)
+    return WorkflowInstance(
+        id="i1",
+        tenant="a",
+        contact_id="c1",
+        template_id="tpl",
+        template_version="1.0.0",
+        start_node=parsed.start_node or start,
+        status=InstanceStatus.PENDING,
+        nodes=parsed.nodes,
+        created_at=clock.now(),
+        updated_at=clock.now(),
+    )
+
+
+def types(step: steps.Step) -> list[str]:
+    return [e.type.value for e in step.events]
+
+
+def test_start_enters_the_start_node() -> None:
+    step = steps.start(make(), clock.now(), "tok")
+    assert step.instance.status is InstanceStatus.ACTIVE
+    assert step.instance.current_node == "initial_call"
+    assert step.instance.revision == 1
+    assert types(step) == ["instance_started", "node_entered"]
+
+
+def test_a_week_of_human_steps_in_simulated_time() -> None:
+    fake = FakeClock()
+    inst = steps.start(make(), fake.now(), "tok").instance
+    for outcome, node, status in [
+        ("answered_interested", "schedule_followup", InstanceStatus.WAITING),
+        ("elapsed", "followup_text", InstanceStatus.ACTIVE),
+        ("sent", "end_success", InstanceStatus.COMPLETED),
+    ]:
+        fake.advance(timedelta(days=3))
+        inst = steps.transition(inst, outcome, fake.now(), "tok").instance
+        assert (inst.current_node, inst.status) == (node, status)
+    assert inst.end_status == "success"
+    assert inst.completed_at == fake.now()
+    assert inst.completed_at - inst.created_at == timedelta(days=9)
+
+
+def test_transition_records_the_right_event_per_node_type() -> None:
+    inst = steps.start(make(), clock.now(), "tok").instance
+    at_call = steps.transition(inst, "no_answer", clock.now(), "tok", note="rang twice")
+    assert types(at_call) == ["user_action", "node_exited", "node_entered"]
+    assert at_call.events[0].data == {"outcome": "no_answer", "note": "rang twice"}
+    at_door = steps.transition(at_call.instance, "contacted_interested", clock.now(), "tok")
+    assert at_door.instance.status is InstanceStatus.WAITING
+    decided = steps.transition(at_door.instance, "mail", clock.now(), "tok", on_behalf_of="Sam")
+    assert types(decided)[0] == "decision_manual_input"
+    assert decided.events[0].data["on_behalf_of"] == "Sam"
+    assert decided.events[0].actor == "tok"
+
+
+def test_state_updates_merge_and_are_recorded() -> None:
+    inst = steps.start(make(), clock.now(), "tok").instance
+    inst.state = {"keep": 1, "drop": 2, "nested": {"a": 1}}
+    step = steps.transition(
+        inst, "no_answer", clock.now(), "tok", state_updates={"drop": None, "nested": {"b": 2}, "new": [1]}
+    )
+    assert step.instance.state == {"keep": 1, "nested": {"a": 1, "b": 2}, "new": [1]}
+    assert types(step)[0] == "state_updated"
+
+
+def test_unknown_outcome_lists_the_allowed_ones() -> None:
+    inst = steps.start(make(), clock.now(), "tok").instance
+    with pytest.raises(InvalidInput, match="allowed: answered_interested, answered_not_interested"):
+        steps.transition(inst, "nope", clock.now(), "tok")
+
+
+def test_late_duplicate_is_a_conflict() -> None:
+    inst = steps.start(make(), clock.now(), "tok").instance
+    moved = steps.transition(inst, "no_answer", clock.now(), "tok").instance
+    with pytest.raises(Conflict, match="moved from 'initial_call'"):
+        steps.transition(moved, "no_answer", clock.now(), "tok", previous_node="initial_call")
+
+
+def test_expected_node_guards_stale_clients() -> None:
+    inst = steps.start(make(), clock.now(), "tok").instance
+    with pytest.raises(Conflict):
+        steps.transition(inst, "no_answer", clock.now(), "tok", expected_node="schedule_door")
+
+
+@pytest.mark.parametrize("status", [InstanceStatus.PENDING, InstanceStatus.PAUSED, InstanceStatus.COMPLETED])
+def test_transition_only_when_active_or_waiting(status: InstanceStatus) -> None:
+    inst = steps.start(make(), clock.now(), "tok").instance
+    inst.status = status
+    with pytest.raises(Conflict):
+        steps.transition(inst, "no_answer", clock.now(), "tok")
+
+
+def test_pause_and_resume_restore_the_status() -> None:
+    inst = steps.start(make(), clock.now(), "tok").instance
+    waiting = steps.transition(inst, "answered_interested", clock.now(), "tok").instance
+    paused = steps.pause(waiting, clock.now(), "tok").instance
+    assert paused.status is InstanceStatus.PAUSED
+    with pytest.raises(Conflict):
+        steps.pause(paused, clock.now(), "tok")
+    resumed = steps.resume(paused, clock.now(), "tok").instance
+    assert resumed.status is InstanceStatus.WAITING
+    assert resumed.paused_status is None
+
+
+def test_cancel_finishes_and_cannot_repeat() -> None:
+    step = steps.cancel(make(), clock.now(), "tok", reason="moved away")
+    assert step.instance.status is InstanceStatus.CANCELLED
+    assert step.events[0].data == {"reason": "moved away"}
+    with pytest.raises(Conflict):
+        steps.cancel(step.instance, clock.now(), "tok")
+
+
+def test_end_node_at_start_completes_at_once() -> None:
+    step = steps.start(make({"done": {"type": "end", "end_status": "skipped"}}, start="done"), clock.now(), "tok")
+    assert step.instance.status is InstanceStatus.COMPLETED
+    assert types(step) == ["instance_started", "node_entered", "instance_completed"]
+
+
+def test_a_transition_to_a_missing_node_fails_the_instance() -> None:
+    nodes = {"a": {"type": "action", "action": "call", "transitions": {"go": "ghost"}}}
+    inst = steps.start(make(nodes, start="a"), clock.now(), "tok").instance
+    step = steps.transition(inst, "go", clock.now(), "tok")
+    assert step.instance.status is InstanceStatus.FAILED
+    assert step.events[-1].type is EventType.INSTANCE_FAILED
+
+
+def test_inputs_are_never_mutated() -> None:
+    inst = steps.start(make(), clock.now(), "tok").instance
+    before = inst.model_dump()
+    steps.transition(inst, "no_answer", clock.now(), "tok", state_updates={"x": 1})
+    steps.pause(inst, clock.now(), "tok")
+    assert inst.model_dump() == before
+
+
+def test_tags_are_idempotent() -> None:
+    inst = make()
+    added = steps.change_tag(inst, "hot", True, clock.now(), "tok")
+    assert added is not None
+    assert added.instance.tags == ["hot"]
+    assert steps.change_tag(added.instance, "hot", True, clock.now(), "tok") is None
+    assert steps.change_tag(inst, "hot", False, clock.now(), "tok") is None

@@ -1,0 +1,353 @@
+"""The store contract: every operation the services use, run against each backend.
+
+Backends are listed in `BACKENDS`; a new backend joins by adding a factory there, and must pass every case.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cbworkflow.errors import InvalidInput
+from cbworkflow.ids import new_id
+from cbworkflow.models.access import Role, Tenant, Token
+from cbworkflow.models.contacts import Contact
+from cbworkflow.models.events import Event, EventType
+from cbworkflow.models.instances import InstanceStatus, WorkflowInstance
+from cbworkflow.models.templates import TemplateVersion, WorkflowTemplate
+from cbworkflow.services.instances import snapshot_of
+from cbworkflow.store.base import ContactFilter, InstanceFilter, PageRequest, Store, TokenRecord, Tx
+from cbworkflow.store.sqlite import SQLiteStore
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def sqlite_store(tmp: Path) -> Store:
+    return SQLiteStore(tmp / "store.db")
+
+
+BACKENDS: dict[str, Callable[[Path], Store]] = {"sqlite": sqlite_store}
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    made = BACKENDS[request.param](tmp_path)
+    asyncio.run(made.migrate())
+    yield made
+    asyncio.run(made.close())
+
+
+def run(store: Store, tenant: str, fn: Callable[[Tx], Any], write: bool = True) -> Any:
+    async def go() -> Any:
+        return await (store.write(tenant, fn) if write else store.read(tenant, fn))
+
+    return asyncio.run(go())
+
+
+def contact(tenant: str = "a", cid: str | None = None, minutes: int = 0, **fields: Any) -> Contact:
+    when = T0 + timedelta(minutes=minutes)
+    return Contact(
+        id=cid or new_id(), tenant=tenant, name=fields.pop("name", "Pat"), created_at=when, updated_at=when, **fields
+    )
+
+
+def template(tenant: str = "a", tid: str = "tpl") -> WorkflowTemplate:
+    return WorkflowTemplate.model_validate(
+        {
+            "id": tid,
+            "tenant": tenant,
+            "name": "T",
+            "start_node": "call",
+            "nodes": {
+                "call": {"type": "action", "action": "phone_call", "transitions": {"done": "end"}},
+                "end": {"type": "end"},
+            },
+            "tags": ["outreach"],
+            "created_at": T0,
+            "updated_at": T0,
+        }
+    )
+
+
+def instance(tx: Tx, contact_id: str, minutes: int = 0, **fields: Any) -> WorkflowInstance:
+    tpl = template(tx.tenant)
+    when = T0 + timedelta(minutes=minutes)
+    inst = WorkflowInstance(
+        id=new_id(),
+        tenant=tx.tenant,
+        contact_id=contact_id,
+        template_id=tpl.id,
+        template_version=tpl.version,
+        start_node="call",
+        status=fields.pop("status", InstanceStatus.PENDING),
+        nodes=tpl.nodes,
+        created_at=when,
+        updated_at=when,
+        **fields,
+    )
+    snap = snapshot_of("call", {k: v.model_dump(mode="json") for k, v in tpl.nodes.items()})
+    tx.put_snapshot(snap)
+    tx.insert_instance(inst, snap.id)
+    return inst
+
+
+def event(inst: WorkflowInstance | None, type_: EventType = EventType.USER_NOTE, contact_id: str | None = None) -> Event:
+    return Event(
+        id=new_id(),
+        type=type_,
+        timestamp=T0,
+        actor="tester",
+        instance_id=inst.id if inst else None,
+        contact_id=inst.contact_id if inst else contact_id,
+        template_id=inst.template_id if inst else None,
+        message="m",
+    )
+
+
+# ---------------------------------------------------------------------------------------------- schema
+def test_migrate_is_idempotent(store: Store) -> None:
+    assert asyncio.run(store.migrate()) == []
+
+
+# ---------------------------------------------------------------------------------------------- tenants, tokens
+def test_tenants_and_tokens(store: Store) -> None:
+    def setup(tx: Tx) -> None:
+        tx.insert_tenant(Tenant(id="a", name="A", created_at=T0))
+        tx.insert_token(TokenRecord(Token(id="t1", tenant="a", role=Role.ADMIN, created_at=T0), "hash-1"))
+
+    run(store, "a", setup)
+    assert run(store, "a", lambda tx: tx.count_tenants()) == 1
+    found = run(store, "zzz", lambda tx: tx.find_token_by_hash("hash-1"), write=False)
+    assert found is not None
+    assert found.token.tenant == "a"
+    assert run(store, "b", lambda tx: tx.list_tokens(PageRequest())).items == []
+    assert run(store, "b", lambda tx: tx.delete_token("t1")) is False
+    assert run(store, "a", lambda tx: tx.get_token_record("t1")).secret_hash == "hash-1"
+    assert run(store, "a", lambda tx: tx.delete_token("t1")) is True
+    assert run(store, "a", lambda tx: tx.find_token_by_hash("hash-1")) is None
+
+
+# ---------------------------------------------------------------------------------------------- contacts
+def test_contact_round_trip_and_tenant_scope(store: Store) -> None:
+    c = contact(email="pat@example.org", phone="(555) 201-3344", tags=["x", "y"], metadata={"k": [1, 2]})
+    run(store, "a", lambda tx: tx.insert_contact(c))
+    got = run(store, "a", lambda tx: tx.get_contact(c.id), write=False)
+    assert got == c
+    assert run(store, "b", lambda tx: tx.get_contact(c.id)) is None
+    assert run(store, "b", lambda tx: tx.delete_contact(c.id)) is False
+    assert run(store, "b", lambda tx: tx.list_contacts(ContactFilter(), PageRequest())).items == []
+
+
+def test_same_ids_in_two_tenants(store: Store) -> None:
+    run(store, "a", lambda tx: tx.insert_contact(contact("a", "same", name="In A", external_id="e1")))
+    run(store, "b", lambda tx: tx.insert_contact(contact("b", "same", name="In B", external_id="e1")))
+    assert run(store, "a", lambda tx: tx.get_contact("same")).name == "In A"
+    assert run(store, "b", lambda tx: tx.get_contact_by_external_id("e1")).name == "In B"
+
+
+def test_contact_update_and_tag_filter(store: Store) -> None:
+    c = contact(tags=["a1"])
+    run(store, "a", lambda tx: tx.insert_contact(c))
+    changed = c.model_copy(update={"tags": ["b2", "c3"], "county": "Kent"})
+    run(store, "a", lambda tx: tx.update_contact(changed))
+
+    def ids(**where: Any) -> list[str]:
+        page = run(store, "a", lambda tx: tx.list_contacts(ContactFilter(**where), PageRequest()))
+        return [x.id for x in page.items]
+
+    assert ids(tags=["a1"]) == []
+    assert ids(tags=["b2", "c3"]) == [c.id]
+    assert ids(tags=["b2", "zz"]) == []
+    assert ids(county="Kent") == [c.id]
+    assert ids(county="Kent", tags=["c3"]) == [c.id]
+
+
+def test_contact_pages_are_stable_and_newest_first(store: Store) -> None:
+    made = [contact(minutes=i // 3) for i in range(23)]  # ties on created_at are broken stably
+
+    def insert_all(tx: Tx) -> None:
+        for c in made:
+            tx.insert_contact(c)
+
+    run(store, "a", insert_all)
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page = run(store, "a", lambda tx, c=cursor: tx.list_contacts(ContactFilter(), PageRequest(5, c)))
+        seen.extend(x.id for x in page.items)
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    assert len(seen) == len(set(seen)) == 23
+    created = {c.id: c.created_at for c in made}
+    assert [created[i] for i in seen] == sorted(created.values(), reverse=True)
+
+
+def test_bad_cursor_is_invalid_input(store: Store) -> None:
+    with pytest.raises(InvalidInput):
+        run(store, "a", lambda tx: tx.list_contacts(ContactFilter(), PageRequest(5, "not-a-cursor")))
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("ada", {"ada"}),
+        ("LOVE", {"ada"}),
+        ("example.org", {"ada", "bob"}),
+        ("555-201-3344", {"ada"}),
+        ("5552013344", {"ada"}),
+        ("(555) 201", {"ada"}),
+        ("+1 555 201 3344", {"ada"}),
+        ("Lo", {"ada"}),  # two characters: the scan path
+        ("100% s", {"pct"}),
+        ("_", {"pct"}),
+        ('"', set()),
+        ("Ёлка", {"yolka"}),
+        ("ёлк", {"yolka"}),
+        ("020 7946 0000", {"bob"}),
+        ("44 20 7946", {"bob"}),
+        ("1234", {"raw"}),
+        ("nobody", set()),
+    ],
+)
+def test_search(store: Store, query: str, expected: set[str]) -> None:
+    people = [
+        contact(cid="ada", name="Ada Lovelace", email="ada@example.org", phone="(555) 201-3344", phone_e164="+15552013344"),
+        contact(cid="bob", name="Bob", email="bob@example.org", phone="+44 20 7946 0000", phone_e164="+442079460000"),
+            contact(cid="raw", name="Unparsed", phone="12-34"),
+        contact(cid="pct", name="100% sure_thing"),
+        contact(cid="yolka", name="Ёлка Иванова"),
+    ]
+
+    def insert_all(tx: Tx) -> None:
+        for c in people:
+            tx.insert_contact(c)
+
+    run(store, "a", insert_all)
+    run(store, "b", lambda tx: tx.insert_contact(contact("b", "other", name="Ada Other")))
+    page = run(store, "a", lambda tx: tx.search_contacts(query, PageRequest()), write=False)
+    assert {c.id for c in page.items} == expected
+
+
+def test_search_follows_updates_and_deletes(store: Store) -> None:
+    c = contact(cid="c1", name="Grace Hopper")
+    run(store, "a", lambda tx: tx.insert_contact(c))
+    run(store, "a", lambda tx: tx.update_contact(c.model_copy(update={"name": "Grace Brewster"})))
+    assert run(store, "a", lambda tx: tx.search_contacts("hopper", PageRequest())).items == []
+    assert [x.id for x in run(store, "a", lambda tx: tx.search_contacts("brewster", PageRequest())).items] == ["c1"]
+    run(store, "a", lambda tx: tx.delete_contact("c1"))
+    assert run(store, "a", lambda tx: tx.search_contacts("brewster", PageRequest())).items == []
+
+
+# ---------------------------------------------------------------------------------------------- templates
+def test_templates_versions_and_tags(store: Store) -> None:
+    tpl = template()
+    run(store, "a", lambda tx: tx.insert_template(tpl))
+    run(
+        store,
+        "a",
+        lambda tx: tx.insert_template_version(
+            TemplateVersion(template_id="tpl", version="1.0.0", template=tpl, created_at=T0)
+        ),
+    )
+    assert run(store, "a", lambda tx: tx.get_template("tpl")) == tpl
+    assert run(store, "b", lambda tx: tx.get_template("tpl")) is None
+    assert [t.id for t in run(store, "a", lambda tx: tx.list_templates("outreach", PageRequest())).items] == ["tpl"]
+    assert run(store, "a", lambda tx: tx.list_templates("other", PageRequest())).items == []
+    newer = tpl.model_copy(update={"version": "1.1.0", "tags": ["other"]})
+    run(store, "a", lambda tx: tx.update_template(newer))
+    assert [t.id for t in run(store, "a", lambda tx: tx.list_templates("other", PageRequest())).items] == ["tpl"]
+    versions = run(store, "a", lambda tx: tx.list_template_versions("tpl", PageRequest())).items
+    assert [v.version for v in versions] == ["1.0.0"]
+    assert run(store, "a", lambda tx: tx.delete_template("tpl")) is True
+    assert run(store, "a", lambda tx: tx.list_template_versions("tpl", PageRequest())).items == []
+
+
+# ---------------------------------------------------------------------------------------------- instances, events
+def test_instance_round_trip_links_and_events(store: Store) -> None:
+    c = contact(cid="c1")
+    run(store, "a", lambda tx: tx.insert_contact(c))
+    inst: WorkflowInstance = run(store, "a", lambda tx: instance(tx, "c1", tags=["hot"], state={"x": 1}))
+    got = run(store, "a", lambda tx: tx.get_instance(inst.id))
+    assert got == inst
+    assert run(store, "b", lambda tx: tx.get_instance(inst.id)) is None
+    assert run(store, "a", lambda tx: tx.get_contact("c1")).workflow_instance_ids == [inst.id]
+
+    moved = inst.model_copy(update={"status": InstanceStatus.ACTIVE, "current_node": "call", "revision": 1})
+    run(store, "a", lambda tx: tx.update_instance(moved))
+    with pytest.raises(RuntimeError):  # a stale revision is a bug in the caller, never silently applied
+        run(store, "a", lambda tx: tx.update_instance(moved))
+
+    def by(**where: Any) -> list[str]:
+        return [i.id for i in run(store, "a", lambda tx: tx.list_instances(InstanceFilter(**where), PageRequest())).items]
+
+    assert by(status="active") == [inst.id]
+    assert by(status="pending") == []
+    assert by(tags=["hot"]) == [inst.id]
+    assert by(current_node="call", contact_id="c1", template_id="tpl") == [inst.id]
+    assert [i.id for i in run(store, "a", lambda tx: tx.unfinished_instances_of_contact("c1"))] == [inst.id]
+
+    run(store, "a", lambda tx: tx.append_events([event(inst) for _ in range(5)] + [event(None, contact_id="c1")]))
+    page = run(store, "a", lambda tx: tx.instance_events(inst.id, PageRequest(limit=3)))
+    rest = run(store, "a", lambda tx: tx.instance_events(inst.id, PageRequest(3, page.next_cursor)))
+    assert len(page.items) == 3
+    assert len(rest.items) == 2
+    assert rest.next_cursor is None
+    assert len(run(store, "a", lambda tx: tx.contact_events("c1", PageRequest())).items) == 6
+    assert run(store, "b", lambda tx: tx.contact_events("c1", PageRequest())).items == []
+
+    assert run(store, "a", lambda tx: tx.delete_instance(inst.id)) is True
+    assert run(store, "a", lambda tx: tx.instance_events(inst.id, PageRequest())).items == []
+    assert run(store, "a", lambda tx: tx.get_contact("c1")).workflow_instance_ids == []
+
+
+def test_write_is_all_or_nothing(store: Store) -> None:
+    def half(tx: Tx) -> None:
+        tx.insert_contact(contact(cid="half"))
+        raise ValueError("boom")
+
+    with pytest.raises(ValueError, match="boom"):
+        run(store, "a", half)
+    assert run(store, "a", lambda tx: tx.get_contact("half")) is None
+
+
+def test_concurrent_read_modify_write_loses_nothing(store: Store) -> None:
+    run(store, "a", lambda tx: tx.insert_contact(contact(cid="c1")))
+
+    def add(tag: str) -> Callable[[Tx], None]:
+        def fn(tx: Tx) -> None:
+            current = tx.get_contact("c1")
+            assert current is not None
+            tx.update_contact(current.model_copy(update={"tags": [*current.tags, tag]}))
+
+        return fn
+
+    async def many() -> None:
+        await asyncio.gather(*(store.write("a", add(f"t{i}")) for i in range(40)))
+
+    asyncio.run(many())
+    assert sorted(run(store, "a", lambda tx: tx.get_contact("c1")).tags) == sorted(f"t{i}" for i in range(40))
+
+
+# ---------------------------------------------------------------------------------------------- idempotency
+def test_idempotency_keys(store: Store) -> None:
+    now = T0
+    assert run(store, "a", lambda tx: tx.reserve_idempotency("/r", "k", "h1", now)) is True
+    assert run(store, "a", lambda tx: tx.reserve_idempotency("/r", "k", "h1", now)) is False
+    assert run(store, "b", lambda tx: tx.reserve_idempotency("/r", "k", "h1", now)) is True
+    assert run(store, "a", lambda tx: tx.reserve_idempotency("/other", "k", "h1", now)) is True
+    pending = run(store, "a", lambda tx: tx.get_idempotency("/r", "k", now - timedelta(hours=24)))
+    assert pending.done is False
+    run(store, "a", lambda tx: tx.finish_idempotency("/r", "k", 201, '{"ok":1}'))
+    done = run(store, "a", lambda tx: tx.get_idempotency("/r", "k", now - timedelta(hours=24)))
+    assert (done.done, done.status_code, done.body) == (True, 201, '{"ok":1}')
+    later = now + timedelta(hours=25)
+    assert run(store, "a", lambda tx: tx.get_idempotency("/r", "k", later - timedelta(hours=24))) is None
+    assert run(store, "a", lambda tx: tx.reserve_idempotency("/r", "k", "h2", later)) is True
+    run(store, "a", lambda tx: tx.release_idempotency("/r", "k"))
+    assert run(store, "a", lambda tx: tx.get_idempotency("/r", "k", now)) is None
