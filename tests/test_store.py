@@ -96,7 +96,9 @@ def instance(tx: Tx, contact_id: str, minutes: int = 0, **fields: Any) -> Workfl
     return inst
 
 
-def event(inst: WorkflowInstance | None, type_: EventType = EventType.USER_NOTE, contact_id: str | None = None) -> Event:
+def event(
+    inst: WorkflowInstance | None, type_: EventType = EventType.USER_NOTE, contact_id: str | None = None
+) -> Event:
     return Event(
         id=new_id(),
         type=type_,
@@ -217,9 +219,11 @@ def test_bad_cursor_is_invalid_input(store: Store) -> None:
 )
 def test_search(store: Store, query: str, expected: set[str]) -> None:
     people = [
-        contact(cid="ada", name="Ada Lovelace", email="ada@example.org", phone="(555) 201-3344", phone_e164="+15552013344"),
+        contact(
+            cid="ada", name="Ada Lovelace", email="ada@example.org", phone="(555) 201-3344", phone_e164="+15552013344"
+        ),
         contact(cid="bob", name="Bob", email="bob@example.org", phone="+44 20 7946 0000", phone_e164="+442079460000"),
-            contact(cid="raw", name="Unparsed", phone="12-34"),
+        contact(cid="raw", name="Unparsed", phone="12-34"),
         contact(cid="pct", name="100% sure_thing"),
         contact(cid="yolka", name="Ёлка Иванова"),
     ]
@@ -284,7 +288,9 @@ def test_instance_round_trip_links_and_events(store: Store) -> None:
         run(store, "a", lambda tx: tx.update_instance(moved))
 
     def by(**where: Any) -> list[str]:
-        return [i.id for i in run(store, "a", lambda tx: tx.list_instances(InstanceFilter(**where), PageRequest())).items]
+        return [
+            i.id for i in run(store, "a", lambda tx: tx.list_instances(InstanceFilter(**where), PageRequest())).items
+        ]
 
     assert by(status="active") == [inst.id]
     assert by(status="pending") == []

@@ -9,6 +9,7 @@ once, and fails the instance when one step visits more than `MAX_NODES_PER_STEP`
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -35,7 +36,15 @@ class _Builder:
     """Accumulates the new instance fields and events of one step."""
 
     def __init__(self, instance: WorkflowInstance, now: datetime, actor: str) -> None:
-        self.instance = instance.model_copy(deep=True)
+        # The frozen nodes are shared, never copied (they never change); only the mutable fields are copied.
+        self.instance = instance.model_copy(
+            update={
+                "state": copy.deepcopy(instance.state),
+                "metadata": copy.deepcopy(instance.metadata),
+                "tags": list(instance.tags),
+                "timeline": [],
+            }
+        )
         self.instance.updated_at = now
         self.instance.revision += 1
         self.now = now

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, delete, exists, func, insert, or_, select, update
+from sqlalchemy import Connection, Row, and_, bindparam, delete, exists, func, insert, or_, select, update
 from sqlalchemy.sql import ColumnElement, Select
 
 from ..errors import InvalidInput
@@ -234,16 +234,13 @@ class SqlTx(Tx):
         return values
 
     def insert_contact(self, contact: Contact) -> None:
-        pk = _inserted_pk(self.conn.execute(insert(s.contacts).values(**self._contact_values(contact))))
+        pk = _inserted_pk(self.conn.execute(_INSERT_CONTACT, self._contact_values(contact)))
         self._set_tags(s.contact_tags, "contact_pk", pk, contact.tags, replace=False)
 
     def update_contact(self, contact: Contact) -> None:
-        c = s.contacts.c
         values = self._contact_values(contact)
         del values["tenant"], values["id"], values["created_at"]
-        pk = self.conn.execute(
-            update(s.contacts).where(c.tenant == self.tenant, c.id == contact.id).values(**values).returning(c.pk)
-        ).scalar_one()
+        pk = self.conn.execute(_UPDATE_CONTACT, {**values, "w_tenant": self.tenant, "w_id": contact.id}).scalar_one()
         self._set_tags(s.contact_tags, "contact_pk", pk, contact.tags, replace=True)
 
     def delete_contact(self, contact_id: str) -> bool:
@@ -491,20 +488,15 @@ class SqlTx(Tx):
     def insert_instance(self, instance: WorkflowInstance, snapshot_id: str) -> None:
         values = self._instance_values(instance)
         values["snapshot_id"] = snapshot_id
-        pk = _inserted_pk(self.conn.execute(insert(s.instances).values(**values)))
+        pk = _inserted_pk(self.conn.execute(_INSERT_INSTANCE, values))
         self._set_tags(s.instance_tags, "instance_pk", pk, instance.tags, replace=False)
 
     def update_instance(self, instance: WorkflowInstance) -> None:
-        i = s.instances.c
         values = self._instance_values(instance)
         for fixed in ("tenant", "id", "contact_id", "template_id", "template_version", "created_at"):
             del values[fixed]
-        row = self.conn.execute(
-            update(s.instances)
-            .where(i.tenant == self.tenant, i.id == instance.id, i.revision == instance.revision - 1)
-            .values(**values)
-            .returning(i.pk)
-        ).first()
+        where = {"w_tenant": self.tenant, "w_id": instance.id, "w_revision": instance.revision - 1}
+        row = self.conn.execute(_UPDATE_INSTANCE, {**values, **where}).first()
         if row is None:
             raise RuntimeError(f"instance {instance.id} changed under a write lock (revision {instance.revision})")
         self._set_tags(s.instance_tags, "instance_pk", row.pk, instance.tags, replace=True)
@@ -637,6 +629,25 @@ class SqlTx(Tx):
 
     def release_idempotency(self, route: str, key: str) -> None:
         self.conn.execute(delete(s.idempotency_keys).where(self._idem_where(route, key)))
+
+
+# Statements built once: their parameters come at execute time, so SQLAlchemy compiles each only once.
+_INSERT_CONTACT = insert(s.contacts)
+_UPDATE_CONTACT = (
+    update(s.contacts)
+    .where(s.contacts.c.tenant == bindparam("w_tenant"), s.contacts.c.id == bindparam("w_id"))
+    .returning(s.contacts.c.pk)
+)
+_INSERT_INSTANCE = insert(s.instances)
+_UPDATE_INSTANCE = (
+    update(s.instances)
+    .where(
+        s.instances.c.tenant == bindparam("w_tenant"),
+        s.instances.c.id == bindparam("w_id"),
+        s.instances.c.revision == bindparam("w_revision"),
+    )
+    .returning(s.instances.c.pk)
+)
 
 
 def _inserted_pk(result: Any) -> int:
