@@ -76,7 +76,9 @@ async def fill(services: Any, contacts: int, instances: int, rng: random.Random)
     """Bulk-load contacts and started instances in batches (the measured paths below go one by one)."""
     clock = Clock()
     template = await services.templates.get("default", "county-outreach-v1")
-    snap = snapshot_of(template.start_node, {k: v.model_dump(mode="json") for k, v in template.nodes.items()})
+    snap = snapshot_of(
+        "default", template.start_node, {k: v.model_dump(mode="json") for k, v in template.nodes.items()}
+    )
     contact_ids: list[str] = []
     region = services.settings.default_phone_region
     from cbworkflow.services.contacts import to_e164

@@ -90,7 +90,7 @@ def instance(tx: Tx, contact_id: str, minutes: int = 0, **fields: Any) -> Workfl
         updated_at=when,
         **fields,
     )
-    snap = snapshot_of("call", {k: v.model_dump(mode="json") for k, v in tpl.nodes.items()})
+    snap = snapshot_of(tx.tenant, "call", {k: v.model_dump(mode="json") for k, v in tpl.nodes.items()})
     tx.put_snapshot(snap)
     tx.insert_instance(inst, snap.id)
     return inst
@@ -357,3 +357,19 @@ def test_idempotency_keys(store: Store) -> None:
     assert run(store, "a", lambda tx: tx.reserve_idempotency("/r", "k", "h2", later)) is True
     run(store, "a", lambda tx: tx.release_idempotency("/r", "k"))
     assert run(store, "a", lambda tx: tx.get_idempotency("/r", "k", now)) is None
+
+
+def test_identical_graphs_in_two_tenants_read_back_cold(
+    store: Store, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Snapshots are content-addressed per tenant: a cold cache still finds each tenant's own frozen copy."""
+    made = {t: run(store, t, lambda tx: instance(tx, f"c-{tx.tenant}")) for t in ("a", "b")}
+    asyncio.run(store.close())
+    reopened = BACKENDS[request.node.callspec.params["store"]](tmp_path)
+    try:
+        for tenant, inst in made.items():
+            got = run(reopened, tenant, lambda tx, i=inst.id: tx.get_instance(i))
+            assert got is not None
+            assert got.nodes == inst.nodes
+    finally:
+        asyncio.run(reopened.close())

@@ -8,7 +8,7 @@ import phonenumbers
 
 from ..clock import Clock
 from ..engine import steps
-from ..errors import Conflict, Forbidden, NotFound
+from ..errors import Conflict, Forbidden, InvalidInput, NotFound
 from ..ids import new_id
 from ..models.access import Principal, Role
 from ..models.contacts import Contact, ContactCreate, ContactFields, ContactPatch
@@ -80,6 +80,8 @@ class ContactService:
         return await self.store.read(tenant, lambda tx: tx.list_contacts(where, page))
 
     async def search(self, tenant: str, query: str, page: PageRequest) -> Page[Contact]:
+        if not query.strip():
+            raise InvalidInput("q: give at least one character that is not a space")
         return await self.store.read(tenant, lambda tx: tx.search_contacts(query, page))
 
     async def timeline(self, tenant: str, contact_id: str, page: PageRequest) -> Page[Event]:

@@ -24,9 +24,14 @@ from .templates import report_for
 TIMELINE_INLINE_LIMIT = 500  # events embedded in GET /instances/{id}; the rest via /timeline
 
 
-def snapshot_of(start_node: str, nodes: dict[str, object]) -> Snapshot:
-    """A content-addressed frozen copy: the same graph always gets the same id."""
-    canonical = json.dumps({"start_node": start_node, "nodes": nodes}, sort_keys=True, separators=(",", ":"))
+def snapshot_of(tenant: str, start_node: str, nodes: dict[str, object]) -> Snapshot:
+    """A content-addressed frozen copy: the same graph in the same tenant always gets the same id.
+
+    The tenant is part of the hash, so two tenants with identical graphs never share a row.
+    """
+    canonical = json.dumps(
+        {"tenant": tenant, "start_node": start_node, "nodes": nodes}, sort_keys=True, separators=(",", ":")
+    )
     return Snapshot(hashlib.sha256(canonical.encode()).hexdigest()[:32], start_node, nodes)
 
 
@@ -81,7 +86,7 @@ class InstanceService:
                 )
             assert template.start_node is not None
             snapshot = snapshot_of(
-                template.start_node, {k: v.model_dump(mode="json") for k, v in template.nodes.items()}
+                principal.tenant, template.start_node, {k: v.model_dump(mode="json") for k, v in template.nodes.items()}
             )
             instance = WorkflowInstance(
                 id=new_id(),

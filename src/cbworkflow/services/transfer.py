@@ -273,7 +273,7 @@ def _write_batch(tenant: str, kind: str, paths: list[Path], tx: Tx) -> None:
             timeline = [Event.model_validate(e) for e in data.pop("timeline", [])]
             instance = WorkflowInstance.model_validate(data)
             snapshot = snapshot_of(
-                instance.start_node, {k: v.model_dump(mode="json") for k, v in instance.nodes.items()}
+                tenant, instance.start_node, {k: v.model_dump(mode="json") for k, v in instance.nodes.items()}
             )
             tx.put_snapshot(snapshot)
             tx.insert_instance(instance, snapshot.id)

@@ -52,14 +52,17 @@ def encode_cursor(*key: Any) -> str:
     return base64.urlsafe_b64encode(json.dumps(key, separators=(",", ":")).encode()).decode().rstrip("=")
 
 
+BAD_CURSOR = "cursor: not a cursor this server gave out; start again without it"
+
+
 def decode_cursor(cursor: str, arity: int) -> list[Any]:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         key = json.loads(base64.urlsafe_b64decode(padded.encode()))
     except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidInput("cursor: not a cursor this server gave out; start again without it") from exc
+        raise InvalidInput(BAD_CURSOR) from exc
     if not isinstance(key, list) or len(key) != arity:
-        raise InvalidInput("cursor: not a cursor this server gave out; start again without it")
+        raise InvalidInput(BAD_CURSOR)
     return key
 
 

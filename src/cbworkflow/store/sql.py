@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from pydantic import TypeAdapter
 from sqlalchemy import Connection, Row, and_, bindparam, delete, exists, func, insert, or_, select, update
 from sqlalchemy.sql import ColumnElement, Select
 
@@ -24,6 +25,7 @@ from ..models.instances import WorkflowInstance
 from ..models.templates import Node, TemplateVersion, WorkflowTemplate
 from . import schema as s
 from .base import (
+    BAD_CURSOR,
     ContactFilter,
     IdempotentResponse,
     InstanceFilter,
@@ -36,6 +38,7 @@ from .base import (
     encode_cursor,
 )
 
+_NODE_MAP: TypeAdapter[dict[str, Node]] = TypeAdapter(dict[str, Node])
 _TEMPLATE_BODY_FIELDS = (
     "name",
     "description",
@@ -70,6 +73,15 @@ class SnapshotCache:
                 self._items.popitem(last=False)
 
 
+_MAX_INT = 2**63 - 1
+
+
+def _cursor_int(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= _MAX_INT:
+        raise InvalidInput(BAD_CURSOR)
+    return value
+
+
 def _keyset(created: Any, pk: Any, cursor: str | None) -> ColumnElement[bool] | None:
     """Rows after the cursor in (created_at DESC, pk DESC) order."""
     if cursor is None:
@@ -77,9 +89,11 @@ def _keyset(created: Any, pk: Any, cursor: str | None) -> ColumnElement[bool] | 
     when, last_pk = decode_cursor(cursor, 2)
     try:
         when_dt = datetime.fromisoformat(when)
-        last = int(last_pk)
     except (TypeError, ValueError):
-        raise InvalidInput("cursor: not a cursor this server gave out; start again without it") from None
+        raise InvalidInput(BAD_CURSOR) from None
+    if when_dt.tzinfo is None:
+        raise InvalidInput(BAD_CURSOR)
+    last = _cursor_int(last_pk)
     return or_(created < when_dt, and_(created == when_dt, pk < last))
 
 
@@ -404,7 +418,8 @@ class SqlTx(Tx):
 
     # ------------------------------------------------------------------ instances
     def put_snapshot(self, snapshot: Snapshot) -> None:
-        if self.conn.execute(select(s.snapshots.c.id).where(s.snapshots.c.id == snapshot.id)).first():
+        sn = s.snapshots.c
+        if self.conn.execute(select(sn.id).where(sn.tenant == self.tenant, sn.id == snapshot.id)).first():
             return
         self.conn.execute(
             insert(s.snapshots).values(
@@ -423,16 +438,7 @@ class SqlTx(Tx):
         row = self.conn.execute(
             select(s.snapshots).where(s.snapshots.c.id == snapshot_id, s.snapshots.c.tenant == self.tenant)
         ).one()
-        nodes = WorkflowTemplate.model_validate(
-            {
-                "id": "x",
-                "tenant": "x",
-                "name": "x",
-                "nodes": row.nodes,
-                "created_at": row.created_at,
-                "updated_at": row.created_at,
-            }
-        ).nodes
+        nodes = _NODE_MAP.validate_python(row.nodes)
         value = (row.start_node, nodes)
         self.snapshots.put(snapshot_id, value)
         return value
@@ -551,9 +557,7 @@ class SqlTx(Tx):
         e = s.events.c
         query = select(s.events).where(e.tenant == self.tenant, where)
         if page.cursor is not None:
-            (last,) = decode_cursor(page.cursor, 1)
-            if not isinstance(last, int):
-                raise InvalidInput("cursor: not a cursor this server gave out; start again without it")
+            last = _cursor_int(decode_cursor(page.cursor, 1)[0])
             query = query.where(e.seq < last if newest_first else e.seq > last)
         query = query.order_by(e.seq.desc() if newest_first else e.seq).limit(page.limit + 1)
         rows = list(self.conn.execute(query).all())
