@@ -522,8 +522,6 @@ HOSTILE_QUERIES = {
     "cjk": "北京市",
     "emoji": "👋🏽",
     "arabic": "مرحبا",
-    "whitespace": "   ",
-    "tab": "\t",
     "nul": "\x00",
     "phone-ish": "+1 (555) 0100",
 }
@@ -538,7 +536,7 @@ def test_hostile_search_answers_a_list(world: World, q: str) -> None:
     assert "next_cursor" in body
 
 
-@pytest.mark.parametrize("q", ["", "a" * 501], ids=["empty", "501 chars"])
+@pytest.mark.parametrize("q", ["", "   ", "\t", "a" * 501], ids=["empty", "whitespace", "tab", "501 chars"])
 def test_search_query_out_of_bounds_is_422(world: World, q: str) -> None:
     assert_clean_error(world.admin.get("/api/contacts/search", params={"q": q}), 422)
 
