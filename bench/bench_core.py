@@ -37,8 +37,8 @@ from cbworkflow.clock import Clock
 from cbworkflow.engine import steps
 from cbworkflow.ids import new_id
 from cbworkflow.models.contacts import Contact, ContactCreate
-from cbworkflow.models.instances import InstanceStatus, TransitionRequest, WorkflowInstance
-from cbworkflow.services.instances import snapshot_of
+from cbworkflow.models.instances import TransitionRequest
+from cbworkflow.services.instances import new_instance
 from cbworkflow.settings import Settings
 from cbworkflow.store.base import Tx
 
@@ -76,9 +76,6 @@ async def fill(services: Any, contacts: int, instances: int, rng: random.Random)
     """Bulk-load contacts and started instances in batches (the measured paths below go one by one)."""
     clock = Clock()
     template = await services.templates.get("default", "county-outreach-v1")
-    snap = snapshot_of(
-        "default", template.start_node, {k: v.model_dump(mode="json") for k, v in template.nodes.items()}
-    )
     contact_ids: list[str] = []
     region = services.settings.default_phone_region
     from cbworkflow.services.contacts import to_e164
@@ -110,25 +107,14 @@ async def fill(services: Any, contacts: int, instances: int, rng: random.Random)
         made = []
         for i in range(start, min(start + BATCH, instances)):
             now = clock.now()
-            inst = WorkflowInstance(
-                id=new_id(),
-                tenant="default",
-                contact_id=contact_ids[i % len(contact_ids)],
-                template_id=template.id,
-                template_version=template.version,
-                start_node=template.start_node,
-                status=InstanceStatus.PENDING,
-                nodes=template.nodes,
-                created_at=now,
-                updated_at=now,
-            )
-            made.append((inst, steps.created_events(inst, "bench"), steps.start(inst, now, "bench")))
+            inst, snap = new_instance("default", contact_ids[i % len(contact_ids)], template, now)
+            made.append((inst, snap, steps.created_events(inst, "bench"), steps.start(inst, now, "bench")))
         instance_ids.extend(m[0].id for m in made)
 
         def insert_instances(tx: Tx, rows: list[Any] = made) -> None:
-            tx.put_snapshot(snap)
-            for inst, created, started in rows:
-                tx.insert_instance(inst, snap.id)
+            for inst, snapshot, created, started in rows:
+                tx.put_snapshot(snapshot)
+                tx.insert_instance(inst, snapshot.id)
                 tx.append_events(created)
                 tx.update_instance(started.instance)
                 tx.append_events(started.events)

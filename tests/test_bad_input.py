@@ -395,14 +395,44 @@ def test_body_far_over_the_limit_is_413(world: World, streamed: bool) -> None:
     assert_clean_error(answer, 413)
 
 
+def _template_body_of_size(size: int) -> bytes:
+    """A valid template of exactly `size` bytes: many nodes, each field under the 64 KiB field cap."""
+    chain = 20
+    nodes: dict[str, Any] = {
+        f"n{i}": {
+            "type": "action",
+            "action": "call",
+            "action_config": {"pad": ""},
+            "transitions": {"done": f"n{i + 1}"},
+        }
+        for i in range(chain)
+    }
+    nodes[f"n{chain}"] = {"type": "end"}
+    template = {"name": "Big", "start_node": "n0", "nodes": nodes}
+    base = len(json.dumps(template).encode())
+    pad, extra = divmod(size - base, chain)
+    for i in range(chain):
+        nodes[f"n{i}"]["action_config"]["pad"] = "x" * (pad + (extra if i == 0 else 0))
+    body = json.dumps(template).encode()
+    assert len(body) == size
+    return body
+
+
 @pytest.mark.parametrize("size", [LIMIT - 1, LIMIT], ids=["just under", "exactly"])
 @pytest.mark.parametrize("streamed", [False, True], ids=["content-length", "chunked"])
 def test_body_up_to_the_limit_is_not_refused_for_size(world: World, streamed: bool, size: int) -> None:
-    body = _contact_body_of_size(size)
+    body = _template_body_of_size(size)
     content: bytes | Iterator[bytes] = _chunks(body) if streamed else body
-    answer = world.admin.post("/api/contacts", content=content, headers=JSON)
+    answer = world.admin.post("/api/workflows", content=content, headers=JSON)
     assert answer.status_code == 201, answer.text[:300]
-    assert len(answer.json()["metadata"]["blob"]) == size - len(b'{"name": "Big", "metadata": {"blob": ""}}')
+    assert len(answer.json()["nodes"]) == 21
+
+
+def test_a_free_form_field_over_64_kib_is_422(world: World) -> None:
+    answer = world.admin.post("/api/contacts", content=_contact_body_of_size(70_000), headers=JSON)
+    body = assert_clean_error(answer, 422)
+    assert "metadata" in body["detail"]
+    assert "64 KiB" in body["detail"]
 
 
 # ---------------------------------------------------------------------------------------------------- hostile ids
@@ -627,7 +657,7 @@ def test_well_formed_cursor_far_in_the_past_is_an_empty_page(world: World, path:
     """A cursor of the right shape that points past every row is not an error: the page is just empty."""
     if path.startswith("/api/instances/"):  # oldest first: past the newest event
         cursor = _cursor(f"[{2**62}]")
-    elif "timeline" in path:  # newest first: before the oldest event
+    elif "timeline" in path or "/search" in path:  # keyed on a sequence alone, newest first: before the first
         cursor = _cursor("[1]")
     else:
         cursor = _cursor('["2000-01-01T00:00:00+00:00", 1]')

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .json_guard import json_problem
 
 
 async def _reply(send: Send, status: int, detail: str) -> None:
@@ -29,21 +30,6 @@ def _json_unless_typed(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, 
     if content_type not in _UNTYPED:
         return headers
     return [(k, v) for k, v in headers if k != b"content-type"] + [(b"content-type", b"application/json")]
-
-
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(name)
-
-
-def _non_standard_number(body: bytes) -> str | None:
-    """Python's json accepts NaN and Infinity; JSON does not, and neither can the stores. Checked only when present."""
-    if b"NaN" not in body and b"Infinity" not in body:
-        return None
-    try:
-        json.loads(body, parse_constant=_refuse_constant)
-    except ValueError as exc:
-        return str(exc) if str(exc) in ("NaN", "Infinity", "-Infinity") else None
-    return None
 
 
 class BodyLimit:
@@ -86,9 +72,9 @@ class BodyLimit:
         scope.setdefault("state", {})["raw_body"] = body
         if body:
             scope["headers"] = _json_unless_typed(scope["headers"])
-            problem = _non_standard_number(body)
+            problem = json_problem(body)
             if problem:
-                await _reply(send, 400, f"the request body is not valid JSON: {problem} is not a JSON number")
+                await _reply(send, 400, f"the request body cannot be accepted: {problem}")
                 return
         replayed = False
 

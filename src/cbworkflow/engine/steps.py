@@ -17,6 +17,7 @@ from typing import Any
 from ..errors import Conflict, InvalidInput
 from ..ids import new_id
 from ..merge_patch import merge_patch
+from ..models.common import MAX_STATE_BYTES, json_size
 from ..models.events import SYSTEM_ACTOR, Event, EventType
 from ..models.instances import MOVABLE, TERMINAL, InstanceStatus, WorkflowInstance
 from ..models.templates import ActionNode, DecisionNode, EndNode, WaitNode
@@ -123,6 +124,13 @@ class _Builder:
         self.emit(EventType.INSTANCE_FAILED, f"Failed: {reason}", {"error": reason}, node_id, actor=SYSTEM_ACTOR)
 
 
+def _merged_state(state: dict[str, Any], updates: dict[str, Any]) -> dict[str, Any]:
+    merged: dict[str, Any] = merge_patch(state, updates)
+    if json_size(merged) > MAX_STATE_BYTES:
+        raise InvalidInput(f"state: the merged state would be larger than {MAX_STATE_BYTES // 1024} KiB as JSON")
+    return merged
+
+
 def _conflict_unless(instance: WorkflowInstance, allowed: frozenset[InstanceStatus], doing: str) -> None:
     if instance.status not in allowed:
         names = " or ".join(sorted(s.value for s in allowed))
@@ -186,7 +194,7 @@ def transition(
     b = _Builder(instance, now, actor)
     extra = _on_behalf(on_behalf_of)
     if state_updates:
-        b.instance.state = merge_patch(b.instance.state, state_updates)
+        b.instance.state = _merged_state(b.instance.state, state_updates)
         b.emit(EventType.STATE_UPDATED, "State updated", {"updates": state_updates, **extra}, node_id)
     data: dict[str, Any] = {"outcome": outcome, **extra}
     if note:
@@ -253,7 +261,7 @@ def update_state(
     on_behalf_of: str | None = None,
 ) -> Step:
     b = _Builder(instance, now, actor)
-    b.instance.state = merge_patch(instance.state, updates)
+    b.instance.state = _merged_state(instance.state, updates)
     b.emit(
         EventType.STATE_UPDATED,
         "State updated",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Annotated, Any, Generic, TypeVar
 
@@ -11,6 +12,23 @@ from ..ids import SLUG_PATTERN
 
 Slug = Annotated[str, StringConstraints(pattern=SLUG_PATTERN)]
 JSONObject = dict[str, Any]
+
+MAX_FIELD_BYTES = 64 * 1024  # one free-form object a client writes (metadata, state updates, action_config)
+MAX_STATE_BYTES = 256 * 1024  # an instance's state after every merge
+
+
+def json_size(value: Any) -> int:
+    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+
+
+def _bounded(value: dict[str, Any]) -> dict[str, Any]:
+    if json_size(value) > MAX_FIELD_BYTES:
+        raise ValueError(f"larger than {MAX_FIELD_BYTES // 1024} KiB as JSON")
+    return value
+
+
+BoundedObject = Annotated[dict[str, Any], AfterValidator(_bounded)]
+"""A free-form JSON object written by a client, at most MAX_FIELD_BYTES."""
 
 
 def _unique(values: list[str]) -> list[str]:

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from pydantic import EmailStr, Field, StringConstraints
 
-from .common import JSONObject, RequestModel, ResponseModel, Slug, Tags, Timestamp
+from .common import BoundedObject, JSONObject, RequestModel, ResponseModel, Slug, Tags, Timestamp
 
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
 ShortText = Annotated[str, StringConstraints(max_length=200)]
@@ -25,7 +25,7 @@ class ContactFields(RequestModel):
     role: ShortText | None = None
     external_id: ExternalId | None = None
     tags: Tags = Field(default_factory=list)
-    metadata: JSONObject = Field(default_factory=dict)
+    metadata: BoundedObject = Field(default_factory=dict)
 
 
 class ContactCreate(ContactFields):
@@ -49,7 +49,7 @@ class ContactPatch(RequestModel):
     role: ShortText | None = None
     external_id: ExternalId | None = None
     tags: Tags | None = None
-    metadata: JSONObject | None = None
+    metadata: BoundedObject | None = None
 
 
 class Contact(ResponseModel):

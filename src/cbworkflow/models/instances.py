@@ -8,7 +8,7 @@ from typing import Annotated
 
 from pydantic import Field, StringConstraints
 
-from .common import JSONObject, RequestModel, ResponseModel, Slug, Tags, Timestamp
+from .common import BoundedObject, JSONObject, RequestModel, ResponseModel, Slug, Tags, Timestamp
 from .events import Event
 from .templates import Node
 
@@ -31,6 +31,7 @@ MOVABLE = frozenset({InstanceStatus.ACTIVE, InstanceStatus.WAITING})  # /transit
 
 Outcome = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 NoteText = Annotated[str, StringConstraints(min_length=1, max_length=10_000)]
+ActorName = Annotated[str, StringConstraints(max_length=200)]
 
 
 class InstanceCreate(RequestModel):
@@ -38,9 +39,9 @@ class InstanceCreate(RequestModel):
 
     contact_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
     template_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
-    initial_state: JSONObject = Field(default_factory=dict)
+    initial_state: BoundedObject = Field(default_factory=dict)
     tags: Tags = Field(default_factory=list)
-    metadata: JSONObject = Field(default_factory=dict)
+    metadata: BoundedObject = Field(default_factory=dict)
     start: bool = False
 
 
@@ -48,30 +49,30 @@ class TransitionRequest(RequestModel):
     """Body of `POST /api/instances/{id}/transition`: a person records the outcome of the current node."""
 
     outcome: Outcome
-    state_updates: JSONObject | None = None
+    state_updates: BoundedObject | None = None
     note: NoteText | None = None
-    expected_node: str | None = None
-    actor: str | None = None  # kept only as data.on_behalf_of
+    expected_node: Annotated[str, StringConstraints(max_length=64)] | None = None
+    actor: ActorName | None = None  # kept only as data.on_behalf_of
 
 
 class StateUpdate(RequestModel):
     """Body of `POST /api/instances/{id}/state`: merged into the state as a JSON Merge Patch (RFC 7386)."""
 
-    updates: JSONObject
-    actor: str | None = None
+    updates: BoundedObject
+    actor: ActorName | None = None
 
 
 class NoteCreate(RequestModel):
     """Body of `POST /api/instances/{id}/notes`."""
 
     text: NoteText
-    actor: str | None = None
+    actor: ActorName | None = None
 
 
 class ActorBody(RequestModel):
     """Optional body of start/pause/resume/cancel."""
 
-    actor: str | None = None
+    actor: ActorName | None = None
     reason: Annotated[str, StringConstraints(max_length=1000)] | None = None
 
 

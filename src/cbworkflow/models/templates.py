@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from .common import JSONObject, RequestModel, ResponseModel, Slug, Tags, Timestamp
+from .common import BoundedObject, JSONObject, RequestModel, ResponseModel, Slug, Tags, Timestamp
 
 SemVer = Annotated[str, StringConstraints(pattern=r"^(0|[1-9]\d{0,8})\.(0|[1-9]\d{0,8})\.(0|[1-9]\d{0,8})$")]
 TemplateName = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
@@ -21,9 +21,9 @@ NodeType = Literal["action", "decision", "wait", "webhook", "end"]
 class _NodeBase(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = None
-    description: str | None = None
-    metadata: JSONObject = Field(default_factory=dict)
+    name: Annotated[str, StringConstraints(max_length=200)] | None = None
+    description: Annotated[str, StringConstraints(max_length=10_000)] | None = None
+    metadata: BoundedObject = Field(default_factory=dict)
     transitions: dict[str, str] = Field(default_factory=dict)
 
 
@@ -32,21 +32,21 @@ class ActionNode(_NodeBase):
 
     type: Literal["action"]
     action: str | None = None
-    action_config: JSONObject = Field(default_factory=dict)
+    action_config: BoundedObject = Field(default_factory=dict)
 
 
 class DecisionNode(_NodeBase):
     """A branch chosen by a rule: heuristic expression, AI model, or a person."""
 
     type: Literal["decision"]
-    rule: JSONObject | None = None
+    rule: BoundedObject | None = None
 
 
 class WaitNode(_NodeBase):
     """A pause: for a duration, until a time, or until an event arrives."""
 
     type: Literal["wait"]
-    wait_condition: JSONObject | None = None
+    wait_condition: BoundedObject | None = None
 
 
 class WebhookNode(_NodeBase):
@@ -110,13 +110,13 @@ class TemplateFields(RequestModel):
     """What a template author writes (the JSON of `examples/county-outreach-v1.json`)."""
 
     name: TemplateName
-    description: str | None = None
+    description: Annotated[str, StringConstraints(max_length=10_000)] | None = None
     version: SemVer = "1.0.0"
-    start_node: str | None = None
-    nodes: dict[str, Node]
+    start_node: Annotated[str, StringConstraints(max_length=64)] | None = None
+    nodes: Annotated[dict[str, Node], Field(max_length=2000)]
     triggers: list[Trigger] = Field(default_factory=list)
     tags: Tags = Field(default_factory=list)
-    metadata: JSONObject = Field(default_factory=dict)
+    metadata: BoundedObject = Field(default_factory=dict)
 
 
 class TemplateCreate(TemplateFields):
@@ -129,13 +129,13 @@ class TemplatePatch(RequestModel):
     """Body of `PATCH /api/workflows/{id}`: the fields given replace the stored ones."""
 
     name: TemplateName | None = None
-    description: str | None = None
+    description: Annotated[str, StringConstraints(max_length=10_000)] | None = None
     version: SemVer | None = None
     start_node: str | None = None
-    nodes: dict[str, Node] | None = None
+    nodes: Annotated[dict[str, Node], Field(max_length=2000)] | None = None
     triggers: list[Trigger] | None = None
     tags: Tags | None = None
-    metadata: JSONObject | None = None
+    metadata: BoundedObject | None = None
 
 
 class CloneRequest(RequestModel):

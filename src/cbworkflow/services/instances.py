@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
+from datetime import datetime
 
 from ..clock import Clock
 from ..engine import steps
@@ -18,6 +19,7 @@ from ..ids import new_id
 from ..models.access import Principal, Role
 from ..models.events import Event, EventType
 from ..models.instances import InstanceCreate, InstanceStatus, TransitionRequest, WorkflowInstance
+from ..models.templates import WorkflowTemplate
 from ..store.base import InstanceFilter, Page, PageRequest, Snapshot, Store, Tx
 from .templates import report_for
 
@@ -33,6 +35,29 @@ def snapshot_of(tenant: str, start_node: str, nodes: dict[str, object]) -> Snaps
         {"tenant": tenant, "start_node": start_node, "nodes": nodes}, sort_keys=True, separators=(",", ":")
     )
     return Snapshot(hashlib.sha256(canonical.encode()).hexdigest()[:32], start_node, nodes)
+
+
+def new_instance(
+    tenant: str, contact_id: str, template: WorkflowTemplate, now: datetime
+) -> tuple[WorkflowInstance, Snapshot]:
+    """A pending instance of `template` and the frozen snapshot of its graph (to store with it)."""
+    assert template.start_node is not None
+    snapshot = snapshot_of(
+        tenant, template.start_node, {k: v.model_dump(mode="json") for k, v in template.nodes.items()}
+    )
+    instance = WorkflowInstance(
+        id=new_id(),
+        tenant=tenant,
+        contact_id=contact_id,
+        template_id=template.id,
+        template_version=template.version,
+        start_node=template.start_node,
+        status=InstanceStatus.PENDING,
+        nodes=template.nodes,
+        created_at=now,
+        updated_at=now,
+    )
+    return instance, snapshot
 
 
 class InstanceService:
@@ -84,25 +109,8 @@ class InstanceService:
                     + "; ".join(e.message for e in report.errors),
                     errors=[e.model_dump() for e in report.errors],
                 )
-            assert template.start_node is not None
-            snapshot = snapshot_of(
-                principal.tenant, template.start_node, {k: v.model_dump(mode="json") for k, v in template.nodes.items()}
-            )
-            instance = WorkflowInstance(
-                id=new_id(),
-                tenant=principal.tenant,
-                contact_id=body.contact_id,
-                template_id=template.id,
-                template_version=template.version,
-                start_node=template.start_node,
-                status=InstanceStatus.PENDING,
-                state=body.initial_state,
-                nodes=template.nodes,
-                tags=body.tags,
-                metadata=body.metadata,
-                created_at=now,
-                updated_at=now,
-            )
+            instance, snapshot = new_instance(principal.tenant, body.contact_id, template, now)
+            instance.state, instance.tags, instance.metadata = body.initial_state, body.tags, body.metadata
             tx.put_snapshot(snapshot)
             tx.insert_instance(instance, snapshot.id)
             tx.append_events(steps.created_events(instance, principal.token_id))

@@ -130,6 +130,15 @@ class SqlTx(Tx):
         if tags:
             self.conn.execute(insert(table), [{"tenant": self.tenant, "tag": t, fk: pk} for t in tags])
 
+    def _delete_tagged(self, table: Any, tag_table: Any, fk: str, record_id: str) -> int | None:
+        """Delete a record and its tag rows; its pk, or None when there was no such record."""
+        pk: int | None = self.conn.execute(
+            delete(table).where(table.c.tenant == self.tenant, table.c.id == record_id).returning(table.c.pk)
+        ).scalar_one_or_none()
+        if pk is not None:
+            self.conn.execute(delete(tag_table).where(getattr(tag_table.c, fk) == pk))
+        return pk
+
     # ------------------------------------------------------------------ tenants and tokens
     def get_tenant(self, tenant_id: str) -> Tenant | None:
         row = self.conn.execute(select(s.tenants).where(s.tenants.c.id == tenant_id)).first()
@@ -258,14 +267,7 @@ class SqlTx(Tx):
         self._set_tags(s.contact_tags, "contact_pk", pk, contact.tags, replace=True)
 
     def delete_contact(self, contact_id: str) -> bool:
-        c = s.contacts.c
-        pk = self.conn.execute(
-            delete(s.contacts).where(c.tenant == self.tenant, c.id == contact_id).returning(c.pk)
-        ).scalar_one_or_none()
-        if pk is None:
-            return False
-        self.conn.execute(delete(s.contact_tags).where(s.contact_tags.c.contact_pk == pk))
-        return True
+        return self._delete_tagged(s.contacts, s.contact_tags, "contact_pk", contact_id) is not None
 
     def _tag_filter(self, table: Any, tag_table: Any, fk: str, tags: Sequence[str]) -> list[ColumnElement[bool]]:
         return [
@@ -298,15 +300,22 @@ class SqlTx(Tx):
     def _search_like(self, query: str, page: PageRequest) -> Page[Contact]:
         c = s.contacts.c
         pattern = "%" + _escape_like(query.lower()) + "%"
-        clauses = [
-            func.lower(c.name).like(pattern, escape="\\"),
-            func.lower(c.email).like(pattern, escape="\\"),
-        ]
+        clauses = [func.lower(c.name).like(pattern, escape="\\"), func.lower(c.email).like(pattern, escape="\\")]
         digits = phone_query_digits(query)
         if digits:
             clauses.append(c.phone_digits.like("%" + digits + "%"))
-        rows, cursor = self._page(select(s.contacts).where(c.tenant == self.tenant, or_(*clauses)), s.contacts, page)
-        return Page(self._contacts(rows), cursor)
+        query_rows = select(s.contacts).where(c.tenant == self.tenant, or_(*clauses))
+        if page.cursor is not None:
+            query_rows = query_rows.where(c.pk < self._pk_cursor(page.cursor))
+        rows = list(self.conn.execute(query_rows.order_by(c.pk.desc()).limit(page.limit + 1)).all())
+        more = len(rows) > page.limit
+        rows = rows[: page.limit]
+        return Page(self._contacts(rows), encode_cursor(rows[-1].pk) if more else None)
+
+    @staticmethod
+    def _pk_cursor(cursor: str) -> int:
+        """Search pages newest-stored first, keyed on pk alone (the order a text index yields rows in)."""
+        return _cursor_int(decode_cursor(cursor, 1)[0])
 
     # ------------------------------------------------------------------ templates
     @staticmethod
@@ -362,13 +371,8 @@ class SqlTx(Tx):
         self._set_tags(s.template_tags, "template_pk", pk, template.tags, replace=True)
 
     def delete_template(self, template_id: str) -> bool:
-        t = s.templates.c
-        pk = self.conn.execute(
-            delete(s.templates).where(t.tenant == self.tenant, t.id == template_id).returning(t.pk)
-        ).scalar_one_or_none()
-        if pk is None:
+        if self._delete_tagged(s.templates, s.template_tags, "template_pk", template_id) is None:
             return False
-        self.conn.execute(delete(s.template_tags).where(s.template_tags.c.template_pk == pk))
         v = s.template_versions.c
         self.conn.execute(delete(s.template_versions).where(v.tenant == self.tenant, v.template_id == template_id))
         return True
@@ -508,13 +512,8 @@ class SqlTx(Tx):
         self._set_tags(s.instance_tags, "instance_pk", row.pk, instance.tags, replace=True)
 
     def delete_instance(self, instance_id: str) -> bool:
-        i = s.instances.c
-        pk = self.conn.execute(
-            delete(s.instances).where(i.tenant == self.tenant, i.id == instance_id).returning(i.pk)
-        ).scalar_one_or_none()
-        if pk is None:
+        if self._delete_tagged(s.instances, s.instance_tags, "instance_pk", instance_id) is None:
             return False
-        self.conn.execute(delete(s.instance_tags).where(s.instance_tags.c.instance_pk == pk))
         e = s.events.c
         self.conn.execute(delete(s.events).where(e.tenant == self.tenant, e.instance_id == instance_id))
         return True

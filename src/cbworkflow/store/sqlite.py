@@ -21,7 +21,7 @@ from sqlalchemy.exc import OperationalError
 from ..errors import StoreError
 from . import migrations
 from . import schema as s
-from .base import Page, PageRequest, Store, Tx
+from .base import Page, PageRequest, Store, Tx, encode_cursor
 from .sql import SnapshotCache, SqlTx, phone_query_digits
 
 T = TypeVar("T")
@@ -43,14 +43,20 @@ class SQLiteTx(SqlTx):
         if not terms:
             return self._search_like(q, page)
         match = " OR ".join(f"({term})" for term in terms)
-        matching = select(text("rowid")).select_from(text("contacts_fts")).where(text("contacts_fts MATCH :match"))
+        # FTS5 yields matches in rowid order, so newest-stored-first with LIMIT stops after one page.
+        sql = "SELECT rowid FROM contacts_fts WHERE contacts_fts MATCH :match AND tenant = :tenant"
+        params: dict[str, Any] = {"match": match, "tenant": self.tenant, "n": page.limit + 1}
+        if page.cursor is not None:
+            sql += " AND rowid < :after"
+            params["after"] = self._pk_cursor(page.cursor)
+        pks = [row[0] for row in self.conn.execute(text(sql + " ORDER BY rowid DESC LIMIT :n"), params)]
+        more = len(pks) > page.limit
+        pks = pks[: page.limit]
         c = s.contacts.c
-        rows, cursor = self._page(
-            select(s.contacts).where(c.tenant == self.tenant, c.pk.in_(matching)).params(match=match),
-            s.contacts,
-            page,
-        )
-        return Page(self._contacts(rows), cursor)
+        rows = self.conn.execute(
+            select(s.contacts).where(c.tenant == self.tenant, c.pk.in_(pks)).order_by(c.pk.desc())
+        ).all()
+        return Page(self._contacts(rows), encode_cursor(pks[-1]) if more and pks else None)
 
 
 class SQLiteStore(Store):
