@@ -1,14 +1,17 @@
 """Shared fixtures: a real server over TCP, a fresh tenant per test, tokens of every role.
 
-Every API test talks HTTP to a uvicorn server started once per session on a free loopback port, on its own
-SQLite file. Tests isolate themselves by tenant (each gets a new one), which also exercises tenancy for free.
+Every API test talks HTTP to `cbworkflow serve`, started once per session as a process on a free loopback
+port, on its own SQLite file. Tests isolate themselves by tenant (each gets a new one), which also exercises
+tenancy for free.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import socket
-import threading
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -17,10 +20,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
-
-from cbworkflow.api.app import create_app
-from cbworkflow.settings import Settings
 
 ADMIN_TOKEN = "test-superadmin-token-0123456789"
 REFERENCE = Path(__file__).resolve().parent.parent / "src" / "cbworkflow" / "examples" / "county-outreach-v1.json"
@@ -44,28 +43,49 @@ class Server:
         return httpx.Client(base_url=self.base_url, headers=headers, timeout=30, **kwargs)
 
 
-class ThreadedServer(uvicorn.Server):
-    def install_signal_handlers(self) -> None:  # signals belong to the main thread (pytest)
-        pass
+def start_server(data_dir: Path, port: int, log: Path, **env: str) -> subprocess.Popen[bytes]:
+    """`cbworkflow serve` in its own process, as users run it; returns once /healthz answers."""
+    environment = {**os.environ, "CBW_DATA_DIR": str(data_dir), "CBW_ADMIN_TOKEN": ADMIN_TOKEN, **env}
+    environment.pop("CBW_DATABASE_URL", None)
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "cbworkflow"), "serve", "--port", str(port), "--no-worker"],
+            env=environment,
+            cwd=data_dir,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the test server exited with {proc.returncode}; see {log}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError(f"the test server did not start in 60 s; see {log}")
+
+
+def stop_server(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One real server process for the session (a process, not a thread: the server parses expressions with
+    `ast`, and CPython 3.11 before 3.11.8 corrupts `ast` state when two threads use it at once)."""
     data_dir = tmp_path_factory.mktemp("server-data")
-    settings = Settings(data_dir=data_dir, admin_token=ADMIN_TOKEN, max_body_bytes=1_048_576)
     port = free_port()
-    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-    uv = ThreadedServer(config)
-    thread = threading.Thread(target=uv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not uv.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the test server did not start")
-        time.sleep(0.02)
+    proc = start_server(data_dir, port, data_dir / "server.log")
     yield Server(f"http://127.0.0.1:{port}", data_dir, ADMIN_TOKEN)
-    uv.should_exit = True
-    thread.join(timeout=10)
+    stop_server(proc)
 
 
 @pytest.fixture(scope="session")

@@ -220,3 +220,53 @@ def test_entry_point_runs(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr
+
+
+def _export(tmp_path: Path, capsys: pytest.CaptureFixture[str], data_dir: Path) -> Path:
+    _populate(Settings(data_dir=data_dir))
+    exported = tmp_path / "export"
+    assert cli(capsys, "export", str(exported))[0] == 0
+    return exported
+
+
+def _refused_into_fresh(tmp_path: Path, capsys: pytest.CaptureFixture[str], exported: Path, expected: str) -> None:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CBW_DATA_DIR", str(tmp_path / "fresh"))
+        code, _, err = cli(capsys, "import", str(exported))
+        assert code == 1
+        assert expected in err
+        code, _, err = cli(capsys, "export", str(tmp_path / "after"))
+        assert "no tenant 'default'" in err  # nothing was written
+
+
+def test_import_refuses_an_event_of_another_instance(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], data_dir: Path
+) -> None:
+    exported = _export(tmp_path, capsys, data_dir)
+    first, second = sorted((exported / "instances").glob("*.json"))[:2]
+    data = json.loads(first.read_text())
+    data["timeline"].append(json.loads(second.read_text())["timeline"][0])
+    first.write_text(json.dumps(data))
+    _refused_into_fresh(tmp_path, capsys, exported, "belongs to another instance")
+
+
+def test_import_refuses_duplicate_external_ids(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], data_dir: Path
+) -> None:
+    exported = _export(tmp_path, capsys, data_dir)
+    for path in sorted((exported / "contacts").glob("*.json"))[:2]:
+        data = json.loads(path.read_text())
+        data["external_id"] = "crm-1"
+        path.write_text(json.dumps(data))
+    _refused_into_fresh(tmp_path, capsys, exported, "external_id 'crm-1' is also in")
+
+
+def test_import_into_a_second_tenant_of_the_same_store_is_refused_whole(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], data_dir: Path
+) -> None:
+    exported = _export(tmp_path, capsys, data_dir)
+    code, _, err = cli(capsys, "import", str(exported), "--tenant", "copy")
+    assert code == 1
+    assert "a token with this secret already exists" in err
+    code, _, err = cli(capsys, "export", str(tmp_path / "after"), "--tenant", "copy")
+    assert "no tenant 'copy'" in err

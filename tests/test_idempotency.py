@@ -177,16 +177,50 @@ def test_a_422_first_answer_is_replayed_as_the_same_422(tenant: Tenant) -> None:
     assert contact_count(tenant) == 0
 
 
-def test_a_404_first_answer_is_replayed_even_once_the_record_exists(tenant: Tenant) -> None:
+def test_a_404_first_answer_is_not_kept_so_the_key_acts_once_the_record_exists(tenant: Tenant) -> None:
+    """401, 403, 404, 405 and 413 are not outcomes of the request: the key is released, not bound to them."""
     key = new_key()
-    body = {"id": "late-comer", "name": "Late"}
     path = "/api/contacts/late-comer/tags/vip"
     first = post(tenant.admin, path, key)
     assert first.status_code == 404, first.text
-    tenant.contact(**body)
+    tenant.contact(id="late-comer", name="Late")
     again = post(tenant.admin, path, key)
-    assert_replay_of(first, again)
-    assert tenant.admin.get("/api/contacts/late-comer").json()["tags"] == []
+    assert again.status_code == 200, again.text
+    assert "idempotent-replayed" not in again.headers
+    assert tenant.admin.get("/api/contacts/late-comer").json()["tags"] == ["vip"]
+
+
+def test_a_403_does_not_poison_the_key_for_a_token_that_may(tenant: Tenant) -> None:
+    key = new_key()
+    viewer = tenant.as_role("viewer")
+    assert post(viewer, "/api/contacts", key, {"name": "Ana"}).status_code == 403
+    created = post(tenant.admin, "/api/contacts", key, {"name": "Ana"})
+    assert created.status_code == 201, created.text
+
+
+def test_another_token_never_gets_the_stored_answer(tenant: Tenant) -> None:
+    key = new_key()
+    first = post(tenant.admin, "/api/tokens", key, {"role": "admin", "name": "second admin"})
+    assert first.status_code == 201, first.text
+    for other in (tenant.as_role("viewer"), tenant.as_role("admin")):
+        answer = post(other, "/api/tokens", key, {"role": "admin", "name": "second admin"})
+        assert answer.status_code == 409, answer.text
+        assert "another token" in answer.json()["detail"]
+        assert first.json()["token"] not in answer.text
+
+
+def test_a_replayed_token_creation_does_not_show_the_secret_again(tenant: Tenant) -> None:
+    key = new_key()
+    first = post(tenant.admin, "/api/tokens", key, {"role": "staff"})
+    assert first.status_code == 201
+    again = post(tenant.admin, "/api/tokens", key, {"role": "staff"})
+    assert again.status_code == 201
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.json()["id"] == first.json()["id"]
+    assert "token" not in again.json()
+    assert first.json()["token"] not in again.text
+    tokens = tenant.admin.get("/api/tokens", params={"limit": 500}).json()["items"]
+    assert sum(1 for t in tokens if t["role"] == "staff") == 1
 
 
 def test_a_409_first_answer_is_replayed(tenant: Tenant) -> None:

@@ -343,20 +343,23 @@ def test_concurrent_read_modify_write_loses_nothing(store: Store) -> None:
 # ---------------------------------------------------------------------------------------------- idempotency
 def test_idempotency_keys(store: Store) -> None:
     now = T0
-    assert run(store, "a", lambda tx: tx.reserve_idempotency("/r", "k", "h1", now)) is True
-    assert run(store, "a", lambda tx: tx.reserve_idempotency("/r", "k", "h1", now)) is False
-    assert run(store, "b", lambda tx: tx.reserve_idempotency("/r", "k", "h1", now)) is True
-    assert run(store, "a", lambda tx: tx.reserve_idempotency("/other", "k", "h1", now)) is True
+    assert run(store, "a", lambda tx: tx.reserve_idempotency("/r", "k", "tok", "h1", now)) is True
+    assert run(store, "a", lambda tx: tx.reserve_idempotency("/r", "k", "tok", "h1", now)) is False
+    assert run(store, "b", lambda tx: tx.reserve_idempotency("/r", "k", "tok", "h1", now)) is True
+    assert run(store, "a", lambda tx: tx.reserve_idempotency("/other", "k", "tok", "h1", now)) is True
     pending = run(store, "a", lambda tx: tx.get_idempotency("/r", "k", now - timedelta(hours=24)))
-    assert pending.done is False
+    assert (pending.done, pending.token_id) == (False, "tok")
     run(store, "a", lambda tx: tx.finish_idempotency("/r", "k", 201, '{"ok":1}'))
     done = run(store, "a", lambda tx: tx.get_idempotency("/r", "k", now - timedelta(hours=24)))
     assert (done.done, done.status_code, done.body) == (True, 201, '{"ok":1}')
     later = now + timedelta(hours=25)
     assert run(store, "a", lambda tx: tx.get_idempotency("/r", "k", later - timedelta(hours=24))) is None
-    assert run(store, "a", lambda tx: tx.reserve_idempotency("/r", "k", "h2", later)) is True
+    assert run(store, "a", lambda tx: tx.reserve_idempotency("/r", "k", "tok", "h2", later)) is True
     run(store, "a", lambda tx: tx.release_idempotency("/r", "k"))
     assert run(store, "a", lambda tx: tx.get_idempotency("/r", "k", now)) is None
+    # Purging forgets old keys in every tenant, and only old ones.
+    assert run(store, "b", lambda tx: tx.purge_idempotency(now + timedelta(seconds=1))) == 2
+    assert run(store, "a", lambda tx: tx.get_idempotency("/other", "k", now - timedelta(hours=24))) is None
 
 
 def test_identical_graphs_in_two_tenants_read_back_cold(

@@ -100,7 +100,7 @@ ERROR_CASES: list[tuple[str, str | None, dict[str, dict[str, Any]], str | None]]
     ),
     # pydantic refuses lone surrogates before validation sees them; expression_problem is tested on them below
     ("rule_invalid", "a", one(decision({"type": "heuristic", "expression": "x\ud800"})), "a"),
-    ("expression_too_long", "a", one(decision({"type": "heuristic", "expression": "1" * 1_000_000})), "a"),
+    ("expression_too_long", "a", one(decision({"type": "heuristic", "expression": "1" * 20_000})), "a"),
     ("expression_too_deep", "a", one(decision({"type": "heuristic", "expression": "-" * 9_999 + "1"})), "a"),
     ("expression_too_deep", "a", one(decision({"type": "heuristic", "expression": "not " * 200 + "x"})), "a"),
     ("expression_too_deep", "a", one(decision({"type": "heuristic", "expression": "1+" * 4_999 + "1"})), "a"),

@@ -147,7 +147,7 @@ def cmd_tokens_list(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_tokens_revoke(args: argparse.Namespace, settings: Settings) -> int:
     async def run(services: Any) -> int:
-        await services.access.revoke_token(args.tenant, args.id)
+        await services.access.revoke_token(None, args.tenant, args.id)
         print(f"revoked {args.id}")
         return 0
 

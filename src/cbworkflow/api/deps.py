@@ -95,6 +95,17 @@ def record_id(value: str, kind: str) -> str:
     return value
 
 
+MAX_TAG_FILTERS = 20
+
+
+def tag_filters(tags: list[str] | None) -> list[str]:
+    """Repeatable `tag` filters: every one must match; at most MAX_TAG_FILTERS of them."""
+    tags = tags or []
+    if len(tags) > MAX_TAG_FILTERS:
+        raise InvalidInput(f"tag: at most {MAX_TAG_FILTERS} tag filters")
+    return [tag_param(t) for t in tags]
+
+
 def tag_param(tag: str) -> str:
     if not SLUG_RE.fullmatch(tag):
         raise InvalidInput("tag: a tag is a slug: lowercase letters, digits, '-' and '_', at most 64 characters")

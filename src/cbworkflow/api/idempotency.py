@@ -1,28 +1,55 @@
 """`Idempotency-Key` on POST: a repeated key (same tenant, same route, within 24 h) replays the first response.
 
 The key is reserved in the store before the request runs, so two concurrent requests with one key cannot both
-act: the second gets 409 while the first is running, and the stored response once it has finished. A 5xx is not
-stored (the key is released), so the client may retry. Reusing a key with a different body is a 422.
+act: the second gets 409 while the first is running, and the stored response once it has finished.
+- A key belongs to the token that first used it: another token sending it gets 409, never the stored answer
+  (which may hold what that token may not see).
+- Answers that are not outcomes of the request (401, 403, 404, 405, 413, 5xx) are not kept: the key is
+  released so the request can be sent again.
+- Secrets are shown once: a replayed answer of `POST /api/tokens` or `/api/tenants` has them removed.
+- Reusing a key with a different body is a 422. Keys older than 24 h are purged every few minutes.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import Unauthorized
+from ..services.access import DEFAULT_TENANT
+from ..store.base import IdempotentResponse, Tx
 from .body_limit import _reply
 
 HEADER = b"idempotency-key"
 WINDOW = timedelta(hours=24)
+PURGE_EVERY = timedelta(minutes=10)
+NOT_KEPT = frozenset({401, 403, 404, 405, 413})
+SECRET_FIELDS = ("token", "admin_token")
+MAX_ROUTE = 300
+
+
+def _without_secrets(body: bytes) -> str:
+    text = body.decode("utf-8", "replace")
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return text
+    if isinstance(data, dict) and any(field in data for field in SECRET_FIELDS):
+        for field in SECRET_FIELDS:
+            data.pop(field, None)
+        data["secret"] = "shown only in the first answer"
+        return json.dumps(data)
+    return text
 
 
 class Idempotency:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self._last_purge: datetime | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
@@ -30,7 +57,8 @@ class Idempotency:
             return
         headers = dict(scope["headers"])
         raw_key = headers.get(HEADER)
-        if raw_key is None:
+        route = scope["path"]
+        if raw_key is None or not route.startswith("/api/") or len(route) > MAX_ROUTE:
             await self.app(scope, receive, send)
             return
         key = raw_key.decode("latin-1").strip()
@@ -45,22 +73,24 @@ class Idempotency:
             await self.app(scope, receive, send)  # the route answers 401
             return
         scope.setdefault("state", {})["principal"] = principal
-        route = scope["path"]
         body = scope.get("state", {}).get("raw_body", b"")
         request_hash = hashlib.sha256(body).hexdigest()
         now = services.clock.now()
+        await self._purge(services, now)
 
-        def reserve(tx):  # type: ignore[no-untyped-def]
+        def reserve(tx: Tx) -> IdempotentResponse | None:
             found = tx.get_idempotency(route, key, now - WINDOW)
             if found is not None:
                 return found
-            if not tx.reserve_idempotency(route, key, request_hash, now):
+            if not tx.reserve_idempotency(route, key, principal.token_id, request_hash, now):
                 return tx.get_idempotency(route, key, now - WINDOW)
             return None
 
         found = await services.store.write(principal.tenant, reserve)
         if found is not None:
-            if found.request_hash != request_hash:
+            if found.token_id != principal.token_id:
+                await _reply(send, 409, "this Idempotency-Key was already used by another token; use a new key")
+            elif found.request_hash != request_hash:
                 await _reply(send, 422, "this Idempotency-Key was already used with a different request body")
             elif not found.done:
                 await _reply(send, 409, "a request with this Idempotency-Key is still being processed")
@@ -82,11 +112,17 @@ class Idempotency:
         try:
             await self.app(scope, receive, capture)
         finally:
-            text = b"".join(chunks).decode("utf-8", "replace")
-            if status < 500:
-                await services.store.write(principal.tenant, lambda tx: tx.finish_idempotency(route, key, status, text))
-            else:
+            if status >= 500 or status in NOT_KEPT:
                 await services.store.write(principal.tenant, lambda tx: tx.release_idempotency(route, key))
+            else:
+                text = _without_secrets(b"".join(chunks))
+                await services.store.write(principal.tenant, lambda tx: tx.finish_idempotency(route, key, status, text))
+
+    async def _purge(self, services: Any, now: datetime) -> None:
+        if self._last_purge is not None and now - self._last_purge < PURGE_EVERY:
+            return
+        self._last_purge = now
+        await services.store.write(DEFAULT_TENANT, lambda tx: tx.purge_idempotency(now - WINDOW))
 
 
 async def _replay(send: Send, status: int, body: str) -> None:

@@ -48,7 +48,6 @@ class Token(ResponseModel):
     role: Role
     name: str | None = None
     created_at: Timestamp
-    last_used_at: Timestamp | None = None
 
 
 class TokenCreate(RequestModel):

@@ -18,7 +18,8 @@ MAX_STATE_BYTES = 256 * 1024  # an instance's state after every merge
 
 
 def json_size(value: Any) -> int:
-    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+    """Size as compact ASCII JSON: an upper bound of the UTF-8 size that never fails to encode."""
+    return len(json.dumps(value, separators=(",", ":")))
 
 
 def _bounded(value: dict[str, Any]) -> dict[str, Any]:

@@ -39,6 +39,17 @@ def new_secret() -> str:
     return TOKEN_PREFIX + secrets.token_urlsafe(32)
 
 
+def write_private(path: Path, text: str) -> Path:
+    """Write a secret readable by the owner only: a new temp file (0600, no symlink followed), then a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+    return path
+
+
 @dataclass
 class Bootstrap:
     """What the first start created: the token is set only when it was generated here (to print once)."""
@@ -65,36 +76,27 @@ class AccessService:
 
     # ---------------------------------------------------------------- bootstrap
     async def bootstrap(self, data_dir: Path, admin_token: str | None) -> Bootstrap:
-        """On an empty store: the `default` tenant and a superadmin token (CBW_ADMIN_TOKEN or a generated one)."""
+        """On an empty store: the `default` tenant and a superadmin token (CBW_ADMIN_TOKEN or a generated one).
+
+        Only the first start does this, so a revoked bootstrap token stays revoked.
+        """
         now = self.clock.now()
         generated = None if admin_token else new_secret()
         secret = admin_token or generated
         assert secret is not None
 
         def run(tx: Tx) -> tuple[bool, bool]:
-            created = False
-            if tx.get_tenant(DEFAULT_TENANT) is None and tx.count_tenants() == 0:
-                tx.insert_tenant(Tenant(id=DEFAULT_TENANT, name="Default", created_at=now))
-                created = True
-            if not created and admin_token is None:
-                return False, False
-            if tx.find_token_by_hash(hash_secret(secret)) is not None:
-                return created, False
-            if tx.get_tenant(DEFAULT_TENANT) is None:
-                return created, False
+            if tx.count_tenants() > 0:
+                return False, False  # only the first start of an empty store bootstraps
+            tx.insert_tenant(Tenant(id=DEFAULT_TENANT, name="Default", created_at=now))
             token = Token(id=new_id(), tenant=DEFAULT_TENANT, role=Role.SUPERADMIN, name="bootstrap", created_at=now)
             tx.insert_token(TokenRecord(token, hash_secret(secret)))
-            return created, True
+            return True, True
 
         created_tenant, made_token = await self.store.write(DEFAULT_TENANT, run)
         token_file = None
         if made_token and generated is not None:
-            data_dir.mkdir(parents=True, exist_ok=True)
-            token_file = data_dir / "admin-token"
-            fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                fh.write(generated + "\n")
-            os.chmod(token_file, 0o600)
+            token_file = write_private(data_dir / "admin-token", generated + "\n")
         return Bootstrap(created_tenant, generated if made_token else None, token_file)
 
     # ---------------------------------------------------------------- tenants
@@ -139,6 +141,15 @@ class AccessService:
     async def list_tokens(self, tenant: str, page: PageRequest) -> Page[Token]:
         return await self.store.read(tenant, lambda tx: tx.list_tokens(page))
 
-    async def revoke_token(self, tenant: str, token_id: str) -> None:
-        if not await self.store.write(tenant, lambda tx: tx.delete_token(token_id)):
-            raise NotFound(f"no token with id {token_id!r}")
+    async def revoke_token(self, principal: Principal | None, tenant: str, token_id: str) -> None:
+        """`principal` None means the local CLI. Only a superadmin may revoke a superadmin token."""
+
+        def run(tx: Tx) -> None:
+            record = tx.get_token_record(token_id)
+            if record is None:
+                raise NotFound(f"no token with id {token_id!r}")
+            if record.token.role is Role.SUPERADMIN and principal is not None and principal.role is not Role.SUPERADMIN:
+                raise Forbidden("only a superadmin may revoke a superadmin token")
+            tx.delete_token(token_id)
+
+        await self.store.write(tenant, run)

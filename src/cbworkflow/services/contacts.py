@@ -13,7 +13,7 @@ from ..ids import new_id
 from ..models.access import Principal, Role
 from ..models.contacts import Contact, ContactCreate, ContactFields, ContactPatch
 from ..models.events import Event, EventType
-from ..store.base import ContactFilter, Page, PageRequest, Store, Tx
+from ..store.base import ContactFilter, InstanceFilter, Page, PageRequest, Store, Tx
 
 
 def to_e164(phone: str | None, region: str) -> str | None:
@@ -82,6 +82,8 @@ class ContactService:
     async def search(self, tenant: str, query: str, page: PageRequest) -> Page[Contact]:
         if not query.strip():
             raise InvalidInput("q: give at least one character that is not a space")
+        if any(ord(ch) < 32 for ch in query):
+            raise InvalidInput("q: control characters cannot be searched for")
         return await self.store.read(tenant, lambda tx: tx.search_contacts(query, page))
 
     async def timeline(self, tenant: str, contact_id: str, page: PageRequest) -> Page[Event]:
@@ -110,6 +112,10 @@ class ContactService:
         def run(tx: Tx) -> Contact:
             if tx.get_contact(contact.id) is not None:
                 raise Conflict(f"a contact with id {contact.id!r} already exists")
+            if tx.list_instances(InstanceFilter(contact_id=contact.id), PageRequest(limit=1)).items:
+                raise Conflict(
+                    f"id {contact.id!r} belonged to a deleted contact whose instances are kept; choose another id"
+                )
             self._check_external_id(tx, contact.external_id, contact.id)
             tx.insert_contact(contact)
             return contact

@@ -9,7 +9,7 @@
 
 Export pages through the store, so memory stays flat at a million contacts. Import reads every file first and
 refuses, naming the file and the problem, a malformed one or an id that already exists; only then does it write,
-in batches, so a bad file changes nothing.
+in one transaction, so a bad file changes nothing.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from ..errors import Conflict
 from ..models.access import Tenant, Token
 from ..models.contacts import Contact
 from ..models.events import Event
@@ -168,11 +169,17 @@ def _read(path: Path, model: type[BaseModel], *, named_by_id: bool = True) -> An
 
 
 async def import_tenant(store: Store, tenant: str, src: Path) -> Counts:
-    """Import a folder written by `export_tenant` into `tenant` (created if missing)."""
+    """Import a folder written by `export_tenant` into `tenant` (created if missing).
+
+    Import files are trusted like the database itself (they carry token hashes and roles): import only folders
+    exported by an operator, never files a tenant sent.
+    """
     if not src.is_dir():
         raise TransferError(f"{src}: not a folder")
     files = {kind: sorted((src / kind).glob("*.json")) for kind in KINDS}
-    # Pass 1: every file parses and no id exists yet. Nothing is written.
+    # Pass 1: every file parses, belongs together, and clashes with nothing stored. Nothing is written.
+    contact_ids: set[str] = set()
+    external_ids: dict[str, Path] = {}
     for kind, model in (
         ("contacts", Contact),
         ("templates", WorkflowTemplate),
@@ -181,18 +188,21 @@ async def import_tenant(store: Store, tenant: str, src: Path) -> Counts:
     ):
         for path in files[kind]:
             parsed, extra = _read(path, model)
-            _check_extra(path, kind, extra)
-            exists = await store.read(tenant, partial(_exists, kind, parsed.id))
-            if exists:
+            _check_extra(path, kind, parsed, extra)
+            if await store.read(tenant, partial(_exists, kind, parsed.id)):
                 raise TransferError(f"{path}: a {kind[:-1]} with id {parsed.id!r} already exists in tenant {tenant!r}")
-    contact_events = _contact_events(src)
-    # Pass 2: write in batches.
-    counts = Counts()
-
+            if kind == "contacts":
+                contact_ids.add(parsed.id)
+                await _check_external_id(store, tenant, path, parsed, external_ids)
+            if kind == "tokens" and await store.read(tenant, partial(_hash_taken, extra["secret_hash"])):
+                raise TransferError(f"{path}: a token with this secret already exists (in this or another tenant)")
+    contact_events = _contact_events(src, contact_ids)
     tenant_file = src / "tenant.json"
     tenant_row = _read(tenant_file, Tenant, named_by_id=False)[0] if tenant_file.exists() else None
 
-    def make_tenant(tx: Tx) -> None:
+    # Pass 2: one transaction, so an import is applied whole or not at all.
+    def write_all(tx: Tx) -> Counts:
+        counts = Counts()
         if tx.get_tenant(tenant) is None:
             tx.insert_tenant(
                 Tenant(
@@ -201,37 +211,59 @@ async def import_tenant(store: Store, tenant: str, src: Path) -> Counts:
                     created_at=tenant_row.created_at if tenant_row else datetime.now(UTC),
                 )
             )
+        for kind in KINDS:
+            _write_files(tenant, kind, files[kind], tx)
+            counts.counts[kind] = len(files[kind])
+        tx.append_events(contact_events)
+        return counts
 
-    await store.write(tenant, make_tenant)
-    for kind in KINDS:
-        for start in range(0, len(files[kind]), BATCH):
-            batch = files[kind][start : start + BATCH]
-            await store.write(tenant, partial(_write_batch, tenant, kind, batch))
-            counts.counts[kind] += len(batch)
-    if contact_events:
-        await store.write(tenant, lambda tx: tx.append_events(contact_events))
-    return counts
+    try:
+        return await store.write(tenant, write_all)
+    except Conflict as exc:
+        raise TransferError(f"{src}: {exc.detail}; nothing was imported") from None
 
 
-def _check_extra(path: Path, kind: str, extra: dict[str, Any]) -> None:
+async def _check_external_id(store: Store, tenant: str, path: Path, contact: Contact, seen: dict[str, Path]) -> None:
+    if contact.external_id is None:
+        return
+    if contact.external_id in seen:
+        raise TransferError(f"{path}: external_id {contact.external_id!r} is also in {seen[contact.external_id]}")
+    seen[contact.external_id] = path
+    if await store.read(tenant, partial(_external_id_taken, contact.external_id)):
+        raise TransferError(f"{path}: external_id {contact.external_id!r} already belongs to a contact in {tenant!r}")
+
+
+def _external_id_taken(external_id: str, tx: Tx) -> bool:
+    return tx.get_contact_by_external_id(external_id) is not None
+
+
+def _hash_taken(secret_hash: str, tx: Tx) -> bool:
+    return tx.find_token_by_hash(secret_hash) is not None
+
+
+def _check_extra(path: Path, kind: str, parsed: Any, extra: dict[str, Any]) -> None:
+    """The parts beside the record: template versions, an instance's timeline (its own events only), token hash."""
     try:
         if kind == "templates":
             for v in extra.get("versions", []):
-                TemplateVersion.model_validate(v)
+                if TemplateVersion.model_validate(v).template_id != parsed.id:
+                    raise TransferError(f"{path}: versions: a version of another template")
         if kind == "instances":
             for e in extra.get("timeline", []):
-                Event.model_validate(e)
+                event = Event.model_validate(e)
+                if event.instance_id != parsed.id or event.contact_id != parsed.contact_id:
+                    raise TransferError(f"{path}: timeline: event {event.id} belongs to another instance or contact")
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        raise TransferError(
-            f"{path}: {'versions' if kind == 'templates' else 'timeline'}: {where}: {first['msg']}"
-        ) from None
+        part = "versions" if kind == "templates" else "timeline"
+        raise TransferError(f"{path}: {part}: {where}: {first['msg']}") from None
     if kind == "tokens" and not isinstance(extra.get("secret_hash"), str):
         raise TransferError(f"{path}: secret_hash: required")
 
 
-def _contact_events(src: Path) -> list[Event]:
+def _contact_events(src: Path, contact_ids: set[str]) -> list[Event]:
+    """Contact-level events, each of a contact in the import and of no instance."""
     path = src / "events" / "contact-events.jsonl"
     if not path.exists():
         return []
@@ -240,9 +272,12 @@ def _contact_events(src: Path) -> list[Event]:
         if not line.strip():
             continue
         try:
-            events.append(Event.model_validate_json(line))
+            event = Event.model_validate_json(line)
         except ValidationError as exc:
             raise TransferError(f"{path}: line {number}: {exc.errors()[0]['msg']}") from None
+        if event.instance_id is not None or event.contact_id not in contact_ids:
+            raise TransferError(f"{path}: line {number}: not an event of a contact in this import")
+        events.append(event)
     return events
 
 
@@ -256,7 +291,7 @@ def _exists(kind: str, record_id: str, tx: Tx) -> bool:
     return tx.get_token_record(record_id) is not None
 
 
-def _write_batch(tenant: str, kind: str, paths: list[Path], tx: Tx) -> None:
+def _write_files(tenant: str, kind: str, paths: list[Path], tx: Tx) -> None:
     for path in paths:
         data = json.loads(path.read_text())
         data["tenant"] = tenant

@@ -95,6 +95,7 @@ class TokenRecord:
 class IdempotentResponse:
     """What an `Idempotency-Key` recorded: `done` is false while the first request is still running."""
 
+    token_id: str
     request_hash: str
     done: bool
     status_code: int | None = None
@@ -134,8 +135,6 @@ class Tx(ABC):
     def list_tokens(self, page: PageRequest) -> Page[Token]: ...
     @abstractmethod
     def delete_token(self, token_id: str) -> bool: ...
-    @abstractmethod
-    def touch_token(self, token_id: str, when: datetime) -> None: ...
 
     # --- contacts ---
     @abstractmethod
@@ -147,7 +146,9 @@ class Tx(ABC):
     @abstractmethod
     def update_contact(self, contact: Contact) -> None: ...
     @abstractmethod
-    def delete_contact(self, contact_id: str) -> bool: ...
+    def delete_contact(self, contact_id: str) -> bool:
+        """Delete the contact, its tags and its contact-level events (not its instances)."""
+
     @abstractmethod
     def list_contacts(self, where: ContactFilter, page: PageRequest) -> Page[Contact]: ...
     @abstractmethod
@@ -208,13 +209,16 @@ class Tx(ABC):
     @abstractmethod
     def get_idempotency(self, route: str, key: str, since: datetime) -> IdempotentResponse | None: ...
     @abstractmethod
-    def reserve_idempotency(self, route: str, key: str, request_hash: str, now: datetime) -> bool:
+    def reserve_idempotency(self, route: str, key: str, token_id: str, request_hash: str, now: datetime) -> bool:
         """Claim a key for a first request; false if it is already taken (and not expired)."""
 
     @abstractmethod
     def finish_idempotency(self, route: str, key: str, status_code: int, body: str) -> None: ...
     @abstractmethod
     def release_idempotency(self, route: str, key: str) -> None: ...
+    @abstractmethod
+    def purge_idempotency(self, before: datetime) -> int:
+        """Forget keys older than `before`, in every tenant (maintenance); returns how many."""
 
 
 class Store(ABC):

@@ -95,7 +95,6 @@ tokens = Table(
     Column("name", String(200)),
     Column("secret_hash", String(128), nullable=False, unique=True),
     Column("created_at", UTCDateTime(), nullable=False),
-    Column("last_used_at", UTCDateTime()),
     UniqueConstraint("tenant", "id", name="uq_tokens_tenant_id"),
 )
 
@@ -252,6 +251,7 @@ idempotency_keys = Table(
     _tenant(),
     Column("route", String(300), nullable=False),
     Column("key", String(255), nullable=False),
+    Column("token_id", String(64), nullable=False),
     Column("request_hash", String(64), nullable=False),
     Column("done", Boolean, nullable=False),
     Column("status_code", Integer),

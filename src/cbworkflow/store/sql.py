@@ -54,21 +54,22 @@ _TEMPLATE_BODY_FIELDS = (
 class SnapshotCache:
     """Parsed frozen node maps by snapshot id. Snapshots never change, so entries never go stale."""
 
-    def __init__(self, size: int = 512) -> None:
-        self._items: OrderedDict[str, tuple[str, dict[str, Node]]] = OrderedDict()
+    def __init__(self, size: int = 128) -> None:
+        self._items: OrderedDict[tuple[str, str], tuple[str, dict[str, Node]]] = OrderedDict()
         self._size = size
         self._lock = threading.Lock()
 
-    def get(self, snapshot_id: str) -> tuple[str, dict[str, Node]] | None:
+    def get(self, key: tuple[str, str]) -> tuple[str, dict[str, Node]] | None:
+        """`key` is (tenant, snapshot id)."""
         with self._lock:
-            found = self._items.get(snapshot_id)
+            found = self._items.get(key)
             if found is not None:
-                self._items.move_to_end(snapshot_id)
+                self._items.move_to_end(key)
             return found
 
-    def put(self, snapshot_id: str, value: tuple[str, dict[str, Node]]) -> None:
+    def put(self, key: tuple[str, str], value: tuple[str, dict[str, Node]]) -> None:
         with self._lock:
-            self._items[snapshot_id] = value
+            self._items[key] = value
             if len(self._items) > self._size:
                 self._items.popitem(last=False)
 
@@ -158,7 +159,6 @@ class SqlTx(Tx):
             role=Role(row.role),
             name=row.name,
             created_at=row.created_at,
-            last_used_at=row.last_used_at,
         )
 
     def find_token_by_hash(self, secret_hash: str) -> TokenRecord | None:
@@ -175,7 +175,6 @@ class SqlTx(Tx):
                 name=token.name,
                 secret_hash=record.secret_hash,
                 created_at=token.created_at,
-                last_used_at=token.last_used_at,
             )
         )
 
@@ -191,10 +190,6 @@ class SqlTx(Tx):
     def delete_token(self, token_id: str) -> bool:
         t = s.tokens.c
         return bool(self.conn.execute(delete(s.tokens).where(t.tenant == self.tenant, t.id == token_id)).rowcount)
-
-    def touch_token(self, token_id: str, when: datetime) -> None:
-        t = s.tokens.c
-        self.conn.execute(update(s.tokens).where(t.tenant == self.tenant, t.id == token_id).values(last_used_at=when))
 
     # ------------------------------------------------------------------ contacts
     def _instance_ids_by_contact(self, contact_ids: Sequence[str]) -> dict[str, list[str]]:
@@ -267,7 +262,13 @@ class SqlTx(Tx):
         self._set_tags(s.contact_tags, "contact_pk", pk, contact.tags, replace=True)
 
     def delete_contact(self, contact_id: str) -> bool:
-        return self._delete_tagged(s.contacts, s.contact_tags, "contact_pk", contact_id) is not None
+        if self._delete_tagged(s.contacts, s.contact_tags, "contact_pk", contact_id) is None:
+            return False
+        e = s.events.c  # the contact's own events go with it; its instances' events stay with the instances
+        self.conn.execute(
+            delete(s.events).where(e.tenant == self.tenant, e.contact_id == contact_id, e.instance_id.is_(None))
+        )
+        return True
 
     def _tag_filter(self, table: Any, tag_table: Any, fk: str, tags: Sequence[str]) -> list[ColumnElement[bool]]:
         return [
@@ -436,7 +437,7 @@ class SqlTx(Tx):
         )
 
     def _snapshot(self, snapshot_id: str) -> tuple[str, dict[str, Node]]:
-        cached = self.snapshots.get(snapshot_id)
+        cached = self.snapshots.get((self.tenant, snapshot_id))
         if cached is not None:
             return cached
         row = self.conn.execute(
@@ -444,7 +445,7 @@ class SqlTx(Tx):
         ).one()
         nodes = _NODE_MAP.validate_python(row.nodes)
         value = (row.start_node, nodes)
-        self.snapshots.put(snapshot_id, value)
+        self.snapshots.put((self.tenant, snapshot_id), value)
         return value
 
     def _instances(self, rows: Sequence[Row[Any]]) -> list[WorkflowInstance]:
@@ -601,9 +602,9 @@ class SqlTx(Tx):
         ).first()
         if row is None:
             return None
-        return IdempotentResponse(row.request_hash, row.done, row.status_code, row.response)
+        return IdempotentResponse(row.token_id, row.request_hash, row.done, row.status_code, row.response)
 
-    def reserve_idempotency(self, route: str, key: str, request_hash: str, now: datetime) -> bool:
+    def reserve_idempotency(self, route: str, key: str, token_id: str, request_hash: str, now: datetime) -> bool:
         k = s.idempotency_keys.c
         # An entry older than 24 h is forgotten: the key may be used again.
         self.conn.execute(
@@ -616,6 +617,7 @@ class SqlTx(Tx):
                 tenant=self.tenant,
                 route=route,
                 key=key,
+                token_id=token_id,
                 request_hash=request_hash,
                 done=False,
                 created_at=now,
@@ -632,6 +634,10 @@ class SqlTx(Tx):
 
     def release_idempotency(self, route: str, key: str) -> None:
         self.conn.execute(delete(s.idempotency_keys).where(self._idem_where(route, key)))
+
+    def purge_idempotency(self, before: datetime) -> int:
+        done = self.conn.execute(delete(s.idempotency_keys).where(s.idempotency_keys.c.created_at < before))
+        return int(done.rowcount)
 
 
 # Statements built once: their parameters come at execute time, so SQLAlchemy compiles each only once.

@@ -9,6 +9,7 @@ busy timeout. Reads run on a small pool of threads and see a consistent WAL snap
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -16,9 +17,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import create_engine, event, select, text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
-from ..errors import StoreError
+from ..errors import Conflict, StoreError
 from . import migrations
 from . import schema as s
 from .base import Page, PageRequest, Store, Tx, encode_cursor
@@ -64,7 +65,9 @@ class SQLiteStore(Store):
         if synchronous.upper() not in SYNCHRONOUS_MODES:
             raise ValueError(f"synchronous must be one of {', '.join(SYNCHRONOUS_MODES)}")
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not path.exists():  # private from the start: SQLite gives its -wal and -shm files the same mode
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
         self._engine = create_engine(
             f"sqlite+pysqlite:///{path}",
             connect_args={"check_same_thread": False, "timeout": busy_timeout_s, "isolation_level": None},
@@ -100,6 +103,8 @@ class SQLiteStore(Store):
                     raise
                 conn.exec_driver_sql("COMMIT")
                 return result
+        except IntegrityError as exc:
+            raise Conflict("the change clashes with an existing record (a duplicate id, external id or key)") from exc
         except OperationalError as exc:
             raise StoreError("the database is busy or unavailable; try again") from exc
 

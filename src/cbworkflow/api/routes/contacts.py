@@ -12,7 +12,7 @@ from ...models.common import Page
 from ...models.contacts import Contact, ContactCreate, ContactPatch, ContactUpsert
 from ...models.events import Event
 from ...store.base import ContactFilter
-from ..deps import READERS, STAFF, PagingDep, PrincipalDep, ServicesDep, allow, record_id, tag_param
+from ..deps import READERS, STAFF, PagingDep, PrincipalDep, ServicesDep, allow, record_id, tag_filters, tag_param
 from ..errors import error_responses
 
 router = APIRouter(prefix="/api/contacts", tags=["contacts"], responses=error_responses(400, 401, 403, 413, 422))
@@ -32,7 +32,7 @@ async def list_contacts(
     external_id: Text = None,
     tag: Annotated[list[str] | None, Query(description="repeatable: every tag must match")] = None,
 ) -> Page[Contact]:
-    tags = [tag_param(t) for t in tag or []]
+    tags = tag_filters(tag)
     where = ContactFilter(county=county, organization=organization, external_id=external_id, tags=tags)
     found = await services.contacts.list(principal.tenant, where, page)
     return Page[Contact](items=found.items, next_cursor=found.next_cursor)

@@ -28,6 +28,7 @@ from ..deps import (
     ServicesDep,
     allow,
     record_id,
+    tag_filters,
     tag_param,
 )
 from ..errors import error_responses
@@ -58,7 +59,7 @@ async def list_instances(
         template_id=template_id,
         status=status.value if status else None,
         current_node=current_node,
-        tags=[tag_param(t) for t in tag or []],
+        tags=tag_filters(tag),
     )
     found = await services.instances.list(principal.tenant, where, page)
     return Page[WorkflowInstance](items=found.items, next_cursor=found.next_cursor)
