@@ -42,6 +42,9 @@ def tag_event(contact: Contact, tag: str, added: bool, now: Any, actor: str) -> 
     )
 
 
+MIN_SEARCH = 3  # a trigram index answers substrings of three characters or more
+
+
 class ContactService:
     def __init__(self, store: Store, clock: Clock, phone_region: str) -> None:
         self.store = store
@@ -80,8 +83,10 @@ class ContactService:
         return await self.store.read(tenant, lambda tx: tx.list_contacts(where, page))
 
     async def search(self, tenant: str, query: str, page: PageRequest) -> Page[Contact]:
-        if not query.strip():
-            raise InvalidInput("q: give at least one character that is not a space")
+        if len(query.strip()) < MIN_SEARCH:
+            raise InvalidInput(
+                f"q: type at least {MIN_SEARCH} characters; fewer would match too much to search by index"
+            )
         if any(ord(ch) < 32 for ch in query):
             raise InvalidInput("q: control characters cannot be searched for")
         return await self.store.read(tenant, lambda tx: tx.search_contacts(query, page))

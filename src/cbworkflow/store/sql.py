@@ -295,7 +295,7 @@ class SqlTx(Tx):
         return Page(self._contacts(rows), cursor)
 
     def search_contacts(self, query: str, page: PageRequest) -> Page[Contact]:
-        """Portable fallback: a LIKE scan. Backends override it with an index."""
+        """Portable fallback: a LIKE scan (backends override it with an index). `query` has 3+ characters."""
         return self._search_like(query, page)
 
     def _search_like(self, query: str, page: PageRequest) -> Page[Contact]:

@@ -35,14 +35,10 @@ class SQLiteTx(SqlTx):
 
     def search_contacts(self, query: str, page: PageRequest) -> Page[Any]:
         q = query.strip()
-        terms = []
-        if len(q) >= 3:  # a trigram index cannot answer fewer than three characters
-            terms.append('{name email} : "' + q.replace('"', '""') + '"')
+        terms = ['{name email} : "' + q.replace('"', '""') + '"']
         digits = phone_query_digits(q)
         if digits:
             terms.append('phone_digits : "' + digits + '"')
-        if not terms:
-            return self._search_like(q, page)
         match = " OR ".join(f"({term})" for term in terms)
         # FTS5 yields matches in rowid order, so newest-stored-first with LIMIT stops after one page.
         sql = "SELECT rowid FROM contacts_fts WHERE contacts_fts MATCH :match AND tenant = :tenant"
@@ -53,11 +49,13 @@ class SQLiteTx(SqlTx):
         pks = [row[0] for row in self.conn.execute(text(sql + " ORDER BY rowid DESC LIMIT :n"), params)]
         more = len(pks) > page.limit
         pks = pks[: page.limit]
+        if not pks:
+            return Page([], None)
+        # By rowid alone: with the tenant in the WHERE, SQLite would walk the tenant's whole index instead.
         c = s.contacts.c
-        rows = self.conn.execute(
-            select(s.contacts).where(c.tenant == self.tenant, c.pk.in_(pks)).order_by(c.pk.desc())
-        ).all()
-        return Page(self._contacts(rows), encode_cursor(pks[-1]) if more and pks else None)
+        rows = self.conn.execute(select(s.contacts).where(c.pk.in_(pks)).order_by(c.pk.desc())).all()
+        rows = [row for row in rows if row.tenant == self.tenant]
+        return Page(self._contacts(rows), encode_cursor(pks[-1]) if more else None)
 
 
 class SQLiteStore(Store):
