@@ -22,7 +22,9 @@ import httpx
 import pytest
 
 ADMIN_TOKEN = "test-superadmin-token-0123456789"
-REFERENCE = Path(__file__).resolve().parent.parent / "src" / "cbworkflow" / "examples" / "county-outreach-v1.json"
+ROOT = Path(__file__).resolve().parent.parent
+REFERENCE = ROOT / "src" / "cbworkflow" / "examples" / "county-outreach-v1.json"
+CBWORKFLOW = Path(sys.executable).parent / "cbworkflow"
 
 
 def free_port() -> int:
@@ -43,32 +45,40 @@ class Server:
         return httpx.Client(base_url=self.base_url, headers=headers, timeout=30, **kwargs)
 
 
-def start_server(data_dir: Path, port: int, log: Path, **env: str) -> subprocess.Popen[bytes]:
-    """`cbworkflow serve` in its own process, as users run it; returns once /healthz answers."""
-    environment = {**os.environ, "CBW_DATA_DIR": str(data_dir), "CBW_ADMIN_TOKEN": ADMIN_TOKEN, **env}
-    environment.pop("CBW_DATABASE_URL", None)
+def start_server(
+    data_dir: Path, port: int, log: Path, *, workdir: Path | None = None, admin_token: str = ADMIN_TOKEN
+) -> subprocess.Popen[bytes]:
+    """`cbworkflow serve` in its own process, as users run it; returns once /healthz answers.
+
+    Only the test's own CBW_ settings reach it, and it runs in `workdir` (default: the data dir), so no stray `.env`
+    or setting of the machine changes what is tested.
+    """
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("CBW_")}
+    environment |= {"CBW_DATA_DIR": str(data_dir), "CBW_ADMIN_TOKEN": admin_token}
     with log.open("ab") as out:
         proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "cbworkflow"), "serve", "--port", str(port), "--no-worker"],
+            [str(CBWORKFLOW), "serve", "--host", "127.0.0.1", "--port", str(port), "--no-worker"],
             env=environment,
-            cwd=data_dir,
+            cwd=workdir or data_dir,
             stdout=out,
             stderr=subprocess.STDOUT,
         )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"the test server exited with {proc.returncode}; see {log}")
+            raise RuntimeError(f"the server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
         try:
             if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
                 return proc
         except httpx.HTTPError:
             time.sleep(0.05)
     proc.kill()
-    raise RuntimeError(f"the test server did not start in 60 s; see {log}")
+    raise RuntimeError(f"the server did not answer /healthz in 60 s:\n{log.read_text()[-3000:]}")
 
 
 def stop_server(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is not None:
+        return
     proc.terminate()
     try:
         proc.wait(timeout=15)

@@ -65,8 +65,21 @@ def test_templates_validate_bad_file_names_the_file(
 
 def test_missing_file(capsys: pytest.CaptureFixture[str], data_dir: Path) -> None:
     code, _, err = cli(capsys, "templates", "load", "/nonexistent/file.json")
-    assert code != 0
+    assert code == 1
     assert err.strip() == "cbworkflow: /nonexistent/file.json: cannot read (No such file or directory)"
+
+
+def test_loading_a_template_with_errors_warns_it_is_a_draft(
+    capsys: pytest.CaptureFixture[str], data_dir: Path, tmp_path: Path
+) -> None:
+    broken = reference_template()
+    broken["nodes"]["initial_call"]["transitions"]["no_answer"] = "nowhere"
+    path = tmp_path / "broken.json"
+    path.write_text(json.dumps(broken))
+    code, out, err = cli(capsys, "templates", "load", str(path))
+    assert code == 0
+    assert "loaded county-outreach-v1" in out
+    assert "saved as a draft with 1 error(s)" in err
 
 
 def test_bad_setting_is_one_line(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:

@@ -7,24 +7,18 @@ second server process on the session server's SQLite file, so the two processes 
 from __future__ import annotations
 
 import itertools
-import os
 import ssl
-import subprocess
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from conftest import Server, Tenant, free_port, reference_template
+from conftest import Server, Tenant, free_port, reference_template, start_server, stop_server
 
-ROOT = Path(__file__).resolve().parent.parent
-CBWORKFLOW = ROOT / ".venv" / "bin" / "cbworkflow"
 INITIAL_CALL_OUTCOMES = ["answered_interested", "answered_not_interested", "no_answer", "voicemail"]
 NEXT_NODE = {
     "answered_interested": "schedule_followup",
@@ -232,56 +226,16 @@ def test_concurrent_mixed_writers_never_see_a_locked_database(tenant: Tenant) ->
 
 
 # ---------------------------------------------------------------------------------------------------- two processes
-def wait_healthy(base_url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the second server exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{base_url}/healthz", timeout=1, verify=SHARED_TLS).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    raise RuntimeError(f"the second server did not answer /healthz:\n{log.read_text()[-3000:]}")
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-
-
 @pytest.fixture(scope="module")
 def second_server(server: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`cbworkflow serve` in another process on the session server's SQLite file; its base URL."""
-    workdir = tmp_path_factory.mktemp("second-server")  # its own cwd: no stray .env is read
+    workdir = tmp_path_factory.mktemp("second-server")
     port = free_port()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("CBW_")},
-        "CBW_DATA_DIR": str(server.data_dir),
-        "CBW_ADMIN_TOKEN": server.admin_token,
-        "CBW_MAX_BODY_BYTES": "1048576",
-    }
-    log = workdir / "server.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [str(CBWORKFLOW), "serve", "--host", "127.0.0.1", "--port", str(port), "--no-worker"],
-            cwd=workdir,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    process = start_server(server.data_dir, port, workdir / "server.log", workdir=workdir)
     try:
-        base_url = f"http://127.0.0.1:{port}"
-        wait_healthy(base_url, process, log)
-        yield base_url
+        yield f"http://127.0.0.1:{port}"
     finally:
-        stop(process)
+        stop_server(process)
 
 
 @pytest.mark.slow

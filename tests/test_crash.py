@@ -12,7 +12,6 @@ import os
 import signal
 import sqlite3
 import ssl
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -24,12 +23,10 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import free_port, reference_template
+from conftest import free_port, reference_template, start_server, stop_server
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parent.parent
-CBWORKFLOW = ROOT / ".venv" / "bin" / "cbworkflow"
 TOKEN = "crash-test-superadmin-token-0123456789"
 TEMPLATE = "county-outreach-v1"  # loaded into tenant `default` on the first start
 LOAD_SECONDS = 1.5
@@ -43,32 +40,7 @@ class ServerProcess:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log = workdir / f"{name}.log"
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("CBW_")},
-            "CBW_DATA_DIR": str(data_dir),
-            "CBW_ADMIN_TOKEN": TOKEN,
-        }
-        with self.log.open("wb") as out:
-            self.process = subprocess.Popen(
-                [str(CBWORKFLOW), "serve", "--host", "127.0.0.1", "--port", str(self.port), "--no-worker"],
-                cwd=workdir,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-
-    def wait_healthy(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{self.base_url}/healthz", timeout=1, verify=SHARED_TLS).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError(f"server did not answer /healthz:\n{self.log.read_text()[-3000:]}")
+        self.process = start_server(data_dir, self.port, self.log, workdir=workdir, admin_token=TOKEN)
 
     def client(self, token: str = TOKEN) -> httpx.Client:
         return httpx.Client(
@@ -80,13 +52,7 @@ class ServerProcess:
         self.process.wait(timeout=10)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        stop_server(self.process)
 
 
 @dataclass
@@ -163,7 +129,6 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
     before = ServerProcess(data_dir, workdir, "before")
     after: ServerProcess | None = None
     try:
-        before.wait_healthy()
         with before.client() as root:
             made = root.post("/api/tenants", json={"name": "Second tenant"})
             assert made.status_code == 201, made.text
@@ -198,7 +163,6 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
             connection.close()
 
         after = ServerProcess(data_dir, workdir, "after")
-        after.wait_healthy()
         result.after = after
         # Read the instances back before anything else warms the new process's caches; the second tenant first.
         for tenant, token in ((other_tenant, other_token), ("default", TOKEN)):

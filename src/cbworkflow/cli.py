@@ -97,6 +97,7 @@ def cmd_templates_validate(args: argparse.Namespace, _settings: Settings) -> int
 
 def cmd_templates_load(args: argparse.Namespace, settings: Settings) -> int:
     from .api.app import SYSTEM
+    from .validation import validate_template
 
     bodies = [(path, _load_template_file(Path(path))) for path in args.paths]
 
@@ -105,6 +106,13 @@ def cmd_templates_load(args: argparse.Namespace, settings: Settings) -> int:
         for path, body in bodies:
             template = await services.templates.create(principal, body, replace=True)
             print(f"{path}: loaded {template.id} {template.version} into tenant {args.tenant}")
+            report = validate_template(body.start_node, body.nodes, body.triggers)
+            if not report.valid:
+                print(
+                    f"{path}: saved as a draft with {len(report.errors)} error(s); no contact can be enrolled until "
+                    f"they are fixed (see: cbworkflow templates validate {path})",
+                    file=sys.stderr,
+                )
         return 0
 
     return asyncio.run(_with_services(settings, run))
@@ -241,9 +249,12 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings()
         code: int = args.fn(args, settings)
         return code
-    except (SettingsError, CliError, UnsupportedStore) as exc:
+    except (SettingsError, UnsupportedStore) as exc:
         print(f"cbworkflow: {exc}", file=sys.stderr)
         return 2
+    except CliError as exc:
+        print(f"cbworkflow: {exc}", file=sys.stderr)
+        return 1
     except CbwError as exc:
         print(f"cbworkflow: {exc.detail}", file=sys.stderr)
         return 1

@@ -19,7 +19,7 @@ from ..services.templates import TemplateService
 from ..settings import Settings
 from ..store import open_store
 from ..store.base import Store
-from . import errors
+from . import docs, errors
 from .body_limit import BodyLimit
 from .deps import Services
 from .idempotency import Idempotency
@@ -75,7 +75,7 @@ def create_app(
         services = await build_services(settings, store, clock)
         await bootstrap(services, load_example=load_example)
         if not settings.anthropic_api_key:
-            log.warning("no ANTHROPIC_API_KEY: AI decisions will take their fallback or wait for a person")
+            log.warning("no ANTHROPIC_API_KEY: AI decisions will not ask a model; a person decides them")
         app.state.services = services
         try:
             yield
@@ -87,8 +87,11 @@ def create_app(
         version="0.1.0",
         summary="Workflow engine for campaign outreach",
         lifespan=lifespan,
+        docs_url=None,  # our own /docs: the default one loads Swagger UI from a CDN
+        redoc_url=None,
     )
     errors.install(app)
+    docs.install(app)
     for router in (admin.router, admin.api, contacts.router, workflows.router, instances.router):
         app.include_router(router)
     # Outermost first: the body limit buffers the body that idempotency hashes.

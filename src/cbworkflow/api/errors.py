@@ -23,7 +23,7 @@ class ErrorBody(BaseModel):
 
 
 def _where(loc: tuple[Any, ...]) -> str:
-    parts = [str(p) for p in loc if p not in ("body",)]
+    parts = [str(p) for p in loc if p not in ("body", "query", "path")]
     # Discriminated unions add the tag to the location (nodes.x.action.action): keep the first of a repeat.
     cleaned: list[str] = []
     for part in parts:
@@ -57,7 +57,12 @@ def describe_validation(errors: list[dict[str, Any]]) -> tuple[int, str, list[di
 def install(app: FastAPI) -> None:
     @app.exception_handler(CbwError)
     async def _cbw(_request: Request, exc: CbwError) -> JSONResponse:
-        return JSONResponse({"detail": exc.detail, **exc.extra}, status_code=exc.status_code)
+        body: dict[str, Any] = {"detail": exc.detail, **exc.extra}
+        if exc.status_code == 422 and "errors" not in body:
+            field, _, message = exc.detail.partition(": ")
+            body["errors"] = [{"field": field, "message": message} if message else {"field": "body", "message": field}]
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
+        return JSONResponse(body, status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -20,7 +20,7 @@ from ..merge_patch import merge_patch
 from ..models.common import MAX_STATE_BYTES, json_size
 from ..models.events import SYSTEM_ACTOR, Event, EventType
 from ..models.instances import MOVABLE, TERMINAL, InstanceStatus, WorkflowInstance
-from ..models.templates import ActionNode, DecisionNode, EndNode, WaitNode
+from ..models.templates import ActionNode, DecisionNode, EndNode, WaitNode, WebhookNode
 
 MAX_NODES_PER_STEP = 100
 
@@ -96,7 +96,7 @@ class _Builder:
             inst.wake_at = None
             inst.waiting_for = None
             self.emit(EventType.NODE_ENTERED, f"Entered {node.name or node_id}", {"node_type": node.type}, node_id)
-            if isinstance(node, EndNode):
+            if isinstance(node, EndNode):  # completed by whoever's step reached it
                 inst.status = InstanceStatus.COMPLETED
                 inst.end_status = node.end_status
                 inst.completed_at = self.now
@@ -105,7 +105,6 @@ class _Builder:
                     f"Completed ({node.end_status})",
                     {"end_status": node.end_status},
                     node_id,
-                    actor=SYSTEM_ACTOR,
                 )
                 return
             if isinstance(node, ActionNode):
@@ -113,8 +112,7 @@ class _Builder:
                 return
             # Decision, wait and webhook nodes wait for the worker or for a person.
             inst.status = InstanceStatus.WAITING
-            if isinstance(node, DecisionNode) and node.rule and node.rule.get("type") == "manual":
-                inst.waiting_for = "manual_decision"
+            inst.waiting_for = waiting_for(node)
             return
 
     def fail(self, reason: str, node_id: str | None) -> None:
@@ -122,6 +120,19 @@ class _Builder:
         inst.status = InstanceStatus.FAILED
         inst.completed_at = self.now
         self.emit(EventType.INSTANCE_FAILED, f"Failed: {reason}", {"error": reason}, node_id, actor=SYSTEM_ACTOR)
+
+
+def waiting_for(node: DecisionNode | WaitNode | WebhookNode) -> str:
+    """What an instance at `node` waits for, in words a dashboard can show: `<kind>` or `event:<name>`."""
+    if isinstance(node, DecisionNode):
+        kind = (node.rule or {}).get("type")
+        return f"{kind}_decision" if kind in ("manual", "ai", "heuristic") else "decision"
+    if isinstance(node, WaitNode):
+        condition = node.wait_condition or {}
+        if condition.get("type") == "event":
+            return f"event:{condition.get('event')}"
+        return "timer"
+    return "webhook"
 
 
 def _merged_state(state: dict[str, Any], updates: dict[str, Any]) -> dict[str, Any]:
