@@ -41,6 +41,7 @@ from __future__ import annotations
 import ast
 import math
 import re
+import threading
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -104,12 +105,18 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(microseconds=micros)
 
 
+# CPython 3.11 before 3.11.8 corrupts the ast module's state when two threads build trees at once (gh-106905);
+# the server validates on the event loop and in the store's writer thread, so parsing is serialised.
+_AST_LOCK = threading.Lock()
+
+
 def expression_problem(expression: str) -> tuple[str, str] | None:
     """(code, detail) when a heuristic expression cannot run, else None; never raises, whatever the input."""
     if len(expression) > MAX_EXPRESSION_CHARS:
         return "expression_too_long", f"is {len(expression):,} characters long (the limit is 10,000)"
     try:
-        tree = ast.parse(expression, mode="eval")
+        with _AST_LOCK:
+            tree = ast.parse(expression, mode="eval")
     except SyntaxError as exc:  # also "too many nested parentheses" and null bytes
         where = f" at column {exc.offset}" if exc.offset else ""
         return "expression_syntax", f"does not parse ({exc.msg}{where})"
