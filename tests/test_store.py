@@ -375,3 +375,29 @@ def test_identical_graphs_in_two_tenants_read_back_cold(
             assert got.nodes == inst.nodes
     finally:
         asyncio.run(reopened.close())
+
+
+@pytest.mark.parametrize("tags", [["common"], ["common", "rare"], ["rare", "common"]])
+def test_tag_filtered_pages_are_complete_and_newest_first(store: Store, tags: list[str]) -> None:
+    """Lists filtered by tags are walked along a tag index; paging must still see every match once, in order."""
+    made = [contact(minutes=i // 2, tags=["common", "rare"] if i % 3 == 0 else ["common"]) for i in range(30)]
+
+    def insert_all(tx: Tx) -> None:
+        for c in made:
+            tx.insert_contact(c)
+
+    run(store, "a", insert_all)
+    run(store, "b", lambda tx: tx.insert_contact(contact("b", tags=["common", "rare"])))
+    expected = [c for c in made if set(tags) <= set(c.tags)]
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page = run(store, "a", lambda tx, c=cursor: tx.list_contacts(ContactFilter(tags=tags), PageRequest(4, c)))
+        seen.extend(x.id for x in page.items)
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    assert sorted(seen) == sorted(c.id for c in expected)
+    assert len(seen) == len(set(seen))
+    created = {c.id: (c.created_at, i) for i, c in enumerate(made)}
+    assert [created[i] for i in seen] == sorted((created[i] for i in seen), reverse=True)

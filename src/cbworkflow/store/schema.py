@@ -130,7 +130,9 @@ contact_tags = Table(
     _tenant(),
     Column("tag", String(64), nullable=False),
     Column("contact_pk", BigPk, nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),  # the record's (immutable): lists by tag walk this index
     UniqueConstraint("tenant", "tag", "contact_pk", name="uq_contact_tags"),
+    Index("ix_contact_tags_order", "tenant", "tag", "created_at", "contact_pk"),
     Index("ix_contact_tags_contact", "contact_pk"),
 )
 
@@ -155,7 +157,9 @@ template_tags = Table(
     _tenant(),
     Column("tag", String(64), nullable=False),
     Column("template_pk", BigPk, nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),  # the record's (immutable): lists by tag walk this index
     UniqueConstraint("tenant", "tag", "template_pk", name="uq_template_tags"),
+    Index("ix_template_tags_order", "tenant", "tag", "created_at", "template_pk"),
     Index("ix_template_tags_template", "template_pk"),
 )
 
@@ -222,7 +226,9 @@ instance_tags = Table(
     _tenant(),
     Column("tag", String(64), nullable=False),
     Column("instance_pk", BigPk, nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),  # the record's (immutable): lists by tag walk this index
     UniqueConstraint("tenant", "tag", "instance_pk", name="uq_instance_tags"),
+    Index("ix_instance_tags_order", "tenant", "tag", "created_at", "instance_pk"),
     Index("ix_instance_tags_instance", "instance_pk"),
 )
 

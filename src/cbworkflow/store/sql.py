@@ -108,28 +108,54 @@ class SqlTx(Tx):
         self.writing = writing
 
     # ------------------------------------------------------------------ helpers
-    def _page(self, query: Select[Any], table: Any, page: PageRequest) -> tuple[list[Row[Any]], str | None]:
-        after = _keyset(table.c.created_at, table.c.pk, page.cursor)
+    def _page(
+        self, query: Select[Any], table: Any, page: PageRequest, order: tuple[Any, Any] | None = None
+    ) -> tuple[list[Row[Any]], str | None]:
+        """Newest first on (created_at, pk), or on `order`: the same two values taken from a tag row."""
+        created, pk = order or (table.c.created_at, table.c.pk)
+        after = _keyset(created, pk, page.cursor)
         if after is not None:
             query = query.where(after)
-        rows = list(
-            self.conn.execute(query.order_by(table.c.created_at.desc(), table.c.pk.desc()).limit(page.limit + 1)).all()
-        )
+        rows = list(self.conn.execute(query.order_by(created.desc(), pk.desc()).limit(page.limit + 1)).all())
         if len(rows) > page.limit:
             rows = rows[: page.limit]
             last = rows[-1]
             return rows, encode_cursor(last.created_at.isoformat(), last.pk)
         return rows, None
 
+    def _tagged(
+        self, query: Select[Any], table: Any, tag_table: Any, fk: str, tags: Sequence[str]
+    ) -> tuple[Select[Any], tuple[Any, Any] | None]:
+        """Filter `query` to records with every tag. With tags, the page is walked along the first tag's index
+        (tenant, tag, created_at, pk), so a rare tag costs as little as a common one."""
+        if not tags:
+            return query, None
+        if len(tags) > 1:  # walk along the rarest tag; the others are checked per row
+            tags = sorted(tags, key=lambda tag: self._tag_count(tag_table, tag))
+        first = tag_table.alias("first_tag")  # an alias, so the EXISTS checks of the other tags stay their own
+        link = getattr(first.c, fk)
+        query = query.join(first, link == table.c.pk).where(first.c.tenant == self.tenant, first.c.tag == tags[0])
+        for clause in self._tag_filter(table, tag_table, fk, tags[1:]):
+            query = query.where(clause)
+        return query, (first.c.created_at, link)
+
     def _lock_clause(self, query: Select[Any]) -> Select[Any]:
         """Row locks for read-modify-write; SQLite's writer already holds the database lock."""
         return query
 
-    def _set_tags(self, table: Any, fk: str, pk: int, tags: Sequence[str], replace: bool) -> None:
+    def _tag_count(self, tag_table: Any, tag: str, cap: int = 10_000) -> int:
+        """How many records carry `tag`, counted along its index and at most `cap`."""
+        hits = select(tag_table.c.tag).where(tag_table.c.tenant == self.tenant, tag_table.c.tag == tag).limit(cap)
+        return int(self.conn.execute(select(func.count()).select_from(hits.subquery())).scalar_one())
+
+    def _set_tags(
+        self, table: Any, fk: str, pk: int, tags: Sequence[str], created_at: datetime, *, replace: bool
+    ) -> None:
         if replace:
             self.conn.execute(delete(table).where(getattr(table.c, fk) == pk))
         if tags:
-            self.conn.execute(insert(table), [{"tenant": self.tenant, "tag": t, fk: pk} for t in tags])
+            rows = [{"tenant": self.tenant, "tag": tag, fk: pk, "created_at": created_at} for tag in tags]
+            self.conn.execute(insert(table), rows)
 
     def _delete_tagged(self, table: Any, tag_table: Any, fk: str, record_id: str) -> int | None:
         """Delete a record and its tag rows; its pk, or None when there was no such record."""
@@ -253,13 +279,13 @@ class SqlTx(Tx):
 
     def insert_contact(self, contact: Contact) -> None:
         pk = _inserted_pk(self.conn.execute(_INSERT_CONTACT, self._contact_values(contact)))
-        self._set_tags(s.contact_tags, "contact_pk", pk, contact.tags, replace=False)
+        self._set_tags(s.contact_tags, "contact_pk", pk, contact.tags, contact.created_at, replace=False)
 
     def update_contact(self, contact: Contact) -> None:
         values = self._contact_values(contact)
         del values["tenant"], values["id"], values["created_at"]
         pk = self.conn.execute(_UPDATE_CONTACT, {**values, "w_tenant": self.tenant, "w_id": contact.id}).scalar_one()
-        self._set_tags(s.contact_tags, "contact_pk", pk, contact.tags, replace=True)
+        self._set_tags(s.contact_tags, "contact_pk", pk, contact.tags, contact.created_at, replace=True)
 
     def delete_contact(self, contact_id: str) -> bool:
         if self._delete_tagged(s.contacts, s.contact_tags, "contact_pk", contact_id) is None:
@@ -289,9 +315,8 @@ class SqlTx(Tx):
             query = query.where(c.organization == where.organization)
         if where.external_id is not None:
             query = query.where(c.external_id == where.external_id)
-        for clause in self._tag_filter(s.contacts, s.contact_tags, "contact_pk", where.tags):
-            query = query.where(clause)
-        rows, cursor = self._page(query, s.contacts, page)
+        query, order = self._tagged(query, s.contacts, s.contact_tags, "contact_pk", where.tags)
+        rows, cursor = self._page(query, s.contacts, page, order)
         return Page(self._contacts(rows), cursor)
 
     def search_contacts(self, query: str, page: PageRequest) -> Page[Contact]:
@@ -354,7 +379,7 @@ class SqlTx(Tx):
                 )
             )
         )
-        self._set_tags(s.template_tags, "template_pk", pk, template.tags, replace=False)
+        self._set_tags(s.template_tags, "template_pk", pk, template.tags, template.created_at, replace=False)
 
     def update_template(self, template: WorkflowTemplate) -> None:
         t = s.templates.c
@@ -369,7 +394,7 @@ class SqlTx(Tx):
             )
             .returning(t.pk)
         ).scalar_one()
-        self._set_tags(s.template_tags, "template_pk", pk, template.tags, replace=True)
+        self._set_tags(s.template_tags, "template_pk", pk, template.tags, template.created_at, replace=True)
 
     def delete_template(self, template_id: str) -> bool:
         if self._delete_tagged(s.templates, s.template_tags, "template_pk", template_id) is None:
@@ -380,9 +405,8 @@ class SqlTx(Tx):
 
     def list_templates(self, tag: str | None, page: PageRequest) -> Page[WorkflowTemplate]:
         query = select(s.templates).where(s.templates.c.tenant == self.tenant)
-        for clause in self._tag_filter(s.templates, s.template_tags, "template_pk", [tag] if tag else []):
-            query = query.where(clause)
-        rows, cursor = self._page(query, s.templates, page)
+        query, order = self._tagged(query, s.templates, s.template_tags, "template_pk", [tag] if tag else [])
+        rows, cursor = self._page(query, s.templates, page, order)
         return Page([self._template(r) for r in rows], cursor)
 
     def insert_template_version(self, version: TemplateVersion) -> None:
@@ -500,7 +524,7 @@ class SqlTx(Tx):
         values = self._instance_values(instance)
         values["snapshot_id"] = snapshot_id
         pk = _inserted_pk(self.conn.execute(_INSERT_INSTANCE, values))
-        self._set_tags(s.instance_tags, "instance_pk", pk, instance.tags, replace=False)
+        self._set_tags(s.instance_tags, "instance_pk", pk, instance.tags, instance.created_at, replace=False)
 
     def update_instance(self, instance: WorkflowInstance) -> None:
         values = self._instance_values(instance)
@@ -510,7 +534,7 @@ class SqlTx(Tx):
         row = self.conn.execute(_UPDATE_INSTANCE, {**values, **where}).first()
         if row is None:
             raise RuntimeError(f"instance {instance.id} changed under a write lock (revision {instance.revision})")
-        self._set_tags(s.instance_tags, "instance_pk", row.pk, instance.tags, replace=True)
+        self._set_tags(s.instance_tags, "instance_pk", row.pk, instance.tags, instance.created_at, replace=True)
 
     def delete_instance(self, instance_id: str) -> bool:
         if self._delete_tagged(s.instances, s.instance_tags, "instance_pk", instance_id) is None:
@@ -530,9 +554,8 @@ class SqlTx(Tx):
         ):
             if value is not None:
                 query = query.where(column == value)
-        for clause in self._tag_filter(s.instances, s.instance_tags, "instance_pk", where.tags):
-            query = query.where(clause)
-        rows, cursor = self._page(query, s.instances, page)
+        query, order = self._tagged(query, s.instances, s.instance_tags, "instance_pk", where.tags)
+        rows, cursor = self._page(query, s.instances, page, order)
         return Page(self._instances(rows), cursor)
 
     def unfinished_instances_of_contact(self, contact_id: str) -> list[WorkflowInstance]:
