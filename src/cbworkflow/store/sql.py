@@ -234,26 +234,7 @@ class SqlTx(Tx):
 
     def _contacts(self, rows: Sequence[Row[Any]]) -> list[Contact]:
         links = self._instance_ids_by_contact([r.id for r in rows])
-        return [
-            Contact(
-                id=r.id,
-                tenant=r.tenant,
-                name=r.name,
-                email=r.email,
-                phone=r.phone,
-                phone_e164=r.phone_e164,
-                county=r.county,
-                organization=r.organization,
-                role=r.role,
-                external_id=r.external_id,
-                tags=r.tags,
-                metadata=r.metadata,
-                workflow_instance_ids=links.get(r.id, []),
-                created_at=r.created_at,
-                updated_at=r.updated_at,
-            )
-            for r in rows
-        ]
+        return [Contact.model_validate({**r._mapping, "workflow_instance_ids": links.get(r.id, [])}) for r in rows]
 
     def _contact_row(self, where: ColumnElement[bool]) -> Row[Any] | None:
         query = select(s.contacts).where(s.contacts.c.tenant == self.tenant, where)
@@ -474,35 +455,9 @@ class SqlTx(Tx):
 
     def _instances(self, rows: Sequence[Row[Any]]) -> list[WorkflowInstance]:
         result = []
-        for r in rows:
-            start_node, nodes = self._snapshot(r.snapshot_id)
-            result.append(
-                WorkflowInstance(
-                    id=r.id,
-                    tenant=r.tenant,
-                    contact_id=r.contact_id,
-                    template_id=r.template_id,
-                    template_version=r.template_version,
-                    start_node=start_node,
-                    current_node=r.current_node,
-                    status=r.status,
-                    paused_status=r.paused_status,
-                    end_status=r.end_status,
-                    state=r.state,
-                    nodes=nodes,
-                    tags=r.tags,
-                    metadata=r.metadata,
-                    created_at=r.created_at,
-                    updated_at=r.updated_at,
-                    started_at=r.started_at,
-                    completed_at=r.completed_at,
-                    wake_at=r.wake_at,
-                    waiting_for=r.waiting_for,
-                    held_by=r.held_by,
-                    lease_expires_at=r.lease_expires_at,
-                    revision=r.revision,
-                )
-            )
+        for row in rows:
+            start_node, nodes = self._snapshot(row.snapshot_id)
+            result.append(WorkflowInstance.model_validate({**row._mapping, "start_node": start_node, "nodes": nodes}))
         return result
 
     def get_instance(self, instance_id: str) -> WorkflowInstance | None:
