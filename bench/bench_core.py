@@ -289,7 +289,7 @@ async def main() -> None:
 
     # Over HTTP: the real server in its own process, on the same database.
     port = free_port()
-    env = {**os.environ, "CBW_DATA_DIR": str(work), "CBW_ADMIN_TOKEN": TOKEN}
+    env = {**os.environ, "CBW_DATA_DIR": str(work), "CBW_ADMIN_TOKEN": TOKEN, "CBW_RATE_LIMIT": "0"}
     server = start_process(
         [str(Path(sys.executable).parent / "cbworkflow"), "serve", "--port", str(port), "--no-worker"], env, port
     )

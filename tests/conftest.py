@@ -46,15 +46,21 @@ class Server:
 
 
 def start_server(
-    data_dir: Path, port: int, log: Path, *, workdir: Path | None = None, admin_token: str = ADMIN_TOKEN
+    data_dir: Path,
+    port: int,
+    log: Path,
+    *,
+    workdir: Path | None = None,
+    admin_token: str = ADMIN_TOKEN,
+    rate_limit: float = 0,
 ) -> subprocess.Popen[bytes]:
     """`cbworkflow serve` in its own process, as users run it; returns once /healthz answers.
 
     Only the test's own CBW_ settings reach it, and it runs in `workdir` (default: the data dir), so no stray `.env`
-    or setting of the machine changes what is tested.
+    or setting of the machine changes what is tested. Rate limiting is off unless asked for: tests send bursts.
     """
     environment = {k: v for k, v in os.environ.items() if not k.startswith("CBW_")}
-    environment |= {"CBW_DATA_DIR": str(data_dir), "CBW_ADMIN_TOKEN": admin_token}
+    environment |= {"CBW_DATA_DIR": str(data_dir), "CBW_ADMIN_TOKEN": admin_token, "CBW_RATE_LIMIT": str(rate_limit)}
     with log.open("ab") as out:
         proc = subprocess.Popen(
             [str(CBWORKFLOW), "serve", "--host", "127.0.0.1", "--port", str(port), "--no-worker"],

@@ -22,6 +22,7 @@ class Settings(BaseSettings):
     admin_token: str | None = Field(default=None, min_length=16)
     worker_poll_interval: float = Field(default=1.0, gt=0, le=3600)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    rate_limit: float = Field(default=100.0, ge=0)
     default_phone_region: str = "US"
     outbound_allow_private: bool = False
     executors: str = ""

@@ -23,6 +23,7 @@ from . import docs, errors
 from .body_limit import BodyLimit
 from .deps import Services
 from .idempotency import Idempotency
+from .rate_limit import RateLimiter
 from .routes import admin, contacts, instances, workflows
 
 log = logging.getLogger("cbworkflow")
@@ -90,6 +91,7 @@ def create_app(
         docs_url=None,  # our own /docs: the default one loads Swagger UI from a CDN
         redoc_url=None,
     )
+    app.state.rate_limiter = RateLimiter(settings.rate_limit)
     errors.install(app)
     docs.install(app)
     for router in (admin.router, admin.api, contacts.router, workflows.router, instances.router):

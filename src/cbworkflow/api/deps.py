@@ -47,11 +47,12 @@ BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme
 
 
 async def get_principal(request: Request, services: ServicesDep, credentials: BearerDep) -> Principal:
-    cached: Principal | None = getattr(request.state, "principal", None)
-    if cached is not None:
-        return cached
-    principal = await services.access.authenticate(credentials.credentials.strip() if credentials else None)
-    request.state.principal = principal
+    """The caller (FastAPI runs this once per request). The idempotency middleware may have authenticated already."""
+    principal: Principal | None = getattr(request.state, "principal", None)
+    if principal is None:
+        principal = await services.access.authenticate(credentials.credentials.strip() if credentials else None)
+        request.state.principal = principal
+    request.app.state.rate_limiter.check(principal.token_id)
     return principal
 
 

@@ -61,7 +61,11 @@ def install(app: FastAPI) -> None:
         if exc.status_code == 422 and "errors" not in body:
             field, _, message = exc.detail.partition(": ")
             body["errors"] = [{"field": field, "message": message} if message else {"field": "body", "message": field}]
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
+        headers = None
+        if exc.status_code == 401:
+            headers = {"WWW-Authenticate": "Bearer"}
+        elif exc.status_code == 429:
+            headers = {"Retry-After": str(body.pop("retry_after"))}
         return JSONResponse(body, status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(RequestValidationError)
@@ -97,5 +101,6 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
         409: "Conflicts with the current state",
         413: "Request body too large",
         422: "Invalid input; the detail names the field",
+        429: "Too many requests for this token; see Retry-After",
     }
     return {code: {"model": ErrorBody, "description": words[code]} for code in codes}

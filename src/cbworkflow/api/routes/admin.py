@@ -15,7 +15,7 @@ from ..errors import error_responses
 
 log = logging.getLogger("cbworkflow.api")
 router = APIRouter(tags=["admin"])
-api = APIRouter(prefix="/api", tags=["admin"], responses=error_responses(400, 401, 403, 413, 422))
+api = APIRouter(prefix="/api", tags=["admin"], responses=error_responses(400, 401, 403, 413, 422, 429))
 
 Admin = Annotated[Principal, Depends(allow(*ADMINS, doing="manage tokens"))]
 Superadmin = Annotated[Principal, Depends(allow(Role.SUPERADMIN, doing="manage tenants"))]

@@ -15,7 +15,7 @@ from ...store.base import ContactFilter
 from ..deps import READERS, STAFF, PagingDep, PrincipalDep, ServicesDep, allow, record_id, tag_filters, tag_param
 from ..errors import error_responses
 
-router = APIRouter(prefix="/api/contacts", tags=["contacts"], responses=error_responses(400, 401, 403, 413, 422))
+router = APIRouter(prefix="/api/contacts", tags=["contacts"], responses=error_responses(400, 401, 403, 413, 422, 429))
 
 Reader = Annotated[Principal, Depends(allow(*READERS, doing="list or search contacts"))]
 Writer = Annotated[Principal, Depends(allow(*STAFF, doing="change contacts"))]

@@ -33,7 +33,7 @@ from ..deps import (
 )
 from ..errors import error_responses
 
-router = APIRouter(prefix="/api/instances", tags=["instances"], responses=error_responses(400, 401, 403, 413, 422))
+router = APIRouter(prefix="/api/instances", tags=["instances"], responses=error_responses(400, 401, 403, 413, 422, 429))
 
 Reader = Annotated[Principal, Depends(allow(*READERS, doing="list instances"))]
 Staff = Annotated[Principal, Depends(allow(*STAFF, doing="change instances"))]

@@ -19,7 +19,7 @@ from ...models.templates import (
 from ..deps import ADMINS, READERS, PagingDep, ServicesDep, allow, record_id, tag_param
 from ..errors import error_responses
 
-router = APIRouter(prefix="/api/workflows", tags=["workflows"], responses=error_responses(400, 401, 403, 413, 422))
+router = APIRouter(prefix="/api/workflows", tags=["workflows"], responses=error_responses(400, 401, 403, 413, 422, 429))
 
 Reader = Annotated[Principal, Depends(allow(*READERS, doing="read workflow templates"))]
 Admin = Annotated[Principal, Depends(allow(*ADMINS, doing="change workflow templates"))]
