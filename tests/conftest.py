@@ -53,6 +53,7 @@ def start_server(
     workdir: Path | None = None,
     admin_token: str = ADMIN_TOKEN,
     rate_limit: float = 0,
+    database_url: str | None = None,
 ) -> subprocess.Popen[bytes]:
     """`cbworkflow serve` in its own process, as users run it; returns once /healthz answers.
 
@@ -61,6 +62,8 @@ def start_server(
     """
     environment = {k: v for k, v in os.environ.items() if not k.startswith("CBW_")}
     environment |= {"CBW_DATA_DIR": str(data_dir), "CBW_ADMIN_TOKEN": admin_token, "CBW_RATE_LIMIT": str(rate_limit)}
+    if database_url:
+        environment["CBW_DATABASE_URL"] = database_url
     with log.open("ab") as out:
         proc = subprocess.Popen(
             [str(CBWORKFLOW), "serve", "--host", "127.0.0.1", "--port", str(port), "--no-worker"],
@@ -195,3 +198,45 @@ def make_tenant(server: Server, root: httpx.Client) -> Iterator[Callable[[], Ten
 @pytest.fixture
 def tenant(make_tenant: Callable[[], Tenant]) -> Tenant:
     return make_tenant()
+
+
+# ---------------------------------------------------------------------------------------------------- PostgreSQL
+POSTGRES_ADMIN_URL = os.environ.get("CBW_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def require_postgres() -> str:
+    """The admin URL of a reachable PostgreSQL. In CI (CI=true) a missing server fails the run; elsewhere the
+    test is skipped with the reason."""
+    import psycopg
+
+    try:
+        with psycopg.connect(POSTGRES_ADMIN_URL, connect_timeout=3, autocommit=True) as conn:
+            conn.execute("SELECT 1")
+    except psycopg.Error as exc:
+        reason = f"PostgreSQL is not reachable at {POSTGRES_ADMIN_URL} ({exc.__class__.__name__}: {exc})"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{reason}; CI must run the PostgreSQL tests")
+        pytest.skip(reason)
+    return POSTGRES_ADMIN_URL
+
+
+class PostgresDatabase:
+    """A database of its own for one test (or module), dropped afterwards."""
+
+    def __init__(self) -> None:
+        import uuid
+
+        import psycopg
+
+        self.admin_url = require_postgres()
+        self.name = f"cbw_test_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{self.name}"')
+        base, _, _ = self.admin_url.rpartition("/")
+        self.url = f"{base}/{self.name}"
+
+    def drop(self) -> None:
+        import psycopg
+
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')

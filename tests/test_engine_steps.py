@@ -162,3 +162,11 @@ def test_tags_are_idempotent() -> None:
     assert added.instance.tags == ["hot"]
     assert steps.change_tag(added.instance, "hot", True, clock.now(), "tok") is None
     assert steps.change_tag(inst, "hot", False, clock.now(), "tok") is None
+
+
+def test_an_instance_carries_at_most_100_tags() -> None:
+    inst = make()
+    inst.tags = [f"t{i}" for i in range(100)]
+    with pytest.raises(Conflict, match="100 tags"):
+        steps.change_tag(inst, "one-more", True, clock.now(), "tok")
+    assert steps.change_tag(inst, "t5", False, clock.now(), "tok") is not None

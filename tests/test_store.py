@@ -6,6 +6,7 @@ Backends are listed in `BACKENDS`; a new backend joins by adding a factory there
 from __future__ import annotations
 
 import asyncio
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,24 +23,61 @@ from cbworkflow.models.instances import InstanceStatus, WorkflowInstance
 from cbworkflow.models.templates import TemplateVersion, WorkflowTemplate
 from cbworkflow.services.instances import snapshot_of
 from cbworkflow.store.base import ContactFilter, InstanceFilter, PageRequest, Store, TokenRecord, Tx
+from cbworkflow.store.postgres import PostgresStore
 from cbworkflow.store.sqlite import SQLiteStore
+from conftest import PostgresDatabase
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def sqlite_store(tmp: Path) -> Store:
-    return SQLiteStore(tmp / "store.db")
+class Backend(ABC):
+    """Where a store's data lives: `open()` gives a new Store object on the same data each time."""
+
+    @abstractmethod
+    def open(self) -> Store: ...
+
+    @abstractmethod
+    def cleanup(self) -> None: ...
 
 
-BACKENDS: dict[str, Callable[[Path], Store]] = {"sqlite": sqlite_store}
+class SQLiteBackend(Backend):
+    def __init__(self, tmp: Path) -> None:
+        self.path = tmp / "store.db"
+
+    def open(self) -> Store:
+        return SQLiteStore(self.path)
+
+    def cleanup(self) -> None:
+        """The file goes with pytest's temporary folder."""
+
+
+class PostgresBackend(Backend):
+    def __init__(self, _tmp: Path) -> None:
+        self.database = PostgresDatabase()
+
+    def open(self) -> Store:
+        return PostgresStore(self.database.url, pool_size=4)
+
+    def cleanup(self) -> None:
+        self.database.drop()
+
+
+BACKENDS: dict[str, Callable[[Path], Backend]] = {"sqlite": SQLiteBackend, "postgresql": PostgresBackend}
 
 
 @pytest.fixture(params=sorted(BACKENDS))
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
     made = BACKENDS[request.param](tmp_path)
-    asyncio.run(made.migrate())
     yield made
-    asyncio.run(made.close())
+    made.cleanup()
+
+
+@pytest.fixture
+def store(backend: Backend) -> Iterator[Store]:
+    opened = backend.open()
+    asyncio.run(opened.migrate())
+    yield opened
+    asyncio.run(opened.close())
 
 
 def run(store: Store, tenant: str, fn: Callable[[Tx], Any], write: bool = True) -> Any:
@@ -361,13 +399,11 @@ def test_idempotency_keys(store: Store) -> None:
     assert run(store, "a", lambda tx: tx.get_idempotency("/other", "k", now - timedelta(hours=24))) is None
 
 
-def test_identical_graphs_in_two_tenants_read_back_cold(
-    store: Store, tmp_path: Path, request: pytest.FixtureRequest
-) -> None:
+def test_identical_graphs_in_two_tenants_read_back_cold(store: Store, backend: Backend) -> None:
     """Snapshots are content-addressed per tenant: a cold cache still finds each tenant's own frozen copy."""
     made = {t: run(store, t, lambda tx: instance(tx, f"c-{tx.tenant}")) for t in ("a", "b")}
     asyncio.run(store.close())
-    reopened = BACKENDS[request.node.callspec.params["store"]](tmp_path)
+    reopened = backend.open()
     try:
         for tenant, inst in made.items():
             got = run(reopened, tenant, lambda tx, i=inst.id: tx.get_instance(i))

@@ -3,7 +3,7 @@
 Python's `json` accepts what JSON (and the stores) do not, and pydantic lets some of it through into free-form
 fields (`metadata`, `state`), where it would be saved and then break every later read of the record:
 - NaN, Infinity and numbers too large for a float (1e400 becomes inf);
-- unpaired surrogates (`"\\ud800"`), which no UTF-8 encoder accepts;
+- unpaired surrogates (`"\\ud800"`), which no UTF-8 encoder accepts, and NUL characters, which PostgreSQL refuses;
 - nesting deeper than MAX_DEPTH, which the serialiser and deep copies refuse (or the parser cannot finish).
 """
 
@@ -38,7 +38,7 @@ def json_problem(body: bytes) -> str | None:
                 return f"it is nested deeper than {MAX_DEPTH} levels"
             for key, item in value.items():
                 if _bad_text(key):
-                    return "a key holds an unpaired surrogate (\\ud800-\\udfff), which is not text"
+                    return "a key holds a NUL character or an unpaired surrogate (\\ud800-\\udfff)"
                 stack.append((item, depth + 1))
         elif isinstance(value, list):
             if depth > MAX_DEPTH:
@@ -46,13 +46,16 @@ def json_problem(body: bytes) -> str | None:
             stack.extend((item, depth + 1) for item in value)
         elif isinstance(value, str):
             if _bad_text(value):
-                return "a string holds an unpaired surrogate (\\ud800-\\udfff), which is not text"
+                return "a string holds a NUL character or an unpaired surrogate (\\ud800-\\udfff)"
         elif isinstance(value, float) and not math.isfinite(value):
             return "a number is too large to store"
     return None
 
 
 def _bad_text(text: str) -> bool:
+    """Unpaired surrogates are not text; NUL is text, but PostgreSQL cannot store it."""
+    if "\x00" in text:
+        return True
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:

@@ -23,6 +23,7 @@ from ..models.instances import MOVABLE, TERMINAL, InstanceStatus, WorkflowInstan
 from ..models.templates import ActionNode, DecisionNode, EndNode, WaitNode, WebhookNode
 
 MAX_NODES_PER_STEP = 100
+MAX_TAGS = 100  # as many as a request body may carry
 
 
 @dataclass
@@ -292,6 +293,8 @@ def change_tag(instance: WorkflowInstance, tag: str, add: bool, now: datetime, a
     """Add or remove an instance tag; None when nothing changes (tags are idempotent)."""
     if (tag in instance.tags) == add:
         return None
+    if add and len(instance.tags) >= MAX_TAGS:
+        raise Conflict(f"the instance already has {MAX_TAGS} tags, the most an instance may have")
     b = _Builder(instance, now, actor)
     if add:
         b.instance.tags.append(tag)

@@ -42,6 +42,7 @@ def tag_event(contact: Contact, tag: str, added: bool, now: Any, actor: str) -> 
     )
 
 
+MAX_TAGS = 100  # as many as a contact body may carry
 MIN_SEARCH = 3  # a trigram index answers substrings of three characters or more
 
 
@@ -177,6 +178,8 @@ class ContactService:
                 raise NotFound(f"no contact with id {contact_id!r}")
             if (tag in contact.tags) == add:
                 return contact
+            if add and len(contact.tags) >= MAX_TAGS:
+                raise Conflict(f"contact {contact_id!r} already has {MAX_TAGS} tags, the most a contact may have")
             tags = [*contact.tags, tag] if add else [t for t in contact.tags if t != tag]
             updated = contact.model_copy(update={"tags": tags, "updated_at": self.clock.now()})
             tx.update_contact(updated)

@@ -19,4 +19,8 @@ def open_store(settings: Settings) -> Store:
         from .sqlite import SQLiteStore
 
         return SQLiteStore(Path(url.removeprefix("sqlite:///")), synchronous=settings.sqlite_synchronous)
+    if url.startswith(("postgresql://", "postgresql+")):
+        from .postgres import PostgresStore
+
+        return PostgresStore(url)
     raise UnsupportedStore(f"CBW_DATABASE_URL: the store {url.split(':', 1)[0]!r} is not available in this version")

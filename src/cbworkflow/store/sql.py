@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import TypeAdapter
 from sqlalchemy import Connection, Row, and_, bindparam, delete, exists, func, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql import ColumnElement, Select
 
 from ..errors import InvalidInput
@@ -151,10 +152,14 @@ class SqlTx(Tx):
     def _set_tags(
         self, table: Any, fk: str, pk: int, tags: Sequence[str], created_at: datetime, *, replace: bool
     ) -> None:
-        if replace:
-            self.conn.execute(delete(table).where(getattr(table.c, fk) == pk))
-        if tags:
-            rows = [{"tenant": self.tenant, "tag": tag, fk: pk, "created_at": created_at} for tag in tags]
+        """Make the tag rows of record `pk` equal `tags`, touching only the rows that change."""
+        link = getattr(table.c, fk)
+        stored = set(self.conn.execute(select(table.c.tag).where(link == pk)).scalars()) if replace else set()
+        gone = stored - set(tags)
+        if gone:
+            self.conn.execute(delete(table).where(link == pk, table.c.tag.in_(gone)))
+        rows = [{"tenant": self.tenant, "tag": tag, fk: pk, "created_at": created_at} for tag in tags if tag not in stored]
+        if rows:
             self.conn.execute(insert(table), rows)
 
     def _delete_tagged(self, table: Any, tag_table: Any, fk: str, record_id: str) -> int | None:
@@ -431,15 +436,23 @@ class SqlTx(Tx):
         sn = s.snapshots.c
         if self.conn.execute(select(sn.id).where(sn.tenant == self.tenant, sn.id == snapshot.id)).first():
             return
-        self.conn.execute(
-            insert(s.snapshots).values(
-                id=snapshot.id,
-                tenant=self.tenant,
-                start_node=snapshot.start_node,
-                nodes=snapshot.nodes,
-                created_at=datetime.now(UTC),
-            )
-        )
+        values = {
+            "id": snapshot.id,
+            "tenant": self.tenant,
+            "start_node": snapshot.start_node,
+            "nodes": snapshot.nodes,
+            "created_at": datetime.now(UTC),
+        }
+        self._insert_unless_there(insert(s.snapshots).values(**values))
+
+    def _insert_unless_there(self, statement: Any) -> bool:
+        """Insert in a savepoint; False when a concurrent transaction inserted the same key first."""
+        try:
+            with self.conn.begin_nested():
+                self.conn.execute(statement)
+        except IntegrityError:
+            return False
+        return True
 
     def _snapshot(self, snapshot_id: str) -> tuple[str, dict[str, Node]]:
         cached = self.snapshots.get((self.tenant, snapshot_id))
@@ -590,7 +603,7 @@ class SqlTx(Tx):
         )
         if self.conn.execute(select(k.key).where(self._idem_where(route, key))).first():
             return False
-        self.conn.execute(
+        return self._insert_unless_there(
             insert(s.idempotency_keys).values(
                 tenant=self.tenant,
                 route=route,
@@ -601,7 +614,6 @@ class SqlTx(Tx):
                 created_at=now,
             )
         )
-        return True
 
     def finish_idempotency(self, route: str, key: str, status_code: int, body: str) -> None:
         self.conn.execute(

@@ -19,7 +19,7 @@ router = APIRouter(prefix="/api/contacts", tags=["contacts"], responses=error_re
 
 Reader = Annotated[Principal, Depends(allow(*READERS, doing="list or search contacts"))]
 Writer = Annotated[Principal, Depends(allow(*STAFF, doing="change contacts"))]
-Text = Annotated[str | None, Query(max_length=200)]
+Text = Annotated[str | None, Query(max_length=200, pattern=r"^[^\x00-\x1f]*$")]
 
 
 @router.get("", response_model=Page[Contact], summary="List contacts, newest first")

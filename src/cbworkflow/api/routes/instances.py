@@ -39,7 +39,7 @@ Reader = Annotated[Principal, Depends(allow(*READERS, doing="list instances"))]
 Staff = Annotated[Principal, Depends(allow(*STAFF, doing="change instances"))]
 Worker = Annotated[Principal, Depends(allow(*VOLUNTEER_WORK, doing="record outcomes or notes"))]
 Id = Annotated[str, "instance id"]
-Text = Annotated[str | None, Query(max_length=64)]
+Text = Annotated[str | None, Query(max_length=64, pattern=r"^[^\x00-\x1f]*$")]
 CHANGE = error_responses(404, 409)
 
 
