@@ -39,6 +39,7 @@ class Server:
     base_url: str
     data_dir: Path
     admin_token: str
+    database_url: str | None = None  # None: the SQLite file in data_dir
 
     def client(self, token: str | None = None, **kwargs: Any) -> httpx.Client:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -96,15 +97,23 @@ def stop_server(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-@pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """One real server process for the session (a process, not a thread: the server parses expressions with
-    `ast`, and CPython 3.11 before 3.11.8 corrupts `ast` state when two threads use it at once)."""
-    data_dir = tmp_path_factory.mktemp("server-data")
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One real server process per store for the session: every API test runs against SQLite and PostgreSQL.
+
+    A process, not a thread: the server parses expressions with `ast`, and CPython 3.11 before 3.11.8 corrupts
+    `ast` state when two threads use it at once."""
+    data_dir = tmp_path_factory.mktemp(f"server-{request.param}")
+    database = PostgresDatabase() if request.param == "postgresql" else None
     port = free_port()
-    proc = start_server(data_dir, port, data_dir / "server.log")
-    yield Server(f"http://127.0.0.1:{port}", data_dir, ADMIN_TOKEN)
-    stop_server(proc)
+    url = database.url if database else None
+    proc = start_server(data_dir, port, data_dir / "server.log", database_url=url)
+    try:
+        yield Server(f"http://127.0.0.1:{port}", data_dir, ADMIN_TOKEN, url)
+    finally:
+        stop_server(proc)
+        if database:
+            database.drop()
 
 
 @pytest.fixture(scope="session")

@@ -228,10 +228,12 @@ def test_concurrent_mixed_writers_never_see_a_locked_database(tenant: Tenant) ->
 # ---------------------------------------------------------------------------------------------------- two processes
 @pytest.fixture(scope="module")
 def second_server(server: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """`cbworkflow serve` in another process on the session server's SQLite file; its base URL."""
+    """`cbworkflow serve` in another process on the session server's store; its base URL."""
     workdir = tmp_path_factory.mktemp("second-server")
     port = free_port()
-    process = start_server(server.data_dir, port, workdir / "server.log", workdir=workdir)
+    process = start_server(
+        server.data_dir, port, workdir / "server.log", workdir=workdir, database_url=server.database_url
+    )
     try:
         yield f"http://127.0.0.1:{port}"
     finally:

@@ -98,25 +98,36 @@ class Idempotency:
                 await _replay(send, found.status_code or 200, found.body or "")
             return
 
-        status = 500
+        # The answer is recorded before it is sent, so a client that repeats the request the moment it has the
+        # answer gets the replay, never "still being processed".
+        start: Message | None = None
         chunks: list[bytes] = []
 
-        async def capture(message: Message) -> None:
-            nonlocal status
+        async def record_then_send(message: Message) -> None:
+            nonlocal start
             if message["type"] == "http.response.start":
-                status = message["status"]
-            elif message["type"] == "http.response.body":
-                chunks.append(message.get("body", b""))
-            await send(message)
-
-        try:
-            await self.app(scope, receive, capture)
-        finally:
+                start = message
+                return
+            if message["type"] != "http.response.body" or start is None:
+                await send(message)
+                return
+            chunks.append(message.get("body", b""))
+            if message.get("more_body", False):
+                return
+            status = start["status"]
             if status >= 500 or status in NOT_KEPT:
                 await services.store.write(principal.tenant, lambda tx: tx.release_idempotency(route, key))
             else:
                 text = _without_secrets(b"".join(chunks))
                 await services.store.write(principal.tenant, lambda tx: tx.finish_idempotency(route, key, status, text))
+            await send(start)
+            await send({"type": "http.response.body", "body": b"".join(chunks)})
+
+        try:
+            await self.app(scope, receive, record_then_send)
+        except BaseException:
+            await services.store.write(principal.tenant, lambda tx: tx.release_idempotency(route, key))
+            raise
 
     async def _purge(self, services: Any, now: datetime) -> None:
         if self._last_purge is not None and now - self._last_purge < PURGE_EVERY:

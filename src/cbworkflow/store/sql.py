@@ -158,7 +158,9 @@ class SqlTx(Tx):
         gone = stored - set(tags)
         if gone:
             self.conn.execute(delete(table).where(link == pk, table.c.tag.in_(gone)))
-        rows = [{"tenant": self.tenant, "tag": tag, fk: pk, "created_at": created_at} for tag in tags if tag not in stored]
+        rows = [
+            {"tenant": self.tenant, "tag": tag, fk: pk, "created_at": created_at} for tag in tags if tag not in stored
+        ]
         if rows:
             self.conn.execute(insert(table), rows)
 
