@@ -18,7 +18,7 @@ from cbworkflow.models.contacts import ContactCreate
 from cbworkflow.models.instances import InstanceCreate, TransitionRequest
 from cbworkflow.models.templates import TemplateCreate
 from cbworkflow.settings import Settings
-from conftest import REFERENCE, reference_template
+from conftest import REFERENCE, PostgresDatabase, reference_template
 
 
 @pytest.fixture
@@ -283,3 +283,21 @@ def test_import_into_a_second_tenant_of_the_same_store_is_refused_whole(
     assert "a token with this secret already exists" in err
     code, _, err = cli(capsys, "export", str(tmp_path / "after"), "--tenant", "copy")
     assert "no tenant 'copy'" in err
+
+
+def test_export_import_between_sqlite_and_postgresql(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], data_dir: Path
+) -> None:
+    """SQLite -> PostgreSQL -> files again: nothing lost or changed (ids, times, timelines, versions, hashes)."""
+    database = PostgresDatabase()
+    try:
+        first = _export(tmp_path, capsys, data_dir)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("CBW_DATABASE_URL", database.url)
+            code, _, err = cli(capsys, "import", str(first))
+            assert code == 0, err
+            second = tmp_path / "from-postgres"
+            assert cli(capsys, "export", str(second))[0] == 0
+        assert _tree(first) == _tree(second)
+    finally:
+        database.drop()
