@@ -1,9 +1,9 @@
-"""SIGKILL under write load loses nothing that was acknowledged and leaves a sound SQLite file.
+"""SIGKILL under write load loses nothing that was acknowledged and leaves a sound store, on every store.
 
-One scenario per module: `cbworkflow serve` runs as a subprocess on a fresh data dir; 4 threads create contacts
+One scenario per store: `cbworkflow serve` runs as a subprocess on a fresh store; 4 threads create contacts
 and 4 threads enrol contacts and record an outcome, each keeping what the server acknowledged; after ~1.5 s the
-server gets SIGKILL; the SQLite file is checked with `PRAGMA integrity_check`; a new server starts on the same data
-dir, and the tests check that every acknowledged write is there.
+server gets SIGKILL; the store is checked (SQLite: `PRAGMA integrity_check`; PostgreSQL: `amcheck` on every
+B-tree index); a new server starts on the same store, and the tests check that every acknowledged write is there.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import free_port, reference_template, start_server, stop_server
+from conftest import PostgresDatabase, free_port, reference_template, start_server, stop_server
 
 pytestmark = pytest.mark.slow
 
@@ -36,11 +36,13 @@ SHARED_TLS = ssl.create_default_context()
 class ServerProcess:
     """`cbworkflow serve` on a data dir, in its own process."""
 
-    def __init__(self, data_dir: Path, workdir: Path, name: str) -> None:
+    def __init__(self, data_dir: Path, workdir: Path, name: str, database_url: str | None) -> None:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log = workdir / f"{name}.log"
-        self.process = start_server(data_dir, self.port, self.log, workdir=workdir, admin_token=TOKEN)
+        self.process = start_server(
+            data_dir, self.port, self.log, workdir=workdir, admin_token=TOKEN, database_url=database_url
+        )
 
     def client(self, token: str = TOKEN) -> httpx.Client:
         return httpx.Client(
@@ -122,11 +124,33 @@ def enrol_and_move(
         scenario.moved.setdefault(tenant, []).extend(moved)
 
 
-@pytest.fixture(scope="module")
-def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
-    workdir = tmp_path_factory.mktemp("crash")
+def store_check(data_dir: Path, database: PostgresDatabase | None) -> list[tuple[Any, ...]]:
+    """[("ok",)] when the store's structures are sound after the kill."""
+    if database is None:
+        connection = sqlite3.connect(data_dir / "cbworkflow.db")
+        try:
+            return connection.execute("PRAGMA integrity_check").fetchall()
+        finally:
+            connection.close()
+    import psycopg
+
+    with psycopg.connect(database.url, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS amcheck")
+        checked = conn.execute(
+            "SELECT count(bt_index_check(c.oid, true)) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+            "JOIN pg_am a ON a.oid = c.relam JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE a.amname = 'btree' AND n.nspname = 'public'"
+        ).fetchone()
+    return [("ok",)] if checked and checked[0] > 10 else [("no indexes checked", checked)]
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def scenario(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
+    workdir = tmp_path_factory.mktemp(f"crash-{request.param}")
     data_dir = workdir / "data"
-    before = ServerProcess(data_dir, workdir, "before")
+    database = PostgresDatabase() if request.param == "postgresql" else None
+    url = database.url if database else None
+    before = ServerProcess(data_dir, workdir, "before", url)
     after: ServerProcess | None = None
     try:
         with before.client() as root:
@@ -156,13 +180,8 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
             thread.join(timeout=30)
         assert not any(t.is_alive() for t in threads)
 
-        connection = sqlite3.connect(data_dir / "cbworkflow.db")
-        try:
-            result.integrity = connection.execute("PRAGMA integrity_check").fetchall()
-        finally:
-            connection.close()
-
-        after = ServerProcess(data_dir, workdir, "after")
+        result.integrity = store_check(data_dir, database)
+        after = ServerProcess(data_dir, workdir, "after", url)
         result.after = after
         # Read the instances back before anything else warms the new process's caches; the second tenant first.
         for tenant, token in ((other_tenant, other_token), ("default", TOKEN)):
@@ -180,6 +199,8 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
         before.stop()
         if after is not None:
             after.stop()
+        if database is not None:
+            database.drop()
 
 
 def test_the_server_was_killed_under_load(scenario: Scenario) -> None:
@@ -190,7 +211,7 @@ def test_the_server_was_killed_under_load(scenario: Scenario) -> None:
     assert len(scenario.moved.get("default", [])) >= 3
 
 
-def test_sqlite_file_passes_integrity_check_after_sigkill(scenario: Scenario) -> None:
+def test_store_passes_its_integrity_check_after_sigkill(scenario: Scenario) -> None:
     assert scenario.integrity == [("ok",)]
 
 
