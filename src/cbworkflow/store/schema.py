@@ -69,6 +69,21 @@ def _tenant() -> Column[str]:
     return Column("tenant", String(64), nullable=False)
 
 
+def _tag_table(name: str, fk: str) -> Table:
+    """Tags of one kind of record, one row each: filters join here, and lists by tag walk `ix_<name>_order`."""
+    return Table(
+        name,
+        metadata,
+        _tenant(),
+        Column("tag", String(64), nullable=False),
+        Column(fk, BigPk, nullable=False),
+        Column("created_at", UTCDateTime(), nullable=False),  # the record's (immutable), to list newest first
+        UniqueConstraint("tenant", "tag", fk, name=f"uq_{name}"),
+        Index(f"ix_{name}_order", "tenant", "tag", "created_at", fk),
+        Index(f"ix_{name}_{fk.removesuffix('_pk')}", fk),
+    )
+
+
 schema_migrations = Table(
     "schema_migrations",
     metadata,
@@ -124,17 +139,7 @@ contacts = Table(
     Index("ix_contacts_organization", "tenant", "organization", "created_at", "pk"),
 )
 
-contact_tags = Table(
-    "contact_tags",
-    metadata,
-    _tenant(),
-    Column("tag", String(64), nullable=False),
-    Column("contact_pk", BigPk, nullable=False),
-    Column("created_at", UTCDateTime(), nullable=False),  # the record's (immutable): lists by tag walk this index
-    UniqueConstraint("tenant", "tag", "contact_pk", name="uq_contact_tags"),
-    Index("ix_contact_tags_order", "tenant", "tag", "created_at", "contact_pk"),
-    Index("ix_contact_tags_contact", "contact_pk"),
-)
+contact_tags = _tag_table("contact_tags", "contact_pk")
 
 templates = Table(
     "templates",
@@ -151,17 +156,7 @@ templates = Table(
     Index("ix_templates_created", "tenant", "created_at", "pk"),
 )
 
-template_tags = Table(
-    "template_tags",
-    metadata,
-    _tenant(),
-    Column("tag", String(64), nullable=False),
-    Column("template_pk", BigPk, nullable=False),
-    Column("created_at", UTCDateTime(), nullable=False),  # the record's (immutable): lists by tag walk this index
-    UniqueConstraint("tenant", "tag", "template_pk", name="uq_template_tags"),
-    Index("ix_template_tags_order", "tenant", "tag", "created_at", "template_pk"),
-    Index("ix_template_tags_template", "template_pk"),
-)
+template_tags = _tag_table("template_tags", "template_pk")
 
 template_versions = Table(
     "template_versions",
@@ -220,17 +215,7 @@ instances = Table(
     Index("ix_instances_wake", "status", "wake_at"),
 )
 
-instance_tags = Table(
-    "instance_tags",
-    metadata,
-    _tenant(),
-    Column("tag", String(64), nullable=False),
-    Column("instance_pk", BigPk, nullable=False),
-    Column("created_at", UTCDateTime(), nullable=False),  # the record's (immutable): lists by tag walk this index
-    UniqueConstraint("tenant", "tag", "instance_pk", name="uq_instance_tags"),
-    Index("ix_instance_tags_order", "tenant", "tag", "created_at", "instance_pk"),
-    Index("ix_instance_tags_instance", "instance_pk"),
-)
+instance_tags = _tag_table("instance_tags", "instance_pk")
 
 events = Table(
     "events",
