@@ -6,7 +6,6 @@ CbwError
 ├── InvalidInput      422  a value is wrong; names the field
 ├── Unauthorized      401  missing or unknown token
 ├── Forbidden         403  the token's role may not do this
-├── TooLarge          413  the request body is over the limit
 └── StoreError        503  the store failed (not the client's fault)
 """
 
@@ -44,10 +43,6 @@ class Unauthorized(CbwError):
 
 class Forbidden(CbwError):
     status_code = 403
-
-
-class TooLarge(CbwError):
-    status_code = 413
 
 
 class StoreError(CbwError):

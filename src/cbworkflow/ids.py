@@ -15,8 +15,3 @@ ID_RE = SLUG_RE
 def new_id() -> str:
     """A fresh id: 12 lowercase hex characters (48 random bits)."""
     return secrets.token_hex(6)
-
-
-def is_slug(value: str) -> bool:
-    """Whole-string match: `$` alone would also accept a trailing newline."""
-    return SLUG_RE.fullmatch(value) is not None

@@ -37,7 +37,6 @@ class EventType(StrEnum):
 
 
 SYSTEM_ACTOR = "system"
-AI_ACTOR = "ai"
 
 
 class Event(ResponseModel):

@@ -26,7 +26,6 @@ class InstanceStatus(StrEnum):
 
 
 TERMINAL = frozenset({InstanceStatus.COMPLETED, InstanceStatus.FAILED, InstanceStatus.CANCELLED})
-UNFINISHED = frozenset(set(InstanceStatus) - TERMINAL)
 MOVABLE = frozenset({InstanceStatus.ACTIVE, InstanceStatus.WAITING})  # /transition is allowed in these
 
 Outcome = Annotated[str, StringConstraints(min_length=1, max_length=64)]

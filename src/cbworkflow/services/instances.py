@@ -18,7 +18,7 @@ from ..errors import Conflict, Forbidden, InvalidInput, NotFound
 from ..ids import new_id
 from ..models.access import Principal, Role
 from ..models.events import Event, EventType
-from ..models.instances import InstanceCreate, InstanceStatus, TransitionRequest, WorkflowInstance
+from ..models.instances import TERMINAL, InstanceCreate, InstanceStatus, TransitionRequest, WorkflowInstance
 from ..models.templates import WorkflowTemplate
 from ..store.base import InstanceFilter, Page, PageRequest, Snapshot, Store, Tx
 from .templates import report_for
@@ -145,25 +145,22 @@ class InstanceService:
 
         return await self.store.write(principal.tenant, run)
 
-    def _actor(self, principal: Principal) -> str:
-        return principal.token_id
-
     async def start(self, principal: Principal, instance_id: str, on_behalf_of: str | None = None) -> WorkflowInstance:
         now = self.clock.now()
         return await self._change(
-            principal, instance_id, lambda _tx, i: steps.start(i, now, self._actor(principal), on_behalf_of)
+            principal, instance_id, lambda _tx, i: steps.start(i, now, principal.token_id, on_behalf_of)
         )
 
     async def pause(self, principal: Principal, instance_id: str, on_behalf_of: str | None = None) -> WorkflowInstance:
         now = self.clock.now()
         return await self._change(
-            principal, instance_id, lambda _tx, i: steps.pause(i, now, self._actor(principal), on_behalf_of)
+            principal, instance_id, lambda _tx, i: steps.pause(i, now, principal.token_id, on_behalf_of)
         )
 
     async def resume(self, principal: Principal, instance_id: str, on_behalf_of: str | None = None) -> WorkflowInstance:
         now = self.clock.now()
         return await self._change(
-            principal, instance_id, lambda _tx, i: steps.resume(i, now, self._actor(principal), on_behalf_of)
+            principal, instance_id, lambda _tx, i: steps.resume(i, now, principal.token_id, on_behalf_of)
         )
 
     async def cancel(
@@ -177,7 +174,7 @@ class InstanceService:
         return await self._change(
             principal,
             instance_id,
-            lambda _tx, i: steps.cancel(i, now, self._actor(principal), on_behalf_of, reason),
+            lambda _tx, i: steps.cancel(i, now, principal.token_id, on_behalf_of, reason),
         )
 
     async def transition(self, principal: Principal, instance_id: str, body: TransitionRequest) -> WorkflowInstance:
@@ -192,7 +189,7 @@ class InstanceService:
                 instance,
                 body.outcome,
                 now,
-                self._actor(principal),
+                principal.token_id,
                 note=body.note,
                 state_updates=body.state_updates,
                 expected_node=body.expected_node,
@@ -212,9 +209,9 @@ class InstanceService:
         now = self.clock.now()
 
         def decide(_tx: Tx, instance: WorkflowInstance) -> steps.Step:
-            if instance.status in (InstanceStatus.COMPLETED, InstanceStatus.FAILED, InstanceStatus.CANCELLED):
+            if instance.status in TERMINAL:
                 raise Conflict(f"cannot change the state of an instance that is {instance.status.value}")
-            return steps.update_state(instance, updates, now, self._actor(principal), on_behalf_of)
+            return steps.update_state(instance, updates, now, principal.token_id, on_behalf_of)
 
         return await self._change(principal, instance_id, decide)
 
@@ -225,13 +222,13 @@ class InstanceService:
         return await self._change(
             principal,
             instance_id,
-            lambda _tx, i: steps.add_note(i, text, now, self._actor(principal), on_behalf_of),
+            lambda _tx, i: steps.add_note(i, text, now, principal.token_id, on_behalf_of),
         )
 
     async def change_tag(self, principal: Principal, instance_id: str, tag: str, add: bool) -> WorkflowInstance:
         now = self.clock.now()
         return await self._change(
-            principal, instance_id, lambda _tx, i: steps.change_tag(i, tag, add, now, self._actor(principal))
+            principal, instance_id, lambda _tx, i: steps.change_tag(i, tag, add, now, principal.token_id)
         )
 
 

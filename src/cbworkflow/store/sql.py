@@ -22,7 +22,7 @@ from ..errors import InvalidInput
 from ..models.access import Role, Tenant, Token
 from ..models.contacts import Contact
 from ..models.events import Event
-from ..models.instances import WorkflowInstance
+from ..models.instances import TERMINAL, WorkflowInstance
 from ..models.templates import Node, TemplateVersion, WorkflowTemplate
 from . import schema as s
 from .base import (
@@ -533,7 +533,7 @@ class SqlTx(Tx):
         query = select(s.instances).where(
             i.tenant == self.tenant,
             i.contact_id == contact_id,
-            i.status.not_in(["completed", "failed", "cancelled"]),
+            i.status.not_in([status.value for status in TERMINAL]),
         )
         if self.writing:
             query = self._lock_clause(query)
