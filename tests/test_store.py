@@ -437,3 +437,10 @@ def test_tag_filtered_pages_are_complete_and_newest_first(store: Store, tags: li
     assert len(seen) == len(set(seen))
     created = {c.id: (c.created_at, i) for i, c in enumerate(made)}
     assert [created[i] for i in seen] == sorted((created[i] for i in seen), reverse=True)
+
+
+def test_instances_are_counted_by_status_over_every_tenant(store: Store) -> None:
+    run(store, "a", lambda tx: instance(tx, "c1"))
+    run(store, "a", lambda tx: instance(tx, "c2", status=InstanceStatus.ACTIVE))
+    run(store, "b", lambda tx: instance(tx, "c3", status=InstanceStatus.ACTIVE))
+    assert run(store, "zzz", lambda tx: tx.count_instances_by_status(), write=False) == {"pending": 1, "active": 2}

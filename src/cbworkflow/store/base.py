@@ -195,6 +195,9 @@ class Tx(ABC):
     def list_instances(self, where: InstanceFilter, page: PageRequest) -> Page[WorkflowInstance]: ...
     @abstractmethod
     def unfinished_instances_of_contact(self, contact_id: str) -> list[WorkflowInstance]: ...
+    @abstractmethod
+    def count_instances_by_status(self) -> dict[str, int]:
+        """How many instances are in each status, over every tenant (maintenance and `/metrics`)."""
 
     # --- events ---
     @abstractmethod

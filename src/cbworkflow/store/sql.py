@@ -539,6 +539,11 @@ class SqlTx(Tx):
             query = self._lock_clause(query)
         return self._instances(self.conn.execute(query.order_by(i.created_at, i.pk)).all())
 
+    def count_instances_by_status(self) -> dict[str, int]:
+        i = s.instances.c
+        rows = self.conn.execute(select(i.status, func.count()).group_by(i.status)).all()
+        return {str(status): int(count) for status, count in rows}
+
     # ------------------------------------------------------------------ events
     def append_events(self, events: Sequence[Event]) -> None:
         if not events:
