@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 from abc import ABC, abstractmethod
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -28,7 +30,7 @@ from ..models.access import Tenant, Token
 from ..models.contacts import Contact
 from ..models.events import Event
 from ..models.instances import WorkflowInstance
-from ..models.templates import TemplateVersion, WorkflowTemplate
+from ..models.templates import Node, TemplateVersion, WorkflowTemplate
 
 T = TypeVar("T")
 
@@ -109,6 +111,29 @@ class Snapshot:
     id: str
     start_node: str
     nodes: dict[str, Any] = field(default_factory=dict)
+
+
+class SnapshotCache:
+    """Parsed frozen node maps by snapshot id. Snapshots never change, so entries never go stale."""
+
+    def __init__(self, size: int = 128) -> None:
+        self._items: OrderedDict[tuple[str, str], tuple[str, dict[str, Node]]] = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, str]) -> tuple[str, dict[str, Node]] | None:
+        """`key` is (tenant, snapshot id)."""
+        with self._lock:
+            found = self._items.get(key)
+            if found is not None:
+                self._items.move_to_end(key)
+            return found
+
+    def put(self, key: tuple[str, str], value: tuple[str, dict[str, Node]]) -> None:
+        with self._lock:
+            self._items[key] = value
+            if len(self._items) > self._size:
+                self._items.popitem(last=False)
 
 
 class Tx(ABC):

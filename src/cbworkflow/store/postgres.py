@@ -20,8 +20,8 @@ from sqlalchemy.sql import Select
 
 from ..errors import Conflict, StoreError
 from . import migrations
-from .base import Store, Tx
-from .sql import SnapshotCache, SqlTx
+from .base import SnapshotCache, Store, Tx
+from .sql import SqlTx
 
 T = TypeVar("T")
 

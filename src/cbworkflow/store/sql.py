@@ -7,8 +7,6 @@ and contact search.
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -33,11 +31,13 @@ from .base import (
     Page,
     PageRequest,
     Snapshot,
+    SnapshotCache,
     TokenRecord,
     Tx,
     decode_cursor,
     encode_cursor,
 )
+from .phones import phone_digits, phone_query_digits
 
 _NODE_MAP: TypeAdapter[dict[str, Node]] = TypeAdapter(dict[str, Node])
 _TEMPLATE_BODY_FIELDS = (
@@ -50,29 +50,6 @@ _TEMPLATE_BODY_FIELDS = (
     "tags",
     "metadata",
 )
-
-
-class SnapshotCache:
-    """Parsed frozen node maps by snapshot id. Snapshots never change, so entries never go stale."""
-
-    def __init__(self, size: int = 128) -> None:
-        self._items: OrderedDict[tuple[str, str], tuple[str, dict[str, Node]]] = OrderedDict()
-        self._size = size
-        self._lock = threading.Lock()
-
-    def get(self, key: tuple[str, str]) -> tuple[str, dict[str, Node]] | None:
-        """`key` is (tenant, snapshot id)."""
-        with self._lock:
-            found = self._items.get(key)
-            if found is not None:
-                self._items.move_to_end(key)
-            return found
-
-    def put(self, key: tuple[str, str], value: tuple[str, dict[str, Node]]) -> None:
-        with self._lock:
-            self._items[key] = value
-            if len(self._items) > self._size:
-                self._items.popitem(last=False)
 
 
 _MAX_INT = 2**63 - 1
@@ -259,10 +236,8 @@ class SqlTx(Tx):
 
     @staticmethod
     def _contact_values(contact: Contact) -> dict[str, Any]:
-        # Index the E.164 digits when the number parses (so "+1 555…" and "555…" both match), else what was given.
-        digits = "".join(ch for ch in contact.phone_e164 or contact.phone or "" if ch.isdigit()) or None
         values = contact.model_dump(exclude={"workflow_instance_ids"})
-        values["phone_digits"] = digits
+        values["phone_digits"] = phone_digits(contact)
         return values
 
     def insert_contact(self, contact: Contact) -> None:
@@ -664,17 +639,3 @@ def _inserted_pk(result: Any) -> int:
 
 def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
-def phone_query_digits(query: str) -> str | None:
-    """The digits to look for in phones, when the query looks like (part of) a phone number.
-
-    A national trunk prefix ("020 7946…" in the UK) is dropped, since stored digits are in E.164 form.
-    """
-    text = query.strip()
-    if not text or not all(ch.isdigit() or ch in " +-()./x" for ch in text):
-        return None
-    digits = "".join(ch for ch in text if ch.isdigit())
-    if not text.startswith("+"):
-        digits = digits.lstrip("0")
-    return digits if len(digits) >= 3 else None

@@ -22,8 +22,9 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from ..errors import Conflict, StoreError
 from . import migrations
 from . import schema as s
-from .base import Page, PageRequest, Store, Tx, encode_cursor
-from .sql import SnapshotCache, SqlTx, phone_query_digits
+from .base import Page, PageRequest, SnapshotCache, Store, Tx, encode_cursor
+from .phones import phone_query_digits
+from .sql import SqlTx
 
 T = TypeVar("T")
 
