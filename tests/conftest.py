@@ -97,16 +97,27 @@ def stop_server(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def store_url(kind: str, data_dir: Path, database: PostgresDatabase | None) -> str | None:
+    """The CBW_DATABASE_URL of a server on store `kind` (None: the default SQLite file in its data dir)."""
+    if kind == "postgresql":
+        assert database is not None
+        return database.url
+    if kind == "json":
+        return f"json:///{data_dir / 'json-store'}"
+    return None
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql", "json"])
 def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """One real server process per store for the session: every API test runs against SQLite and PostgreSQL.
+    """One real server process per store for the session: every API test runs against SQLite, PostgreSQL and the
+    JSON-file store.
 
     A process, not a thread: the server parses expressions with `ast`, and CPython 3.11 before 3.11.8 corrupts
     `ast` state when two threads use it at once."""
     data_dir = tmp_path_factory.mktemp(f"server-{request.param}")
     database = PostgresDatabase() if request.param == "postgresql" else None
     port = free_port()
-    url = database.url if database else None
+    url = store_url(request.param, data_dir, database)
     proc = start_server(data_dir, port, data_dir / "server.log", database_url=url)
     try:
         yield Server(f"http://127.0.0.1:{port}", data_dir, ADMIN_TOKEN, url)

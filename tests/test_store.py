@@ -23,6 +23,7 @@ from cbworkflow.models.instances import InstanceStatus, WorkflowInstance
 from cbworkflow.models.templates import TemplateVersion, WorkflowTemplate
 from cbworkflow.services.instances import snapshot_of
 from cbworkflow.store.base import ContactFilter, InstanceFilter, PageRequest, Store, TokenRecord, Tx
+from cbworkflow.store.files import JsonFileStore
 from cbworkflow.store.postgres import PostgresStore
 from cbworkflow.store.sqlite import SQLiteStore
 from conftest import PostgresDatabase
@@ -62,7 +63,22 @@ class PostgresBackend(Backend):
         self.database.drop()
 
 
-BACKENDS: dict[str, Callable[[Path], Backend]] = {"sqlite": SQLiteBackend, "postgresql": PostgresBackend}
+class JsonFilesBackend(Backend):
+    def __init__(self, tmp: Path) -> None:
+        self.root = tmp / "json-store"
+
+    def open(self) -> Store:
+        return JsonFileStore(self.root)
+
+    def cleanup(self) -> None:
+        """The folder goes with pytest's temporary folder."""
+
+
+BACKENDS: dict[str, Callable[[Path], Backend]] = {
+    "sqlite": SQLiteBackend,
+    "postgresql": PostgresBackend,
+    "json": JsonFilesBackend,
+}
 
 
 @pytest.fixture(params=sorted(BACKENDS))

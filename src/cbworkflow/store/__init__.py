@@ -23,4 +23,8 @@ def open_store(settings: Settings) -> Store:
         from .postgres import PostgresStore
 
         return PostgresStore(url)
+    if url.startswith("json:///"):
+        from .files import JsonFileStore
+
+        return JsonFileStore(Path(url.removeprefix("json:///")))
     raise UnsupportedStore(f"CBW_DATABASE_URL: the store {url.split(':', 1)[0]!r} is not available in this version")

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from ..models.contacts import Contact
 
-
-def phone_digits(contact: Contact) -> str | None:
+def phone_digits(phone: str | None, phone_e164: str | None) -> str | None:
     """The digits a contact's phone is found by: E.164 when it parsed (so "+1 555…" and "555…" both match), else
     what was given."""
-    return "".join(ch for ch in contact.phone_e164 or contact.phone or "" if ch.isdigit()) or None
+    return "".join(ch for ch in phone_e164 or phone or "" if ch.isdigit()) or None
 
 
 def phone_query_digits(query: str) -> str | None:

@@ -237,7 +237,7 @@ class SqlTx(Tx):
     @staticmethod
     def _contact_values(contact: Contact) -> dict[str, Any]:
         values = contact.model_dump(exclude={"workflow_instance_ids"})
-        values["phone_digits"] = phone_digits(contact)
+        values["phone_digits"] = phone_digits(contact.phone, contact.phone_e164)
         return values
 
     def insert_contact(self, contact: Contact) -> None:
