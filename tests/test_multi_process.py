@@ -1,4 +1,5 @@
-"""Several `cbworkflow serve` processes on one PostgreSQL database behave as one service."""
+"""Several `cbworkflow serve` processes on one store behave as one service: on PostgreSQL and on the JSON-file
+store (SQLite's two-process case is in test_concurrency)."""
 
 from __future__ import annotations
 
@@ -10,27 +11,29 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import ADMIN_TOKEN, PostgresDatabase, free_port, start_server, stop_server
+from conftest import ADMIN_TOKEN, PostgresDatabase, free_port, start_server, stop_server, store_url
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def two_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
-    database = PostgresDatabase()
+@pytest.fixture(scope="module", params=["postgresql", "json"])
+def two_servers(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
+    database = PostgresDatabase() if request.param == "postgresql" else None
+    url = store_url(request.param, tmp_path_factory.mktemp("shared"), database)
     started = []
     urls = []
     try:
         for name in ("one", "two"):
-            folder: Path = tmp_path_factory.mktemp(f"pg-{name}")
+            folder: Path = tmp_path_factory.mktemp(f"{request.param}-{name}")
             port = free_port()
-            started.append(start_server(folder, port, folder / "server.log", database_url=database.url))
+            started.append(start_server(folder, port, folder / "server.log", database_url=url))
             urls.append(f"http://127.0.0.1:{port}")
         yield urls
     finally:
         for proc in started:
             stop_server(proc)
-        database.drop()
+        if database is not None:
+            database.drop()
 
 
 def client(base_url: str) -> httpx.Client:
