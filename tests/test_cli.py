@@ -285,19 +285,21 @@ def test_import_into_a_second_tenant_of_the_same_store_is_refused_whole(
     assert "no tenant 'copy'" in err
 
 
-def test_export_import_between_sqlite_and_postgresql(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], data_dir: Path
-) -> None:
-    """SQLite -> PostgreSQL -> files again: nothing lost or changed (ids, times, timelines, versions, hashes)."""
+def test_export_import_through_every_store(tmp_path: Path, capsys: pytest.CaptureFixture[str], data_dir: Path) -> None:
+    """SQLite -> JSON files -> PostgreSQL -> a new SQLite, exporting after each: nothing lost or changed (ids,
+    times, timelines, versions, tokens' hashes) by any store."""
     database = PostgresDatabase()
     try:
-        first = _export(tmp_path, capsys, data_dir)
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setenv("CBW_DATABASE_URL", database.url)
-            code, _, err = cli(capsys, "import", str(first))
-            assert code == 0, err
-            second = tmp_path / "from-postgres"
-            assert cli(capsys, "export", str(second))[0] == 0
-        assert _tree(first) == _tree(second)
+        exported = _export(tmp_path, capsys, data_dir)
+        chain = [f"json:///{tmp_path / 'json-store'}", database.url, f"sqlite:///{tmp_path / 'again' / 'cbw.db'}"]
+        for step, url in enumerate(chain):
+            with pytest.MonkeyPatch.context() as mp:
+                mp.setenv("CBW_DATABASE_URL", url)
+                code, _, err = cli(capsys, "import", str(exported))
+                assert code == 0, (url.split(":")[0], err)
+                again = tmp_path / f"export-{step}"
+                assert cli(capsys, "export", str(again))[0] == 0
+            assert _tree(again) == _tree(exported), url.split(":")[0]
+            exported = again
     finally:
         database.drop()
