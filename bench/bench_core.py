@@ -74,8 +74,12 @@ def free_port() -> int:
 # --------------------------------------------------------------------------------------------- filling
 async def fill(services: Any, contacts: int, instances: int, rng: random.Random) -> list[str]:
     """Bulk-load contacts and started instances in batches (the measured paths below go one by one)."""
+    contact_ids = await fill_contacts(services, contacts, rng)
+    return await fill_instances(services, contact_ids, instances)
+
+
+async def fill_contacts(services: Any, contacts: int, rng: random.Random) -> list[str]:
     clock = Clock()
-    template = await services.templates.get("default", "county-outreach-v1")
     contact_ids: list[str] = []
     region = services.settings.default_phone_region
     from cbworkflow.services.contacts import to_e164
@@ -102,6 +106,13 @@ async def fill(services: Any, contacts: int, instances: int, rng: random.Random)
                 tx.insert_contact(c)
 
         await services.store.write("default", insert)
+    return contact_ids
+
+
+async def fill_instances(services: Any, contact_ids: list[str], instances: int) -> list[str]:
+    """Started instances of the reference template, spread over `contact_ids`."""
+    clock = Clock()
+    template = await services.templates.get("default", "county-outreach-v1")
     instance_ids: list[str] = []
     for start in range(0, instances, BATCH):
         made = []
@@ -164,8 +175,8 @@ def raw_sqlite_creates(db: Path, count: int, rng: random.Random) -> float:
             ),
         )
         conn.executemany(
-            "INSERT INTO contact_tags (tenant, tag, contact_pk) VALUES ('default', ?, ?)",
-            [(t, cur.lastrowid) for t in p["tags"]],
+            "INSERT INTO contact_tags (tenant, tag, contact_pk, created_at) VALUES ('default', ?, ?, ?)",
+            [(t, cur.lastrowid, now) for t in p["tags"]],
         )
         conn.execute("COMMIT")
     elapsed = time.perf_counter() - began
