@@ -64,10 +64,15 @@ def _load_template_file(path: Path) -> TemplateCreate:
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
+    from . import logs
     from .api.app import create_app
 
+    logs.configure(settings.log_level, settings.log_format)
     app = create_app(settings)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info", access_log=False)
+    # uvicorn's loggers go through our handler (log_config=None); api/request_log.py writes the access lines.
+    uvicorn.run(
+        app, host=args.host, port=args.port, log_level=settings.log_level.lower(), log_config=None, access_log=False
+    )
     return 0
 
 
@@ -244,9 +249,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         settings = load_settings()
+        if args.fn is not cmd_serve:  # serve logs as CBW_LOG_FORMAT says; the one-shot commands, for a person
+            logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         code: int = args.fn(args, settings)
         return code
     except (SettingsError, UnsupportedStore) as exc:

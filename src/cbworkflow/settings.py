@@ -28,6 +28,11 @@ class Settings(BaseSettings):
     executors: str = ""
     sqlite_synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = "NORMAL"
 
+    log_format: Literal["json", "text"] = "json"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    # When set, GET /metrics asks for `Authorization: Bearer <this>`; unset, it is open like /healthz.
+    metrics_token: str | None = Field(default=None, min_length=16)
+
     anthropic_api_key: str | None = Field(
         default=None, validation_alias=AliasChoices("ANTHROPIC_API_KEY", "CBW_ANTHROPIC_API_KEY")
     )
@@ -54,6 +59,21 @@ class Settings(BaseSettings):
             raise ValueError("a two-letter region code such as US, GB or DE")
         return value.upper()
 
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator("metrics_token", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("database_url")
     @classmethod
     def _known_scheme(cls, value: str | None) -> str | None:
@@ -66,6 +86,9 @@ class Settings(BaseSettings):
         return self.database_url or f"sqlite:///{self.data_dir / 'cbworkflow.db'}"
 
 
+SECRETS = frozenset({"admin_token", "metrics_token", "anthropic_api_key", "smtp_password", "sms_auth_token"})
+
+
 def load_settings(**overrides: object) -> Settings:
     """Read the settings; a bad value raises SettingsError with one line naming the variable."""
     try:
@@ -74,4 +97,6 @@ def load_settings(**overrides: object) -> Settings:
         first = exc.errors()[0]
         field = str(first["loc"][0]) if first["loc"] else "?"
         variable = "ANTHROPIC_API_KEY" if field == "anthropic_api_key" else f"CBW_{field.upper()}"
-        raise SettingsError(f"{variable}: {first['msg']} (got {first.get('input')!r})") from None
+        got = first.get("input")
+        shown = f"a value of {len(got)} characters" if field in SECRETS and isinstance(got, str) else repr(got)
+        raise SettingsError(f"{variable}: {first['msg']} (got {shown})") from None

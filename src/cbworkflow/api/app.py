@@ -23,7 +23,9 @@ from . import docs, errors
 from .body_limit import BodyLimit
 from .deps import Services
 from .idempotency import Idempotency
+from .metrics import Metrics, MetricsMiddleware
 from .rate_limit import RateLimiter
+from .request_log import RequestLog
 from .routes import admin, contacts, instances, workflows
 
 log = logging.getLogger("cbworkflow")
@@ -92,11 +94,18 @@ def create_app(
         redoc_url=None,
     )
     app.state.rate_limiter = RateLimiter(settings.rate_limit)
+    app.state.metrics = metrics = Metrics(app.version)
     errors.install(app)
     docs.install(app)
-    for router in (admin.router, admin.api, contacts.router, workflows.router, instances.router):
+    routers = (admin.router, admin.api, contacts.router, workflows.router, instances.router)
+    for router in routers:
         app.include_router(router)
-    # Outermost first: the body limit buffers the body that idempotency hashes.
+    api_routes = [route for router in routers for route in router.routes]  # to name answers made before routing
+    # Each add_middleware wraps the ones before it: the last added is the outermost. From the outside in: metrics
+    # (they see every answer, 413 and 429 too), the request id and access log (which also answers an exception
+    # that escaped, so metrics see its status), the body limit, which buffers the body that idempotency hashes.
     app.add_middleware(Idempotency)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(RequestLog, fallback_routes=api_routes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics, fallback_routes=api_routes)
     return app

@@ -11,7 +11,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..errors import CbwError
+from ..errors import CbwError, StoreError
+from .metrics import count_store_error, count_unhandled_error
 
 log = logging.getLogger("cbworkflow.api")
 
@@ -54,19 +55,51 @@ def describe_validation(errors: list[dict[str, Any]]) -> tuple[int, str, list[di
     return 422, sentence, fields
 
 
+INTERNAL_ERROR = "internal error; it has been logged"
+
+
+def cbw_error_response(app: Any, exc: CbwError) -> JSONResponse:
+    """The answer for one of our own errors; a store failure is counted and logged (without its SQL)."""
+    if isinstance(exc, StoreError):
+        count_store_error(app)
+        cause = exc.__cause__
+        original = getattr(cause, "orig", None) or cause  # the driver's error: no statement, no parameters
+        reason = str(original).strip().splitlines()[0][:300] if original is not None and str(original).strip() else ""
+        log.warning(
+            "store error: %s",
+            exc.detail,
+            extra={"error": type(original).__name__ if original is not None else "StoreError", "reason": reason},
+        )
+    body: dict[str, Any] = {"detail": exc.detail, **exc.extra}
+    if exc.status_code == 422 and "errors" not in body:
+        field, _, message = exc.detail.partition(": ")
+        body["errors"] = [{"field": field, "message": message} if message else {"field": "body", "message": field}]
+    headers = None
+    if exc.status_code == 401:
+        headers = {"WWW-Authenticate": "Bearer"}
+    elif exc.status_code == 429:
+        headers = {"Retry-After": str(body.pop("retry_after"))}
+    return JSONResponse(body, status_code=exc.status_code, headers=headers)
+
+
+def unexpected_error_response(app: Any, exc: BaseException, method: str, path: str) -> JSONResponse:
+    """A 500 for a bug: the traceback goes to the log (with the request id), never to the client."""
+    count_unhandled_error(app)
+    log.error("unexpected error on %s %s", method, path, exc_info=exc)
+    return JSONResponse({"detail": INTERNAL_ERROR}, status_code=500)
+
+
+def error_response(app: Any, exc: Exception, method: str, path: str) -> JSONResponse:
+    """The answer for an exception no handler inside the app took (it came from a middleware, or was a bug)."""
+    if isinstance(exc, CbwError):
+        return cbw_error_response(app, exc)
+    return unexpected_error_response(app, exc, method, path)
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(CbwError)
-    async def _cbw(_request: Request, exc: CbwError) -> JSONResponse:
-        body: dict[str, Any] = {"detail": exc.detail, **exc.extra}
-        if exc.status_code == 422 and "errors" not in body:
-            field, _, message = exc.detail.partition(": ")
-            body["errors"] = [{"field": field, "message": message} if message else {"field": "body", "message": field}]
-        headers = None
-        if exc.status_code == 401:
-            headers = {"WWW-Authenticate": "Bearer"}
-        elif exc.status_code == 429:
-            headers = {"Retry-After": str(body.pop("retry_after"))}
-        return JSONResponse(body, status_code=exc.status_code, headers=headers)
+    async def _cbw(request: Request, exc: CbwError) -> JSONResponse:
+        return cbw_error_response(request.app, exc)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -87,8 +120,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return JSONResponse({"detail": "internal error; it has been logged"}, status_code=500)
+        # Only reached if an exception gets past api/request_log.py, which answers (and logs) the others.
+        return unexpected_error_response(request.app, exc, request.method, request.url.path)
 
 
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:

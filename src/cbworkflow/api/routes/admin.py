@@ -1,17 +1,19 @@
-"""Health, tenants and tokens (api.md § Other)."""
+"""Health, metrics, tenants and tokens (api.md § Other)."""
 
 from __future__ import annotations
 
 import logging
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
+from ...errors import Unauthorized
 from ...models.access import Principal, Role, TenantCreate, TenantCreated, Token, TokenCreate, TokenCreated
 from ...models.common import Page
 from ..deps import ADMINS, PagingDep, ServicesDep, allow, record_id
 from ..errors import error_responses
+from ..metrics import CONTENT_TYPE, Metrics, authorized
 
 log = logging.getLogger("cbworkflow.api")
 router = APIRouter(tags=["admin"])
@@ -34,6 +36,22 @@ async def readyz(services: ServicesDep) -> JSONResponse:
         log.exception("readiness check failed")
         return JSONResponse({"status": "unavailable", "detail": "the store cannot be reached"}, 503)
     return JSONResponse({"status": "ok", "store": services.store.describe().split(":", 1)[0]})
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics (open unless CBW_METRICS_TOKEN is set)",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}, **error_responses(401)},
+)
+async def metrics(request: Request, services: ServicesDep) -> Response:
+    """Aggregate counts only (no tenant, id or personal data); see `api/metrics.py` for the series."""
+    token = services.settings.metrics_token
+    if token is not None and not authorized(request.headers.get("authorization"), token):
+        raise Unauthorized("this server's /metrics asks for its metrics token: Authorization: Bearer <token>")
+    found: Metrics = request.app.state.metrics
+    await found.refresh_instance_counts(services.store)
+    return Response(found.render(), media_type=CONTENT_TYPE)
 
 
 @api.post("/tenants", response_model=TenantCreated, status_code=201, responses=error_responses(409))
