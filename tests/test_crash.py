@@ -3,7 +3,8 @@
 One scenario per store: `cbworkflow serve` runs as a subprocess on a fresh store; 4 threads create contacts
 and 4 threads enrol contacts and record an outcome, each keeping what the server acknowledged; after ~1.5 s the
 server gets SIGKILL; the store is checked (SQLite: `PRAGMA integrity_check`; PostgreSQL: `amcheck` on every
-B-tree index; JSON files: every file parses); a new server starts on the same store, and the tests check that every acknowledged write is there.
+B-tree index; JSON files: every file parses); a new server starts on the same store, and the tests check that
+every acknowledged write is there.
 """
 
 from __future__ import annotations
