@@ -1,0 +1,103 @@
+"""What the worker hands an executor and what it gets back (workflows.md § Actions).
+
+An executor performs one action for one contact and answers with an outcome of the node. The mapping of failures
+is the contract's: a transient failure is retried inside the executor (with backoff, bounded); once attempts are
+exhausted, or on a permanent failure, the outcome is `failed` when the node has a `failed` transition, and None
+otherwise, which the engine turns into an instance in status `failed` (with `error` in the `action_failed` event).
+`data` goes into the timeline, so it never holds credentials, headers or full URLs with their query strings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+from cbworkflow.outbound.http import Attempt, OutboundResponse
+
+
+@dataclass(frozen=True)
+class ActionRequest:
+    action: str  # the node's `action`, e.g. "sms"
+    config: dict[str, Any]  # the node's action_config, placeholders already rendered
+    contact: dict[str, Any]  # the contact as JSON
+    instance_id: str
+    node_id: str
+    idempotency_key: str  # the same on every retry of this node visit
+    outcomes: list[str]  # the node's transition keys
+
+
+@dataclass(frozen=True)
+class ActionResult:
+    outcome: str | None  # a key of the node's transitions, or None: the instance fails
+    ok: bool  # the action was performed (a 2xx, a message accepted)
+    data: dict[str, Any] = field(default_factory=dict)  # for the timeline; never secrets
+    error: str | None = None
+
+    def details(self) -> dict[str, Any]:
+        """Everything for the timeline event in one object (what the worker records)."""
+        shown: dict[str, Any] = {**self.data, "ok": self.ok}
+        if self.error is not None:
+            shown["error"] = self.error
+        return shown
+
+
+class Executor(Protocol):
+    async def run(self, request: ActionRequest) -> ActionResult: ...
+
+
+class ConfigError(ValueError):
+    """The node's action_config (or the contact) cannot be used: a permanent failure, never retried."""
+
+
+def pick(outcome: str, outcomes: Sequence[str]) -> str | None:
+    """`outcome` when the node has it, else None (the engine then fails the instance)."""
+    return outcome if outcome in outcomes else None
+
+
+def succeeded(outcome: str, outcomes: Sequence[str], data: dict[str, Any]) -> ActionResult:
+    chosen = pick(outcome, outcomes)
+    error = None if chosen else f"the action succeeded but the node has no {outcome!r} transition"
+    return ActionResult(outcome=chosen, ok=True, data=data, error=error)
+
+
+def failed(
+    error: str, outcomes: Sequence[str], data: dict[str, Any] | None = None, *, outcome: str = "failed"
+) -> ActionResult:
+    return ActionResult(outcome=pick(outcome, outcomes), ok=False, data=data or {}, error=error)
+
+
+def shown_url(url: str) -> str:
+    """A URL for the timeline: scheme, host, port and path; no credentials, query or fragment."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "(invalid URL)"
+    host = f"[{host}]" if ":" in host else host
+    return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+def http_data(response: OutboundResponse | None, attempts: list[Attempt]) -> dict[str, Any]:
+    data: dict[str, Any] = {"attempts": [a.as_dict() for a in attempts]}
+    if response is not None:
+        data["status_code"] = response.status_code
+        if response.truncated:
+            data["response_truncated"] = True
+        if response.redirects:
+            data["redirects"] = response.redirects
+    return data
+
+
+def last_error(response: OutboundResponse | None, attempts: list[Attempt]) -> str:
+    """One sentence for a failed call: the last status or error, and how many attempts were made."""
+    tries = f"after {len(attempts)} attempt{'s' if len(attempts) != 1 else ''}"
+    if response is not None:
+        if 300 <= response.status_code < 400:
+            where = response.headers.get("location", "")
+            return f"HTTP {response.status_code} redirect not followed ({shown_url(where) or 'no location'}) {tries}"
+        return f"HTTP {response.status_code} {tries}"
+    error = attempts[-1].error if attempts else "no attempt made"
+    return f"{error} ({tries})"
