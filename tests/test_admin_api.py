@@ -415,6 +415,10 @@ SPEC_ROUTES: list[tuple[str, str]] = [
     ("POST", "/api/instances/{}/tags/{}"),
     ("DELETE", "/api/instances/{}/tags/{}"),
     ("GET", "/api/instances/{}/timeline"),
+    ("GET", "/api/tasks"),
+    ("POST", "/api/tasks/claim"),
+    ("POST", "/api/tasks/{}/release"),
+    ("POST", "/api/events"),
 ]
 # Path parameters that name a record (so a 404 is possible); the upsert creates what it does not find.
 NOT_RECORD_IDS = {"/api/contacts/by-external-id/{}"}

@@ -22,7 +22,7 @@ from cbworkflow.models.events import Event, EventType
 from cbworkflow.models.instances import InstanceStatus, WorkflowInstance
 from cbworkflow.models.templates import TemplateVersion, WorkflowTemplate
 from cbworkflow.services.instances import snapshot_of
-from cbworkflow.store.base import ContactFilter, InstanceFilter, PageRequest, Store, TokenRecord, Tx
+from cbworkflow.store.base import ContactFilter, InstanceFilter, PageRequest, Store, TaskFilter, TokenRecord, Tx
 from cbworkflow.store.files import JsonFileStore
 from cbworkflow.store.postgres import PostgresStore
 from cbworkflow.store.sqlite import SQLiteStore
@@ -460,3 +460,142 @@ def test_instances_are_counted_by_status_over_every_tenant(store: Store) -> None
     run(store, "a", lambda tx: instance(tx, "c2", status=InstanceStatus.ACTIVE))
     run(store, "b", lambda tx: instance(tx, "c3", status=InstanceStatus.ACTIVE))
     assert run(store, "zzz", lambda tx: tx.count_instances_by_status(), write=False) == {"pending": 1, "active": 2}
+
+
+# ---------------------------------------------------------------------------------------------- the worker's due work
+def test_due_work_is_claimed_once_until_its_lease_ends(store: Store) -> None:
+    now = T0 + timedelta(days=1)
+    made = {}
+    for tenant, minutes in (("a", 1), ("b", 2), ("a", 3)):
+        inst = run(store, tenant, lambda tx, m=minutes: instance(tx, f"c{m}", status=InstanceStatus.WAITING))
+        due = inst.model_copy(update={"wake_at": T0 + timedelta(minutes=minutes), "revision": 1})
+        run(store, tenant, lambda tx, d=due: tx.update_instance(d))
+        made[inst.id] = tenant
+    later = run(store, "a", lambda tx: instance(tx, "c9", status=InstanceStatus.WAITING))
+    run(
+        store,
+        "a",
+        lambda tx: tx.update_instance(later.model_copy(update={"wake_at": now + timedelta(hours=1), "revision": 1})),
+    )
+    paused = run(store, "a", lambda tx: instance(tx, "c8", status=InstanceStatus.PAUSED))
+    run(store, "a", lambda tx: tx.update_instance(paused.model_copy(update={"wake_at": T0, "revision": 1})))
+
+    lease = now + timedelta(minutes=5)
+    first = run(store, "zzz", lambda tx: tx.claim_due(now, "w1", lease, 2))
+    assert [(w.tenant, w.revision) for w in first] == [("a", 1), ("b", 1)]  # earliest first, over tenants
+    second = run(store, "zzz", lambda tx: tx.claim_due(now, "w2", lease, 10))
+    assert {w.instance_id for w in first} | {w.instance_id for w in second} == set(made)
+    assert not {w.instance_id for w in first} & {w.instance_id for w in second}
+    assert run(store, "zzz", lambda tx: tx.claim_due(now, "w3", lease, 10)) == []  # all leased
+    assert run(store, "zzz", lambda tx: tx.next_wake(now)) == lease  # the first lease to run out
+    # A lease that ran out is taken over; a released one is free at once; any save ends a lease.
+    taken = run(
+        store, "zzz", lambda tx: tx.claim_due(lease + timedelta(seconds=1), "w3", lease + timedelta(hours=1), 10)
+    )
+    assert {w.instance_id for w in taken} == set(made)
+    one = taken[0]
+    run(store, one.tenant, lambda tx: tx.release_work(one.instance_id, "someone-else"))  # not theirs: no effect
+    assert run(store, "zzz", lambda tx: tx.claim_due(lease + timedelta(seconds=2), "w4", lease, 10)) == []
+    run(store, one.tenant, lambda tx: tx.release_work(one.instance_id, "w3"))
+    again = run(store, "zzz", lambda tx: tx.claim_due(lease + timedelta(seconds=2), "w4", lease, 10))
+    assert [w.instance_id for w in again] == [one.instance_id]
+
+
+def test_next_wake_is_the_earliest_due_time(store: Store) -> None:
+    now = T0
+    assert run(store, "a", lambda tx: tx.next_wake(now)) is None
+    inst = run(store, "a", lambda tx: instance(tx, "c1", status=InstanceStatus.WAITING))
+    when = T0 + timedelta(days=3)
+    run(store, "a", lambda tx: tx.update_instance(inst.model_copy(update={"wake_at": when, "revision": 1})))
+    assert run(store, "b", lambda tx: tx.next_wake(now)) == when
+
+
+def test_concurrent_claims_never_share_work(store: Store) -> None:
+    now = T0 + timedelta(days=1)
+
+    def many(tx: Tx) -> None:
+        for n in range(30):
+            inst = instance(tx, f"c{n}", status=InstanceStatus.WAITING)
+            tx.update_instance(inst.model_copy(update={"wake_at": T0, "revision": 1}))
+
+    run(store, "a", many)
+
+    async def claim_all() -> list[list[str]]:
+        async def one(worker: str) -> list[str]:
+            got: list[str] = []
+            while True:
+                batch = await store.write("a", lambda tx: tx.claim_due(now, worker, now + timedelta(hours=1), 3))
+                if not batch:
+                    return got
+                got += [w.instance_id for w in batch]
+
+        return await asyncio.gather(*(one(f"w{n}") for n in range(6)))
+
+    claimed = [i for batch in asyncio.run(claim_all()) for i in batch]
+    assert len(claimed) == len(set(claimed)) == 30
+
+
+# ---------------------------------------------------------------------------------------------- the work queue
+def test_tasks_oldest_first_filtered_and_claimed_once(store: Store) -> None:
+    now = T0 + timedelta(days=1)
+
+    def setup(tx: Tx) -> list[str]:
+        tx.insert_contact(contact(cid="kent", county="Kent", tags=["spanish"]))
+        tx.insert_contact(contact(cid="devon", county="Devon"))
+        ids = []
+        for n, cid in enumerate(["kent", "devon", "kent"]):
+            inst = instance(tx, cid, status=InstanceStatus.ACTIVE)
+            task = inst.model_copy(
+                update={"current_node": "call", "task_since": T0 + timedelta(minutes=10 - n), "revision": 1}
+            )
+            tx.update_instance(task)
+            ids.append(inst.id)
+        instance(tx, "kent", status=InstanceStatus.ACTIVE)  # no task
+        return ids
+
+    ids = run(store, "a", setup)
+    oldest_first = list(reversed(ids))
+
+    def tasks(**where: Any) -> list[str]:
+        page = run(store, "a", lambda tx: tx.list_tasks(TaskFilter(**where), now, PageRequest()), write=False)
+        return [i.id for i in page.items]
+
+    assert tasks() == oldest_first
+    assert tasks(action="phone_call") == oldest_first
+    assert tasks(action="door_canvass") == []
+    assert tasks(county="Kent") == [ids[2], ids[0]]
+    assert tasks(tag="spanish", template_id="tpl") == [ids[2], ids[0]]
+    assert run(store, "b", lambda tx: tx.list_tasks(TaskFilter(), now, PageRequest())).items == []
+    page = run(store, "a", lambda tx: tx.list_tasks(TaskFilter(), now, PageRequest(limit=2)))
+    rest = run(store, "a", lambda tx: tx.list_tasks(TaskFilter(), now, PageRequest(2, page.next_cursor)))
+    assert [i.id for i in page.items + rest.items] == oldest_first
+
+    def claim(tx: Tx) -> str | None:
+        found = tx.next_open_task(TaskFilter(county="Kent"), now)
+        if found is None:
+            return None
+        held = found.model_copy(
+            update={"held_by": "vol", "lease_expires_at": now + timedelta(minutes=15), "revision": found.revision + 1}
+        )
+        tx.update_instance(held)
+        return found.id
+
+    assert [run(store, "a", claim) for _ in range(3)] == [ids[2], ids[0], None]
+    assert tasks(held_by="vol") == [ids[2], ids[0]]
+    assert tasks(held_by="vol") == tasks(county="Kent")
+    # once the lease has run out, the task is open again
+    later = now + timedelta(minutes=16)
+    assert run(store, "a", lambda tx: tx.next_open_task(TaskFilter(county="Kent"), later)).id == ids[2]
+
+
+def test_instances_filtered_by_what_they_wait_for(store: Store) -> None:
+    inst = run(store, "a", lambda tx: instance(tx, "c1", status=InstanceStatus.WAITING))
+    run(store, "a", lambda tx: tx.update_instance(inst.model_copy(update={"waiting_for": "event:rsvp", "revision": 1})))
+    run(store, "a", lambda tx: instance(tx, "c1", status=InstanceStatus.WAITING))
+
+    def waiting(name: str) -> list[str]:
+        where = InstanceFilter(waiting_for=name, contact_id="c1")
+        return [i.id for i in run(store, "a", lambda tx: tx.list_instances(where, PageRequest())).items]
+
+    assert waiting("event:rsvp") == [inst.id]
+    assert waiting("event:other") == []

@@ -68,7 +68,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from .api.app import create_app
 
     logs.configure(settings.log_level, settings.log_format)
-    app = create_app(settings)
+    app = create_app(settings, run_worker=not args.no_worker)
     # uvicorn's loggers go through our handler (log_config=None); api/request_log.py writes the access lines.
     uvicorn.run(
         app, host=args.host, port=args.port, log_level=settings.log_level.lower(), log_config=None, access_log=False
@@ -189,8 +189,24 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
     return asyncio.run(_with_services(settings, run, bootstrap=False))
 
 
-def cmd_worker(_args: argparse.Namespace, _settings: Settings) -> int:
-    raise CliError("the background worker is not part of this version yet: instances move by /transition only")
+def cmd_worker(_args: argparse.Namespace, settings: Settings) -> int:
+    """The worker alone, until SIGTERM or SIGINT (then it finishes the work it started and exits 0)."""
+    import signal
+
+    from . import logs
+    from .api.app import make_worker
+
+    logs.configure(settings.log_level, settings.log_format)
+
+    async def run(services: Any) -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await make_worker(services).run(stop)
+        return 0
+
+    return asyncio.run(_with_services(settings, run, bootstrap=False))
 
 
 # ---------------------------------------------------------------------------------------------------- parser
@@ -198,13 +214,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cbworkflow", description="Workflow engine for campaign outreach.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="the HTTP API (and, later, the embedded worker)")
+    serve = sub.add_parser("serve", help="the HTTP API and, unless --no-worker, the worker")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--no-worker", action="store_true", help="do not run the worker in this process")
     serve.set_defaults(fn=cmd_serve)
 
-    sub.add_parser("worker", help="the background worker alone").set_defaults(fn=cmd_worker)
+    sub.add_parser("worker", help="the worker alone: timers, AI decisions, webhooks, automatic actions").set_defaults(
+        fn=cmd_worker
+    )
     sub.add_parser("migrate", help="create or upgrade the store's schema").set_defaults(fn=cmd_migrate)
 
     templates = sub.add_parser("templates", help="template files").add_subparsers(dest="action", required=True)

@@ -21,6 +21,8 @@ class Settings(BaseSettings):
     database_url: str | None = None
     admin_token: str | None = Field(default=None, min_length=16)
     worker_poll_interval: float = Field(default=1.0, gt=0, le=3600)
+    worker_lease_s: float = Field(default=300.0, ge=1, le=86_400)  # how long a worker holds work it claimed
+    worker_concurrency: int = Field(default=8, ge=1, le=256)  # pieces of work one worker runs at once
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     rate_limit: float = Field(default=100.0, ge=0)
     default_phone_region: str = "US"

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 from fastapi import FastAPI
 
 from ..clock import Clock
+from ..engine.handlers import DefaultHandlers, automatic_actions
+from ..engine.worker import Handlers, Worker
 from ..models.access import Principal, Role
 from ..models.templates import TemplateCreate
 from ..services.access import DEFAULT_TENANT, AccessService
 from ..services.contacts import ContactService
 from ..services.instances import InstanceService
+from ..services.tasks import TaskService
 from ..services.templates import TemplateService
 from ..settings import Settings
 from ..store import open_store
@@ -26,7 +31,7 @@ from .idempotency import Idempotency
 from .metrics import Metrics, MetricsMiddleware
 from .rate_limit import RateLimiter
 from .request_log import RequestLog
-from .routes import admin, contacts, instances, workflows
+from .routes import admin, contacts, events, instances, tasks, workflows
 
 log = logging.getLogger("cbworkflow")
 
@@ -38,6 +43,7 @@ async def build_services(settings: Settings, store: Store | None = None, clock: 
     store = store or open_store(settings)
     clock = clock or Clock()
     await store.migrate()
+    automatic = automatic_actions(settings)
     return Services(
         settings=settings,
         store=store,
@@ -45,7 +51,8 @@ async def build_services(settings: Settings, store: Store | None = None, clock: 
         access=AccessService(store, clock),
         contacts=ContactService(store, clock, settings.default_phone_region),
         templates=TemplateService(store, clock),
-        instances=InstanceService(store, clock),
+        instances=InstanceService(store, clock, automatic),
+        tasks=TaskService(store, clock),
     )
 
 
@@ -66,12 +73,30 @@ async def bootstrap(services: Services, *, load_example: bool) -> None:
         log.info("loaded the reference template county-outreach-v1")
 
 
+def make_worker(services: Services, handlers: Handlers | None = None) -> Worker:
+    """The worker on these services; it wakes when this process makes due work."""
+    settings = services.settings
+    worker = Worker(
+        services.store,
+        services.clock,
+        handlers or DefaultHandlers(settings),
+        automatic_actions=services.instances.automatic_actions,
+        poll_interval=settings.worker_poll_interval,
+        lease=timedelta(seconds=settings.worker_lease_s),
+        concurrency=settings.worker_concurrency,
+    )
+    services.instances.notify = worker.wake
+    return worker
+
+
 def create_app(
     settings: Settings,
     *,
     store: Store | None = None,
     clock: Clock | None = None,
     load_example: bool = True,
+    run_worker: bool = False,
+    handlers: Handlers | None = None,
 ) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -80,9 +105,17 @@ def create_app(
         if not settings.anthropic_api_key:
             log.warning("no ANTHROPIC_API_KEY: AI decisions will not ask a model; a person decides them")
         app.state.services = services
+        stop = asyncio.Event()
+        running = None
+        if run_worker:
+            worker = make_worker(services, handlers)
+            running = asyncio.create_task(worker.run(stop))
         try:
             yield
         finally:
+            stop.set()
+            if running is not None:
+                await running
             await services.store.close()
 
     app = FastAPI(
@@ -97,7 +130,15 @@ def create_app(
     app.state.metrics = metrics = Metrics(app.version)
     errors.install(app)
     docs.install(app)
-    routers = (admin.router, admin.api, contacts.router, workflows.router, instances.router)
+    routers = (
+        admin.router,
+        admin.api,
+        contacts.router,
+        workflows.router,
+        instances.router,
+        tasks.router,
+        events.router,
+    )
     for router in routers:
         app.include_router(router)
     api_routes = [route for router in routers for route in router.routes]  # to name answers made before routing

@@ -16,6 +16,7 @@ from ..models.access import Principal, Role
 from ..services.access import AccessService
 from ..services.contacts import ContactService
 from ..services.instances import InstanceService
+from ..services.tasks import TaskService
 from ..services.templates import TemplateService
 from ..settings import Settings
 from ..store.base import PageRequest, Store
@@ -32,6 +33,7 @@ class Services:
     contacts: ContactService
     templates: TemplateService
     instances: InstanceService
+    tasks: TaskService
 
 
 def get_services(request: Request) -> Services:

@@ -1,18 +1,27 @@
-"""Instance steps as pure functions: (instance, input, time, actor) -> (new instance, events to append).
+"""Instance steps as pure functions: (instance, input, time, actor, context) -> (new instance, events).
 
-Each function returns a `Step`; the instance service applies it inside one store transaction, so a step is
-recorded whole or not at all. Entering a node runs its behaviour: an end node completes the instance; an action
-waits for a person (`active`); decision, wait and webhook nodes sit `waiting` until the automatic behaviour of
-the engine (or a person's `/transition`) moves them on. The engine keeps going through nodes that complete at
-once, and fails the instance when one step visits more than `MAX_NODES_PER_STEP` nodes (a loop).
+Each function returns a `Step`; a service (or the worker) applies it inside one store transaction, so a step is
+recorded whole or not at all. Entering a node runs its behaviour (workflows.md § Template):
+- end: the instance completes;
+- heuristic decision: the expression is evaluated at once in the sandbox and the engine goes on;
+- action with an executor, AI decision, webhook: due at once (`wake_at`), for the worker;
+- wait: due when its time comes (`wake_at`), or when its event arrives (`waiting_for: event:<name>`);
+- action without an executor, manual decision: a task for a person (`task_since`).
+The engine keeps going through nodes that complete at once, and fails the instance when one step visits more
+than `MAX_NODES_PER_STEP` nodes (a loop). The clock, the contact and the sandbox come in as arguments, so tests
+drive a week of simulated time in milliseconds.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
 
 from ..errors import Conflict, InvalidInput
 from ..ids import new_id
@@ -20,10 +29,59 @@ from ..merge_patch import merge_patch
 from ..models.common import MAX_STATE_BYTES, json_size
 from ..models.events import SYSTEM_ACTOR, Event, EventType
 from ..models.instances import MOVABLE, TERMINAL, InstanceStatus, WorkflowInstance
-from ..models.templates import ActionNode, DecisionNode, EndNode, WaitNode, WebhookNode
+from ..models.templates import (
+    ActionNode,
+    AIRule,
+    DecisionNode,
+    EndNode,
+    HeuristicRule,
+    Node,
+    Rule,
+    WaitNode,
+    WebhookNode,
+)
+from ..validation import parse_duration
 
 MAX_NODES_PER_STEP = 100
 MAX_TAGS = 100  # as many as a request body may carry
+
+
+_RULE: TypeAdapter[Any] = TypeAdapter(Rule)
+AI_ACTOR = "ai"
+
+
+@dataclass(frozen=True)
+class Context:
+    """What entering nodes needs besides the instance: which actions run by themselves, and the contact (read
+    only when an expression or a placeholder needs it)."""
+
+    automatic_actions: frozenset[str] = frozenset()
+    load_contact: Callable[[], Mapping[str, Any] | None] = lambda: None
+
+    @cached_property
+    def contact(self) -> Mapping[str, Any] | None:
+        """The contact as JSON (None when it was deleted)."""
+        return self.load_contact()
+
+    def placeholders(self, instance: WorkflowInstance) -> dict[str, Any]:
+        """The data placeholders and expressions read: state, contact, instance and template ids."""
+        return {
+            "state": instance.state,
+            "contact": dict(self.contact or {}),
+            "instance": {"id": instance.id},
+            "template": {"id": instance.template_id},
+        }
+
+
+NO_CONTEXT = Context()
+
+
+def parse_rule(node: DecisionNode) -> Any:
+    """The node's rule as a model, or None when it is missing or malformed (validation reports it)."""
+    try:
+        return _RULE.validate_python(node.rule)
+    except ValidationError:
+        return None
 
 
 @dataclass
@@ -37,7 +95,7 @@ class Step:
 class _Builder:
     """Accumulates the new instance fields and events of one step."""
 
-    def __init__(self, instance: WorkflowInstance, now: datetime, actor: str) -> None:
+    def __init__(self, instance: WorkflowInstance, now: datetime, actor: str, ctx: Context = NO_CONTEXT) -> None:
         # The frozen nodes are shared, never copied (they never change); only the mutable fields are copied.
         self.instance = instance.model_copy(
             update={
@@ -51,6 +109,7 @@ class _Builder:
         self.instance.revision += 1
         self.now = now
         self.actor = actor
+        self.ctx = ctx
         self.events: list[Event] = []
 
     def emit(
@@ -96,31 +155,139 @@ class _Builder:
             inst.current_node = node_id
             inst.wake_at = None
             inst.waiting_for = None
+            inst.task_since = None
+            inst.suggestion = None
+            inst.held_by = None
+            inst.lease_expires_at = None
             self.emit(EventType.NODE_ENTERED, f"Entered {node.name or node_id}", {"node_type": node.type}, node_id)
-            if isinstance(node, EndNode):  # completed by whoever's step reached it
-                inst.status = InstanceStatus.COMPLETED
-                inst.end_status = node.end_status
-                inst.completed_at = self.now
-                self.emit(
-                    EventType.INSTANCE_COMPLETED,
-                    f"Completed ({node.end_status})",
-                    {"end_status": node.end_status},
-                    node_id,
-                )
+            following = self._arrive(node_id, node)
+            if following is None:
                 return
-            if isinstance(node, ActionNode):
-                inst.status = InstanceStatus.ACTIVE
-                return
-            # Decision, wait and webhook nodes wait for the worker or for a person.
-            inst.status = InstanceStatus.WAITING
-            inst.waiting_for = waiting_for(node)
+            node_id = following
+
+    def _arrive(self, node_id: str, node: Node) -> str | None:
+        """Run the behaviour of the node just entered; the next node when it completed at once, else None."""
+        inst = self.instance
+        if isinstance(node, EndNode):  # completed by whoever's step reached it
+            inst.status = InstanceStatus.COMPLETED
+            inst.end_status = node.end_status
+            inst.completed_at = self.now
+            self.emit(
+                EventType.INSTANCE_COMPLETED, f"Completed ({node.end_status})", {"end_status": node.end_status}, node_id
+            )
+            return None
+        if isinstance(node, ActionNode):
+            inst.status = InstanceStatus.ACTIVE
+            if node.action in self.ctx.automatic_actions:
+                inst.wake_at = self.now  # the worker runs the executor
+            else:
+                inst.task_since = self.now  # a person does it
+            return None
+        inst.status = InstanceStatus.WAITING
+        if isinstance(node, DecisionNode):
+            rule = parse_rule(node)
+            if isinstance(rule, HeuristicRule):
+                return self._heuristic(node_id, node, rule)
+            if isinstance(rule, AIRule):
+                inst.waiting_for = "ai_decision"
+                inst.wake_at = self.now
+                return None
+            inst.waiting_for = "manual_decision"
+            inst.task_since = self.now
+            return None
+        if isinstance(node, WaitNode):
+            self._start_wait(node_id, node)
+            return None
+        inst.waiting_for = "webhook"
+        inst.wake_at = self.now
+        return None
+
+    def _heuristic(self, node_id: str, node: DecisionNode, rule: HeuristicRule) -> str | None:
+        from .sandbox import ExpressionError, evaluate
+
+        data = self.ctx.placeholders(self.instance)
+        try:
+            value = evaluate(rule.expression, {"state": data["state"], "contact": data["contact"]}, now=self.now)
+        except ExpressionError as exc:
+            self._rule_failed(node_id, f"the expression failed: {exc}")
+            return None
+        outcome = ("true" if value else "false") if isinstance(value, bool) else value
+        if not isinstance(outcome, str) or outcome not in node.transitions:
+            allowed = ", ".join(sorted(node.transitions))
+            self._rule_failed(node_id, f"the expression gave {value!r:.80}, which is not an outcome ({allowed})")
+            return None
+        self.emit(
+            EventType.DECISION_EVALUATED,
+            f"Rule chose {outcome}",
+            {"outcome": outcome, "rule": "heuristic"},
+            node_id,
+            actor=SYSTEM_ACTOR,
+        )
+        return self.leave(node_id, node, outcome)
+
+    def _rule_failed(self, node_id: str, error: str) -> None:
+        self.emit(EventType.ACTION_FAILED, error, {"error": error}, node_id, actor=SYSTEM_ACTOR)
+        self.fail(error, node_id)
+
+    def _start_wait(self, node_id: str, node: WaitNode) -> None:
+        inst = self.instance
+        condition = node.wait_condition or {}
+        kind = condition.get("type")
+        inst.waiting_for = waiting_for(node)
+        try:
+            if kind == "duration":
+                inst.wake_at = self.now + parse_duration(str(condition.get("duration")))
+            elif kind == "until":
+                from .render import render
+
+                inst.wake_at = _until(render(str(condition.get("until")), self.ctx.placeholders(inst)))
+            elif kind == "event" and condition.get("timeout"):
+                inst.wake_at = self.now + parse_duration(str(condition.get("timeout")))
+            elif kind != "event":
+                raise ValueError(f"the wait condition type {kind!r} is not duration, until or event")
+        except ValueError as exc:
+            self.fail(f"the wait cannot start: {exc}", node_id)
             return
+        data: dict[str, Any] = {"condition": kind}
+        if inst.wake_at is not None:
+            data["wake_at"] = inst.wake_at.isoformat()
+        if kind == "event":
+            data["event"] = condition.get("event")
+        self.emit(EventType.WAIT_STARTED, f"Waiting ({inst.waiting_for})", data, node_id, actor=SYSTEM_ACTOR)
+
+    def leave(self, node_id: str, node: Node, outcome: str) -> str | None:
+        """Exit with `outcome`: the next node, or None (the instance failed) when the node has no such outcome."""
+        if outcome not in node.transitions:
+            self.fail(f"node {node_id!r} has no outcome {outcome!r}", node_id)
+            return None
+        self.emit(EventType.NODE_EXITED, f"Left {node.name or node_id} with {outcome}", {"outcome": outcome}, node_id)
+        return node.transitions[outcome]
+
+    def leave_and_enter(self, node_id: str, node: Node, outcome: str) -> None:
+        following = self.leave(node_id, node, outcome)
+        if following is not None:
+            self.enter(following)
 
     def fail(self, reason: str, node_id: str | None) -> None:
         inst = self.instance
         inst.status = InstanceStatus.FAILED
         inst.completed_at = self.now
+        inst.wake_at = None
+        inst.task_since = None
+        inst.held_by = None
+        inst.lease_expires_at = None
         self.emit(EventType.INSTANCE_FAILED, f"Failed: {reason}", {"error": reason}, node_id, actor=SYSTEM_ACTOR)
+
+
+def _until(text: str) -> datetime:
+    """A wait's `until`, literal or rendered from a placeholder: an ISO 8601 time with an offset."""
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(f"until {text[:80]!r} is not a date and time with offset (ISO 8601)") from None
+    if when.tzinfo is None:
+        raise ValueError(f"until {text[:80]!r} has no UTC offset")
+    return when
 
 
 def waiting_for(node: DecisionNode | WaitNode | WebhookNode) -> str:
@@ -163,9 +330,15 @@ def created_events(instance: WorkflowInstance, actor: str) -> list[Event]:
     return b.events
 
 
-def start(instance: WorkflowInstance, now: datetime, actor: str, on_behalf_of: str | None = None) -> Step:
+def start(
+    instance: WorkflowInstance,
+    now: datetime,
+    actor: str,
+    on_behalf_of: str | None = None,
+    ctx: Context = NO_CONTEXT,
+) -> Step:
     _conflict_unless(instance, frozenset({InstanceStatus.PENDING}), "start")
-    b = _Builder(instance, now, actor)
+    b = _Builder(instance, now, actor, ctx)
     b.instance.started_at = now
     b.instance.status = InstanceStatus.ACTIVE
     b.emit(EventType.INSTANCE_STARTED, "Started", _on_behalf(on_behalf_of))
@@ -184,6 +357,7 @@ def transition(
     expected_node: str | None = None,
     on_behalf_of: str | None = None,
     previous_node: str | None = None,
+    ctx: Context = NO_CONTEXT,
 ) -> Step:
     """A person records `outcome` for the current node. `previous_node` is the node the caller last saw."""
     if expected_node is not None and expected_node != instance.current_node:
@@ -203,7 +377,7 @@ def transition(
             )
         allowed = ", ".join(sorted(node.transitions)) or "none"
         raise InvalidInput(f"outcome: {outcome!r} is not an outcome of node {node_id!r}; allowed: {allowed}")
-    b = _Builder(instance, now, actor)
+    b = _Builder(instance, now, actor, ctx)
     extra = _on_behalf(on_behalf_of)
     if state_updates:
         b.instance.state = _merged_state(b.instance.state, state_updates)
@@ -212,6 +386,8 @@ def transition(
     if note:
         data["note"] = note
     if isinstance(node, DecisionNode):
+        if instance.suggestion is not None:
+            data["suggestion"] = instance.suggestion
         b.emit(EventType.DECISION_MANUAL_INPUT, f"Decided {outcome}", data, node_id)
     elif isinstance(node, WaitNode):
         b.emit(EventType.WAIT_COMPLETED, f"Wait ended by hand: {outcome}", {**data, "skipped": True}, node_id)
@@ -255,6 +431,9 @@ def cancel(
     b.instance.completed_at = now
     b.instance.wake_at = None
     b.instance.waiting_for = None
+    b.instance.task_since = None
+    b.instance.held_by = None
+    b.instance.lease_expires_at = None
     data = _on_behalf(on_behalf_of) | ({"reason": reason} if reason else {})
     b.emit(
         EventType.INSTANCE_CANCELLED,
@@ -302,4 +481,122 @@ def change_tag(instance: WorkflowInstance, tag: str, add: bool, now: datetime, a
     else:
         b.instance.tags.remove(tag)
         b.emit(EventType.TAG_REMOVED, f"Untagged {tag}", {"tag": tag}, instance.current_node)
+    return b.step()
+
+
+# ---------------------------------------------------------------------------------------------- the worker's steps
+def _at(instance: WorkflowInstance) -> tuple[str, Node]:
+    node_id = instance.current_node
+    assert node_id is not None
+    return node_id, instance.nodes[node_id]
+
+
+def fire_timer(instance: WorkflowInstance, now: datetime, ctx: Context = NO_CONTEXT) -> Step:
+    """A wait's time came: `elapsed` (duration, until), or `timeout` for an event that did not arrive."""
+    node_id, node = _at(instance)
+    kind = (node.wait_condition or {}).get("type") if isinstance(node, WaitNode) else None
+    outcome = "timeout" if kind == "event" else "elapsed"
+    b = _Builder(instance, now, SYSTEM_ACTOR, ctx)
+    due = instance.wake_at.isoformat() if instance.wake_at else None
+    b.emit(EventType.WAIT_COMPLETED, f"Wait over: {outcome}", {"outcome": outcome, "due": due}, node_id)
+    b.leave_and_enter(node_id, node, outcome)
+    return b.step()
+
+
+def receive_event(
+    instance: WorkflowInstance, name: str, data: dict[str, Any], now: datetime, actor: str, ctx: Context = NO_CONTEXT
+) -> Step:
+    """The event an instance waits for arrived: outcome `received`."""
+    node_id, node = _at(instance)
+    b = _Builder(instance, now, actor, ctx)
+    b.emit(EventType.EVENT_RECEIVED, f"Event {name} received", {"event": name, "data": data}, node_id)
+    b.emit(EventType.WAIT_COMPLETED, "Wait over: received", {"outcome": "received"}, node_id)
+    b.leave_and_enter(node_id, node, "received")
+    return b.step()
+
+
+def ai_decided(
+    instance: WorkflowInstance,
+    outcome: str | None,
+    details: dict[str, Any],
+    rule: AIRule,
+    now: datetime,
+    ctx: Context = NO_CONTEXT,
+) -> Step:
+    """Apply a model's answer (`outcome`, None when it failed) as workflows.md § AI decisions says: take it, or
+    with `confirm` only suggest it; on failure take the `fallback`, or wait for a person."""
+    node_id, node = _at(instance)
+    b = _Builder(instance, now, AI_ACTOR, ctx)
+    inst = b.instance
+    if outcome is None and rule.fallback:
+        b.emit(
+            EventType.DECISION_EVALUATED,
+            f"The model could not decide ({details.get('error')}); took the fallback {rule.fallback}",
+            {**details, "outcome": rule.fallback, "fallback": True},
+            node_id,
+        )
+        b.leave_and_enter(node_id, node, rule.fallback)
+    elif outcome is None:
+        b.emit(
+            EventType.DECISION_EVALUATED,
+            f"The model could not decide ({details.get('error')}); waiting for a person",
+            {**details, "outcome": None},
+            node_id,
+        )
+        inst.waiting_for = "manual_decision"
+        inst.task_since = now
+        inst.wake_at = None
+    elif rule.confirm:
+        inst.suggestion = {"outcome": outcome, "reason": details.get("reason", "")}
+        inst.waiting_for = "ai_confirm"
+        inst.task_since = now
+        inst.wake_at = None
+        b.emit(
+            EventType.DECISION_EVALUATED,
+            f"The model suggests {outcome}; a person confirms",
+            {**details, "outcome": outcome, "confirm": True},
+            node_id,
+        )
+    else:
+        b.emit(EventType.DECISION_EVALUATED, f"The model chose {outcome}", {**details, "outcome": outcome}, node_id)
+        b.leave_and_enter(node_id, node, outcome)
+    return b.step()
+
+
+def action_finished(
+    instance: WorkflowInstance,
+    outcome: str | None,
+    details: dict[str, Any],
+    now: datetime,
+    ctx: Context = NO_CONTEXT,
+) -> Step:
+    """An executor or a webhook call finished: go on with `outcome`, or fail the instance when there is none."""
+    node_id, node = _at(instance)
+    b = _Builder(instance, now, SYSTEM_ACTOR, ctx)
+    what = (
+        f"webhook {getattr(node, 'webhook_url', '')}" if isinstance(node, WebhookNode) else getattr(node, "action", "")
+    )
+    b.emit(EventType.ACTION_STARTED, f"Ran {what}", {"started_at": details.get("started_at")}, node_id)
+    if outcome is None or outcome not in node.transitions:
+        error = details.get("error") or f"no outcome {outcome!r} on node {node_id!r}"
+        b.emit(EventType.ACTION_FAILED, f"Failed: {error}", details, node_id)
+        b.fail(str(error), node_id)
+    else:
+        b.emit(EventType.ACTION_COMPLETED, f"Done: {outcome}", {**details, "outcome": outcome}, node_id)
+        b.leave_and_enter(node_id, node, outcome)
+    return b.step()
+
+
+def claim_task(instance: WorkflowInstance, token_id: str, until: datetime, now: datetime) -> Step:
+    """A person takes the task: held until `until` (a revision, no timeline event: holding is not outreach)."""
+    b = _Builder(instance, now, token_id)
+    b.instance.held_by = token_id
+    b.instance.lease_expires_at = until
+    return b.step()
+
+
+def release_task(instance: WorkflowInstance, now: datetime, actor: str) -> Step:
+    b = _Builder(instance, now, actor)
+    b.instance.held_by = None
+    b.instance.lease_expires_at = None
     return b.step()

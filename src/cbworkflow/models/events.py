@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Annotated
 
-from pydantic import Field
+from pydantic import Field, StringConstraints
 
-from .common import JSONObject, ResponseModel, Timestamp
+from .common import BoundedObject, JSONObject, RequestModel, ResponseModel, Slug, Timestamp
 
 
 class EventType(StrEnum):
@@ -52,3 +53,17 @@ class Event(ResponseModel):
     instance_id: str | None = None
     contact_id: str | None = None
     template_id: str | None = None
+
+
+class EventPost(RequestModel):
+    """Body of `POST /api/events`: a custom event that resumes instances waiting for it."""
+
+    name: Slug
+    contact_id: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
+    instance_id: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
+    data: BoundedObject = Field(default_factory=dict)
+
+
+class EventResult(ResponseModel):
+    name: str
+    resumed: list[str]

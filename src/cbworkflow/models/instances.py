@@ -101,6 +101,8 @@ class WorkflowInstance(ResponseModel):
     paused_status: InstanceStatus | None = None
     held_by: str | None = None
     lease_expires_at: Timestamp | None = None
+    task_since: Timestamp | None = None  # set while the instance waits for a person (a task of the work queue)
+    suggestion: JSONObject | None = None  # an AI decision awaiting a person's confirmation: {"outcome", "reason"}
     revision: int = 0
 
     def held_by_token(self, token_id: str, now: datetime) -> bool:

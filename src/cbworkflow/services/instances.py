@@ -7,6 +7,7 @@ the store; the engine's status checks then answer 409 to whoever comes second.
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import json
 from collections.abc import Callable
@@ -60,10 +61,29 @@ def new_instance(
     return instance, snapshot
 
 
+MAX_EVENT_TARGETS = 1000  # instances one POST /api/events may resume; more is a bulk job
+
+
 class InstanceService:
-    def __init__(self, store: Store, clock: Clock) -> None:
+    def __init__(self, store: Store, clock: Clock, automatic_actions: frozenset[str] = frozenset()) -> None:
         self.store = store
         self.clock = clock
+        self.automatic_actions = automatic_actions
+        self.notify: Callable[[], None] = lambda: None  # wakes this process's worker when work became due
+
+    def context(self, tx: Tx, instance: WorkflowInstance) -> steps.Context:
+        """What the engine needs to enter nodes: the deployment's automatic actions and (lazily) the contact."""
+
+        def contact() -> dict[str, object] | None:
+            found = tx.get_contact(instance.contact_id)
+            return found.model_dump(mode="json") if found else None
+
+        return steps.Context(self.automatic_actions, contact)
+
+    def _saved(self, instance: WorkflowInstance) -> WorkflowInstance:
+        if instance.wake_at is not None and instance.wake_at <= self.clock.now():
+            self.notify()
+        return instance
 
     # ---------------------------------------------------------------- reads
     def _readable(self, principal: Principal, instance: WorkflowInstance | None, instance_id: str) -> WorkflowInstance:
@@ -116,12 +136,12 @@ class InstanceService:
             tx.append_events(steps.created_events(instance, principal.token_id))
             if not body.start:
                 return instance
-            step = steps.start(instance, now, principal.token_id)
+            step = steps.start(instance, now, principal.token_id, ctx=self.context(tx, instance))
             tx.update_instance(step.instance)
             tx.append_events(step.events)
             return step.instance
 
-        return await self.store.write(principal.tenant, run)
+        return self._saved(await self.store.write(principal.tenant, run))
 
     async def delete(self, principal: Principal, instance_id: str) -> None:
         if not await self.store.write(principal.tenant, lambda tx: tx.delete_instance(instance_id)):
@@ -143,12 +163,14 @@ class InstanceService:
             tx.append_events(step.events)
             return step.instance
 
-        return await self.store.write(principal.tenant, run)
+        return self._saved(await self.store.write(principal.tenant, run))
 
     async def start(self, principal: Principal, instance_id: str, on_behalf_of: str | None = None) -> WorkflowInstance:
         now = self.clock.now()
         return await self._change(
-            principal, instance_id, lambda _tx, i: steps.start(i, now, principal.token_id, on_behalf_of)
+            principal,
+            instance_id,
+            lambda tx, i: steps.start(i, now, principal.token_id, on_behalf_of, ctx=self.context(tx, i)),
         )
 
     async def pause(self, principal: Principal, instance_id: str, on_behalf_of: str | None = None) -> WorkflowInstance:
@@ -195,6 +217,7 @@ class InstanceService:
                 expected_node=body.expected_node,
                 on_behalf_of=body.actor,
                 previous_node=previous,
+                ctx=self.context(tx, instance),
             )
 
         return await self._change(principal, instance_id, decide)
@@ -230,6 +253,51 @@ class InstanceService:
         return await self._change(
             principal, instance_id, lambda _tx, i: steps.change_tag(i, tag, add, now, principal.token_id)
         )
+
+    async def receive_event(
+        self,
+        principal: Principal,
+        name: str,
+        data: dict[str, object],
+        contact_id: str | None = None,
+        instance_id: str | None = None,
+    ) -> builtins.list[str]:
+        """Resume the instances waiting for event `name`: the one given, the contact's, or all of the tenant's.
+
+        Each instance moves in its own transaction, so one failing does not hold back the others."""
+        waiting = f"event:{name}"
+
+        def targets(tx: Tx) -> builtins.list[str]:
+            if instance_id is not None:
+                found = tx.get_instance(instance_id)
+                if found is None:
+                    raise NotFound(f"no instance with id {instance_id!r}")
+                if contact_id is not None and found.contact_id != contact_id:
+                    raise InvalidInput(f"instance {instance_id!r} is not an instance of contact {contact_id!r}")
+                return [found.id] if found.waiting_for == waiting and found.status is InstanceStatus.WAITING else []
+            if contact_id is not None and tx.get_contact(contact_id) is None:
+                raise NotFound(f"no contact with id {contact_id!r}")
+            where = InstanceFilter(contact_id=contact_id, status=InstanceStatus.WAITING.value, waiting_for=waiting)
+            return [i.id for i in tx.list_instances(where, PageRequest(limit=MAX_EVENT_TARGETS)).items]
+
+        now = self.clock.now()
+        resumed = []
+        for target in await self.store.read(principal.tenant, targets):
+
+            def fire(tx: Tx, target: str = target) -> bool:
+                instance = tx.get_instance(target)
+                if instance is None or instance.waiting_for != waiting or instance.status is not InstanceStatus.WAITING:
+                    return False  # moved on meanwhile
+                step = steps.receive_event(instance, name, data, now, principal.token_id, self.context(tx, instance))
+                tx.update_instance(step.instance)
+                tx.append_events(step.events)
+                return True
+
+            if await self.store.write(principal.tenant, fire):
+                resumed.append(target)
+        if resumed:
+            self.notify()
+        return resumed
 
 
 def _node_just_left_with(tx: Tx, instance: WorkflowInstance, outcome: str) -> str | None:

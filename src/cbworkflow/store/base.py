@@ -82,7 +82,28 @@ class InstanceFilter:
     template_id: str | None = None
     status: str | None = None
     current_node: str | None = None
+    waiting_for: str | None = None
     tags: Sequence[str] = ()
+
+
+@dataclass(frozen=True)
+class TaskFilter:
+    """Which tasks of the work queue: by the node's action, template, the contact's county or tag, holder."""
+
+    action: str | None = None
+    template_id: str | None = None
+    county: str | None = None
+    tag: str | None = None
+    held_by: str | None = None  # only the tasks this token holds now
+
+
+@dataclass(frozen=True)
+class DueWork:
+    """An instance whose automatic work (a timer, a model, a webhook, an executor) is due, claimed by a worker."""
+
+    tenant: str
+    instance_id: str
+    revision: int
 
 
 @dataclass
@@ -220,6 +241,31 @@ class Tx(ABC):
     def list_instances(self, where: InstanceFilter, page: PageRequest) -> Page[WorkflowInstance]: ...
     @abstractmethod
     def unfinished_instances_of_contact(self, contact_id: str) -> list[WorkflowInstance]: ...
+    # --- the worker's due work (these span tenants) ---
+    @abstractmethod
+    def claim_due(self, now: datetime, worker_id: str, lease_until: datetime, limit: int) -> list[DueWork]:
+        """Claim up to `limit` instances whose `wake_at` has come and whose work no live lease holds, earliest
+        first; each claimed one is leased to `worker_id` until `lease_until`. Two workers never get the same one
+        while its lease holds (PostgreSQL: `FOR UPDATE SKIP LOCKED`)."""
+
+    @abstractmethod
+    def next_wake(self, now: datetime) -> datetime | None:
+        """When the earliest unclaimed due work comes (may be in the past), or None when there is none."""
+
+    @abstractmethod
+    def release_work(self, instance_id: str, worker_id: str) -> None:
+        """Give back `worker_id`'s lease on the instance's due work (any change of the instance also ends it)."""
+
+    # --- the work queue ---
+    @abstractmethod
+    def list_tasks(self, where: TaskFilter, now: datetime, page: PageRequest) -> Page[WorkflowInstance]:
+        """Instances waiting for a person, oldest task first."""
+
+    @abstractmethod
+    def next_open_task(self, where: TaskFilter, now: datetime) -> WorkflowInstance | None:
+        """The oldest task nobody holds (or whose holder's lease ran out), locked for this write; concurrent
+        callers get different tasks (PostgreSQL: `SKIP LOCKED`)."""
+
     @abstractmethod
     def count_instances_by_status(self) -> dict[str, int]:
         """How many instances are in each status, over every tenant (maintenance and `/metrics`)."""

@@ -56,11 +56,12 @@ from ..ids import SLUG_RE
 from ..models.access import Tenant, Token
 from ..models.contacts import Contact
 from ..models.events import Event
-from ..models.instances import TERMINAL, WorkflowInstance
+from ..models.instances import MOVABLE, TERMINAL, WorkflowInstance
 from ..models.templates import Node, TemplateVersion, WorkflowTemplate
 from .base import (
     BAD_CURSOR,
     ContactFilter,
+    DueWork,
     IdempotentResponse,
     InstanceFilter,
     Page,
@@ -68,12 +69,14 @@ from .base import (
     Snapshot,
     SnapshotCache,
     Store,
+    TaskFilter,
     TokenRecord,
     Tx,
     decode_cursor,
     encode_cursor,
 )
 from .phones import phone_digits, phone_query_digits
+from .sql import task_action
 
 T = TypeVar("T")
 Doc = dict[str, Any]
@@ -85,6 +88,8 @@ _NODE_MAP: TypeAdapter[dict[str, Node]] = TypeAdapter(dict[str, Node])
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _CLASH = "the change clashes with an existing record (a duplicate id, external id or key)"
 _MAX_INT = 2**63 - 1
+_MOVABLE = frozenset(status.value for status in MOVABLE)
+_WORKER = ("worker_id", "worker_lease_until")  # the worker's lease on an instance's due work: not part of the model
 
 
 class _Busy(Exception):
@@ -294,6 +299,17 @@ class FileTx(Tx):
         if path in self.seen:
             return self.seen[path]
         return _read(path)
+
+    def _lock_if_free(self, path: Path) -> bool:
+        """Lock `path` unless another transaction holds it (the `SKIP LOCKED` of claims): never waits."""
+        lock = _lock_file(path)
+        if lock in self.locks:
+            return True
+        fd = _try_lock(lock)
+        if fd is None:
+            return False
+        self.locks[lock] = fd
+        return True
 
     def _put(self, path: Path, doc: Any | None) -> None:
         if not self.writing:
@@ -620,7 +636,7 @@ class FileTx(Tx):
 
     def _instance(self, doc: Doc) -> WorkflowInstance:
         start_node, nodes = self._snapshot(doc["snapshot_id"])
-        fields = _fields(doc, TIMELINE, "snapshot_id")
+        fields = _fields(doc, TIMELINE, "snapshot_id", *_WORKER)
         return WorkflowInstance.model_validate({**fields, "start_node": start_node, "nodes": nodes})
 
     def get_instance(self, instance_id: str) -> WorkflowInstance | None:
@@ -677,6 +693,7 @@ class FileTx(Tx):
             ("template_id", where.template_id),
             ("status", where.status),
             ("current_node", where.current_node),
+            ("waiting_for", where.waiting_for),
         )
 
         def matches(doc: Doc) -> bool:
@@ -697,6 +714,109 @@ class FileTx(Tx):
                 found.append(doc)
         found.sort(key=lambda doc: (_time(doc["created_at"]), doc[STORED]))
         return [self._instance(doc) for doc in found]
+
+    # ------------------------------------------------------------------ the worker's due work
+    def _timed(self) -> Iterator[tuple[str, Doc]]:
+        """(tenant, instance) of every movable instance with a wake time, in every tenant (a scan)."""
+        for folder in self.store.tenant_dirs():
+            for doc in self._scan(folder / "instances"):
+                if doc["status"] in _MOVABLE and doc.get("wake_at"):
+                    yield folder.name, doc
+
+    @staticmethod
+    def _lease_free(doc: Doc, now: datetime) -> bool:
+        until = doc.get("worker_lease_until")
+        return until is None or _time(until) < now
+
+    def claim_due(self, now: datetime, worker_id: str, lease_until: datetime, limit: int) -> list[DueWork]:
+        due = sorted(
+            (_time(doc["wake_at"]), tenant, doc["id"])
+            for tenant, doc in self._timed()
+            if _time(doc["wake_at"]) <= now and self._lease_free(doc, now)
+        )
+        claimed: list[DueWork] = []
+        for _, tenant, instance_id in due:
+            if len(claimed) >= limit:
+                break
+            path = self.root / tenant / "instances" / f"{instance_id}.json"
+            if not self._lock_if_free(path):
+                continue  # another worker is on it
+            doc = self._get(path)
+            if doc is None or doc["status"] not in _MOVABLE or not doc.get("wake_at"):
+                continue
+            if _time(doc["wake_at"]) > now or not self._lease_free(doc, now):
+                continue
+            self._put(path, {**doc, "worker_id": worker_id, "worker_lease_until": lease_until.isoformat()})
+            claimed.append(DueWork(tenant, instance_id, doc["revision"]))
+        return claimed
+
+    def next_wake(self, now: datetime) -> datetime | None:
+        times = [
+            _time(doc["wake_at"]) if self._lease_free(doc, now) else _time(doc["worker_lease_until"])
+            for _, doc in self._timed()
+        ]
+        return min(times, default=None)
+
+    def release_work(self, instance_id: str, worker_id: str) -> None:
+        path = self._instance_path(instance_id)
+        doc = None if path is None else self._get(path)
+        if path is not None and doc is not None and doc.get("worker_id") == worker_id:
+            self._put(path, _fields(doc, *_WORKER) | {STORED: doc[STORED]})
+
+    # ------------------------------------------------------------------ the work queue
+    def _task_docs(self, where: TaskFilter, now: datetime) -> list[Doc]:
+        """The tenant's tasks matching `where`, oldest first (a scan)."""
+        found = []
+        for doc in self._scan(self.home / "instances"):
+            if doc.get("task_since") is None or doc["status"] not in _MOVABLE:
+                continue
+            if where.template_id is not None and doc["template_id"] != where.template_id:
+                continue
+            if where.held_by is not None and not (
+                doc.get("held_by") == where.held_by
+                and doc.get("lease_expires_at")
+                and _time(doc["lease_expires_at"]) > now
+            ):
+                continue
+            if where.action is not None and task_action(self._instance(doc)) != where.action:
+                continue
+            if where.county is not None or where.tag is not None:
+                path = self._contact_path(doc["contact_id"])
+                contact = None if path is None else self._peek(path)
+                if contact is None:
+                    continue
+                if where.county is not None and contact.get("county") != where.county:
+                    continue
+                if where.tag is not None and where.tag not in (contact.get("tags") or ()):
+                    continue
+            found.append(doc)
+        found.sort(key=lambda doc: (_time(doc["task_since"]), doc[STORED]))
+        return found
+
+    def list_tasks(self, where: TaskFilter, now: datetime, page: PageRequest) -> Page[WorkflowInstance]:
+        docs = self._task_docs(where, now)
+        after = _cursor_key(page.cursor)
+        if after is not None:
+            docs = [doc for doc in docs if (_time(doc["task_since"]), doc[STORED]) > after]
+        chosen = docs[: page.limit + 1]
+        more = len(chosen) > page.limit
+        chosen = chosen[: page.limit]
+        cursor = encode_cursor(chosen[-1]["task_since"], chosen[-1][STORED]) if more else None
+        return Page([self._instance(doc) for doc in chosen], cursor)
+
+    def next_open_task(self, where: TaskFilter, now: datetime) -> WorkflowInstance | None:
+        for doc in self._task_docs(where, now):
+            path = self.home / "instances" / f"{doc['id']}.json"
+            if not self._lock_if_free(path):
+                continue  # someone is claiming it now
+            current = self._get(path)
+            if current is None or current.get("task_since") is None or current["status"] not in _MOVABLE:
+                continue
+            holder_until = current.get("lease_expires_at")
+            if current.get("held_by") and holder_until and _time(holder_until) > now:
+                continue
+            return self._instance(current)
+        return None
 
     def count_instances_by_status(self) -> dict[str, int]:
         counts: dict[str, int] = {}

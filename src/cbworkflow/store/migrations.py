@@ -2,6 +2,8 @@
 
 A step is a function of a connection; it may branch on the dialect for what only one backend has
 (SQLite's FTS5 search index, PostgreSQL's trigram indexes). Never edit a released step: add a new one.
+Step 1 creates the tables as `schema.py` describes them now; later steps bring a database made by an older
+version up to date and skip what step 1 already made.
 """
 
 from __future__ import annotations
@@ -52,9 +54,22 @@ def _search_index(conn: Connection) -> None:
         conn.exec_driver_sql(statement)
 
 
+def _engine_columns(conn: Connection) -> None:
+    have = {column["name"] for column in inspect(conn).get_columns("instances")}
+    for column in schema.INSTANCE_WORK_COLUMNS:
+        if column.name not in have:
+            kind = column.type.compile(dialect=conn.dialect)
+            conn.exec_driver_sql(f"ALTER TABLE instances ADD COLUMN {column.name} {kind}")
+    indexes = {index["name"] for index in inspect(conn).get_indexes("instances")}
+    for index in schema.INSTANCE_WORK_INDEXES:
+        if index.name not in indexes:
+            index.create(conn)
+
+
 MIGRATIONS: list[tuple[int, str, Step]] = [
     (1, "initial tables", _initial),
     (2, "contact search index", _search_index),
+    (3, "work queue, AI suggestions and worker leases on instances", _engine_columns),
 ]
 LATEST = MIGRATIONS[-1][0]
 

@@ -20,6 +20,7 @@ from sqlalchemy.sql import Select
 
 from ..errors import Conflict, StoreError
 from . import migrations
+from . import schema as s
 from .base import SnapshotCache, Store, Tx
 from .sql import SqlTx
 
@@ -32,6 +33,9 @@ _MIGRATION_LOCK = 7_305_917_242
 class PostgresTx(SqlTx):
     def _lock_clause(self, query: Select[Any]) -> Select[Any]:
         return query.with_for_update()
+
+    def _skip_locked(self, query: Select[Any]) -> Select[Any]:
+        return query.with_for_update(skip_locked=True, of=s.instances)
 
 
 def engine_url(url: str) -> str:

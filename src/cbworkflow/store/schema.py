@@ -180,6 +180,24 @@ snapshots = Table(
     Column("created_at", UTCDateTime(), nullable=False),
 )
 
+
+def _instance_work_columns() -> list[Column[Any]]:
+    """Columns added by migration 3 (the engine): tasks, AI suggestions and the worker's lease."""
+    return [
+        Column("task_since", UTCDateTime()),  # waiting for a person since
+        Column("task_action", String(64)),  # the action of that task's node, for the work queue's filter
+        Column("suggestion", Json),
+        Column("worker_id", String(64)),  # the worker holding the instance's due work, until its lease ends
+        Column("worker_lease_until", UTCDateTime()),
+    ]
+
+
+INSTANCE_WORK_COLUMNS = _instance_work_columns()
+INSTANCE_WORK_INDEXES = [
+    Index("ix_instances_tasks", "tenant", "task_since", "pk"),
+    Index("ix_instances_waiting", "tenant", "waiting_for", "created_at", "pk"),
+]
+
 instances = Table(
     "instances",
     metadata,
@@ -206,6 +224,7 @@ instances = Table(
     Column("held_by", String(64)),
     Column("lease_expires_at", UTCDateTime()),
     Column("revision", Integer, nullable=False),
+    *INSTANCE_WORK_COLUMNS,
     UniqueConstraint("tenant", "id", name="uq_instances_tenant_id"),
     Index("ix_instances_created", "tenant", "created_at", "pk"),
     Index("ix_instances_contact", "tenant", "contact_id", "created_at", "pk"),
@@ -213,6 +232,7 @@ instances = Table(
     Index("ix_instances_status", "tenant", "status", "created_at", "pk"),
     Index("ix_instances_node", "tenant", "current_node", "created_at", "pk"),
     Index("ix_instances_wake", "status", "wake_at"),
+    *INSTANCE_WORK_INDEXES,
 )
 
 instance_tags = _tag_table("instance_tags", "instance_pk")

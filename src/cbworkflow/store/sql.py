@@ -20,18 +20,20 @@ from ..errors import InvalidInput
 from ..models.access import Role, Tenant, Token
 from ..models.contacts import Contact
 from ..models.events import Event
-from ..models.instances import TERMINAL, WorkflowInstance
+from ..models.instances import MOVABLE, TERMINAL, WorkflowInstance
 from ..models.templates import Node, TemplateVersion, WorkflowTemplate
 from . import schema as s
 from .base import (
     BAD_CURSOR,
     ContactFilter,
+    DueWork,
     IdempotentResponse,
     InstanceFilter,
     Page,
     PageRequest,
     Snapshot,
     SnapshotCache,
+    TaskFilter,
     TokenRecord,
     Tx,
     decode_cursor,
@@ -119,6 +121,10 @@ class SqlTx(Tx):
 
     def _lock_clause(self, query: Select[Any]) -> Select[Any]:
         """Row locks for read-modify-write; SQLite's writer already holds the database lock."""
+        return query
+
+    def _skip_locked(self, query: Select[Any]) -> Select[Any]:
+        """Lock the rows picked, passing over rows another transaction holds (PostgreSQL); SQLite has one writer."""
         return query
 
     def _tag_count(self, tag_table: Any, tag: str, cap: int = 10_000) -> int:
@@ -460,10 +466,12 @@ class SqlTx(Tx):
 
     @staticmethod
     def _instance_values(instance: WorkflowInstance) -> dict[str, Any]:
-        return instance.model_dump(
-            exclude={"nodes", "timeline", "start_node"},
-            mode="python",
-        )
+        """The row of an instance. Every save ends a worker's lease: the work it held was for the old revision."""
+        values = instance.model_dump(exclude={"nodes", "timeline", "start_node"}, mode="python")
+        values["task_action"] = task_action(instance)
+        values["worker_id"] = None
+        values["worker_lease_until"] = None
+        return values
 
     def insert_instance(self, instance: WorkflowInstance, snapshot_id: str) -> None:
         values = self._instance_values(instance)
@@ -496,6 +504,7 @@ class SqlTx(Tx):
             (i.template_id, where.template_id),
             (i.status, where.status),
             (i.current_node, where.current_node),
+            (i.waiting_for, where.waiting_for),
         ):
             if value is not None:
                 query = query.where(column == value)
@@ -513,6 +522,95 @@ class SqlTx(Tx):
         if self.writing:
             query = self._lock_clause(query)
         return self._instances(self.conn.execute(query.order_by(i.created_at, i.pk)).all())
+
+    # ------------------------------------------------------------------ the worker's due work
+    def claim_due(self, now: datetime, worker_id: str, lease_until: datetime, limit: int) -> list[DueWork]:
+        i = s.instances.c
+        free = or_(i.worker_lease_until.is_(None), i.worker_lease_until < now)
+        pick = (
+            select(i.pk)
+            .where(i.status.in_([m.value for m in MOVABLE]), i.wake_at <= now, free)
+            .order_by(i.wake_at)
+            .limit(limit)
+        )
+        pks = list(self.conn.execute(self._skip_locked(pick)).scalars())
+        if not pks:
+            return []
+        rows = self.conn.execute(
+            update(s.instances)
+            .where(i.pk.in_(pks))
+            .values(worker_id=worker_id, worker_lease_until=lease_until)
+            .returning(i.tenant, i.id, i.revision)
+        ).all()
+        return [DueWork(row.tenant, row.id, row.revision) for row in rows]
+
+    def next_wake(self, now: datetime) -> datetime | None:
+        i = s.instances.c
+        free = or_(i.worker_lease_until.is_(None), i.worker_lease_until < now)
+        earliest: datetime | None = self.conn.execute(
+            select(func.min(i.wake_at)).where(i.status.in_([m.value for m in MOVABLE]), i.wake_at.is_not(None), free)
+        ).scalar_one()
+        leased: datetime | None = self.conn.execute(
+            select(func.min(i.worker_lease_until)).where(
+                i.status.in_([m.value for m in MOVABLE]), i.wake_at.is_not(None), i.worker_lease_until >= now
+            )
+        ).scalar_one()
+        found = [t for t in (earliest, leased) if t is not None]
+        return min(found) if found else None
+
+    def release_work(self, instance_id: str, worker_id: str) -> None:
+        i = s.instances.c
+        self.conn.execute(
+            update(s.instances)
+            .where(i.tenant == self.tenant, i.id == instance_id, i.worker_id == worker_id)
+            .values(worker_id=None, worker_lease_until=None)
+        )
+
+    # ------------------------------------------------------------------ the work queue
+    def _tasks(self, where: TaskFilter, now: datetime) -> Select[Any]:
+        i = s.instances.c
+        query = select(s.instances).where(
+            i.tenant == self.tenant, i.task_since.is_not(None), i.status.in_([m.value for m in MOVABLE])
+        )
+        if where.action is not None:
+            query = query.where(i.task_action == where.action)
+        if where.template_id is not None:
+            query = query.where(i.template_id == where.template_id)
+        if where.held_by is not None:
+            query = query.where(i.held_by == where.held_by, i.lease_expires_at > now)
+        if where.county is not None or where.tag is not None:
+            c = s.contacts.c
+            query = query.join(s.contacts, and_(c.tenant == i.tenant, c.id == i.contact_id))
+            if where.county is not None:
+                query = query.where(c.county == where.county)
+            if where.tag is not None:
+                query = query.where(*self._tag_filter(s.contacts, s.contact_tags, "contact_pk", [where.tag]))
+        return query
+
+    def list_tasks(self, where: TaskFilter, now: datetime, page: PageRequest) -> Page[WorkflowInstance]:
+        i = s.instances.c
+        query = self._tasks(where, now)
+        if page.cursor is not None:
+            when, last = decode_cursor(page.cursor, 2)
+            try:
+                when_dt = datetime.fromisoformat(when)
+            except (TypeError, ValueError):
+                raise InvalidInput(BAD_CURSOR) from None
+            last_pk = _cursor_int(last)
+            query = query.where(or_(i.task_since > when_dt, and_(i.task_since == when_dt, i.pk > last_pk)))
+        rows = list(self.conn.execute(query.order_by(i.task_since, i.pk).limit(page.limit + 1)).all())
+        cursor = None
+        if len(rows) > page.limit:
+            rows = rows[: page.limit]
+            cursor = encode_cursor(rows[-1].task_since.isoformat(), rows[-1].pk)
+        return Page(self._instances(rows), cursor)
+
+    def next_open_task(self, where: TaskFilter, now: datetime) -> WorkflowInstance | None:
+        i = s.instances.c
+        query = self._tasks(where, now).where(or_(i.held_by.is_(None), i.lease_expires_at <= now))
+        query = self._skip_locked(query.order_by(i.task_since, i.pk).limit(1))
+        row = self.conn.execute(query).first()
+        return self._instances([row])[0] if row else None
 
     def count_instances_by_status(self) -> dict[str, int]:
         i = s.instances.c
@@ -635,6 +733,14 @@ def _inserted_pk(result: Any) -> int:
     key = result.inserted_primary_key
     assert key is not None
     return int(key[0])
+
+
+def task_action(instance: WorkflowInstance) -> str | None:
+    """The action of the node a task waits at (for the work queue's `action` filter)."""
+    if instance.task_since is None or instance.current_node is None:
+        return None
+    action = getattr(instance.nodes.get(instance.current_node), "action", None)
+    return action if isinstance(action, str) else None
 
 
 def _escape_like(text: str) -> str:

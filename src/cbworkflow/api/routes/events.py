@@ -1,0 +1,26 @@
+"""`POST /api/events`: custom events that resume the instances waiting for them (api.md § Events)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+
+from ...models.access import Principal
+from ...models.events import EventPost, EventResult
+from ..deps import STAFF, ServicesDep, allow
+from ..errors import error_responses
+
+router = APIRouter(prefix="/api/events", tags=["events"], responses=error_responses(400, 401, 403, 413, 422, 429))
+
+Staff = Annotated[Principal, Depends(allow(*STAFF, doing="send events"))]
+
+
+@router.post("", response_model=EventResult, responses=error_responses(404))
+async def post_event(services: ServicesDep, principal: Staff, body: EventPost) -> EventResult:
+    """Resume instances waiting for `name`: the instance given, or the contact's, or every one in the tenant
+    (at most 1,000 per request). Answers which instances moved."""
+    resumed = await services.instances.receive_event(
+        principal, body.name, body.data, contact_id=body.contact_id, instance_id=body.instance_id
+    )
+    return EventResult(name=body.name, resumed=resumed)

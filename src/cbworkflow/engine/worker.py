@@ -1,0 +1,236 @@
+"""The worker: runs the automatic part of workflows (timers, AI decisions, webhooks, executors) when it is due.
+
+Durability comes from the store, not from memory: an instance whose work is due has `wake_at` set, in the same
+transaction that put it at its node. A worker claims due instances with a lease (`Tx.claim_due`: PostgreSQL
+`FOR UPDATE SKIP LOCKED`), does the slow part (a model, an HTTP call) outside any transaction, then applies the
+result in one transaction that first checks the instance is still at the revision it claimed. So:
+- any number of workers never apply the same step twice (the second finds a new revision and drops its result);
+- a worker killed while holding work loses nothing: the lease runs out and another worker takes the work over;
+- a paused, cancelled or already-moved instance is never advanced by stale work (its revision moved on, and a
+  paused instance is not due).
+It sleeps until the next due time (at most `poll_interval`), and `wake()` rouses it at once when this process made
+new due work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import socket
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from ..clock import Clock
+from ..models.instances import MOVABLE, WorkflowInstance
+from ..models.templates import ActionNode, AIRule, DecisionNode, WaitNode, WebhookNode
+from ..store.base import DueWork, PageRequest, Store, Tx
+from . import steps
+
+log = logging.getLogger("cbworkflow.worker")
+
+DEFAULT_LEASE = timedelta(minutes=5)  # longer than the slowest piece of work (a webhook with all its retries)
+BATCH = 50
+
+
+class ActionOutcome(Protocol):
+    """What an executor, a webhook call or a model returns: an outcome (None on failure) and timeline details."""
+
+    outcome: str | None
+
+    def details(self) -> dict[str, Any]: ...
+
+
+class Handlers(Protocol):
+    """The slow part of each kind of work; injected so tests run without network (and the engine stays pure)."""
+
+    async def decide(self, instance: WorkflowInstance, rule: AIRule, prompt: str) -> ActionOutcome: ...
+
+    async def call_webhook(self, instance: WorkflowInstance, node: WebhookNode, data: dict[str, Any]) -> ActionOutcome:
+        """`data` holds the rendered url, headers and body and the idempotency key."""
+
+    async def run_action(self, instance: WorkflowInstance, node: ActionNode, data: dict[str, Any]) -> ActionOutcome:
+        """`data` holds the rendered action_config, the contact and the idempotency key."""
+
+
+class Worker:
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        handlers: Handlers,
+        *,
+        automatic_actions: frozenset[str] = frozenset(),
+        poll_interval: float = 1.0,
+        lease: timedelta = DEFAULT_LEASE,
+        concurrency: int = 8,
+        worker_id: str | None = None,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.handlers = handlers
+        self.automatic_actions = automatic_actions
+        self.poll_interval = poll_interval
+        self.lease = lease
+        self.id = worker_id or f"{socket.gethostname()[:40]}-{secrets.token_hex(4)}"
+        self.concurrency = concurrency
+        self._woken = asyncio.Event()
+        self._running: set[asyncio.Task[None]] = set()
+
+    def wake(self) -> None:
+        """New due work in this process: look now instead of at the next poll. Safe from any thread."""
+        try:
+            loop = self._loop
+        except AttributeError:
+            return
+        loop.call_soon_threadsafe(self._woken.set)
+
+    # ------------------------------------------------------------------ the loop
+    async def run(self, stop: asyncio.Event) -> None:
+        self._loop = asyncio.get_running_loop()
+        log.info("worker %s started", self.id)
+        while not stop.is_set():
+            try:
+                claimed = await self.run_once()
+            except Exception:  # the store is down, say: keep the process, try again after a nap
+                log.exception("worker: claiming due work failed")
+                claimed = 0
+            if claimed:
+                continue  # there may be more
+            await self._nap(stop)
+        await self.drain()
+        log.info("worker %s stopped", self.id)
+
+    async def _nap(self, stop: asyncio.Event) -> None:
+        now = self.clock.now()
+        try:
+            nxt = await self.store.read("default", lambda tx: tx.next_wake(now))
+        except Exception:
+            log.exception("worker: reading the next due time failed")
+            nxt = None
+        delay = self.poll_interval if nxt is None else min(self.poll_interval, (nxt - now).total_seconds())
+        if delay <= 0:
+            return
+        self._woken.clear()
+        waits = [asyncio.ensure_future(self._woken.wait()), asyncio.ensure_future(stop.wait())]
+        try:
+            await asyncio.wait(waits, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in waits:
+                waiting.cancel()
+
+    async def run_once(self) -> int:
+        """Claim a batch of due work and start it, at most `concurrency` items at a time; returns how many.
+
+        Work is claimed only when it can start at once, so a busy worker leaves the rest to other workers."""
+        free = self.concurrency - len(self._running)
+        if free <= 0:
+            await asyncio.wait(set(self._running), return_when=asyncio.FIRST_COMPLETED)
+            return 1
+        now = self.clock.now()
+        until = now + self.lease
+        claimed = await self.store.write("default", lambda tx: tx.claim_due(now, self.id, until, min(BATCH, free)))
+        for work in claimed:
+            task = asyncio.create_task(self._run_item(work))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+        return len(claimed)
+
+    async def drain(self) -> None:
+        """Wait for the work started to finish (tests, and a graceful stop)."""
+        if self._running:
+            await asyncio.gather(*self._running, return_exceptions=True)
+
+    async def _run_item(self, work: DueWork) -> None:
+        try:
+            await self.process(work)
+        except Exception:
+            # The lease runs out and the work is tried again: a bug here must not be lost, nor spin.
+            log.exception("worker: work on instance %s (tenant %s) failed", work.instance_id, work.tenant)
+        self._woken.set()  # what it did may have made more work due (the next node's)
+
+    # ------------------------------------------------------------------ one piece of work
+    async def process(self, work: DueWork) -> None:
+        from .render import render, render_json
+
+        def load(tx: Tx) -> tuple[WorkflowInstance | None, dict[str, Any] | None, str | None]:
+            instance = tx.get_instance(work.instance_id)
+            if instance is None:
+                return None, None, None
+            contact = tx.get_contact(instance.contact_id)
+            entered = tx.instance_events(instance.id, PageRequest(limit=1), newest_first=True).items
+            return instance, contact.model_dump(mode="json") if contact else None, entered[0].id if entered else None
+
+        instance, contact, last_event = await self.store.read(work.tenant, load)
+        if (
+            instance is None
+            or instance.revision != work.revision
+            or instance.status not in MOVABLE
+            or instance.wake_at is None
+            or instance.current_node is None
+        ):
+            await self._release(work)
+            return
+        node = instance.nodes[instance.current_node]
+        data = steps.Context(self.automatic_actions, lambda: contact).placeholders(instance)
+        visit = f"{instance.id}-{instance.current_node}-{last_event or work.revision}"
+        started = self.clock.now()
+        if isinstance(node, WaitNode):
+            await self._apply(work, steps.fire_timer)
+        elif isinstance(node, DecisionNode):
+            rule = steps.parse_rule(node)
+            if not isinstance(rule, AIRule):
+                await self._release(work)
+                return
+            answer = await self.handlers.decide(instance, rule, render(rule.prompt, data))
+            details = answer.details()
+            await self._apply(work, lambda i, now, ctx: steps.ai_decided(i, answer.outcome, details, rule, now, ctx))
+        elif isinstance(node, WebhookNode):
+            call = {
+                "url": render(node.webhook_url or "", data),
+                "headers": {k: render(v, data) for k, v in node.webhook_headers.items()},
+                "body": render_json(node.webhook_body, data),
+                "idempotency_key": visit,
+            }
+            result = await self.handlers.call_webhook(instance, node, call)
+            await self._finish(work, result, started)
+        elif isinstance(node, ActionNode) and node.action in self.automatic_actions:
+            run = {
+                "config": render_json(node.action_config, data),
+                "contact": contact or {},
+                "idempotency_key": visit,
+            }
+            result = await self.handlers.run_action(instance, node, run)
+            await self._finish(work, result, started)
+        else:
+            await self._release(work)
+
+    async def _finish(self, work: DueWork, result: ActionOutcome, started: datetime) -> None:
+        details = {**result.details(), "started_at": started.isoformat()}
+        await self._apply(work, lambda i, now, ctx: steps.action_finished(i, result.outcome, details, now, ctx))
+
+    async def _apply(
+        self, work: DueWork, step: Callable[[WorkflowInstance, datetime, steps.Context], steps.Step]
+    ) -> None:
+        now = self.clock.now()
+
+        def run(tx: Tx) -> bool:
+            instance = tx.get_instance(work.instance_id)
+            if instance is None or instance.revision != work.revision or instance.status not in MOVABLE:
+                return False  # someone moved, paused or cancelled it meanwhile: this work is stale
+
+            def contact() -> dict[str, Any] | None:
+                found = tx.get_contact(instance.contact_id)
+                return found.model_dump(mode="json") if found else None
+
+            made = step(instance, now, steps.Context(self.automatic_actions, contact))
+            tx.update_instance(made.instance)
+            tx.append_events(made.events)
+            return True
+
+        if not await self.store.write(work.tenant, run):
+            log.info("worker: instance %s moved on while its work ran; result dropped", work.instance_id)
+
+    async def _release(self, work: DueWork) -> None:
+        await self.store.write(work.tenant, lambda tx: tx.release_work(work.instance_id, self.id))

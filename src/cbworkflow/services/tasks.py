@@ -1,0 +1,95 @@
+"""The work queue: instances waiting for a person (a human action, a manual decision, an AI suggestion to confirm).
+
+Claiming is one transaction that picks the oldest task nobody holds and marks it held with a lease (15 minutes by
+default), so two people never get the same task while the lease holds; on PostgreSQL concurrent claims pass over
+each other's rows (`SKIP LOCKED`) instead of queueing behind them.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from ..clock import Clock
+from ..engine import steps
+from ..errors import Conflict, Forbidden, NotFound
+from ..models.access import Principal, Role
+from ..models.instances import MOVABLE, WorkflowInstance
+from ..models.tasks import Task, TaskQuery, node_summary
+from ..store.base import Page, PageRequest, Store, TaskFilter, Tx
+
+LEASE = timedelta(minutes=15)
+
+
+def task_of(tx: Tx, instance: WorkflowInstance) -> Task:
+    node_id = instance.current_node
+    assert node_id is not None
+    assert instance.task_since is not None
+    node = instance.nodes[node_id]
+    contact = tx.get_contact(instance.contact_id)
+    return Task.model_validate(
+        {
+            "instance_id": instance.id,
+            "template_id": instance.template_id,
+            "node_id": node_id,
+            "node": node_summary(node),
+            "outcomes": sorted(node.transitions),
+            "contact": contact.model_dump(mode="json") if contact else None,
+            "state": instance.state,
+            "suggestion": instance.suggestion,
+            "held_by": instance.held_by,
+            "lease_expires_at": instance.lease_expires_at,
+            "since": instance.task_since,
+        }
+    )
+
+
+def _filter(query: TaskQuery, held_by: str | None = None) -> TaskFilter:
+    return TaskFilter(query.action, query.template_id, query.county, query.tag, held_by)
+
+
+class TaskService:
+    def __init__(self, store: Store, clock: Clock, lease: timedelta = LEASE) -> None:
+        self.store = store
+        self.clock = clock
+        self.lease = lease
+
+    async def list(self, principal: Principal, query: TaskQuery, page: PageRequest) -> Page[Task]:
+        """Oldest first. A volunteer sees the tasks it holds (a task shows its contact, which is theirs only then)."""
+        held_by = principal.token_id if principal.role is Role.VOLUNTEER else None
+        now = self.clock.now()
+
+        def run(tx: Tx) -> Page[Task]:
+            found = tx.list_tasks(_filter(query, held_by), now, page)
+            return Page([task_of(tx, i) for i in found.items], found.next_cursor)
+
+        return await self.store.read(principal.tenant, run)
+
+    async def claim(self, principal: Principal, query: TaskQuery) -> Task | None:
+        now = self.clock.now()
+
+        def run(tx: Tx) -> Task | None:
+            instance = tx.next_open_task(_filter(query), now)
+            if instance is None:
+                return None
+            step = steps.claim_task(instance, principal.token_id, now + self.lease, now)
+            tx.update_instance(step.instance)
+            return task_of(tx, step.instance)
+
+        return await self.store.write(principal.tenant, run)
+
+    async def release(self, principal: Principal, instance_id: str) -> Task:
+        now = self.clock.now()
+
+        def run(tx: Tx) -> Task:
+            instance = tx.get_instance(instance_id)
+            if instance is None or instance.task_since is None or instance.status not in MOVABLE:
+                raise NotFound(f"no task for instance {instance_id!r}")
+            if not instance.held_by_token(instance.held_by or "", now):
+                raise Conflict("the task is not held by anyone")
+            if instance.held_by != principal.token_id and principal.role is Role.VOLUNTEER:
+                raise Forbidden("a volunteer may give back only the tasks it holds")
+            step = steps.release_task(instance, now, principal.token_id)
+            tx.update_instance(step.instance)
+            return task_of(tx, step.instance)
+
+        return await self.store.write(principal.tenant, run)

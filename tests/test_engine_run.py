@@ -1,0 +1,440 @@
+"""The engine running workflows by itself: the worker, waits, AI decisions, webhooks and executors, on a fake clock.
+
+Everything real except time and the outside world: services and the worker on a real store (each of the three),
+the clock moved by hand, and handlers that script what the model, the webhooks and the executors answer.
+The reference template runs end to end with every branch taken.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cbworkflow.api.app import SYSTEM, bootstrap, build_services
+from cbworkflow.clock import FakeClock
+from cbworkflow.engine.handlers import Result
+from cbworkflow.engine.worker import Worker
+from cbworkflow.models.contacts import ContactCreate
+from cbworkflow.models.instances import InstanceCreate, TransitionRequest, WorkflowInstance
+from cbworkflow.models.templates import ActionNode, AIRule, TemplateCreate, WebhookNode
+from cbworkflow.settings import Settings
+from cbworkflow.store.base import PageRequest
+from conftest import PostgresDatabase
+
+TEMPLATE = "county-outreach-v1"
+
+
+@dataclass
+class Script:
+    """What the outside world answers, and what it was asked."""
+
+    ai: list[Result] = field(default_factory=list)
+    actions: dict[str, list[Result]] = field(default_factory=dict)
+    webhooks: list[Result] = field(default_factory=list)
+    asked: list[tuple[str, Any]] = field(default_factory=list)
+
+    async def decide(self, instance: WorkflowInstance, rule: AIRule, prompt: str) -> Result:
+        self.asked.append(("ai", prompt))
+        return self.ai.pop(0)
+
+    async def call_webhook(self, instance: WorkflowInstance, node: WebhookNode, data: dict[str, Any]) -> Result:
+        self.asked.append(("webhook", data))
+        return self.webhooks.pop(0)
+
+    async def run_action(self, instance: WorkflowInstance, node: ActionNode, data: dict[str, Any]) -> Result:
+        self.asked.append((node.action or "", data))
+        return self.actions[node.action or ""].pop(0)
+
+
+class Engine:
+    """Services and a worker on one store, with a clock moved by hand."""
+
+    def __init__(self, services: Any, clock: FakeClock, script: Script) -> None:
+        self.services = services
+        self.clock = clock
+        self.script = script
+        self.worker = Worker(
+            services.store, clock, script, automatic_actions=services.instances.automatic_actions, worker_id="w1"
+        )
+
+    async def settle(self) -> int:
+        """Run the worker until nothing is due now; returns how many pieces of work it ran."""
+        done = 0
+        while claimed := await self.worker.run_once():
+            done += claimed
+            await self.worker.drain()
+        return done
+
+    async def contact(self, **fields: Any) -> str:
+        made = await self.services.contacts.create(SYSTEM, ContactCreate(name=fields.pop("name", "Pat"), **fields))
+        return str(made.id)
+
+    async def enrol(self, contact_id: str, template: str = TEMPLATE, state: dict[str, Any] | None = None) -> str:
+        body = InstanceCreate(contact_id=contact_id, template_id=template, start=True, initial_state=state or {})
+        return str((await self.services.instances.create(SYSTEM, body)).id)
+
+    async def record(self, instance_id: str, outcome: str, **extra: Any) -> WorkflowInstance:
+        body = TransitionRequest(outcome=outcome, **extra)
+        return await self.services.instances.transition(SYSTEM, instance_id, body)
+
+    async def get(self, instance_id: str) -> WorkflowInstance:
+        return await self.services.instances.get(SYSTEM, instance_id)
+
+    async def events(self, instance_id: str) -> list[str]:
+        page = await self.services.instances.timeline(SYSTEM, instance_id, PageRequest(limit=500))
+        return [e.type.value for e in page.items]
+
+    async def template(self, body: dict[str, Any]) -> str:
+        made = await self.services.templates.create(SYSTEM, TemplateCreate.model_validate(body))
+        return str(made.id)
+
+
+def store_url(kind: str, tmp: Path, database: PostgresDatabase | None) -> str | None:
+    if kind == "postgresql":
+        assert database is not None
+        return database.url
+    return f"json:///{tmp / 'files'}" if kind == "json" else None
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "json"])
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    database = PostgresDatabase() if request.param == "postgresql" else None
+    loop = asyncio.new_event_loop()
+    settings = Settings(
+        data_dir=tmp_path,
+        database_url=store_url(request.param, tmp_path, database),
+        admin_token="engine-test-token-0123456789",
+        executors="sms=sms",
+    )
+    clock = FakeClock()
+    services = loop.run_until_complete(build_services(settings, clock=clock))
+    loop.run_until_complete(bootstrap(services, load_example=True))
+    made = Engine(services, clock, Script())
+    made.loop = loop  # type: ignore[attr-defined]
+    try:
+        yield made
+    finally:
+        loop.run_until_complete(services.store.close())
+        loop.close()
+        if database is not None:
+            database.drop()
+
+
+def run(engine: Engine, coroutine: Any) -> Any:
+    return engine.loop.run_until_complete(coroutine)  # type: ignore[attr-defined]
+
+
+# ---------------------------------------------------------------------------------------------- the reference template
+def test_interested_on_the_phone_waits_three_days_then_texts(engine: Engine) -> None:
+    engine.script.actions["sms"] = [Result("sent", {"provider_id": "SM1"})]
+
+    async def go() -> None:
+        contact = await engine.contact(name="Ada", phone="555-201-3344")
+        instance = await engine.enrol(contact)
+        moved = await engine.record(instance, "answered_interested")
+        assert (moved.current_node, moved.status.value, moved.waiting_for) == ("schedule_followup", "waiting", "timer")
+        assert moved.wake_at == engine.clock.now() + timedelta(days=3)
+        assert await engine.settle() == 0  # nothing due yet
+        engine.clock.advance(timedelta(days=3) - timedelta(seconds=1))
+        assert await engine.settle() == 0
+        engine.clock.advance(timedelta(seconds=1))
+        assert await engine.settle() == 2  # the timer, then the text (due at once)
+        done = await engine.get(instance)
+        assert (done.status.value, done.end_status) == ("completed", "success")
+        sms = [data for kind, data in engine.script.asked if kind == "sms"]
+        assert sms[0]["config"]["message"].startswith("Hi Ada, thanks")  # placeholders filled
+        assert sms[0]["idempotency_key"].startswith(instance)
+        kinds = await engine.events(instance)
+        assert kinds.count("wait_started") == kinds.count("wait_completed") == 1
+        assert "action_completed" in kinds
+
+    run(engine, go())
+
+
+def test_a_failed_text_goes_to_the_postcard_a_person_mails(engine: Engine) -> None:
+    engine.script.actions["sms"] = [Result(None, {"error": "the SMS provider refused the number"})]
+
+    async def go() -> None:
+        contact = await engine.contact()
+        instance = await engine.enrol(contact)
+        await engine.record(instance, "answered_interested")
+        engine.clock.advance(timedelta(days=3))
+        await engine.settle()
+        # The executor returned no outcome: workflows.md says the instance fails unless the node has `failed`.
+        failed = await engine.get(instance)
+        assert failed.status.value == "failed"
+        assert "action_failed" in await engine.events(instance)
+
+    run(engine, go())
+
+
+def test_door_notes_read_by_the_model_choose_the_text(engine: Engine) -> None:
+    engine.script.ai = [Result("text", {"model": "fake", "reason": "prefers texting"})]
+    engine.script.actions["sms"] = [Result("sent")]
+
+    async def go() -> None:
+        contact = await engine.contact(name="Grace")
+        instance = await engine.enrol(contact)
+        await engine.record(instance, "no_answer")
+        at_door = await engine.record(
+            instance, "contacted_interested", state_updates={"door_notes": "text me on my mobile"}
+        )
+        assert (at_door.current_node, at_door.waiting_for) == ("door_decision", "ai_decision")
+        await engine.settle()
+        done = await engine.get(instance)
+        assert (done.status.value, done.end_status) == ("completed", "success")
+        prompt = engine.script.asked[0][1]
+        assert "text me on my mobile" in prompt
+        assert "Grace" in prompt
+        evaluated = [e for e in done.timeline if e.type.value == "decision_evaluated"]
+        assert evaluated[0].actor == "ai"
+        assert evaluated[0].data["outcome"] == "text"
+
+    run(engine, go())
+
+
+def test_a_model_that_fails_takes_the_fallback_then_a_person_mails(engine: Engine) -> None:
+    engine.script.ai = [Result(None, {"model": "fake", "error": "timed out after 30 s"})]
+
+    async def go() -> None:
+        contact = await engine.contact()
+        instance = await engine.enrol(contact)
+        await engine.record(instance, "voicemail")
+        await engine.record(instance, "contacted_interested")
+        await engine.settle()
+        at_mail = await engine.get(instance)
+        assert (at_mail.current_node, at_mail.status.value) == ("send_postcard", "active")
+        assert at_mail.task_since is not None  # mail has no executor here: a person's task
+        evaluated = next(e for e in at_mail.timeline if e.type.value == "decision_evaluated")
+        assert evaluated.data["fallback"] is True
+        assert evaluated.data["error"] == "timed out after 30 s"
+        done = await engine.record(instance, "failed")
+        assert (done.status.value, done.end_status) == ("completed", "failed")
+
+    run(engine, go())
+
+
+@pytest.mark.parametrize(
+    ("path", "end"),
+    [
+        (["answered_not_interested"], "declined"),
+        (["no_answer", "contacted_not_interested"], "declined"),
+        (["no_answer", "not_home", "sent"], "success"),
+    ],
+)
+def test_human_branches(engine: Engine, path: list[str], end: str) -> None:
+    async def go() -> None:
+        instance = await engine.enrol(await engine.contact())
+        for outcome in path:
+            await engine.record(instance, outcome)
+        done = await engine.get(instance)
+        assert (done.status.value, done.end_status) == ("completed", end)
+        assert await engine.settle() == 0
+
+    run(engine, go())
+
+
+# ---------------------------------------------------------------------------------------------- waits and pause
+def test_pause_holds_the_timer_and_resume_fires_what_fell_due(engine: Engine) -> None:
+    engine.script.actions["sms"] = [Result("sent")]
+
+    async def go() -> None:
+        instance = await engine.enrol(await engine.contact())
+        await engine.record(instance, "answered_interested")
+        await engine.services.instances.pause(SYSTEM, instance)
+        engine.clock.advance(timedelta(days=5))
+        assert await engine.settle() == 0  # paused: the worker leaves it alone
+        assert (await engine.get(instance)).status.value == "paused"
+        await engine.services.instances.resume(SYSTEM, instance)
+        assert await engine.settle() == 2
+        assert (await engine.get(instance)).status.value == "completed"
+
+    run(engine, go())
+
+
+EVENT_TEMPLATE = {
+    "id": "rsvp",
+    "name": "RSVP",
+    "start_node": "invite",
+    "nodes": {
+        "invite": {
+            "type": "wait",
+            "wait_condition": {"type": "event", "event": "rsvp_received", "timeout": "P7D"},
+            "transitions": {"received": "yes", "timeout": "no"},
+        },
+        "yes": {"type": "end", "end_status": "came"},
+        "no": {"type": "end", "end_status": "silent"},
+    },
+}
+
+
+def test_event_waits_are_resumed_by_their_event_or_time_out(engine: Engine) -> None:
+    async def go() -> None:
+        await engine.template(EVENT_TEMPLATE)
+        first, second = await engine.contact(), await engine.contact()
+        answered, silent = await engine.enrol(first, "rsvp"), await engine.enrol(second, "rsvp")
+        waiting = await engine.get(answered)
+        assert (waiting.waiting_for, waiting.wake_at) == ("event:rsvp_received", engine.clock.now() + timedelta(days=7))
+        assert await engine.services.instances.receive_event(SYSTEM, "other", {}, contact_id=first) == []
+        resumed = await engine.services.instances.receive_event(SYSTEM, "rsvp_received", {"seats": 2}, contact_id=first)
+        assert resumed == [answered]
+        came = await engine.get(answered)
+        assert (came.status.value, came.end_status) == ("completed", "came")
+        received = next(e for e in came.timeline if e.type.value == "event_received")
+        assert received.data == {"event": "rsvp_received", "data": {"seats": 2}}
+        engine.clock.advance(timedelta(days=7))
+        await engine.settle()
+        assert (await engine.get(silent)).end_status == "silent"
+
+    run(engine, go())
+
+
+def test_until_waits_read_a_placeholder(engine: Engine) -> None:
+    body = {
+        "id": "until",
+        "name": "Until",
+        "start_node": "hold",
+        "nodes": {
+            "hold": {
+                "type": "wait",
+                "wait_condition": {"type": "until", "until": "{state.polls_open}"},
+                "transitions": {"elapsed": "done"},
+            },
+            "done": {"type": "end"},
+        },
+    }
+
+    async def go() -> None:
+        await engine.template(body)
+        opens = (engine.clock.now() + timedelta(hours=5)).isoformat()
+        instance = await engine.enrol(await engine.contact(), "until", state={"polls_open": opens})
+        assert (await engine.get(instance)).wake_at == engine.clock.now() + timedelta(hours=5)
+        engine.clock.advance(timedelta(hours=5))
+        await engine.settle()
+        assert (await engine.get(instance)).status.value == "completed"
+        broken = await engine.enrol(await engine.contact(), "until", state={"polls_open": "soon"})
+        assert (await engine.get(broken)).status.value == "failed"
+
+    run(engine, go())
+
+
+# ---------------------------------------------------------------------------------------------- heuristics, webhooks
+HEURISTIC_TEMPLATE = {
+    "id": "score",
+    "name": "Score",
+    "start_node": "route",
+    "nodes": {
+        "route": {
+            "type": "decision",
+            "rule": {"type": "heuristic", "expression": "state.score >= 5"},
+            "transitions": {"true": "hot", "false": "hook"},
+        },
+        "hot": {"type": "end", "end_status": "hot"},
+        "hook": {
+            "type": "webhook",
+            "webhook_url": "https://crm.example.org/{contact.id}",
+            "webhook_body": {"who": "{contact.name}", "score": "{state.score}"},
+            "transitions": {"success": "cold", "failure": "lost", "escalate": "hot"},
+        },
+        "cold": {"type": "end", "end_status": "cold"},
+        "lost": {"type": "end", "end_status": "lost"},
+    },
+}
+
+
+def test_heuristic_rules_route_at_once_and_webhooks_run_in_the_worker(engine: Engine) -> None:
+    engine.script.webhooks = [Result("success", {"status_code": 200}), Result("escalate", {"status_code": 200})]
+
+    async def go() -> None:
+        await engine.template(HEURISTIC_TEMPLATE)
+        hot = await engine.enrol(await engine.contact(), "score", state={"score": 7})
+        assert (await engine.get(hot)).end_status == "hot"  # decided within the step that started it
+        cold = await engine.enrol(await engine.contact(name="Bo"), "score", state={"score": 1})
+        assert (await engine.get(cold)).waiting_for == "webhook"
+        escalated = await engine.enrol(await engine.contact(), "score", state={"score": 2})
+        await engine.settle()
+        assert (await engine.get(cold)).end_status == "cold"
+        assert (await engine.get(escalated)).end_status == "hot"  # the response's own outcome
+        calls = [data for kind, data in engine.script.asked if kind == "webhook"]
+        mine = next(c for c in calls if c["body"]["who"] == "Bo")
+        assert mine["url"].startswith("https://crm.example.org/")
+        assert mine["body"] == {"who": "Bo", "score": "1"}
+
+    run(engine, go())
+
+
+def test_a_broken_expression_fails_the_instance_with_the_error(engine: Engine) -> None:
+    body = {**HEURISTIC_TEMPLATE, "id": "broken"}
+    body["nodes"] = {
+        **HEURISTIC_TEMPLATE["nodes"],
+        "route": {
+            **HEURISTIC_TEMPLATE["nodes"]["route"],
+            "rule": {"type": "heuristic", "expression": "state.score > 'x'"},
+        },
+    }
+
+    async def go() -> None:
+        await engine.template(body)
+        instance = await engine.enrol(await engine.contact(), "broken", state={"score": 3})
+        failed = await engine.get(instance)
+        assert failed.status.value == "failed"
+        error = next(e for e in failed.timeline if e.type.value == "action_failed")
+        assert "expression" in error.data["error"]
+
+    run(engine, go())
+
+
+def test_stale_work_never_moves_an_instance_someone_moved(engine: Engine) -> None:
+    """The worker claims the AI decision; a person decides first; the model's late answer is dropped."""
+    engine.script.ai = [Result("text", {"model": "fake"})]
+
+    async def go() -> None:
+        instance = await engine.enrol(await engine.contact())
+        await engine.record(instance, "no_answer")
+        await engine.record(instance, "contacted_interested")
+        claimed = await engine.services.store.write(
+            "default", lambda tx: tx.claim_due(engine.clock.now(), "w1", engine.clock.now() + timedelta(minutes=5), 5)
+        )
+        assert [w.instance_id for w in claimed] == [instance]
+        await engine.record(instance, "mail")  # a person decided meanwhile
+        await engine.worker.process(claimed[0])
+        after = await engine.get(instance)
+        assert after.current_node == "send_postcard"
+        assert "decision_evaluated" not in [e.type.value for e in after.timeline]
+
+    run(engine, go())
+
+
+def test_a_loop_of_instant_nodes_fails_after_100(engine: Engine) -> None:
+    body = {
+        "id": "loop",
+        "name": "Loop",
+        "start_node": "a",
+        "nodes": {
+            "a": {
+                "type": "decision",
+                "rule": {"type": "heuristic", "expression": "'again'"},
+                "transitions": {"again": "b"},
+            },
+            "b": {
+                "type": "decision",
+                "rule": {"type": "heuristic", "expression": "'again'"},
+                "transitions": {"again": "a"},
+            },
+        },
+    }
+
+    async def go() -> None:
+        await engine.template(body)
+        instance = await engine.enrol(await engine.contact(), "loop")
+        failed = await engine.get(instance)
+        assert failed.status.value == "failed"
+        assert "100 nodes" in next(e for e in failed.timeline if e.type.value == "instance_failed").message
+
+    run(engine, go())
