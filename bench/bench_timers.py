@@ -1,0 +1,292 @@
+"""Timers due at once: how fast `cbworkflow worker` processes fire them, on SQLite and PostgreSQL.
+
+    .venv/bin/python bench/bench_timers.py [--timers 100000] [--runs 3] [--stores sqlite,postgresql] [--workers 1,2]
+
+For each store and worker count, on a fresh store: N instances wait at a one-minute timer that falls due at the
+same instant; the workers (separate processes, `CBW_WORKER_POLL_INTERVAL=0.2`) start before that instant. Reported
+(median of `--runs` runs): the time from the due instant until the last timer fired, timers/s, and the lag of each
+timer (its `wait_completed` time minus the due instant) at p50 and p99.
+Baseline, same run, same store: the same claim-and-update work in plain SQL from one process (claim 50 due rows,
+then per row one transaction that moves it on and appends its three events), with no Python models or services.
+Writes bench/results/timers-<timestamp>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from cbworkflow.api.app import SYSTEM, bootstrap, build_services
+from cbworkflow.clock import FakeClock
+from cbworkflow.engine import steps
+from cbworkflow.ids import new_id
+from cbworkflow.models.contacts import Contact
+from cbworkflow.models.templates import TemplateCreate
+from cbworkflow.services.instances import new_instance
+from cbworkflow.settings import Settings
+from cbworkflow.store.base import Tx
+
+POSTGRES = os.environ.get("CBW_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+CBWORKFLOW = Path(sys.executable).parent / "cbworkflow"
+TEMPLATE = {
+    "id": "timer",
+    "name": "Timer",
+    "start_node": "hold",
+    "nodes": {
+        "hold": {
+            "type": "wait",
+            "wait_condition": {"type": "duration", "duration": "PT1M"},
+            "transitions": {"elapsed": "done"},
+        },
+        "done": {"type": "end"},
+    },
+}
+LEAD = timedelta(seconds=5)  # the workers start this long before the timers fall due
+
+
+class Place:
+    """A fresh store: a SQLite file, or a PostgreSQL database created now and dropped after."""
+
+    def __init__(self, kind: str, work: Path) -> None:
+        self.kind = kind
+        self.folder = work / f"{kind}-{secrets.token_hex(3)}"
+        self.folder.mkdir()
+        self.database = f"cbw_timers_{secrets.token_hex(4)}" if kind == "postgresql" else None
+        if self.database:
+            with psycopg.connect(POSTGRES, autocommit=True) as conn:
+                conn.execute(f'CREATE DATABASE "{self.database}"')
+
+    @property
+    def url(self) -> str:
+        if self.database:
+            return re.sub(r"/[^/]*$", f"/{self.database}", POSTGRES)
+        return f"sqlite:///{self.folder / 'cbw.db'}"
+
+    def query(self, sql: str) -> list[tuple[Any, ...]]:
+        if self.database:
+            with psycopg.connect(self.url) as conn:
+                return list(conn.execute(sql).fetchall())
+        with sqlite3.connect(self.folder / "cbw.db") as conn:
+            return list(conn.execute(sql).fetchall())
+
+    def execute(self, sql: str, *params: Any) -> None:
+        """`sql` with `{m}` for each parameter's placeholder."""
+        if self.database:
+            with psycopg.connect(self.url) as conn:
+                conn.execute(sql.format(m="%s"), params)
+            return
+        with sqlite3.connect(self.folder / "cbw.db") as conn:
+            conn.execute(sql.format(m="?"), params)
+
+    def drop(self) -> None:
+        if self.database:
+            with psycopg.connect(POSTGRES, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+async def fill(place: Place, count: int, due: datetime) -> None:
+    """`count` instances at a one-minute timer that falls due at `due`."""
+    clock = FakeClock(due - timedelta(minutes=1))
+    settings = Settings(data_dir=place.folder, database_url=place.url, admin_token="bench-timers-token-0123456789")
+    services = await build_services(settings, clock=clock)
+    try:
+        await bootstrap(services, load_example=False)
+        template = await services.templates.create(SYSTEM, TemplateCreate.model_validate(TEMPLATE))
+        for first in range(0, count, 2000):
+
+            def batch(tx: Tx, first: int = first) -> None:
+                now = clock.now()
+                for _ in range(first, min(first + 2000, count)):
+                    contact = Contact(id=new_id(), tenant="default", name="Timer", created_at=now, updated_at=now)
+                    tx.insert_contact(contact)
+                    inst, snapshot = new_instance("default", contact.id, template, now)
+                    tx.put_snapshot(snapshot)
+                    tx.insert_instance(inst, snapshot.id)
+                    step = steps.start(inst, now, "bench")
+                    tx.update_instance(step.instance)
+                    tx.append_events(step.events)
+
+            await services.store.write("default", batch)
+    finally:
+        await services.store.close()
+
+
+def lags(place: Place, due: datetime) -> list[float]:
+    rows = place.query("SELECT timestamp FROM events WHERE type = 'wait_completed'")
+    found = []
+    for (stamp,) in rows:
+        when = stamp if isinstance(stamp, datetime) else datetime.fromisoformat(stamp)
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        found.append((when - due).total_seconds())
+    return sorted(found)
+
+
+def percentile(values: list[float], share: float) -> float:
+    return values[min(len(values) - 1, int(len(values) * share))]
+
+
+def db_time(when: datetime, pg: bool) -> Any:
+    """A time as the store keeps it: timestamptz on PostgreSQL, fixed-width UTC text on SQLite."""
+    return when if pg else when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
+
+
+def run_workers(place: Place, count: int, workers: int) -> dict[str, float]:
+    fill_started = time.perf_counter()
+    asyncio.run(fill(place, count, datetime.now(UTC) + timedelta(days=1)))
+    fill_s = time.perf_counter() - fill_started
+    due = datetime.now(UTC) + LEAD  # every timer falls due at this one instant, after the workers started
+    place.execute("UPDATE instances SET wake_at = {m}", db_time(due, place.database is not None))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CBW_")}
+    env |= {"CBW_DATABASE_URL": place.url, "CBW_WORKER_POLL_INTERVAL": "0.2", "CBW_LOG_LEVEL": "WARNING"}
+    procs = [
+        subprocess.Popen([str(CBWORKFLOW), "worker"], env=env, cwd=place.folder, stderr=subprocess.DEVNULL)
+        for _ in range(workers)
+    ]
+    try:
+        while True:
+            done = place.query("SELECT count(*) FROM instances WHERE status = 'completed'")[0][0]
+            if done >= count:
+                break
+            if any(p.poll() is not None for p in procs):
+                raise RuntimeError("a worker exited")
+            time.sleep(0.25)
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)
+    found = lags(place, due)
+    assert len(found) == count, (len(found), count)  # each fired exactly once
+    total = found[-1]
+    return {
+        "fill_s": round(fill_s, 1),
+        "seconds": round(total, 2),
+        "timers_per_s": round(count / total),
+        "lag_p50_s": round(percentile(found, 0.5), 3),
+        "lag_p99_s": round(percentile(found, 0.99), 3),
+    }
+
+
+def raw_sql(place: Place, count: int) -> float:
+    """Timers/s for the same work in plain SQL, one process: claim 50, then one transaction per timer."""
+    due = datetime.now(UTC) - timedelta(seconds=1)
+    asyncio.run(fill(place, count, due))
+    now = datetime.now(UTC)
+    pg = place.database is not None
+    conn: Any = psycopg.connect(place.url) if pg else sqlite3.connect(place.folder / "cbw.db", isolation_level=None)
+    mark = "%s" if pg else "?"
+    lock = " FOR UPDATE SKIP LOCKED" if pg else ""
+    stamp: Any = db_time(now, pg)
+    began = time.perf_counter()
+    fired = 0
+    try:
+        while True:
+            if not pg:
+                conn.execute("BEGIN IMMEDIATE")
+            rows = conn.execute(
+                f"SELECT pk, tenant, id, contact_id, template_id FROM instances WHERE status IN ('active', 'waiting')"
+                f" AND wake_at <= {mark} ORDER BY wake_at LIMIT 50{lock}",
+                (stamp,),
+            ).fetchall()
+            conn.execute(
+                f"UPDATE instances SET worker_id = 'raw' WHERE pk IN ({','.join(str(r[0]) for r in rows) or '0'})"
+            )
+            conn.execute("COMMIT") if not pg else conn.commit()
+            if not rows:
+                break
+            for pk, tenant, instance_id, contact_id, template_id in rows:
+                if not pg:
+                    conn.execute("BEGIN IMMEDIATE")
+                conn.execute(
+                    f"UPDATE instances SET status = 'completed', current_node = 'done', wake_at = NULL,"
+                    f" worker_id = NULL, revision = revision + 1, updated_at = {mark} WHERE pk = {mark}",
+                    (stamp, pk),
+                )
+                for kind in ("wait_completed", "node_exited", "node_entered"):
+                    conn.execute(
+                        "INSERT INTO events (tenant, id, type, timestamp, node_id, actor, data, message, instance_id,"
+                        f" contact_id, template_id) VALUES ({', '.join([mark] * 11)})",
+                        (
+                            tenant,
+                            new_id(),
+                            kind,
+                            stamp,
+                            "hold",
+                            "system",
+                            "{}",
+                            "",
+                            instance_id,
+                            contact_id,
+                            template_id,
+                        ),
+                    )
+                conn.execute("COMMIT") if not pg else conn.commit()
+                fired += 1
+    finally:
+        conn.close()
+    return fired / (time.perf_counter() - began)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--timers", type=int, default=100_000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--stores", default="sqlite,postgresql")
+    parser.add_argument("--workers", default="1,2")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="cbw-bench-timers-"))
+    results: dict[str, Any] = {"timers": args.timers, "runs": args.runs, "python": sys.version.split()[0], "rows": []}
+    try:
+        for kind in args.stores.split(","):
+            baseline = []
+            for _ in range(args.runs):
+                place = Place(kind, work)
+                try:
+                    baseline.append(raw_sql(place, args.timers))
+                finally:
+                    place.drop()
+            raw = round(statistics.median(baseline))
+            print(f"{kind}: raw SQL {raw} timers/s", flush=True)
+            for workers in (int(n) for n in args.workers.split(",")):
+                runs = []
+                for _ in range(args.runs):
+                    place = Place(kind, work)
+                    try:
+                        runs.append(run_workers(place, args.timers, workers))
+                    finally:
+                        place.drop()
+                    print(f"  {kind} x{workers}: {runs[-1]}", flush=True)
+                row = {"store": kind, "workers": workers, "raw_sql_timers_per_s": raw}
+                for key in runs[0]:
+                    row[key] = statistics.median(r[key] for r in runs)
+                results["rows"].append(row)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    out = Path(__file__).parent / "results"
+    out.mkdir(exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    (out / f"timers-{stamp}.json").write_text(json.dumps(results, indent=2) + "\n")
+    for row in results["rows"]:
+        print(json.dumps(row))
+
+
+if __name__ == "__main__":
+    main()
