@@ -25,7 +25,8 @@ ALL_CODES = {
     *("no_nodes", "start_node_missing", "start_node_unknown", "invalid_node_id", "invalid_outcome"),
     *("unknown_transition_target", "dead_end", "end_has_transitions", "end_status_invalid", "action_missing"),
     *("rule_missing", "rule_invalid", "fallback_unknown", "expression_too_long", "expression_too_deep"),
-    *("expression_syntax", "wait_condition_missing", "wait_condition_invalid", "wait_outcome_missing"),
+    *("expression_syntax", "expression_forbidden", "expression_unknown_name", "wait_condition_missing"),
+    *("wait_condition_invalid", "wait_outcome_missing"),
     *("webhook_url_invalid", "webhook_method_invalid", "webhook_limits_invalid", "trigger_invalid"),
     *("unreachable", "no_path_to_end", "ai_no_fallback", "wait_outcome_unknown", "webhook_outcome_missing"),
 }
@@ -104,6 +105,12 @@ ERROR_CASES: list[tuple[str, str | None, dict[str, dict[str, Any]], str | None]]
     ("expression_too_deep", "a", one(decision({"type": "heuristic", "expression": "-" * 9_999 + "1"})), "a"),
     ("expression_too_deep", "a", one(decision({"type": "heuristic", "expression": "not " * 200 + "x"})), "a"),
     ("expression_too_deep", "a", one(decision({"type": "heuristic", "expression": "1+" * 4_999 + "1"})), "a"),
+    ("expression_forbidden", "a", one(decision({"type": "heuristic", "expression": "state.__class__"})), "a"),
+    ("expression_forbidden", "a", one(decision({"type": "heuristic", "expression": "(lambda: 1)()"})), "a"),
+    ("expression_forbidden", "a", one(decision({"type": "heuristic", "expression": "'{}'.format(state)"})), "a"),
+    ("expression_unknown_name", "a", one(decision({"type": "heuristic", "expression": "x > 1"})), "a"),
+    ("expression_unknown_name", "a", one(decision({"type": "heuristic", "expression": "event.name"})), "a"),
+    ("expression_unknown_name", "a", one(decision({"type": "heuristic", "expression": "getattr(state, 'x')"})), "a"),
     ("wait_condition_missing", "a", one(wait(None)), "a"),
     ("wait_condition_invalid", "a", one(wait({"type": "sleep"})), "a"),
     ("wait_condition_invalid", "a", one(wait({"type": "duration", "duration": "3 days"})), "a"),
@@ -208,6 +215,8 @@ def test_warning_code_fires(code: str, raw: dict[str, dict[str, Any]], node: str
         {"on": "event", "event": "  "},
         {"on": "contact_created", "where": "contact.email =="},
         {"on": "contact_created", "where": "x" * (MAX_EXPRESSION_CHARS + 1)},
+        {"on": "contact_created", "where": "state.x == 1"},  # a trigger has no state
+        {"on": "event", "event": "signup", "where": "event.__class__"},
     ],
 )
 def test_trigger_invalid(trigger: dict[str, Any]) -> None:
@@ -230,6 +239,20 @@ def test_trigger_invalid(trigger: dict[str, Any]) -> None:
 def test_expression_problem_never_raises(expression: str, code: str | None) -> None:
     problem = expression_problem(expression)
     assert (problem[0] if problem else None) == code
+
+
+def test_expression_messages_say_what_to_use() -> None:
+    report = run(one(decision({"type": "heuristic", "expression": "foo == 1"})))
+    (item,) = report.errors
+    assert item.message == (
+        "Node 'a' has an expression that uses the name 'foo', which is not defined: "
+        "use state, contact, now or a helper."
+    )
+    report = run(one(action()), triggers=[{"on": "contact_created", "where": "state.x"}])
+    assert report.errors[0].message == (
+        "Trigger 1 (contact_created) has a where expression that uses the name 'state', which is not defined: "
+        "use contact, event, now or a helper."
+    )
 
 
 def test_reference_template_is_clean() -> None:
@@ -257,6 +280,7 @@ def test_reference_template_is_clean() -> None:
 def test_well_formed_nodes_are_clean(node: dict[str, Any]) -> None:
     triggers: list[dict[str, Any]] = [
         {"on": "contact_created", "where": "contact.email is not None"},
+        {"on": "event", "event": "signup", "where": "event.source == 'web' and days_since(contact.created_at) < 1"},
         {"on": "tag_added", "tag": "volunteer_lead"},
         {"on": "event", "event": "signup", "reenter": True},
     ]

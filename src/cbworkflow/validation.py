@@ -22,6 +22,9 @@ one place that judges the graph and the node settings. It is pure and linear in 
 | expression_too_long       | error | a heuristic expression is over 10,000 characters                 |
 | expression_too_deep       | error | a heuristic expression nests deeper than the sandbox allows      |
 | expression_syntax         | error | a heuristic expression does not parse                            |
+| expression_forbidden      | error | it uses what the sandbox refuses: a lambda, a `_private` name, a |
+|                           |       | method or keyword that is not allowed, a bytes literal...        |
+| expression_unknown_name   | error | it names a variable or calls a function that does not exist      |
 | wait_condition_missing    | error | a wait node has no `wait_condition`                              |
 | wait_condition_invalid    | error | bad wait type, duration, until time, event name or timeout       |
 | wait_outcome_missing      | error | a wait has no transition for an outcome its condition fires      |
@@ -29,6 +32,7 @@ one place that judges the graph and the node settings. It is pure and linear in 
 | webhook_method_invalid    | error | the webhook method is not GET, POST, PUT, PATCH or DELETE        |
 | webhook_limits_invalid    | error | `timeout_s` is not above 0 or `max_attempts` is below 1          |
 | trigger_invalid           | error | a trigger lacks its `tag`/`event`, or its `where` cannot run     |
+|                           |       | (any expression problem above, over `contact`, `event`, `now`)   |
 | unreachable               | warn  | the node cannot be reached from the start node                   |
 | no_path_to_end            | warn  | from this reachable node no end node can be reached              |
 | ai_no_fallback            | warn  | an AI decision has no `fallback`: failures wait for a person     |
@@ -38,10 +42,8 @@ one place that judges the graph and the node settings. It is pure and linear in 
 
 from __future__ import annotations
 
-import ast
 import math
 import re
-import threading
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -49,6 +51,9 @@ from urllib.parse import urlsplit
 
 from pydantic import TypeAdapter, ValidationError
 
+from .engine.sandbox import MAX_EXPRESSION_CHARS as MAX_EXPRESSION_CHARS  # one limit, shared with the sandbox
+from .engine.sandbox import MAX_EXPRESSION_DEPTH as MAX_EXPRESSION_DEPTH
+from .engine.sandbox import RULE_NAMES, TRIGGER_NAMES, static_problem
 from .ids import SLUG_RE
 from .models.templates import (
     ActionNode,
@@ -66,10 +71,6 @@ from .models.templates import (
     WebhookNode,
 )
 
-MAX_EXPRESSION_CHARS = 10_000
-# Syntax-tree depth (`a + b + c` nests one level per `+`): the sandbox walks the tree, so a saved template
-# must not be able to exhaust its stack at run time.
-MAX_EXPRESSION_DEPTH = 100
 MAX_DURATION = timedelta(days=3653)  # ten years: beyond any campaign, far below timedelta's overflow
 WEBHOOK_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 
@@ -105,32 +106,13 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(microseconds=micros)
 
 
-# CPython 3.11 before 3.11.8 corrupts the ast module's state when two threads build trees at once (gh-106905);
-# the server validates on the event loop and in the store's writer thread, so parsing is serialised.
-_AST_LOCK = threading.Lock()
+def expression_problem(expression: str, names: Iterable[str] = RULE_NAMES) -> tuple[str, str] | None:
+    """(code, detail) when an expression cannot run with `names` in scope, else None; never raises.
 
-
-def expression_problem(expression: str) -> tuple[str, str] | None:
-    """(code, detail) when a heuristic expression cannot run, else None; never raises, whatever the input."""
-    if len(expression) > MAX_EXPRESSION_CHARS:
-        return "expression_too_long", f"is {len(expression):,} characters long (the limit is 10,000)"
-    try:
-        with _AST_LOCK:
-            tree = ast.parse(expression, mode="eval")
-    except SyntaxError as exc:  # also "too many nested parentheses" and null bytes
-        where = f" at column {exc.offset}" if exc.offset else ""
-        return "expression_syntax", f"does not parse ({exc.msg}{where})"
-    except (RecursionError, MemoryError):
-        return "expression_too_deep", "is nested too deeply to parse"
-    except ValueError:  # e.g. a lone surrogate from JSON "\ud800" (UnicodeEncodeError)
-        return "expression_syntax", "does not parse (it contains characters that are not valid text)"
-    stack: list[tuple[ast.AST, int]] = [(tree, 0)]
-    while stack:
-        item, depth = stack.pop()
-        if depth > MAX_EXPRESSION_DEPTH:
-            return "expression_too_deep", f"nests deeper than {MAX_EXPRESSION_DEPTH} levels"
-        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(item))
-    return None
+    The sandbox's own check (engine/sandbox.py), so what validation accepts is what the engine runs: a heuristic
+    rule sees `state`, `contact` and `now`; a trigger's `where` sees `contact`, `event` and `now`.
+    """
+    return static_problem(expression, names)
 
 
 def _q(text: str, limit: int = 60) -> str:
@@ -317,7 +299,7 @@ def _check_triggers(add: _Report, triggers: Sequence[Trigger]) -> None:
             add("trigger_invalid", f"{t} needs the tag that starts it.")
         if trigger.on == "event" and not (trigger.event and trigger.event.strip()):
             add("trigger_invalid", f"{t} needs the name of the event that starts it.")
-        if trigger.where is not None and (problem := expression_problem(trigger.where)):
+        if trigger.where is not None and (problem := expression_problem(trigger.where, TRIGGER_NAMES)):
             add("trigger_invalid", f"{t} has a where expression that {problem[1]}.")
 
 
