@@ -39,6 +39,9 @@ class Script:
     webhooks: list[Result] = field(default_factory=list)
     asked: list[tuple[str, Any]] = field(default_factory=list)
 
+    async def close(self) -> None:
+        """Nothing to let go of."""
+
     async def decide(self, instance: WorkflowInstance, rule: AIRule, prompt: str) -> Result:
         self.asked.append(("ai", prompt))
         return self.ai.pop(0)

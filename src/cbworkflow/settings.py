@@ -38,7 +38,7 @@ class Settings(BaseSettings):
     anthropic_api_key: str | None = Field(
         default=None, validation_alias=AliasChoices("ANTHROPIC_API_KEY", "CBW_ANTHROPIC_API_KEY")
     )
-    ai_model: str = "claude-sonnet-4-5"
+    ai_model: str = "claude-sonnet-5-5"  # a current model (the SDK warns about deprecated ones)
     ai_base_url: str | None = None
     ai_timeout_s: float = Field(default=30.0, gt=0)
 

@@ -37,14 +37,15 @@ class DefaultHandlers:
         self._decider: Any = None
         self._executors: dict[str, Any] | None = None
 
+    async def close(self) -> None:
+        if self._decider is not None:
+            await self._decider.close()
+
     async def decide(self, instance: WorkflowInstance, rule: AIRule, prompt: str) -> Result:
         from .ai import AIDecider
 
         if self._decider is None:
-            s = self.settings
-            self._decider = AIDecider(
-                api_key=s.anthropic_api_key, model=s.ai_model, base_url=s.ai_base_url, timeout_s=s.ai_timeout_s
-            )
+            self._decider = AIDecider.from_settings(self.settings)
         node = instance.nodes[instance.current_node or ""]
         decision = await self._decider.decide(prompt, sorted(node.transitions), model=rule.model)
         return Result(decision.outcome, decision.event_data())

@@ -53,6 +53,9 @@ class Handlers(Protocol):
     async def run_action(self, instance: WorkflowInstance, node: ActionNode, data: dict[str, Any]) -> ActionOutcome:
         """`data` holds the rendered action_config, the contact and the idempotency key."""
 
+    async def close(self) -> None:
+        """Let go of clients (the model's HTTP client) when the worker stops."""
+
 
 class Worker:
     def __init__(
@@ -100,6 +103,7 @@ class Worker:
                 continue  # there may be more
             await self._nap(stop)
         await self.drain()
+        await self.handlers.close()
         log.info("worker %s stopped", self.id)
 
     async def _nap(self, stop: asyncio.Event) -> None:
