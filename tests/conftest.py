@@ -55,19 +55,24 @@ def start_server(
     admin_token: str = ADMIN_TOKEN,
     rate_limit: float = 0,
     database_url: str | None = None,
+    worker: bool = False,
+    env: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
     """`cbworkflow serve` in its own process, as users run it; returns once /healthz answers.
 
     Only the test's own CBW_ settings reach it, and it runs in `workdir` (default: the data dir), so no stray `.env`
     or setting of the machine changes what is tested. Rate limiting is off unless asked for: tests send bursts.
+    The worker runs inside the server only when asked for (`worker=True`); `env` adds settings.
     """
     environment = {k: v for k, v in os.environ.items() if not k.startswith("CBW_")}
     environment |= {"CBW_DATA_DIR": str(data_dir), "CBW_ADMIN_TOKEN": admin_token, "CBW_RATE_LIMIT": str(rate_limit)}
     if database_url:
         environment["CBW_DATABASE_URL"] = database_url
+    environment |= env or {}
     with log.open("ab") as out:
         proc = subprocess.Popen(
-            [str(CBWORKFLOW), "serve", "--host", "127.0.0.1", "--port", str(port), "--no-worker"],
+            [str(CBWORKFLOW), "serve", "--host", "127.0.0.1", "--port", str(port)]
+            + ([] if worker else ["--no-worker"]),
             env=environment,
             cwd=workdir or data_dir,
             stdout=out,
