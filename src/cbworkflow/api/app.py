@@ -103,7 +103,9 @@ def create_app(
         services = await build_services(settings, store, clock)
         await bootstrap(services, load_example=load_example)
         if not settings.anthropic_api_key:
-            log.warning("no ANTHROPIC_API_KEY: AI decisions will not ask a model; a person decides them")
+            log.warning(
+                "no ANTHROPIC_API_KEY: AI decisions will not ask a model; each takes its fallback or waits for a person"
+            )
         app.state.services = services
         stop = asyncio.Event()
         running = None
