@@ -122,6 +122,9 @@ async def measure_store(kind: str, work: Path, args: argparse.Namespace) -> dict
         result["transitions_per_s"] = round(statistics.median(rates))
         print(f"  {kind}: {args.transitions} transitions, median {result['transitions_per_s']}/s", flush=True)
 
+        if scratch.database:  # as autovacuum would have by now (it is off on some machines): fresh statistics
+            with psycopg.connect(str(scratch.url), autocommit=True) as conn:
+                conn.execute("ANALYZE")
         searches, lists = [], []
         for n in range(args.queries):
             query = rng.choice(["lovel", "hopper", "garcia", "okafor", f"{rng.randint(200, 999)}-", f"e{n}7"])
