@@ -7,7 +7,8 @@ For each store, on a fresh store, in-process through the services (one transacti
 - creates `--contacts` contacts one after another, in `--runs` equal slices; the median slice rate is reported;
 - bulk-loads `--transitions` started instances of those contacts (timed apart), then records one outcome on
   each, one after another, in `--runs` slices (median rate);
-- `--queries` searches and `--queries` lists filtered by a tag (first page of 50), p50 and p95 latency.
+- `--queries` searches and `--queries` lists filtered by a tag (first page of 50), p50 and p95 latency;
+- the question an idle worker asks before each nap (when is the next due work?), median of 5.
 Baselines measured in the same run, on the same machine:
 - `pgbench -N` (the TPC-B-like script without the contended branch/teller updates), 1 client, for 15 s each run,
   median of `--runs`: what one sequential client gets from this PostgreSQL for a small read-write transaction;
@@ -135,6 +136,12 @@ async def measure_store(kind: str, work: Path, args: argparse.Namespace) -> dict
             began = time.perf_counter()
             await services.contacts.list("default", ContactFilter(tags=tags), PageRequest(limit=50))
             lists.append((time.perf_counter() - began) * 1000)
+        wakes = []
+        for _ in range(5):  # what an idle worker asks before each nap
+            began = time.perf_counter()
+            await services.store.read("default", lambda tx: tx.next_wake(datetime.now(UTC)))
+            wakes.append((time.perf_counter() - began) * 1000)
+        result["worker_next_wake_ms"] = round(statistics.median(wakes), 1)
         result["search_ms_p50"] = round(percentile(searches, 0.5), 1)
         result["search_ms_p95"] = round(percentile(searches, 0.95), 1)
         result["list_by_tag_ms_p50"] = round(percentile(lists, 0.5), 1)

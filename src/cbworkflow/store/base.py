@@ -68,6 +68,16 @@ def decode_cursor(cursor: str, arity: int) -> list[Any]:
     return key
 
 
+_MAX_INT = 2**63 - 1
+
+
+def cursor_int(value: Any) -> int:
+    """A number taken from a decoded cursor: a non-negative 64-bit integer, or the cursor is not ours."""
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= _MAX_INT:
+        raise InvalidInput(BAD_CURSOR)
+    return value
+
+
 @dataclass(frozen=True)
 class ContactFilter:
     county: str | None = None

@@ -72,6 +72,7 @@ from .base import (
     TaskFilter,
     TokenRecord,
     Tx,
+    cursor_int,
     decode_cursor,
     encode_cursor,
 )
@@ -87,7 +88,6 @@ TIMELINE = "timeline"
 _NODE_MAP: TypeAdapter[dict[str, Node]] = TypeAdapter(dict[str, Node])
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _CLASH = "the change clashes with an existing record (a duplicate id, external id or key)"
-_MAX_INT = 2**63 - 1
 _MOVABLE = frozenset(status.value for status in MOVABLE)
 _WORKER = ("worker_id", "worker_lease_until")  # the worker's lease on an instance's due work: not part of the model
 
@@ -225,13 +225,7 @@ def _cursor_key(cursor: str | None) -> tuple[datetime, int] | None:
         raise InvalidInput(BAD_CURSOR) from None
     if when_dt.tzinfo is None:
         raise InvalidInput(BAD_CURSOR)
-    return when_dt, _cursor_int(stored)
-
-
-def _cursor_int(value: Any) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= _MAX_INT:
-        raise InvalidInput(BAD_CURSOR)
-    return value
+    return when_dt, cursor_int(stored)
 
 
 def _newest_page(docs: Iterable[Doc], page: PageRequest) -> tuple[list[Doc], str | None]:
@@ -539,7 +533,7 @@ class FileTx(Tx):
         """A scan, newest stored first. `query` has 3+ characters."""
         text = query.strip().lower()
         digits = phone_query_digits(query)
-        after = None if page.cursor is None else _cursor_int(decode_cursor(page.cursor, 1)[0])
+        after = None if page.cursor is None else cursor_int(decode_cursor(page.cursor, 1)[0])
 
         def matches(doc: Doc) -> bool:
             if after is not None and doc[STORED] >= after:
@@ -848,7 +842,7 @@ class FileTx(Tx):
         path = self._instance_path(instance_id)
         doc = None if path is None else self._peek(path)
         timeline: list[Any] = doc[TIMELINE] if doc else []
-        after = None if page.cursor is None else _cursor_int(decode_cursor(page.cursor, 1)[0])
+        after = None if page.cursor is None else cursor_int(decode_cursor(page.cursor, 1)[0])
         if newest_first:
             positions = range(len(timeline) - 1 if after is None else min(after, len(timeline)) - 1, -1, -1)
         else:
@@ -861,7 +855,7 @@ class FileTx(Tx):
 
     def contact_events(self, contact_id: str, page: PageRequest) -> Page[Event]:
         """Newest stored first: the contact's own events and its instances'."""
-        after = None if page.cursor is None else _cursor_int(decode_cursor(page.cursor, 1)[0])
+        after = None if page.cursor is None else cursor_int(decode_cursor(page.cursor, 1)[0])
         sources = list(self._instances_of(contact_id))
         path = self._contact_path(contact_id)
         contact = None if path is None else self._peek(path)

@@ -36,6 +36,7 @@ from .base import (
     TaskFilter,
     TokenRecord,
     Tx,
+    cursor_int,
     decode_cursor,
     encode_cursor,
 )
@@ -54,15 +55,6 @@ _TEMPLATE_BODY_FIELDS = (
 )
 
 
-_MAX_INT = 2**63 - 1
-
-
-def _cursor_int(value: Any) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= _MAX_INT:
-        raise InvalidInput(BAD_CURSOR)
-    return value
-
-
 def _keyset(created: Any, pk: Any, cursor: str | None) -> ColumnElement[bool] | None:
     """Rows after the cursor in (created_at DESC, pk DESC) order."""
     if cursor is None:
@@ -74,7 +66,7 @@ def _keyset(created: Any, pk: Any, cursor: str | None) -> ColumnElement[bool] | 
         raise InvalidInput(BAD_CURSOR) from None
     if when_dt.tzinfo is None:
         raise InvalidInput(BAD_CURSOR)
-    last = _cursor_int(last_pk)
+    last = cursor_int(last_pk)
     return or_(created < when_dt, and_(created == when_dt, pk < last))
 
 
@@ -310,7 +302,7 @@ class SqlTx(Tx):
     @staticmethod
     def _pk_cursor(cursor: str) -> int:
         """Search pages newest-stored first, keyed on pk alone (the order a text index yields rows in)."""
-        return _cursor_int(decode_cursor(cursor, 1)[0])
+        return cursor_int(decode_cursor(cursor, 1)[0])
 
     # ------------------------------------------------------------------ templates
     @staticmethod
@@ -596,7 +588,7 @@ class SqlTx(Tx):
                 when_dt = datetime.fromisoformat(when)
             except (TypeError, ValueError):
                 raise InvalidInput(BAD_CURSOR) from None
-            last_pk = _cursor_int(last)
+            last_pk = cursor_int(last)
             query = query.where(or_(i.task_since > when_dt, and_(i.task_since == when_dt, i.pk > last_pk)))
         rows = list(self.conn.execute(query.order_by(i.task_since, i.pk).limit(page.limit + 1)).all())
         cursor = None
@@ -628,7 +620,7 @@ class SqlTx(Tx):
         e = s.events.c
         query = select(s.events).where(e.tenant == self.tenant, where)
         if page.cursor is not None:
-            last = _cursor_int(decode_cursor(page.cursor, 1)[0])
+            last = cursor_int(decode_cursor(page.cursor, 1)[0])
             query = query.where(e.seq < last if newest_first else e.seq > last)
         query = query.order_by(e.seq.desc() if newest_first else e.seq).limit(page.limit + 1)
         rows = list(self.conn.execute(query).all())
