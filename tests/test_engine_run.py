@@ -8,7 +8,7 @@ The reference template runs end to end with every branch taken.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -36,7 +36,7 @@ class Script:
 
     ai: list[Result] = field(default_factory=list)
     actions: dict[str, list[Result]] = field(default_factory=dict)
-    webhooks: list[Result] = field(default_factory=list)
+    webhook: Callable[[dict[str, Any]], Result] = lambda data: Result("success")
     asked: list[tuple[str, Any]] = field(default_factory=list)
 
     async def close(self) -> None:
@@ -48,7 +48,7 @@ class Script:
 
     async def call_webhook(self, instance: WorkflowInstance, node: WebhookNode, data: dict[str, Any]) -> Result:
         self.asked.append(("webhook", data))
-        return self.webhooks.pop(0)
+        return self.webhook(data)
 
     async def run_action(self, instance: WorkflowInstance, node: ActionNode, data: dict[str, Any]) -> Result:
         self.asked.append((node.action or "", data))
@@ -352,7 +352,7 @@ HEURISTIC_TEMPLATE = {
 
 
 def test_heuristic_rules_route_at_once_and_webhooks_run_in_the_worker(engine: Engine) -> None:
-    engine.script.webhooks = [Result("success", {"status_code": 200}), Result("escalate", {"status_code": 200})]
+    engine.script.webhook = lambda data: Result("escalate" if data["body"]["score"] == "2" else "success")
 
     async def go() -> None:
         await engine.template(HEURISTIC_TEMPLATE)

@@ -277,3 +277,32 @@ def test_a_lock_held_elsewhere_makes_a_writer_wait_not_fail(store: JsonFileStore
     writer.join(timeout=30)
     assert read(store, lambda tx: tx.get_contact("c1")).name == "Waited"
     assert not os.path.exists(lock)
+
+
+def test_due_work_is_listed_by_wake_time_without_reading_instances(store: JsonFileStore, root: Path) -> None:
+    """The worker's questions read `.due/` names only; an entry follows its instance's wake time and status."""
+    from datetime import timedelta
+
+    def due_names() -> list[str]:
+        folder = root / ".due"
+        return sorted(p.name for p in folder.glob("*.json")) if folder.exists() else []
+
+    write(store, lambda tx: tx.insert_contact(contact("c1")))
+    made = write(store, lambda tx: enrol(tx, "c1", "i1"))
+    assert due_names() == []
+    later = T0 + timedelta(days=3)
+    waiting = made.model_copy(update={"status": InstanceStatus.WAITING, "wake_at": later, "revision": 1})
+    write(store, lambda tx: tx.update_instance(waiting))
+    [entry] = due_names()
+    assert entry.endswith(".t1.i1.json")
+    assert read(store, lambda tx: tx.next_wake(T0)) == later
+    paused = waiting.model_copy(update={"status": InstanceStatus.PAUSED, "revision": 2})
+    write(store, lambda tx: tx.update_instance(paused))
+    assert due_names() == []  # a paused instance is not due
+    resumed = paused.model_copy(update={"status": InstanceStatus.WAITING, "revision": 3})
+    write(store, lambda tx: tx.update_instance(resumed))
+    claimed = write(store, lambda tx: tx.claim_due(later, "w1", later + timedelta(minutes=5), 10))
+    assert [w.instance_id for w in claimed] == ["i1"]
+    write(store, lambda tx: tx.delete_instance("i1"))
+    assert due_names() == []
+    assert leftovers(root) == []

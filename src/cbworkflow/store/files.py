@@ -12,6 +12,7 @@
     <root>/<tenant>/external-ids/<sha256>.json            which contact holds an external id
     <root>/<tenant>/idempotency/<sha256>.json
     <root>/.tokens/<secret hash>.json       token lookup by hash, across tenants
+    <root>/.due/<wake time>.<tenant>.<id>.json   instances whose work comes due, in time order (for the worker)
     <root>/.journal/                        multi-file commits in flight
 
 Why it is safe for several threads and processes on one machine:
@@ -26,8 +27,9 @@ Why it is safe for several threads and processes on one machine:
   that meets it replays it (under the entities' locks) before going on, so a commit is applied whole or not at all.
 - Reads take no locks: each file is read whole and valid, but a read spanning files is not one snapshot.
 
-File I/O runs on thread pools, never on the event loop. Lists and search read every file of the folder they list
-(keeping only a page in memory): see docs/performance.md for where that stops being a good choice.
+File I/O runs on thread pools, never on the event loop. Lists, search and the work queue read every file of the
+folder they list (keeping only a page in memory): see docs/performance.md for where that stops being a good
+choice. The worker's questions (what is due, and when next) read only the `.due/` folder's names.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -649,6 +651,7 @@ class FileTx(Tx):
         links = self._required(self._links_path(instance.contact_id), "contact id")
         doc = {**self._instance_fields(instance), "snapshot_id": snapshot_id, TIMELINE: [], STORED: self._stamp()}
         self._put(path, doc)
+        self._sync_due(None, doc)
         self._put(links, {"instance_ids": [*self._links(instance.contact_id, lock=True), instance.id]})
 
     def update_instance(self, instance: WorkflowInstance) -> None:
@@ -658,7 +661,9 @@ class FileTx(Tx):
             raise RuntimeError(f"instance {instance.id} changed under a write lock (revision {instance.revision})")
         fixed = {key: old[key] for key in ("contact_id", "template_id", "template_version", "created_at")}
         keep = {"snapshot_id": old["snapshot_id"], TIMELINE: old[TIMELINE], STORED: old[STORED]}
-        self._put(path, {**self._instance_fields(instance), **fixed, **keep})
+        doc = {**self._instance_fields(instance), **fixed, **keep}
+        self._put(path, doc)
+        self._sync_due(old, doc)
 
     def delete_instance(self, instance_id: str) -> bool:
         path = self._instance_path(instance_id)
@@ -666,6 +671,7 @@ class FileTx(Tx):
         if path is None or old is None:
             return False
         self._put(path, None)
+        self._sync_due(old, None)
         links = self._links_path(old["contact_id"])
         if links is not None:
             kept = [i for i in self._links(old["contact_id"], lock=True) if i != instance_id]
@@ -710,12 +716,35 @@ class FileTx(Tx):
         return [self._instance(doc) for doc in found]
 
     # ------------------------------------------------------------------ the worker's due work
-    def _timed(self) -> Iterator[tuple[str, Doc]]:
-        """(tenant, instance) of every movable instance with a wake time, in every tenant (a scan)."""
-        for folder in self.store.tenant_dirs():
-            for doc in self._scan(folder / "instances"):
-                if doc["status"] in _MOVABLE and doc.get("wake_at"):
-                    yield folder.name, doc
+    def _due_entry(self, doc: Doc | None) -> Path | None:
+        """The `.due/` entry of an instance whose work can come due. It is named by the wake time, so listing that
+        folder gives the due work in order without reading every instance."""
+        if doc is None or doc["status"] not in _MOVABLE or not doc.get("wake_at"):
+            return None
+        wake_us = max(0, int(_time(doc["wake_at"]).timestamp() * 1_000_000))
+        return self.root / ".due" / f"{wake_us:017d}.{doc['tenant']}.{doc['id']}.json"
+
+    def _sync_due(self, old: Doc | None, new: Doc | None) -> None:
+        before, after = self._due_entry(old), self._due_entry(new)
+        if before != after:
+            if before is not None:
+                self._put(before, None)
+            if after is not None:
+                self._put(after, {"tenant": new["tenant"] if new else None, "id": new["id"] if new else None})
+
+    def _due(self) -> list[tuple[datetime, str, str, Path]]:
+        """Every `.due/` entry as (wake time, tenant, instance id, entry), earliest first."""
+        try:
+            names = sorted(n for n in os.listdir(self.root / ".due") if n.endswith(".json") and n[0] != ".")
+        except FileNotFoundError:
+            return []
+        found = []
+        for name in names:
+            wake_us, tenant, instance_id, _ = name.split(".")
+            found.append(
+                (datetime.fromtimestamp(int(wake_us) / 1_000_000, UTC), tenant, instance_id, self.root / ".due" / name)
+            )
+        return found
 
     @staticmethod
     def _lease_free(doc: Doc, now: datetime) -> bool:
@@ -723,33 +752,32 @@ class FileTx(Tx):
         return until is None or _time(until) < now
 
     def claim_due(self, now: datetime, worker_id: str, lease_until: datetime, limit: int) -> list[DueWork]:
-        due = sorted(
-            (_time(doc["wake_at"]), tenant, doc["id"])
-            for tenant, doc in self._timed()
-            if _time(doc["wake_at"]) <= now and self._lease_free(doc, now)
-        )
         claimed: list[DueWork] = []
-        for _, tenant, instance_id in due:
-            if len(claimed) >= limit:
+        for wake, tenant, instance_id, entry in self._due():
+            if wake > now or len(claimed) >= limit:
                 break
             path = self.root / tenant / "instances" / f"{instance_id}.json"
             if not self._lock_if_free(path):
                 continue  # another worker is on it
             doc = self._get(path)
-            if doc is None or doc["status"] not in _MOVABLE or not doc.get("wake_at"):
-                continue
-            if _time(doc["wake_at"]) > now or not self._lease_free(doc, now):
-                continue
+            if self._due_entry(doc) != entry or doc is None or not self._lease_free(doc, now):
+                continue  # moved on since the listing, or leased
             self._put(path, {**doc, "worker_id": worker_id, "worker_lease_until": lease_until.isoformat()})
             claimed.append(DueWork(tenant, instance_id, doc["revision"]))
         return claimed
 
     def next_wake(self, now: datetime) -> datetime | None:
-        times = [
-            _time(doc["wake_at"]) if self._lease_free(doc, now) else _time(doc["worker_lease_until"])
-            for _, doc in self._timed()
-        ]
-        return min(times, default=None)
+        leases: list[datetime] = []
+        for wake, tenant, instance_id, _ in self._due():
+            if wake > now:
+                return min([wake, *leases])
+            doc = self._peek(self.root / tenant / "instances" / f"{instance_id}.json")
+            if doc is None:
+                continue
+            if self._lease_free(doc, now):
+                return wake
+            leases.append(_time(doc["worker_lease_until"]))
+        return min(leases, default=None)
 
     def release_work(self, instance_id: str, worker_id: str) -> None:
         path = self._instance_path(instance_id)
