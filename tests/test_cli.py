@@ -303,3 +303,27 @@ def test_export_import_through_every_store(tmp_path: Path, capsys: pytest.Captur
             exported = again
     finally:
         database.drop()
+
+
+@pytest.mark.parametrize(
+    ("command", "executors", "said"),
+    [
+        ("migrate", "sms=carrier-pigeon", "unknown executor 'carrier-pigeon'"),
+        ("worker", "sms=sms", "needs CBW_SMS_ACCOUNT_SID"),
+        ("worker", "sms=sms,sms=webhook", "listed twice"),
+    ],
+)
+def test_bad_executors_stop_the_program_at_start(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    data_dir: Path,
+    command: str,
+    executors: str,
+    said: str,
+) -> None:
+    monkeypatch.setenv("CBW_EXECUTORS", executors)
+    code, _, err = cli(capsys, command)
+    assert code == 2
+    assert err.startswith("cbworkflow: CBW_EXECUTORS: ")
+    assert said in err
+    assert len(err.strip().splitlines()) == 1

@@ -265,10 +265,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_executors(settings: Settings, *, build: bool) -> None:
+    """A bad `CBW_EXECUTORS` (or, for the processes that run actions, a missing SMTP or SMS setting) stops the
+    program at start with one line, not at the first text it should send."""
+    from .executors import build_executors, parse_executors
+
+    try:
+        if build:
+            build_executors(settings)
+        else:
+            parse_executors(settings.executors)
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = load_settings()
+        _check_executors(settings, build=args.fn in (cmd_serve, cmd_worker))
         if args.fn is not cmd_serve:  # serve logs as CBW_LOG_FORMAT says; the one-shot commands, for a person
             logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         code: int = args.fn(args, settings)
