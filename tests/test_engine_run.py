@@ -441,3 +441,25 @@ def test_a_loop_of_instant_nodes_fails_after_100(engine: Engine) -> None:
         assert "100 nodes" in next(e for e in failed.timeline if e.type.value == "instance_failed").message
 
     run(engine, go())
+
+
+def test_work_a_worker_cannot_do_waits_for_one_that_can(engine: Engine) -> None:
+    """A worker without the SMS executor leaves the text to one that has it: after its lease, not in a tight loop."""
+    engine.script.actions["sms"] = [Result("sent")]
+    without_sms = Worker(engine.services.store, engine.clock, engine.script, worker_id="w2")
+
+    async def go() -> None:
+        instance = await engine.enrol(await engine.contact())
+        await engine.record(instance, "answered_interested")
+        at_text = await engine.record(instance, "elapsed")  # a person skips the wait: the text is due now
+        assert (at_text.current_node, at_text.wake_at) == ("followup_text", engine.clock.now())
+        assert await without_sms.run_once() == 1  # the text: claimed, not done
+        await without_sms.drain()
+        assert await without_sms.run_once() == 0  # still leased: not claimed again at once
+        assert await engine.settle() == 0
+        assert (await engine.get(instance)).current_node == "followup_text"
+        engine.clock.advance(without_sms.lease + timedelta(seconds=1))
+        assert await engine.settle() == 1
+        assert (await engine.get(instance)).status.value == "completed"
+
+    run(engine, go())

@@ -208,7 +208,14 @@ class Worker:
             result = await self.handlers.run_action(instance, node, run)
             await self._finish(work, result, started)
         else:
-            await self._release(work)
+            # Due work this worker cannot do: an action whose executor another process has (CBW_EXECUTORS differs
+            # between processes). Keep the lease, so it is tried again when the lease ends, not in a tight loop.
+            log.warning(
+                "worker: instance %s is due at node %r, which this worker has no executor for; retrying after %s",
+                work.instance_id,
+                instance.current_node,
+                self.lease,
+            )
 
     async def _finish(self, work: DueWork, result: ActionOutcome, started: datetime) -> None:
         details = {**result.details(), "started_at": started.isoformat()}
