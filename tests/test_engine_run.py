@@ -463,3 +463,29 @@ def test_work_a_worker_cannot_do_waits_for_one_that_can(engine: Engine) -> None:
         assert (await engine.get(instance)).status.value == "completed"
 
     run(engine, go())
+
+
+def test_a_sleeping_worker_is_woken_by_work_made_in_its_process(engine: Engine) -> None:
+    """With an hour's poll interval, work made by this process's services still runs at once."""
+    engine.script.ai = [Result("mail", {"model": "fake"})]
+    sleeper = Worker(engine.services.store, engine.clock, engine.script, poll_interval=3600, worker_id="w3")
+    engine.services.instances.notify = sleeper.wake
+
+    async def go() -> None:
+        stop = asyncio.Event()
+        running = asyncio.create_task(sleeper.run(stop))
+        try:
+            instance = await engine.enrol(await engine.contact())
+            await engine.record(instance, "no_answer")
+            await asyncio.sleep(0.2)  # the worker found nothing due and naps for an hour
+            await engine.record(instance, "contacted_interested")  # an AI decision, due now: wakes it
+            for _ in range(100):
+                if (await engine.get(instance)).current_node == "send_postcard":
+                    break
+                await asyncio.sleep(0.05)
+            assert (await engine.get(instance)).current_node == "send_postcard"
+        finally:
+            stop.set()
+            await running
+
+    run(engine, go())
