@@ -489,3 +489,35 @@ def test_a_sleeping_worker_is_woken_by_work_made_in_its_process(engine: Engine) 
             await running
 
     run(engine, go())
+
+
+def test_an_action_whose_host_comes_from_the_state_is_refused_before_any_call(engine: Engine) -> None:
+    """Whoever writes the state (a volunteer recording an outcome) must not choose where a webhook action goes."""
+    engine.services.instances.automatic_actions = frozenset({"sms", "notify"})
+    worker = Worker(engine.services.store, engine.clock, engine.script, automatic_actions=frozenset({"sms", "notify"}))
+    body = {
+        "id": "notify",
+        "name": "Notify",
+        "start_node": "tell",
+        "nodes": {
+            "tell": {
+                "type": "action",
+                "action": "notify",
+                "action_config": {"url": "https://{state.where}/x"},
+                "transitions": {"sent": "end", "failed": "end"},
+            },
+            "end": {"type": "end"},
+        },
+    }
+
+    async def go() -> None:
+        await engine.template(body)
+        instance = await engine.enrol(await engine.contact(), "notify", state={"where": "evil.example"})
+        assert await worker.run_once() == 1
+        await worker.drain()
+        failed = await engine.get(instance)
+        assert failed.status.value == "failed"
+        assert "placeholder" in next(e for e in failed.timeline if e.type.value == "action_failed").message
+        assert [kind for kind, _ in engine.script.asked] == []  # nothing was called
+
+    run(engine, go())

@@ -170,3 +170,19 @@ def test_an_instance_carries_at_most_100_tags() -> None:
     with pytest.raises(Conflict, match="100 tags"):
         steps.change_tag(inst, "one-more", True, clock.now(), "tok")
     assert steps.change_tag(inst, "t5", False, clock.now(), "tok") is not None
+
+
+def test_rules_of_one_step_share_one_time_budget() -> None:
+    """A loop of costly rules (each within its own limit) fails once the step's shared budget is spent, long
+    before it visits 100 nodes."""
+    costly = {"type": "heuristic", "expression": "len([x for x in [0]*5000 if x == 0]) > 0"}
+    nodes = {
+        "a": {"type": "decision", "rule": costly, "transitions": {"true": "b", "false": "end"}},
+        "b": {"type": "decision", "rule": costly, "transitions": {"true": "a", "false": "end"}},
+        "end": {"type": "end"},
+    }
+    step = steps.start(make(nodes, start="a"), clock.now(), "tok")
+    assert step.instance.status is InstanceStatus.FAILED
+    failed = next(e for e in step.events if e.type.value == "instance_failed")
+    assert "took longer than" in failed.message
+    assert types(step).count("node_entered") < 100

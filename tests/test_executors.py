@@ -76,7 +76,7 @@ def test_webhook_executor_sends_and_answers_sent(server: HttpServer) -> None:
     assert (result.outcome, result.ok, result.error) == ("sent", True, None)
     assert result.data["status_code"] == 200
     assert result.data["method"] == "POST"
-    assert result.data["url"] == f"http://127.0.0.1:{server.port}/hook"  # no query string: it may hold a token
+    assert result.data["url"] == f"http://127.0.0.1:{server.port}/…"  # no path or query: they may hold a secret
     assert len(result.data["attempts"]) == 1
     [hit] = server.hits
     assert (hit.method, hit.body) == ("POST", b'{"contact":"Ada"}')

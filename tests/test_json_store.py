@@ -306,3 +306,18 @@ def test_due_work_is_listed_by_wake_time_without_reading_instances(store: JsonFi
     write(store, lambda tx: tx.delete_instance("i1"))
     assert due_names() == []
     assert leftovers(root) == []
+
+
+def test_stray_or_hostile_files_in_the_store_do_not_reach_outside_it(store: JsonFileStore, root: Path) -> None:
+    (root / ".due").mkdir(exist_ok=True)
+    (root / ".due" / "notes.txt").write_text("left here by someone")
+    (root / ".due" / "00000000000000001.t1.x.y.json").write_text("{}")  # an id that cannot be a file name
+    assert read(store, lambda tx: tx.next_wake(T0)) is None  # ignored, not a crash
+    outside = root.parent / "outside.json"
+    outside.write_text("{}")
+    journal = root / ".journal" / "forged.json"
+    journal.parent.mkdir(exist_ok=True)
+    journal.write_text(json.dumps([{"path": "../outside.json", "content": None}]))
+    with pytest.raises(StoreError, match="outside the store"):
+        store.recover()
+    assert outside.exists()

@@ -141,3 +141,15 @@ def test_events_refuse_bad_input_and_other_tenants(tenant: Tenant, make_tenant: 
         answer = tenant.admin.post("/api/events", json=body)
         assert answer.status_code == 422, (body, answer.text)
     assert tenant.as_role("viewer").post("/api/events", json={"name": "x"}).status_code == 403
+
+
+def test_a_volunteer_holds_at_most_5_tasks(tenant: Tenant) -> None:
+    for _ in range(7):
+        started(tenant)
+    volunteer = tenant.as_role("volunteer")
+    for _ in range(5):
+        assert volunteer.post("/api/tasks/claim").status_code == 200
+    sixth = volunteer.post("/api/tasks/claim")
+    assert sixth.status_code == 409
+    assert "5 tasks" in sixth.json()["detail"]
+    assert tenant.admin.post("/api/tasks/claim").status_code == 200  # staff and admins are not limited

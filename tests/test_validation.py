@@ -466,3 +466,17 @@ def test_linear_chain_is_valid_without_warnings(
     }
     raw[ids[-1]] = END
     assert run(raw, ids[0]) == ValidationReport(valid=True)
+
+
+@pytest.mark.parametrize(
+    "url", ["https://{state.host}/hook", "https://a{contact.id}.example.org/", "https://{state.h}:8080/"]
+)
+def test_a_webhook_host_may_not_come_from_a_placeholder(url: str) -> None:
+    nodes = {
+        "hook": {"type": "webhook", "webhook_url": url, "transitions": {"success": "end", "failure": "end"}},
+        "end": {"type": "end"},
+    }
+    body = TemplateCreate.model_validate({"name": "t", "start_node": "hook", "nodes": nodes})
+    report = validate_template(body.start_node, body.nodes, body.triggers)
+    assert [e.code for e in report.errors] == ["webhook_url_invalid"]
+    assert "placeholder" in report.errors[0].message

@@ -192,7 +192,16 @@ def _url_problem(url: str | None) -> str | None:
         return f"has a malformed webhook_url ({_q(url)})"
     if parts.scheme.lower() not in ("http", "https"):
         return f"has a webhook_url that is not http or https ({_q(url)})"
+    if host_from_placeholder(url):
+        return f"has a webhook_url whose host comes from a placeholder ({_q(url)}); only its path and query may"
     return None if parts.hostname else f"has a webhook_url with no host ({_q(url)})"
+
+
+def host_from_placeholder(url: str) -> bool:
+    """Whether a URL's scheme or host would be filled in from data: then whoever can write the state (a volunteer
+    recording an outcome) could send the call, its headers and the contact's data anywhere."""
+    head = url.split("//", 1)[-1] if "//" in url else url
+    return "{" in url.split("//", 1)[0] or "{" in head.split("/", 1)[0].split("?", 1)[0]
 
 
 _WARNINGS = frozenset(

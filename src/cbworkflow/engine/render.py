@@ -66,13 +66,21 @@ class _Budget:
 
     def __init__(self, limit: int = MAX_RENDERED) -> None:
         self.left = limit
+        self._filled: dict[tuple[str, str], str] = {}  # each placeholder is looked up and written out once
 
     def render(self, text: str, data: Mapping[str, Any]) -> str:
+        if self.left <= 0:
+            return ""
         parts: list[str] = []
         position = 0
         for match in PLACEHOLDER.finditer(text):
             parts.append(self.take(text[position : match.start()]))
-            parts.append(self.take(_text(_lookup(data, match[1], match[2]))))
+            if self.left <= 0:
+                return "".join(parts)
+            key = (match[1], match[2])
+            if key not in self._filled:
+                self._filled[key] = _text(_lookup(data, *key))
+            parts.append(self.take(self._filled[key]))
             position = match.end()
             if self.left <= 0:
                 return "".join(parts)

@@ -15,6 +15,7 @@ drive a week of simulated time in milliseconds.
 from __future__ import annotations
 
 import copy
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -43,6 +44,7 @@ from ..models.templates import (
 from ..validation import parse_duration
 
 MAX_NODES_PER_STEP = 100
+RULES_SECONDS_PER_STEP = 0.25  # CPU time all heuristic rules of one step may take together (each: 50 ms at most)
 MAX_TAGS = 100  # as many as a request body may carry
 
 
@@ -111,6 +113,7 @@ class _Builder:
         self.actor = actor
         self.ctx = ctx
         self.events: list[Event] = []
+        self.rules_left = RULES_SECONDS_PER_STEP
 
     def emit(
         self,
@@ -205,12 +208,23 @@ class _Builder:
     def _heuristic(self, node_id: str, node: DecisionNode, rule: HeuristicRule) -> str | None:
         from .sandbox import ExpressionError, evaluate
 
+        if self.rules_left <= 0:
+            self._rule_failed(node_id, f"the rules of one step took longer than {RULES_SECONDS_PER_STEP} s together")
+            return None
         data = self.ctx.placeholders(self.instance)
+        began = time.thread_time()
         try:
-            value = evaluate(rule.expression, {"state": data["state"], "contact": data["contact"]}, now=self.now)
+            value = evaluate(
+                rule.expression,
+                {"state": data["state"], "contact": data["contact"]},
+                now=self.now,
+                timeout_s=min(0.05, self.rules_left),
+            )
         except ExpressionError as exc:
             self._rule_failed(node_id, f"the expression failed: {exc}")
             return None
+        finally:
+            self.rules_left -= time.thread_time() - began
         outcome = ("true" if value else "false") if isinstance(value, bool) else value
         if not isinstance(outcome, str) or outcome not in node.transitions:
             allowed = ", ".join(sorted(node.transitions))

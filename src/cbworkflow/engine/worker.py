@@ -19,6 +19,7 @@ import logging
 import secrets
 import socket
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -26,6 +27,7 @@ from ..clock import Clock
 from ..models.instances import MOVABLE, WorkflowInstance
 from ..models.templates import ActionNode, AIRule, DecisionNode, WaitNode, WebhookNode
 from ..store.base import DueWork, PageRequest, Store, Tx
+from ..validation import host_from_placeholder
 from . import steps
 
 log = logging.getLogger("cbworkflow.worker")
@@ -55,6 +57,23 @@ class Handlers(Protocol):
 
     async def close(self) -> None:
         """Let go of clients (the model's HTTP client) when the worker stops."""
+
+
+@dataclass
+class _Refused:
+    """Work refused before any call was made."""
+
+    error: str
+    outcome: str | None = None
+
+    def details(self) -> dict[str, Any]:
+        return {"error": self.error}
+
+
+def _raw_url(node: WebhookNode | ActionNode) -> str:
+    """The URL a webhook node or a webhook action calls, as the template wrote it (before placeholders)."""
+    url = node.webhook_url if isinstance(node, WebhookNode) else node.action_config.get("url")
+    return url if isinstance(url, str) else ""
 
 
 class Worker:
@@ -187,21 +206,23 @@ class Worker:
             if not isinstance(rule, AIRule):
                 await self._release(work)
                 return
-            answer = await self.handlers.decide(instance, rule, render(rule.prompt, data))
+            prompt = await asyncio.to_thread(render, rule.prompt, data)
+            answer = await self.handlers.decide(instance, rule, prompt)
             details = answer.details()
             await self._apply(work, lambda i, now, ctx: steps.ai_decided(i, answer.outcome, details, rule, now, ctx))
+        elif isinstance(node, (WebhookNode, ActionNode)) and host_from_placeholder(_raw_url(node)):
+            refused = _Refused("the call's host comes from a placeholder; only the path and query may")
+            await self._finish(work, refused, started)
         elif isinstance(node, WebhookNode):
-            call = {
-                "url": render(node.webhook_url or "", data),
-                "headers": {k: render(v, data) for k, v in node.webhook_headers.items()},
-                "body": render_json(node.webhook_body, data),
-                "idempotency_key": visit,
-            }
+            # One output budget for the URL, the headers and the body together, rendered off the event loop.
+            raw = {"url": node.webhook_url or "", "headers": node.webhook_headers, "body": node.webhook_body}
+            call = await asyncio.to_thread(render_json, raw, data)
+            call["idempotency_key"] = visit
             result = await self.handlers.call_webhook(instance, node, call)
             await self._finish(work, result, started)
         elif isinstance(node, ActionNode) and node.action in self.automatic_actions:
             run = {
-                "config": render_json(node.action_config, data),
+                "config": await asyncio.to_thread(render_json, node.action_config, data),
                 "contact": contact or {},
                 "idempotency_key": visit,
             }

@@ -69,7 +69,8 @@ def failed(
 
 
 def shown_url(url: str) -> str:
-    """A URL for the timeline: scheme, host, port and path; no credentials, query or fragment."""
+    """A URL for the timeline: scheme, host and port. No credentials, query or fragment, and no path either:
+    hooks such as Slack's carry their secret in the path, and the timeline is read by volunteers too."""
     try:
         parts = urlsplit(url)
         host = parts.hostname or ""
@@ -77,7 +78,7 @@ def shown_url(url: str) -> str:
     except ValueError:
         return "(invalid URL)"
     host = f"[{host}]" if ":" in host else host
-    return f"{parts.scheme}://{host}{port}{parts.path}"
+    return f"{parts.scheme}://{host}{port}" + ("/…" if parts.path not in ("", "/") else "/")
 
 
 def http_data(response: OutboundResponse | None, attempts: list[Attempt]) -> dict[str, Any]:

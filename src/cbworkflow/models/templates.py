@@ -55,7 +55,9 @@ class WebhookNode(_NodeBase):
     type: Literal["webhook"]
     webhook_url: str | None = None
     webhook_method: str = "POST"
-    webhook_headers: dict[str, str] = Field(default_factory=dict)
+    webhook_headers: Annotated[dict[str, Annotated[str, StringConstraints(max_length=8192)]], Field(max_length=50)] = (
+        Field(default_factory=dict)
+    )
     webhook_body: Any = None
     timeout_s: float = 10
     max_attempts: int = 5

@@ -18,6 +18,7 @@ from ..models.tasks import Task, TaskQuery, node_summary
 from ..store.base import Page, PageRequest, Store, TaskFilter, Tx
 
 LEASE = timedelta(minutes=15)
+MAX_HELD_BY_VOLUNTEER = 5  # a task shows its contact: a volunteer sees a few at a time, never the whole queue
 
 
 def task_of(tx: Tx, instance: WorkflowInstance) -> Task:
@@ -68,6 +69,16 @@ class TaskService:
         now = self.clock.now()
 
         def run(tx: Tx) -> Task | None:
+            if principal.role is Role.VOLUNTEER:
+                mine = TaskFilter(held_by=principal.token_id)
+                if (
+                    len(tx.list_tasks(mine, now, PageRequest(limit=MAX_HELD_BY_VOLUNTEER)).items)
+                    >= MAX_HELD_BY_VOLUNTEER
+                ):
+                    raise Conflict(
+                        f"you already hold {MAX_HELD_BY_VOLUNTEER} tasks, the most a volunteer may hold: "
+                        "record their outcomes or give some back first"
+                    )
             instance = tx.next_open_task(_filter(query), now)
             if instance is None:
                 return None

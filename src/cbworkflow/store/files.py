@@ -92,6 +92,7 @@ _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _CLASH = "the change clashes with an existing record (a duplicate id, external id or key)"
 _MOVABLE = frozenset(status.value for status in MOVABLE)
 _WORKER = ("worker_id", "worker_lease_until")  # the worker's lease on an instance's due work: not part of the model
+_DUE_ENTRY = re.compile(r"(\d{17})\.([a-z0-9][a-z0-9_-]{0,63})\.(.+)\.json")  # <wake, µs>.<tenant>.<instance id>
 
 
 class _Busy(Exception):
@@ -579,7 +580,9 @@ class FileTx(Tx):
         versions = self._versions_dir(template_id)
         assert versions is not None
         for doc in list(self._scan(versions)):
-            self._put(versions / f"{doc['version']}.json", None)
+            version = self._version_path(template_id, str(doc.get("version")))
+            if version is not None:
+                self._put(version, None)
         self.after_commit.append(lambda: _remove_empty_dir(versions))
         return True
 
@@ -623,7 +626,8 @@ class FileTx(Tx):
         cached = self.store.snapshots.get((self.tenant, snapshot_id))
         if cached is not None:
             return cached
-        doc = self._peek(self.home / "snapshots" / f"{snapshot_id}.json")
+        name = _name(snapshot_id)
+        doc = None if name is None else self._peek(self.home / "snapshots" / f"{name}.json")
         if doc is None:
             raise StoreError(f"the frozen nodes {snapshot_id} of an instance are missing from the store")
         value = (doc["start_node"], _NODE_MAP.validate_python(doc["nodes"]))
@@ -733,17 +737,18 @@ class FileTx(Tx):
                 self._put(after, {"tenant": new["tenant"] if new else None, "id": new["id"] if new else None})
 
     def _due(self) -> list[tuple[datetime, str, str, Path]]:
-        """Every `.due/` entry as (wake time, tenant, instance id, entry), earliest first."""
+        """Every `.due/` entry as (wake time, tenant, instance id, entry), earliest first; stray files are ignored."""
         try:
-            names = sorted(n for n in os.listdir(self.root / ".due") if n.endswith(".json") and n[0] != ".")
+            names = sorted(os.listdir(self.root / ".due"))
         except FileNotFoundError:
             return []
         found = []
         for name in names:
-            wake_us, tenant, instance_id, _ = name.split(".")
-            found.append(
-                (datetime.fromtimestamp(int(wake_us) / 1_000_000, UTC), tenant, instance_id, self.root / ".due" / name)
-            )
+            match = _DUE_ENTRY.fullmatch(name)
+            if match is None or _name(match[3]) is None:
+                continue
+            wake = datetime.fromtimestamp(int(match[1]) / 1_000_000, UTC)
+            found.append((wake, match[2], match[3], self.root / ".due" / name))
         return found
 
     @staticmethod
@@ -1055,6 +1060,13 @@ class JsonFileStore(Store):
                     return True
         return False
 
+    def _inside(self, relative: str) -> Path:
+        """A journal's path, refused unless it stays inside the store (a journal is only ever written by us)."""
+        path = (self.root / relative).resolve()
+        if not path.is_relative_to(self.root.resolve()) or path == self.root.resolve():
+            raise StoreError(f"a journal in {self._journal} names a file outside the store: {relative[:80]!r}")
+        return self.root / relative
+
     def recover(self) -> int:
         """Replay every journal left by a dead process, under the locks of the files it names; returns how many."""
         replayed = 0
@@ -1068,7 +1080,7 @@ class JsonFileStore(Store):
                 except FileNotFoundError:
                     continue
                 writes = [
-                    (self.root / entry["path"], None if entry["content"] is None else entry["content"].encode())
+                    (self._inside(entry["path"]), None if entry["content"] is None else entry["content"].encode())
                     for entry in entries
                 ]
                 for path, _ in sorted(writes):  # one order for every recovery: two of them cannot deadlock
