@@ -327,3 +327,18 @@ def test_bad_executors_stop_the_program_at_start(
     assert err.startswith("cbworkflow: CBW_EXECUTORS: ")
     assert said in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_a_second_store_in_one_data_folder_keeps_the_first_ones_token(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, data_dir: Path
+) -> None:
+    """The bootstrap token is shown once: a new store in the same folder writes its own file beside it."""
+    monkeypatch.delenv("CBW_ADMIN_TOKEN", raising=False)
+    assert cli(capsys, "tokens", "list")[0] == 0  # first use: a store, its tenant and a generated token
+    first = (data_dir / "admin-token").read_text()
+    monkeypatch.setenv("CBW_DATABASE_URL", f"json:///{data_dir / 'files'}")
+    assert cli(capsys, "tokens", "list")[0] == 0
+    assert (data_dir / "admin-token").read_text() == first
+    second = (data_dir / "admin-token.2").read_text()
+    assert second.startswith("cbw_")
+    assert second != first

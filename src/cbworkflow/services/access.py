@@ -39,6 +39,17 @@ def new_secret() -> str:
     return TOKEN_PREFIX + secrets.token_urlsafe(32)
 
 
+def _free_token_file(data_dir: Path) -> Path:
+    """`admin-token`, or `admin-token.2`, `.3`… when a token of another store already lives in this data folder:
+    that token was shown once, so it must never be overwritten."""
+    path = data_dir / "admin-token"
+    n = 2
+    while path.exists():
+        path = data_dir / f"admin-token.{n}"
+        n += 1
+    return path
+
+
 def write_private(path: Path, text: str) -> Path:
     """Write a secret readable by the owner only: a new temp file (0600, no symlink followed), then a rename."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -96,7 +107,7 @@ class AccessService:
         created_tenant, made_token = await self.store.write(DEFAULT_TENANT, run)
         token_file = None
         if made_token and generated is not None:
-            token_file = write_private(data_dir / "admin-token", generated + "\n")
+            token_file = write_private(_free_token_file(data_dir), generated + "\n")
         return Bootstrap(created_tenant, generated if made_token else None, token_file)
 
     # ---------------------------------------------------------------- tenants
