@@ -599,3 +599,34 @@ def test_instances_filtered_by_what_they_wait_for(store: Store) -> None:
 
     assert waiting("event:rsvp") == [inst.id]
     assert waiting("event:other") == []
+
+
+def test_a_database_of_the_previous_version_is_brought_up_to_date(tmp_path: Path) -> None:
+    """Migration 3 adds the engine's columns and indexes to a database made before them (SQLite)."""
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    fresh = SQLiteStore(path)
+    asyncio.run(fresh.migrate())
+    asyncio.run(fresh.close())
+    with sqlite3.connect(path) as conn:  # back to what version 2 made
+        for index in ("ix_instances_due", "ix_instances_tasks", "ix_instances_waiting"):
+            conn.execute(f"DROP INDEX {index}")
+        for column in ("task_since", "task_action", "suggestion", "worker_id", "worker_lease_until"):
+            conn.execute(f"ALTER TABLE instances DROP COLUMN {column}")
+        conn.execute("CREATE INDEX ix_instances_wake ON instances (status, wake_at)")
+        conn.execute("DELETE FROM schema_migrations WHERE version = 3")
+    upgraded = SQLiteStore(path)
+    try:
+        assert asyncio.run(upgraded.migrate()) == [3]
+        inst = run(upgraded, "a", lambda tx: instance(tx, "c1", status=InstanceStatus.WAITING))
+        due = inst.model_copy(update={"wake_at": T0, "revision": 1, "task_since": T0})
+        run(upgraded, "a", lambda tx: tx.update_instance(due))
+        claimed = run(upgraded, "a", lambda tx: tx.claim_due(T0, "w", T0 + timedelta(minutes=1), 5))
+        assert [w.instance_id for w in claimed] == [inst.id]
+    finally:
+        asyncio.run(upgraded.close())
+    with sqlite3.connect(path) as conn:
+        names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert {"ix_instances_due", "ix_instances_tasks", "ix_instances_waiting"} <= names
+    assert "ix_instances_wake" not in names

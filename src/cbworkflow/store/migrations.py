@@ -61,6 +61,8 @@ def _engine_columns(conn: Connection) -> None:
             kind = column.type.compile(dialect=conn.dialect)
             conn.exec_driver_sql(f"ALTER TABLE instances ADD COLUMN {column.name} {kind}")
     indexes = {index["name"] for index in inspect(conn).get_indexes("instances")}
+    if "ix_instances_wake" in indexes:  # replaced by the partial ix_instances_due, which claims walk in order
+        conn.exec_driver_sql("DROP INDEX ix_instances_wake")
     for index in schema.INSTANCE_WORK_INDEXES:
         if index.name not in indexes:
             index.create(conn)

@@ -519,12 +519,7 @@ class SqlTx(Tx):
     def claim_due(self, now: datetime, worker_id: str, lease_until: datetime, limit: int) -> list[DueWork]:
         i = s.instances.c
         free = or_(i.worker_lease_until.is_(None), i.worker_lease_until < now)
-        pick = (
-            select(i.pk)
-            .where(i.status.in_([m.value for m in MOVABLE]), i.wake_at <= now, free)
-            .order_by(i.wake_at)
-            .limit(limit)
-        )
+        pick = select(i.pk).where(s.MOVABLE_SQL, i.wake_at <= now, free).order_by(i.wake_at).limit(limit)
         pks = list(self.conn.execute(self._skip_locked(pick)).scalars())
         if not pks:
             return []
@@ -540,12 +535,10 @@ class SqlTx(Tx):
         i = s.instances.c
         free = or_(i.worker_lease_until.is_(None), i.worker_lease_until < now)
         earliest: datetime | None = self.conn.execute(
-            select(func.min(i.wake_at)).where(i.status.in_([m.value for m in MOVABLE]), i.wake_at.is_not(None), free)
-        ).scalar_one()
+            select(i.wake_at).where(s.MOVABLE_SQL, i.wake_at.is_not(None), free).order_by(i.wake_at).limit(1)
+        ).scalar_one_or_none()
         leased: datetime | None = self.conn.execute(
-            select(func.min(i.worker_lease_until)).where(
-                i.status.in_([m.value for m in MOVABLE]), i.wake_at.is_not(None), i.worker_lease_until >= now
-            )
+            select(func.min(i.worker_lease_until)).where(s.MOVABLE_SQL, i.wake_at <= now, i.worker_lease_until >= now)
         ).scalar_one()
         found = [t for t in (earliest, leased) if t is not None]
         return min(found) if found else None
