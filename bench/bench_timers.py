@@ -127,6 +127,9 @@ async def fill(place: Place, count: int, due: datetime) -> None:
             await services.store.write("default", batch)
     finally:
         await services.store.close()
+    if place.database:  # fresh statistics, as autovacuum would have after a bulk load (it is off on some machines)
+        with psycopg.connect(place.url, autocommit=True) as conn:
+            conn.execute("ANALYZE")
 
 
 def lags(place: Place, due: datetime) -> list[float]:
