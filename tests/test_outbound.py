@@ -25,6 +25,7 @@ from cbworkflow.outbound.http import (
     _parse,
     retry_after_seconds,
 )
+from conftest import unavailable
 from local_servers import HttpServer, Recorded, Reply, drip, free_port, json_reply, make_certificate, sequence
 
 
@@ -380,7 +381,7 @@ def test_an_unresolvable_name_is_not_retried() -> None:
 @pytest.fixture(scope="module")
 def certificates(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path]]:
     if shutil.which("openssl") is None:
-        pytest.skip("no openssl command to make a test certificate")
+        unavailable("no openssl command to make a test certificate")
     directory = tmp_path_factory.mktemp("tls")
     return {"hooks.test": make_certificate(directory, "hooks.test")}
 

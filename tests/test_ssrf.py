@@ -18,6 +18,7 @@ import pytest
 from cbworkflow.outbound import OutboundBlocked, OutboundError, is_forbidden, resolve_allowed, send
 from cbworkflow.outbound.guard import IPAddress, Policy
 from cbworkflow.outbound.http import OutboundConnectionError, send_with_retries
+from conftest import unavailable
 from local_servers import HttpServer, Reply, json_reply
 
 
@@ -278,7 +279,7 @@ def test_allow_private_reaches_the_local_server(target: HttpServer) -> None:
 
 def test_allow_private_reaches_the_ipv6_loopback(target6: HttpServer | None) -> None:
     if target6 is None:
-        pytest.skip("no IPv6 loopback on this machine")
+        unavailable("no IPv6 loopback on this machine")
     response = asyncio.run(send("GET", target6.url("/six"), allow_private=True))
     assert response.status_code == 200
     assert [hit.path for hit in target6.hits] == ["/six"]
