@@ -521,3 +521,21 @@ def test_an_action_whose_host_comes_from_the_state_is_refused_before_any_call(en
         assert [kind for kind, _ in engine.script.asked] == []  # nothing was called
 
     run(engine, go())
+
+
+def test_the_idempotency_key_names_the_node_visit_not_the_latest_event(engine: Engine) -> None:
+    """A note added while an action is due must not change the key a retried call carries downstream."""
+    engine.script.actions["sms"] = [Result("sent")]
+
+    async def go() -> None:
+        instance = await engine.enrol(await engine.contact())
+        await engine.record(instance, "answered_interested")
+        await engine.record(instance, "elapsed")  # the text is due now
+        at_text = await engine.get(instance)
+        entered = [e for e in at_text.timeline if e.type.value == "node_entered" and e.node_id == "followup_text"]
+        await engine.services.instances.add_note(SYSTEM, instance, "called back, wants the text")
+        await engine.settle()
+        [(_, data)] = [asked for asked in engine.script.asked if asked[0] == "sms"]
+        assert data["idempotency_key"] == f"{instance}-followup_text-{entered[-1].id}"
+
+    run(engine, go())

@@ -24,6 +24,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from ..clock import Clock
+from ..models.events import EventType
 from ..models.instances import MOVABLE, WorkflowInstance
 from ..models.templates import ActionNode, AIRule, DecisionNode, WaitNode, WebhookNode
 from ..store.base import DueWork, PageRequest, Store, Tx
@@ -182,7 +183,9 @@ class Worker:
             if instance is None:
                 return None, None, None
             contact = tx.get_contact(instance.contact_id)
-            entered = tx.instance_events(instance.id, PageRequest(limit=1), newest_first=True).items
+            # The visit is named by its node_entered event, so notes or tags added meanwhile do not change the key.
+            recent = tx.instance_events(instance.id, PageRequest(limit=50), newest_first=True).items
+            entered = [e for e in recent if e.type is EventType.NODE_ENTERED][:1]
             return instance, contact.model_dump(mode="json") if contact else None, entered[0].id if entered else None
 
         instance, contact, last_event = await self.store.read(work.tenant, load)
