@@ -32,7 +32,6 @@ from typing import Any
 
 import httpx
 
-from cbworkflow.api.app import SYSTEM, bootstrap, build_services
 from cbworkflow.clock import Clock
 from cbworkflow.engine import steps
 from cbworkflow.ids import new_id
@@ -41,6 +40,7 @@ from cbworkflow.models.instances import TransitionRequest
 from cbworkflow.services.instances import new_instance
 from cbworkflow.settings import Settings
 from cbworkflow.store.base import Tx
+from cbworkflow.wiring import SYSTEM, bootstrap, build_services
 
 FIRST = ["Ada", "Grace", "Alan", "Maria", "José", "Wei", "Fatima", "Olu", "Ivan", "Priya", "Liam", "Noor", "Sven"]
 LAST = ["Lovelace", "Hopper", "Turing", "Garcia", "Nguyen", "Okafor", "Ivanova", "Patel", "Smith", "Berg", "Khan"]

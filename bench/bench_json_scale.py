@@ -25,10 +25,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_core import TOKEN, fill_contacts, person
-from cbworkflow.api.app import SYSTEM, bootstrap, build_services
 from cbworkflow.models.contacts import ContactCreate
 from cbworkflow.settings import Settings
 from cbworkflow.store.base import ContactFilter, PageRequest
+from cbworkflow.wiring import SYSTEM, bootstrap, build_services
 
 
 def summary(values: list[float]) -> dict[str, float]:

@@ -41,11 +41,11 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_core import TOKEN, fill_instances, person, raw_sqlite_creates
-from cbworkflow.api.app import SYSTEM, bootstrap, build_services
 from cbworkflow.models.contacts import ContactCreate
 from cbworkflow.models.instances import TransitionRequest
 from cbworkflow.settings import Settings
 from cbworkflow.store.base import ContactFilter, PageRequest
+from cbworkflow.wiring import SYSTEM, bootstrap, build_services
 
 POSTGRES = os.environ.get("CBW_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 TAGS = ["voter", "donor", "volunteer", "lapsed", "new"]

@@ -33,7 +33,6 @@ from typing import Any
 
 import psycopg
 
-from cbworkflow.api.app import SYSTEM, bootstrap, build_services
 from cbworkflow.clock import FakeClock
 from cbworkflow.engine import steps
 from cbworkflow.ids import new_id
@@ -42,6 +41,7 @@ from cbworkflow.models.templates import TemplateCreate
 from cbworkflow.services.instances import new_instance
 from cbworkflow.settings import Settings
 from cbworkflow.store.base import Tx
+from cbworkflow.wiring import SYSTEM, bootstrap, build_services
 
 POSTGRES = os.environ.get("CBW_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 CBWORKFLOW = Path(sys.executable).parent / "cbworkflow"

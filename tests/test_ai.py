@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from cbworkflow.engine.ai import NO_KEY_ERROR, REASON_MAX_CHARS, TOOL_NAME, AIDecider, AIDecision
+from cbworkflow.runtime.ai import NO_KEY_ERROR, REASON_MAX_CHARS, TOOL_NAME, AIDecider, AIDecision
 from cbworkflow.settings import load_settings
 from fake_anthropic import (
     FakeAnthropic,
@@ -87,7 +87,7 @@ def decide(
 
 
 def test_importing_the_module_does_not_import_the_sdk() -> None:
-    code = "import sys, cbworkflow.engine.ai; print(sorted(m for m in sys.modules if m.split('.')[0] == 'anthropic'))"
+    code = "import sys, cbworkflow.runtime.ai; print(sorted(m for m in sys.modules if m.split('.')[0] == 'anthropic'))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout.strip() == "[]"
 

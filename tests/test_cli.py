@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 
-from cbworkflow.api.app import SYSTEM, bootstrap, build_services
 from cbworkflow.cli import main
 from cbworkflow.models.access import Role, TokenCreate
 from cbworkflow.models.contacts import ContactCreate
 from cbworkflow.models.instances import InstanceCreate, TransitionRequest
 from cbworkflow.models.templates import TemplateCreate
 from cbworkflow.settings import Settings
+from cbworkflow.wiring import SYSTEM, bootstrap, build_services
 from conftest import REFERENCE, PostgresDatabase, reference_template
 
 

@@ -16,15 +16,15 @@ from typing import Any
 
 import pytest
 
-from cbworkflow.api.app import SYSTEM, bootstrap, build_services
 from cbworkflow.clock import FakeClock
-from cbworkflow.engine.handlers import Result
-from cbworkflow.engine.worker import Worker
 from cbworkflow.models.contacts import ContactCreate
 from cbworkflow.models.instances import InstanceCreate, TransitionRequest, WorkflowInstance
 from cbworkflow.models.templates import ActionNode, AIRule, TemplateCreate, WebhookNode
+from cbworkflow.runtime.handlers import Result
+from cbworkflow.runtime.worker import Worker
 from cbworkflow.settings import Settings
 from cbworkflow.store.base import PageRequest
+from cbworkflow.wiring import SYSTEM, bootstrap, build_services
 from conftest import PostgresDatabase
 
 TEMPLATE = "county-outreach-v1"

@@ -22,7 +22,6 @@ from typing import Any, ClassVar
 import psycopg
 import pytest
 
-from cbworkflow.api.app import SYSTEM, bootstrap, build_services
 from cbworkflow.clock import FakeClock
 from cbworkflow.engine import steps
 from cbworkflow.models.contacts import Contact
@@ -30,6 +29,7 @@ from cbworkflow.models.templates import TemplateCreate
 from cbworkflow.services.instances import new_instance
 from cbworkflow.settings import Settings
 from cbworkflow.store.base import Tx
+from cbworkflow.wiring import SYSTEM, bootstrap, build_services
 from conftest import CBWORKFLOW, PostgresDatabase
 
 pytestmark = pytest.mark.slow

@@ -28,13 +28,13 @@ class CliError(Exception):
 
 
 def _services(settings: Settings) -> Any:
-    from .api.app import build_services
+    from .wiring import build_services
 
     return build_services(settings)
 
 
 async def _with_services(settings: Settings, fn: Callable[[Any], Awaitable[int]], *, bootstrap: bool = True) -> int:
-    from .api.app import bootstrap as do_bootstrap
+    from .wiring import bootstrap as do_bootstrap
 
     services = await _services(settings)
     try:
@@ -101,8 +101,8 @@ def cmd_templates_validate(args: argparse.Namespace, _settings: Settings) -> int
 
 
 def cmd_templates_load(args: argparse.Namespace, settings: Settings) -> int:
-    from .api.app import SYSTEM
     from .validation import validate_template
+    from .wiring import SYSTEM
 
     bodies = [(path, _load_template_file(Path(path))) for path in args.paths]
 
@@ -194,7 +194,7 @@ def cmd_worker(_args: argparse.Namespace, settings: Settings) -> int:
     import signal
 
     from . import logs
-    from .api.app import make_worker
+    from .wiring import make_worker
 
     logs.configure(settings.log_level, settings.log_format)
 

@@ -46,7 +46,6 @@ import math
 import re
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
 from pydantic import TypeAdapter, ValidationError
@@ -70,16 +69,12 @@ from .models.templates import (
     WaitNode,
     WebhookNode,
 )
+from .times import is_until
+from .times import parse_duration as parse_duration  # re-exported: validation's own callers
 
-MAX_DURATION = timedelta(days=3653)  # ten years: beyond any campaign, far below timedelta's overflow
 WEBHOOK_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 
 _RULE_ADAPTER: TypeAdapter[HeuristicRule | AIRule | ManualRule] = TypeAdapter(Rule)
-_N = r"(\d{1,12})"  # bounded digit runs keep int() cheap; the ten-year cap is checked before timedelta()
-_ISO = rf"P(?:{_N}W|(?:{_N}D)?(?:T(?:{_N}H)?(?:{_N}M)?(?:{_N}(?:[.,](\d{{1,9}}))?S)?)?)"
-_ISO_DURATION = re.compile(_ISO, re.ASCII)  # ASCII: `\d` would also take other scripts' digits
-_SHORT_DURATION = re.compile(rf"{_N}([dhms])", re.ASCII)
-_UNIT_SECONDS = {"d": 86_400, "h": 3_600, "m": 60, "s": 1}
 _PLACEHOLDER = re.compile(r"\{(?:state|contact)(?:\.[A-Za-z0-9_-]+)+\}")
 _WAIT_FIELDS = {
     "duration": {"type", "duration"},
@@ -87,23 +82,6 @@ _WAIT_FIELDS = {
     "event": {"type", "event", "timeout"},
 }
 _UNTIL_HINT = "a date and time with offset like 2026-11-03T08:00:00-05:00, or a {state.x} placeholder"
-
-
-def parse_duration(text: str) -> timedelta:
-    """`P3D`, `PT2H30M`, `PT1.5S`, `P1W` or `3d`/`2h`/`30m`/`45s`; the ValueError says what is accepted."""
-    value = text.strip()
-    if short := _SHORT_DURATION.fullmatch(value):
-        micros = int(short[1]) * _UNIT_SECONDS[short[2]] * 1_000_000
-    else:
-        iso = _ISO_DURATION.fullmatch(value)
-        if iso is None or value.endswith("T") or not any(iso.groups()):
-            raise ValueError(f"{_q(text)} is not a duration: use ISO 8601 like P3D, PT2H30M, P1W, or 3d, 2h, 30m, 45s")
-        weeks, days, hours, minutes, seconds, fraction = (g or "0" for g in iso.groups())
-        whole = int(weeks) * 604_800 + int(days) * 86_400 + int(hours) * 3_600 + int(minutes) * 60 + int(seconds)
-        micros = whole * 1_000_000 + int(fraction[:6].ljust(6, "0"))
-    if micros > MAX_DURATION // timedelta(microseconds=1):
-        raise ValueError(f"the duration {_q(text)} is longer than 10 years")
-    return timedelta(microseconds=micros)
 
 
 def expression_problem(expression: str, names: Iterable[str] = RULE_NAMES) -> tuple[str, str] | None:
@@ -156,7 +134,7 @@ def _wait_problem(cond: Mapping[str, object]) -> str | None:
             return '"event" must name the event to wait for, like rsvp_received'
     if kind == "until":
         until = cond.get("until")
-        ok = isinstance(until, str) and _is_until(until.strip())
+        ok = isinstance(until, str) and is_until(until.strip(), _PLACEHOLDER)
         return None if ok else f'"until" must be {_UNTIL_HINT}'
     key = "duration" if kind == "duration" else "timeout"
     value = cond.get(key)
@@ -169,15 +147,6 @@ def _wait_problem(cond: Mapping[str, object]) -> str | None:
     except ValueError as exc:
         return f'"{key}" is not valid: {exc}'
     return None
-
-
-def _is_until(value: str) -> bool:
-    if _PLACEHOLDER.fullmatch(value):
-        return True
-    try:
-        return datetime.fromisoformat(value).utcoffset() is not None
-    except ValueError:
-        return False
 
 
 def _url_problem(url: str | None) -> str | None:

@@ -3,37 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from ..clock import Clock
 from ..errors import Forbidden, InvalidInput, NotFound
 from ..ids import ID_RE, SLUG_RE
 from ..models.access import Principal, Role
-from ..services.access import AccessService
-from ..services.contacts import ContactService
-from ..services.instances import InstanceService
-from ..services.tasks import TaskService
-from ..services.templates import TemplateService
-from ..settings import Settings
-from ..store.base import PageRequest, Store
-
-
-@dataclass
-class Services:
-    """Everything a request may need, built once in the app's lifespan."""
-
-    settings: Settings
-    store: Store
-    clock: Clock
-    access: AccessService
-    contacts: ContactService
-    templates: TemplateService
-    instances: InstanceService
-    tasks: TaskService
+from ..store.base import PageRequest
+from ..wiring import Services
 
 
 def get_services(request: Request) -> Services:

@@ -41,7 +41,7 @@ from ..models.templates import (
     WaitNode,
     WebhookNode,
 )
-from ..validation import parse_duration
+from ..times import parse_duration, parse_until
 
 MAX_NODES_PER_STEP = 100
 RULES_SECONDS_PER_STEP = 0.25  # CPU time all heuristic rules of one step may take together (each: 50 ms at most)
@@ -254,7 +254,7 @@ class _Builder:
             elif kind == "until":
                 from .render import render
 
-                inst.wake_at = _until(render(str(condition.get("until")), self.ctx.placeholders(inst)))
+                inst.wake_at = parse_until(render(str(condition.get("until")), self.ctx.placeholders(inst)))
             elif kind == "event" and condition.get("timeout"):
                 inst.wake_at = self.now + parse_duration(str(condition.get("timeout")))
             elif kind != "event":
@@ -291,17 +291,6 @@ class _Builder:
         inst.held_by = None
         inst.lease_expires_at = None
         self.emit(EventType.INSTANCE_FAILED, f"Failed: {reason}", {"error": reason}, node_id, actor=SYSTEM_ACTOR)
-
-
-def _until(text: str) -> datetime:
-    """A wait's `until`, literal or rendered from a placeholder: an ISO 8601 time with an offset."""
-    try:
-        when = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise ValueError(f"until {text[:80]!r} is not a date and time with offset (ISO 8601)") from None
-    if when.tzinfo is None:
-        raise ValueError(f"until {text[:80]!r} has no UTC offset")
-    return when
 
 
 def waiting_for(node: DecisionNode | WaitNode | WebhookNode) -> str:

@@ -24,12 +24,12 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from ..clock import Clock
+from ..engine import steps
 from ..models.events import EventType
 from ..models.instances import MOVABLE, WorkflowInstance
 from ..models.templates import ActionNode, AIRule, DecisionNode, WaitNode, WebhookNode
 from ..store.base import DueWork, PageRequest, Store, Tx
 from ..validation import host_from_placeholder
-from . import steps
 
 log = logging.getLogger("cbworkflow.worker")
 
@@ -176,7 +176,7 @@ class Worker:
 
     # ------------------------------------------------------------------ one piece of work
     async def process(self, work: DueWork) -> None:
-        from .render import render, render_json
+        from ..engine.render import render, render_json
 
         def load(tx: Tx) -> tuple[WorkflowInstance | None, dict[str, Any] | None, str | None]:
             instance = tx.get_instance(work.instance_id)
