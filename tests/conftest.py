@@ -132,6 +132,11 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
             database.drop()
 
 
+ONE_STORE = pytest.mark.parametrize("server", ["sqlite"], indirect=True)
+"""For suites whose cases do not depend on storage (bad input, roles, the docs page): `pytestmark = ONE_STORE`
+runs them against the SQLite server only; the store contract and the API suites still run on all three."""
+
+
 @pytest.fixture(scope="session")
 def root(server: Server) -> Iterator[httpx.Client]:
     """The bootstrap superadmin of tenant `default`."""

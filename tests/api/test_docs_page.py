@@ -6,7 +6,9 @@ import re
 
 import httpx
 
-from conftest import Server, Tenant
+from conftest import ONE_STORE, Server, Tenant
+
+pytestmark = ONE_STORE
 
 
 def test_docs_page_loads_nothing_from_outside(server: Server) -> None:

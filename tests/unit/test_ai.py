@@ -31,7 +31,7 @@ from fake_anthropic import (
     tool_use,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 KEY = "sk-ant-test-0123456789"
 MODEL = "claude-test-model"
 OUTCOMES = ["yes", "no"]

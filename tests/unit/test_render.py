@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from cbworkflow.engine.render import MAX_RENDERED, render, render_json
 
-REFERENCE = Path(__file__).parents[1] / "src/cbworkflow/examples/county-outreach-v1.json"
+REFERENCE = Path(__file__).parents[2] / "src/cbworkflow/examples/county-outreach-v1.json"
 
 
 def sample_data() -> dict[str, Any]:

@@ -22,7 +22,9 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import Server, Tenant, reference_template
+from conftest import ONE_STORE, Server, Tenant, reference_template
+
+pytestmark = ONE_STORE
 
 Json = dict[str, Any]
 ROLES = ("superadmin", "admin", "staff", "volunteer", "viewer")

@@ -36,7 +36,7 @@ from cbworkflow.engine.sandbox import (
 )
 from cbworkflow.validation import MAX_EXPRESSION_DEPTH as VALIDATION_DEPTH
 
-REFERENCE = Path(__file__).parents[1] / "src/cbworkflow/examples/county-outreach-v1.json"
+REFERENCE = Path(__file__).parents[2] / "src/cbworkflow/examples/county-outreach-v1.json"
 NOW = datetime(2026, 3, 4, 12, 0, tzinfo=UTC)
 SLOW = 0.5  # seconds: far above the 50 ms deadline, far below any hang
 

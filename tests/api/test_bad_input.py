@@ -18,7 +18,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import Server, Tenant, reference_template
+from conftest import ONE_STORE, Server, Tenant, reference_template
+
+pytestmark = ONE_STORE
 
 LIMIT = 1_048_576  # max_body_bytes of the session server (conftest)
 JSON = {"content-type": "application/json"}
