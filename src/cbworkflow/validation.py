@@ -71,6 +71,7 @@ from .models.templates import (
 )
 from .times import is_until
 from .times import parse_duration as parse_duration  # re-exported: validation's own callers
+from .urls import host_from_placeholder as host_from_placeholder  # re-exported: the worker refuses the same
 
 WEBHOOK_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 
@@ -164,13 +165,6 @@ def _url_problem(url: str | None) -> str | None:
     if host_from_placeholder(url):
         return f"has a webhook_url whose host comes from a placeholder ({_q(url)}); only its path and query may"
     return None if parts.hostname else f"has a webhook_url with no host ({_q(url)})"
-
-
-def host_from_placeholder(url: str) -> bool:
-    """Whether a URL's scheme or host would be filled in from data: then whoever can write the state (a volunteer
-    recording an outcome) could send the call, its headers and the contact's data anywhere."""
-    head = url.split("//", 1)[-1] if "//" in url else url
-    return "{" in url.split("//", 1)[0] or "{" in head.split("/", 1)[0].split("?", 1)[0]
 
 
 _WARNINGS = frozenset(
