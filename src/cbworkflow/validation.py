@@ -28,7 +28,8 @@ one place that judges the graph and the node settings. It is pure and linear in 
 | wait_condition_missing    | error | a wait node has no `wait_condition`                              |
 | wait_condition_invalid    | error | bad wait type, duration, until time, event name or timeout       |
 | wait_outcome_missing      | error | a wait has no transition for an outcome its condition fires      |
-| webhook_url_invalid       | error | a webhook URL is missing, not http(s), or has no host            |
+| webhook_url_invalid       | error | a webhook URL is missing, not http(s), or one the worker refuses |
+|                           |       | (`urls.check_url`), or its host comes from a placeholder         |
 | webhook_method_invalid    | error | the webhook method is not GET, POST, PUT, PATCH or DELETE        |
 | webhook_limits_invalid    | error | `timeout_s` is not above 0 or `max_attempts` is below 1          |
 | trigger_invalid           | error | a trigger lacks its `tag`/`event`, or its `where` cannot run     |
@@ -46,10 +47,10 @@ import math
 import re
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
-from urllib.parse import urlsplit
 
 from pydantic import TypeAdapter, ValidationError
 
+from .engine.render import render_url
 from .engine.sandbox import MAX_EXPRESSION_CHARS as MAX_EXPRESSION_CHARS  # one limit, shared with the sandbox
 from .engine.sandbox import MAX_EXPRESSION_DEPTH as MAX_EXPRESSION_DEPTH
 from .engine.sandbox import RULE_NAMES, TRIGGER_NAMES, static_problem
@@ -71,6 +72,8 @@ from .models.templates import (
 )
 from .times import is_until
 from .times import parse_duration as parse_duration  # re-exported: validation's own callers
+from .urls import UrlError, UrlSchemeError, check_url
+from .urls import host_from_placeholder as host_from_placeholder  # re-exported: the worker refuses the same
 
 WEBHOOK_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 
@@ -150,27 +153,20 @@ def _wait_problem(cond: Mapping[str, object]) -> str | None:
 
 
 def _url_problem(url: str | None) -> str | None:
+    """Why a webhook URL can never be called, or None. The check is the one the outbound client makes before each
+    call (`urls.check_url`), applied to the URL with its placeholders filled as empty values: a filled value is
+    percent-encoded into its path segment or query value, so no value can make a URL valid or invalid."""
     if url is None or not url.strip():
         return "has no webhook_url: set the http(s) address to call"
-    try:
-        parts = urlsplit(url)
-        _ = parts.port  # raises on a malformed port
-    except ValueError:
-        parts = None
-    if parts is None or any(ch.isspace() or ord(ch) < 32 for ch in url):
-        return f"has a malformed webhook_url ({_q(url)})"
-    if parts.scheme.lower() not in ("http", "https"):
-        return f"has a webhook_url that is not http or https ({_q(url)})"
     if host_from_placeholder(url):
         return f"has a webhook_url whose host comes from a placeholder ({_q(url)}); only its path and query may"
-    return None if parts.hostname else f"has a webhook_url with no host ({_q(url)})"
-
-
-def host_from_placeholder(url: str) -> bool:
-    """Whether a URL's scheme or host would be filled in from data: then whoever can write the state (a volunteer
-    recording an outcome) could send the call, its headers and the contact's data anywhere."""
-    head = url.split("//", 1)[-1] if "//" in url else url
-    return "{" in url.split("//", 1)[0] or "{" in head.split("/", 1)[0].split("?", 1)[0]
+    try:
+        check_url(render_url(url, {}))
+    except UrlSchemeError:
+        return f"has a webhook_url that is not http or https ({_q(url)})"
+    except UrlError as exc:
+        return f"has a webhook_url that cannot be called ({_q(url)}): {exc.reason}"
+    return None
 
 
 _WARNINGS = frozenset(

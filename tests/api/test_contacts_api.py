@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from conftest import Tenant
 
@@ -709,3 +713,103 @@ def test_timeline_errors(tenant: Tenant, make_tenant: Callable[[], Tenant]) -> N
     bad = tenant.admin.get(f"/api/contacts/{contact['id']}/timeline", params={"cursor": "garbage"})
     assert bad.status_code == 422
     assert tenant.admin.get(f"/api/contacts/{contact['id']}/timeline", params={"limit": 0}).status_code == 422
+
+
+# ---------------------------------------------------------------------------------------------- external ids
+# One rule on create, patch, upsert and the list filter: 1-200 characters, no control characters, not "." or "..".
+# Every id it accepts reaches PUT /by-external-id/{id} when the client percent-encodes it as one path segment.
+BAD_EXTERNAL_IDS = ["", "a\tb", "a\nb", "crm\r1", "\x00", "a\x7f", "a\x85b", "x" * 201, ".", ".."]
+ODD_EXTERNAL_IDS = [
+    *("a/b", "crm/123/", "/leading", "a//b", "a/../b", "a/./b", "...", ".a", "a.", "100%", "%2F", "a%20b"),
+    *("a?b=c", "a#b", "a&b", "a b", " padded ", "a+b", "a;b=c", "~user", "@", ":", "a\\b", "[1]", "{x}"),
+    *("Zoë", "東京-12", "emoji 😀", "\u200bzero width", "\u2028line", "x" * 200, "é" * 200),
+]
+
+
+def by_external_id(external_id: str) -> str:
+    return "/api/contacts/by-external-id/" + quote(external_id, safe="")
+
+
+def raw_json(client: httpx.Client, method: str, path: str, external_id: str) -> httpx.Response:
+    """A body with the id as JSON escapes, so a lone surrogate or a control character travels as the client wrote."""
+    body = '{"name": "Pat", "external_id": ' + json.dumps(external_id) + "}"
+    return client.request(method, path, content=body.encode(), headers={"Content-Type": "application/json"})
+
+
+def refused_in_body(answer: httpx.Response, external_id: str) -> None:
+    if external_id in ("\x00", "\ud800"):  # refused for every string of every body, before the model sees it
+        assert answer.status_code == 400, answer.text
+        assert "NUL character or an unpaired surrogate" in answer.json()["detail"]
+    else:
+        assert answer.status_code == 422, answer.text
+        assert error_fields(answer) == ["external_id"]
+
+
+@pytest.mark.parametrize("external_id", [*BAD_EXTERNAL_IDS, "\ud800"])
+def test_a_bad_external_id_is_refused_everywhere_with_its_field(tenant: Tenant, external_id: str) -> None:
+    refused_in_body(raw_json(tenant.admin, "POST", "/api/contacts", external_id), external_id)
+    contact = tenant.contact()
+    refused_in_body(raw_json(tenant.admin, "PATCH", f"/api/contacts/{contact['id']}", external_id), external_id)
+    if external_id not in ("", ".", "..", "\ud800"):  # a client cannot even send those as one path segment
+        put = tenant.admin.put(by_external_id(external_id), json={"name": "Pat"})
+        assert put.status_code == 422, put.text
+        assert error_fields(put) == ["external_id"]
+        listed = tenant.admin.get("/api/contacts", params={"external_id": external_id})
+        assert listed.status_code == 422, listed.text
+        assert error_fields(listed) == ["external_id"]
+    assert ids(tenant.admin.get("/api/contacts")) == [contact["id"]]
+
+
+def test_a_dot_segment_or_an_empty_id_never_reaches_another_route(tenant: Tenant) -> None:
+    """Clients drop `.` and `..` segments (they were refused as ids above) and an empty segment names no id."""
+    for path in (
+        "/api/contacts/by-external-id/",
+        "/api/contacts/by-external-id/%2E%2E",
+        "/api/contacts/by-external-id/%2e",
+    ):
+        answer = tenant.admin.put(path, json={"name": "Pat"})
+        assert answer.status_code == 422, (path, answer.text)
+        assert error_fields(answer) == ["external_id"]
+    assert ids(tenant.admin.get("/api/contacts")) == []
+
+
+def reach(tenant: Tenant, external_id: str) -> None:
+    """Create with `external_id`, then find and replace that same contact by it, over HTTP."""
+    made = tenant.admin.post("/api/contacts", json={"name": "Pat", "external_id": external_id})
+    assert made.status_code == 201, made.text
+    assert made.json()["external_id"] == external_id
+    listed = tenant.admin.get("/api/contacts", params={"external_id": external_id})
+    assert ids(listed) == [made.json()["id"]]
+    put = tenant.admin.put(by_external_id(external_id), json={"name": "Pat Replaced"})
+    assert put.status_code == 200, (external_id, put.text)
+    assert (put.json()["id"], put.json()["external_id"], put.json()["name"]) == (
+        made.json()["id"],
+        external_id,
+        "Pat Replaced",
+    )
+    assert tenant.admin.delete(f"/api/contacts/{made.json()['id']}").status_code == 204
+
+
+@pytest.mark.parametrize("external_id", ODD_EXTERNAL_IDS)
+def test_every_accepted_external_id_is_reachable_by_put(tenant: Tenant, external_id: str) -> None:
+    reach(tenant, external_id)
+
+
+def test_a_put_creates_what_a_later_put_and_the_filter_find(tenant: Tenant) -> None:
+    first = tenant.admin.put(by_external_id("org/7 ü"), json={"name": "Una"})
+    assert first.status_code == 201, first.text
+    assert first.json()["external_id"] == "org/7 ü"
+    again = tenant.admin.put(by_external_id("org/7 ü"), json={"name": "Una Again"})
+    assert (again.status_code, again.json()["id"]) == (200, first.json()["id"])
+    assert tenant.admin.put(by_external_id("org"), json={"name": "Other"}).status_code == 201  # not a prefix match
+
+
+EXTERNAL_IDS = st.text(st.characters(exclude_categories=("Cc", "Cs")), min_size=1, max_size=200).filter(
+    lambda text: text not in (".", "..")
+)
+
+
+@settings(max_examples=30, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(external_id=EXTERNAL_IDS)
+def test_any_accepted_external_id_is_reachable_by_put(tenant: Tenant, external_id: str) -> None:
+    reach(tenant, external_id)

@@ -7,12 +7,14 @@ import json
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, unquote
 
+import httpx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cbworkflow.engine.render import MAX_RENDERED, render, render_json
+from cbworkflow.engine.render import MAX_RENDERED, render, render_call, render_json, render_url
 
 REFERENCE = Path(__file__).parents[2] / "src/cbworkflow/examples/county-outreach-v1.json"
 
@@ -181,3 +183,102 @@ def test_render_never_raises(text: str, state: dict[str, Any]) -> None:
     if "{" not in text:
         assert rendered == text
     assert render_json({"t": text, "l": [text]}, {"state": state})["l"][0] == render(text, {"state": state})
+
+
+# ---------------------------------------------------------------------------------------------- URLs
+URL_DATA: dict[str, Any] = {
+    "state": {
+        "escape": "../../admin?x=1#",
+        "dots": "..",
+        "dot": ".",
+        "three": "...",
+        "slash": "a/b",
+        "query": "a&b=c",
+        "hash": "x#y",
+        "question": "what?",
+        "percent": "100%",
+        "encoded": "%2F",
+        "unicode": "Zoë 東京",
+        "space": "two words",
+        "empty": "",
+        "count": 3,
+        "at": "me@evil.example:81",
+    },
+    "contact": {"id": "c0ffee"},
+}
+
+
+@pytest.mark.parametrize(
+    ("template", "expected"),
+    [
+        ("http://host/p/{state.escape}", "http://host/p/..%2F..%2Fadmin%3Fx%3D1%23"),
+        ("http://host/p/{state.slash}/tail", "http://host/p/a%2Fb/tail"),
+        ("http://host/p/{state.dots}/admin", "http://host/p/%2E%2E/admin"),  # not a dot segment any more
+        ("http://host/p/{state.dot}", "http://host/p/%2E"),
+        ("http://host/p/{state.dot}{state.dot}", "http://host/p/%2E%2E"),  # the whole segment counts
+        ("http://host/p/{state.three}/{state.dots}x", "http://host/p/.../..x"),  # not dot segments: kept
+        ("http://host/p/../{state.count}", "http://host/p/../3"),  # the author's own `..` is the author's
+        ("http://host/p?q={state.query}&r=1", "http://host/p?q=a%26b%3Dc&r=1"),
+        ("http://host/p?q={state.hash}", "http://host/p?q=x%23y"),
+        ("http://host/{state.question}?q={state.question}", "http://host/what%3F?q=what%3F"),
+        ("http://host/{state.percent}?q={state.encoded}", "http://host/100%25?q=%252F"),
+        ("http://host/{state.unicode}", "http://host/Zo%C3%AB%20%E6%9D%B1%E4%BA%AC"),
+        ("http://host/a?q={state.space}", "http://host/a?q=two%20words"),
+        ("http://host/{state.empty}/x?q={state.empty}", "http://host//x?q="),
+        ("http://host/{state.missing}?q={state.missing.deeper}", "http://host/?q="),
+        ("http://host/p#{state.escape}", "http://host/p#..%2F..%2Fadmin%3Fx%3D1%23"),
+        ("http://host?q={state.at}", "http://host?q=me%40evil.example%3A81"),
+        ("https://crm.example.org/{contact.id}", "https://crm.example.org/c0ffee"),
+        ("http://host/{0}/{state.x:>9}/{not a placeholder}", "http://host/{0}/{state.x:>9}/{not a placeholder}"),
+        # The scheme and authority are never filled: the URL stays as written, and the outbound check refuses it.
+        ("http://{state.escape}/x", "http://{state.escape}/x"),
+        ("http://host:{state.count}/x", "http://host:{state.count}/x"),
+        ("http://{state.at}@host/x", "http://{state.at}@host/x"),
+        ("{state.slash}://host/x", "{state.slash}://host/x"),
+        ("host/{state.slash}", "host/{state.slash}"),  # no scheme: no path to fill
+    ],
+)
+def test_render_url(template: str, expected: str) -> None:
+    assert render_url(template, URL_DATA) == expected
+
+
+VALUES = st.text(max_size=40) | st.sampled_from([".", "..", "...", "/", "?", "#", "%", "%2E%2E", "@", "a/../b", ""])
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(value=VALUES)
+def test_a_value_fills_one_segment_and_one_query_value_whatever_it_holds(value: str) -> None:
+    """As a client reads the result (httpx removes dot segments), the value neither leaves its path segment or
+    query value nor changes the host, port or credentials; decoding gives the value back."""
+    data = {"state": {"v": value}}
+    url = httpx.URL(render_url("http://user:pw@host:8080/p/{state.v}/end?q={state.v}&z=1#{state.v}", data))
+    assert (url.scheme, url.userinfo, url.host, url.port) == ("http", b"user:pw", "host", 8080)
+    segments = url.raw_path.decode().split("?", 1)[0].split("/")
+    assert segments[:2] == ["", "p"]
+    assert segments[3:] == ["end"]
+    assert unquote(segments[2], errors="strict") == value.encode("utf-8", "replace").decode()
+    query = parse_qs(url.query.decode(), keep_blank_values=True)
+    assert query == {"q": [value.encode("utf-8", "replace").decode()], "z": ["1"]}
+
+
+def test_render_call_shares_one_budget_and_renders_the_url_first() -> None:
+    data = {"state": {"big": "x" * 60_000, "path": "a/b"}}
+    call = {"body": {"a": "{state.big}", "b": "{state.big}"}, "url": "http://host/{state.path}/{state.big}"}
+    rendered = render_call(call, data)
+    assert list(rendered) == ["body", "url"]  # keys keep their order
+    assert rendered["url"] == "http://host/a%2Fb/" + "x" * 60_000  # rendered first: the body cannot starve it
+    assert len(rendered["url"]) + len(rendered["body"]["a"]) + len(rendered["body"]["b"]) == MAX_RENDERED
+    assert rendered["body"]["b"] == ""
+    headers = render_call({"url": "http://host/", "headers": {"X-Who": "{state.path}"}}, data)["headers"]
+    assert headers == {"X-Who": "a/b"}  # only the url is a URL
+    assert render_call({"url": 3, "message": "{state.path}"}, data) == {"url": 3, "message": "a/b"}
+
+
+def test_a_url_cut_at_the_limit_never_ends_in_half_an_escape_or_half_a_character() -> None:
+    for character in ("é", "東", "😀"):  # 2, 3 and 4 bytes of UTF-8
+        data = {"state": {"e": character * 40_000}}
+        for prefix in ("", "a", "ab", "abc", "abcd", "abcde"):
+            rendered = render_url(f"http://host/{prefix}{{state.e}}", data)
+            assert MAX_RENDERED - 12 < len(rendered) <= MAX_RENDERED
+            decoded = unquote(rendered.removeprefix(f"http://host/{prefix}"), errors="strict")
+            assert decoded == character * len(decoded)

@@ -14,10 +14,14 @@ import socket
 from collections.abc import Iterator
 
 import pytest
+from pydantic import TypeAdapter
 
+from cbworkflow.engine.render import render_url
+from cbworkflow.models.templates import Node
 from cbworkflow.outbound import OutboundBlocked, OutboundError, is_forbidden, resolve_allowed, send
 from cbworkflow.outbound.guard import IPAddress, Policy
 from cbworkflow.outbound.http import OutboundConnectionError, send_with_retries
+from cbworkflow.validation import validate_template
 from conftest import unavailable
 from local_servers import HttpServer, Reply, json_reply
 
@@ -409,3 +413,115 @@ def test_json_reply_helper_is_what_the_server_answers(target: HttpServer) -> Non
     target.respond = lambda request: json_reply(201, '{"outcome": "yes"}')
     response = asyncio.run(send("POST", target.url(), allow_private=True, json_body={}))
     assert (response.status_code, response.json) == (201, {"outcome": "yes"})
+
+
+# ----------------------------------------------------------------------------- one URL check, validation and runtime
+# Each URL is called by the runtime (up to the address check) and accepted by validation, or refused by both.
+CALLED = [
+    "https://example.org/hook",
+    "http://EXAMPLE.org:8080/x?y=1#frag",
+    "http://example.org./",  # a fully qualified name
+    "http://a_b.example.org/",
+    "http://example.org?x=1",
+    "http://example.org:/",  # an empty port is the default port
+    "http://example.org:65535/",
+    "http://example.org:1/",
+    "http://example.org:08080/",
+    "http://user:p%40ss@example.org/",  # credentials become Basic auth
+    "http://:token@example.org/",
+    "http://bücher.example/",  # IDNA
+    "http://[2606:4700:4700::1111]/",
+    "http://[::ffff:8.8.8.8]:443/",
+    "http://[2606:4700:4700:0:0:0:0:1111]/",
+    "http://8.8.8.8/",
+    "http://127.1/",  # numeric forms are the resolver's to read, and the address check's to refuse
+    "http://2130706433/",
+    "http://example.org/p/{state.escape}?q={state.escape}&c={contact.id}#{state.escape}",
+    "http://example.org/{state.missing}",
+]
+REFUSED = [
+    "http://127.0.0.1:0/",  # port 0
+    "http://example.org:0/",
+    "http://example.org:65536/",
+    "http://example.org:99999/",
+    "http://example.org:123456/",
+    "http://example.org:-1/",
+    "http://example.org:+80/",
+    "http://example.org:\uff18\uff10/",  # full-width digits
+    "http://example.org:80:80/",
+    "http://example.org:http/",
+    "http://[::1%25lo]/",  # zone ids
+    "http://[fe80::1%25eth0]:8080/",
+    "http://[fe80::1%eth0]/",
+    "http://[v1.fe]/",  # IPvFuture
+    "http://[1.2.3.4]/",  # IPv4 in brackets
+    "http://[::1]x/",  # junk after the brackets
+    "http://[::1]:80x/",
+    "http://[::1/",
+    "http://[12345::]/",
+    "http://[::ffff:1.2.3]/",
+    "http://[]/",
+    "http://::1/",  # IPv6 without brackets
+    "http:///path",  # no host
+    "http://:80/",
+    "http://user@/",
+    "http://user:pw@:80/",
+    "http://a@b@example.org/",  # credentials with characters that must be encoded
+    "http://üser:pw@example.org/",
+    "http://us[er@example.org/",
+    "http://%31%32%37.0.0.1/",  # a percent-encoded host
+    "http://a..b/",
+    "http://-a.example.org/",
+    "http://a-.example.org/",
+    "http://" + "a" * 64 + ".example.org/",  # a label over 63 characters
+    "http://" + "a." * 127 + "org/",  # a name over 253 characters
+    "http://ex ample.org/",
+    "http://example.org/a b",
+    "http://example.org/\x00",
+    "http://example.org/\u00a0",
+    "http://example.org/\u0085",
+    "http://example.org\\@evil.example/",
+    "ftp://example.org/",
+    "example.org/hook",
+    "//example.org/",
+    "https://",
+    "http://{state.escape}/x",  # the scheme and authority never come from a placeholder
+    "http://example.org:{state.port}/",
+    "http://{state.user}@example.org/",
+    "{state.scheme}://example.org/",
+]
+PLACEHOLDER_DATA = {"state": {"escape": "../../admin?x=1#", "port": "80", "user": "u"}, "contact": {"id": "c1"}}
+
+
+class Reached(Exception):
+    """The runtime got past the URL check to the address check: the URL is one it calls."""
+
+
+async def reached_resolver(host: str, port: int) -> list[IPAddress]:
+    raise Reached(host)
+
+
+def reached_policy(address: IPAddress) -> str | None:
+    raise Reached(str(address))
+
+
+def validation_problems(url: str) -> list[str]:
+    node = {"type": "webhook", "webhook_url": url, "transitions": {"success": "end", "failure": "end"}}
+    nodes = {"a": TypeAdapter(Node).validate_python(node), "end": TypeAdapter(Node).validate_python({"type": "end"})}
+    report = validate_template("a", nodes)
+    return [f"{e.code}: {e.message}" for e in report.errors]
+
+
+@pytest.mark.parametrize(("url", "called"), [(u, True) for u in CALLED] + [(u, False) for u in REFUSED])
+def test_validation_and_the_runtime_agree_on_every_url(url: str, called: bool) -> None:
+    problems = validation_problems(url)
+    assert [p.split(":", 1)[0] for p in problems] == ([] if called else ["webhook_url_invalid"]), problems
+    rendered = render_url(url, PLACEHOLDER_DATA)  # what the worker hands to the outbound client
+    call = send("POST", rendered, resolver=reached_resolver, policy=reached_policy, timeout_s=2)
+    if called:
+        with pytest.raises(Reached):
+            asyncio.run(call)
+    else:
+        with pytest.raises(OutboundError) as caught:  # before any address is looked up, so before any connection
+            asyncio.run(call)
+        assert not caught.value.retryable

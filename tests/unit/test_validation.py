@@ -480,3 +480,27 @@ def test_a_webhook_host_may_not_come_from_a_placeholder(url: str) -> None:
     report = validate_template(body.start_node, body.nodes, body.triggers)
     assert [e.code for e in report.errors] == ["webhook_url_invalid"]
     assert "placeholder" in report.errors[0].message
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        ("http://127.0.0.1:0/", "port 0 is out of range (1-65535)"),
+        ("http://[::1%25lo]/", "has a zone id"),
+        ("http://a@b@example.org/hook", "credentials"),
+        ("http://[v1.fe]/", "not a valid IPv6 address"),
+        ("http://example.org/{state.x}\\..", "backslash"),
+    ],
+)
+def test_a_webhook_url_the_worker_would_refuse_says_why(url: str, said: str) -> None:
+    """The reason is the outbound client's own (one check, `urls.check_url`), with the URL as written."""
+    report = run(one(webhook(webhook_url=url, transitions=WEBHOOK_OUTCOMES)))
+    [error] = report.errors
+    assert error.code == "webhook_url_invalid"
+    assert said in error.message
+    assert error.message.startswith(f"Node 'a' has a webhook_url that cannot be called ({url!r})")
+
+
+def test_placeholders_in_a_webhook_path_query_and_fragment_are_fine() -> None:
+    url = "https://crm.example.org/people/{contact.id}/{state.x}?ward={contact.metadata.ward}&q={state.q}#{state.f}"
+    assert run(one(webhook(webhook_url=url, transitions=WEBHOOK_OUTCOMES))).errors == []

@@ -2,16 +2,31 @@
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Annotated
 
-from pydantic import EmailStr, Field, StringConstraints
+from pydantic import AfterValidator, EmailStr, Field, StringConstraints
 
 from .common import BoundedObject, JSONObject, RequestModel, ResponseModel, Slug, Tags, Timestamp
 
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
 ShortText = Annotated[str, StringConstraints(max_length=200)]
 Phone = Annotated[str, StringConstraints(max_length=40)]
-ExternalId = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
+def _external_id(value: str) -> str:
+    """The one external id rule, for bodies, the upsert path and the list filter. Every id it accepts reaches
+    `PUT /by-external-id/{id}` when the client percent-encodes it as one path segment (`/` as `%2F` too): so no
+    control characters (no CRM field holds them, and they break CSV rows and logs), no lone surrogates (no URL or
+    database can hold them), and not `.` or `..`, which clients drop from a path as dot segments."""
+    if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in value):
+        raise ValueError("may not contain control characters (tab, newline...)")
+    if value in (".", ".."):
+        raise ValueError("may not be . or .. (no URL can name them)")
+    return value
+
+
+ExternalId = Annotated[str, StringConstraints(min_length=1, max_length=200), AfterValidator(_external_id)]
 
 
 class ContactFields(RequestModel):

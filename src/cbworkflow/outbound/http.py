@@ -39,7 +39,7 @@ import zlib
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin
 
 import httpx
 
@@ -53,6 +53,7 @@ from cbworkflow.outbound.guard import (
     literal_address,
     resolve_allowed,
 )
+from cbworkflow.urls import DEFAULT_PORTS, UrlError, UrlSchemeError, check_url
 
 
 def _version() -> str:
@@ -64,11 +65,9 @@ def _version() -> str:
 
 USER_AGENT = f"cbworkflow/{_version()}"
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
-DEFAULT_PORTS = {"http": 80, "https": 443}
 # Headers the caller may not set: they describe the connection, which is ours.
 _RESERVED_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection", "upgrade", "te"})
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-_HOSTNAME = re.compile(r"[a-z0-9_](?:[a-z0-9_.-]*[a-z0-9_.])?")
 
 
 class OutboundTimeout(OutboundError):
@@ -150,38 +149,16 @@ class _Target:
 
 
 def _parse(url: str) -> _Target:
-    if any(ord(c) <= 0x20 or ord(c) == 0x7F for c in url):
-        raise OutboundError("invalid URL: it contains spaces or control characters")
-    if "\\" in url:  # a path separator to browsers, part of the authority to urlsplit: refuse the ambiguity
-        raise OutboundError("invalid URL: it contains a backslash")
+    """The URL in parts, by the one check validation also applies (`cbworkflow.urls.check_url`)."""
     try:
-        parts = urlsplit(url)
-        port = parts.port
-        hostname = parts.hostname
-    except ValueError as exc:
-        raise OutboundError(f"invalid URL: {exc}") from None
-    scheme = parts.scheme.lower()
-    if scheme not in DEFAULT_PORTS:
-        raise OutboundBlocked(f"only http and https URLs are called, not {scheme or 'a relative URL'!r}")
-    if not hostname:
-        raise OutboundError("invalid URL: no host")
-    if not hostname.isascii():
-        try:
-            hostname = hostname.encode("idna").decode("ascii")
-        except UnicodeError:
-            raise OutboundError(f"invalid URL: host {hostname!r} is not a valid name") from None
-    if ":" in hostname:
-        literal = literal_address(hostname)
-        if literal is None or "%" in hostname:
-            raise OutboundError(f"invalid URL: host {hostname!r} is not a valid IPv6 address")
-        hostname = str(literal)
-    elif not _HOSTNAME.fullmatch(hostname) or ".." in hostname:
-        raise OutboundError(f"invalid URL: host {hostname!r} is not a valid name")
-    if port == 0:
-        raise OutboundError("invalid URL: port 0")
-    userinfo = parts.netloc.rpartition("@")[0] if "@" in parts.netloc else ""
-    path_query = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    return _Target(scheme, hostname, port or DEFAULT_PORTS[scheme], port is not None, userinfo, path_query)
+        checked = check_url(url)
+    except UrlSchemeError as exc:
+        raise OutboundBlocked(exc.reason) from None
+    except UrlError as exc:
+        raise OutboundError(f"invalid URL: {exc.reason}") from None
+    return _Target(
+        checked.scheme, checked.host, checked.port, checked.explicit_port, checked.userinfo, checked.path_query
+    )
 
 
 def _may_follow(current: _Target, target: _Target) -> bool:

@@ -176,7 +176,7 @@ class Worker:
 
     # ------------------------------------------------------------------ one piece of work
     async def process(self, work: DueWork) -> None:
-        from ..engine.render import render, render_json
+        from ..engine.render import render, render_call
 
         def load(tx: Tx) -> tuple[WorkflowInstance | None, dict[str, Any] | None, str | None]:
             instance = tx.get_instance(work.instance_id)
@@ -219,13 +219,13 @@ class Worker:
         elif isinstance(node, WebhookNode):
             # One output budget for the URL, the headers and the body together, rendered off the event loop.
             raw = {"url": node.webhook_url or "", "headers": node.webhook_headers, "body": node.webhook_body}
-            call = await asyncio.to_thread(render_json, raw, data)
+            call = await asyncio.to_thread(render_call, raw, data)
             call["idempotency_key"] = visit
             result = await self.handlers.call_webhook(instance, node, call)
             await self._finish(work, result, started)
         elif isinstance(node, ActionNode) and node.action in self.automatic_actions:
             run = {
-                "config": await asyncio.to_thread(render_json, node.action_config, data),
+                "config": await asyncio.to_thread(render_call, node.action_config, data),
                 "contact": contact or {},
                 "idempotency_key": visit,
             }
