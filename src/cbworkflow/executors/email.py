@@ -31,8 +31,9 @@ from email.utils import formatdate, parseaddr
 from typing import Any
 
 from cbworkflow import retry
-from cbworkflow.executors.base import ActionRequest, ActionResult, ConfigError, failed, succeeded
+from cbworkflow.executors.base import ConfigError, failed, succeeded
 from cbworkflow.executors.webhook import TOTAL_BUDGET_S, number
+from cbworkflow.runtime.work import ActionRequest, ActionResult
 
 Sleep = Callable[[float], Awaitable[None]]
 DEFAULT_MAX_ATTEMPTS = 3
