@@ -206,7 +206,8 @@ def test_webhook_node_success_failure_and_response_outcome(server: HttpServer) -
     assert redirected.outcome == "failure"
     assert redirected.error is not None
     assert "redirect not followed (http://elsewhere.example/)" in redirected.error
-    call = WebhookCall(server.url(), "POST", {}, None, 5, 1, "k", outcomes)
+    call = WebhookCall(url=server.url(), method="POST", headers={}, body=None, timeout_s=5, max_attempts=1,
+                       idempotency_key="k", outcomes=outcomes)  # fmt: skip
     assert asyncio.run(call_webhook_node(call, allow_private=False)).outcome == "failure"  # the guard refuses loopback
 
 

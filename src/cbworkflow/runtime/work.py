@@ -11,17 +11,30 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
-@dataclass(frozen=True)
-class DecisionRequest:
-    """An AI decision node's question: its rendered prompt and the outcomes the model may choose from."""
+@dataclass(frozen=True, kw_only=True)
+class NodeWork:
+    """What any work at a node may come to."""
+
+    outcomes: list[str]  # the node's transition keys
+
+
+@dataclass(frozen=True, kw_only=True)
+class DecisionRequest(NodeWork):
+    """An AI decision node's question, its prompt rendered, for the model to pick one of the outcomes."""
 
     prompt: str
-    outcomes: list[str]  # the node's transition keys
     model: str | None = None  # the rule's model; None: the configured one
 
 
-@dataclass(frozen=True)
-class WebhookCall:
+@dataclass(frozen=True, kw_only=True)
+class CallOut(NodeWork):
+    """Work that reaches outside (a webhook, a text, an email) and may be retried, or repeated by another worker."""
+
+    idempotency_key: str  # the same on every attempt at this node visit, so the receiver can drop repeats
+
+
+@dataclass(frozen=True, kw_only=True)
+class WebhookCall(CallOut):
     """A webhook node's call: the URL, headers and body with their placeholders filled, and the node's settings."""
 
     url: str
@@ -30,21 +43,17 @@ class WebhookCall:
     body: Any  # JSON; None: no body
     timeout_s: float
     max_attempts: int
-    idempotency_key: str  # the same on every retry of this node visit
-    outcomes: list[str]  # the node's transition keys
 
 
-@dataclass(frozen=True)
-class ActionRequest:
-    """An action node's run by its executor."""
+@dataclass(frozen=True, kw_only=True)
+class ActionRequest(CallOut):
+    """An action node's run by its executor: the action_config with its placeholders filled, and the contact."""
 
     action: str  # the node's `action`, e.g. "sms"
-    config: dict[str, Any]  # the node's action_config, placeholders already rendered
-    contact: dict[str, Any]  # the contact as JSON
+    config: dict[str, Any]
+    contact: dict[str, Any]  # as JSON
     instance_id: str
     node_id: str
-    idempotency_key: str  # the same on every retry of this node visit
-    outcomes: list[str]  # the node's transition keys
 
 
 @dataclass(frozen=True)

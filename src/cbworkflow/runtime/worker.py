@@ -220,7 +220,8 @@ class Worker:
                 await self._release(work)
                 return
             prompt = await asyncio.to_thread(render, rule.prompt, data)
-            answer = await self.handlers.decide(DecisionRequest(prompt, sorted(node.transitions), rule.model))
+            request = DecisionRequest(prompt=prompt, model=rule.model, outcomes=sorted(node.transitions))
+            answer = await self.handlers.decide(request)
             details = answer.event_data()
             await self._apply(work, lambda i, now, ctx: steps.ai_decided(i, answer.outcome, details, rule, now, ctx))
         elif isinstance(node, (WebhookNode, ActionNode)) and host_from_placeholder(_raw_url(node)):
