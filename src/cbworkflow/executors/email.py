@@ -166,7 +166,7 @@ class EmailExecutor:
             honour_retry_after=False,  # SMTP has no such thing
         )
 
-        async def once(left: float | None) -> retry.Tried[Exception | None]:
+        async def once(_left: float | None) -> retry.Tried[Exception | None]:  # SMTP keeps its own timeout
             began = time.monotonic()
             try:
                 await asyncio.to_thread(_deliver, self.config, message)
