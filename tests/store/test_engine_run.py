@@ -19,8 +19,9 @@ import pytest
 from cbworkflow.clock import FakeClock
 from cbworkflow.models.contacts import ContactCreate
 from cbworkflow.models.instances import InstanceCreate, TransitionRequest, WorkflowInstance
-from cbworkflow.models.templates import ActionNode, AIRule, TemplateCreate, WebhookNode
-from cbworkflow.runtime.handlers import Result
+from cbworkflow.models.templates import TemplateCreate
+from cbworkflow.runtime.ai import AIDecision
+from cbworkflow.runtime.work import ActionRequest, ActionResult, DecisionRequest, WebhookCall
 from cbworkflow.runtime.worker import Worker
 from cbworkflow.settings import Settings
 from cbworkflow.store.base import PageRequest
@@ -30,29 +31,40 @@ from conftest import PostgresDatabase
 TEMPLATE = "county-outreach-v1"
 
 
+def done(outcome: str | None, **data: Any) -> ActionResult:
+    """What an executor or a webhook answers: the outcome (None: it failed, `error` saying why)."""
+    error = data.pop("error", None)
+    return ActionResult(outcome, ok=outcome is not None, data=data, error=error)
+
+
+def decided(outcome: str | None, reason: str = "", error: str | None = None) -> AIDecision:
+    """What the model answers (None: it failed, `error` saying why)."""
+    return AIDecision(outcome, reason, model="fake", error=error)
+
+
 @dataclass
 class Script:
     """What the outside world answers, and what it was asked."""
 
-    ai: list[Result] = field(default_factory=list)
-    actions: dict[str, list[Result]] = field(default_factory=dict)
-    webhook: Callable[[dict[str, Any]], Result] = lambda data: Result("success")
+    ai: list[AIDecision] = field(default_factory=list)
+    actions: dict[str, list[ActionResult]] = field(default_factory=dict)
+    webhook: Callable[[WebhookCall], ActionResult] = lambda call: done("success")
     asked: list[tuple[str, Any]] = field(default_factory=list)
 
     async def close(self) -> None:
         """Nothing to let go of."""
 
-    async def decide(self, instance: WorkflowInstance, rule: AIRule, prompt: str) -> Result:
-        self.asked.append(("ai", prompt))
+    async def decide(self, request: DecisionRequest) -> AIDecision:
+        self.asked.append(("ai", request))
         return self.ai.pop(0)
 
-    async def call_webhook(self, instance: WorkflowInstance, node: WebhookNode, data: dict[str, Any]) -> Result:
-        self.asked.append(("webhook", data))
-        return self.webhook(data)
+    async def call_webhook(self, call: WebhookCall) -> ActionResult:
+        self.asked.append(("webhook", call))
+        return self.webhook(call)
 
-    async def run_action(self, instance: WorkflowInstance, node: ActionNode, data: dict[str, Any]) -> Result:
-        self.asked.append((node.action or "", data))
-        return self.actions[node.action or ""].pop(0)
+    async def run_action(self, request: ActionRequest) -> ActionResult:
+        self.asked.append((request.action, request))
+        return self.actions[request.action].pop(0)
 
 
 class Engine:
@@ -135,7 +147,7 @@ def run(engine: Engine, coroutine: Any) -> Any:
 
 # ---------------------------------------------------------------------------------------------- the reference template
 def test_interested_on_the_phone_waits_three_days_then_texts(engine: Engine) -> None:
-    engine.script.actions["sms"] = [Result("sent", {"provider_id": "SM1"})]
+    engine.script.actions["sms"] = [done("sent", provider_id="SM1")]
 
     async def go() -> None:
         contact = await engine.contact(name="Ada", phone="555-201-3344")
@@ -150,9 +162,10 @@ def test_interested_on_the_phone_waits_three_days_then_texts(engine: Engine) -> 
         assert await engine.settle() == 2  # the timer, then the text (due at once)
         done = await engine.get(instance)
         assert (done.status.value, done.end_status) == ("completed", "success")
-        sms = [data for kind, data in engine.script.asked if kind == "sms"]
-        assert sms[0]["config"]["message"].startswith("Hi Ada, thanks")  # placeholders filled
-        assert sms[0]["idempotency_key"].startswith(instance)
+        sms = [request for kind, request in engine.script.asked if kind == "sms"]
+        assert sms[0].config["message"].startswith("Hi Ada, thanks")  # placeholders filled
+        assert sms[0].idempotency_key.startswith(instance)
+        assert (sms[0].instance_id, sms[0].node_id, sms[0].outcomes) == (instance, "followup_text", ["failed", "sent"])
         kinds = await engine.events(instance)
         assert kinds.count("wait_started") == kinds.count("wait_completed") == 1
         assert "action_completed" in kinds
@@ -161,7 +174,7 @@ def test_interested_on_the_phone_waits_three_days_then_texts(engine: Engine) -> 
 
 
 def test_a_failed_text_goes_to_the_postcard_a_person_mails(engine: Engine) -> None:
-    engine.script.actions["sms"] = [Result(None, {"error": "the SMS provider refused the number"})]
+    engine.script.actions["sms"] = [done(None, error="the SMS provider refused the number")]
 
     async def go() -> None:
         contact = await engine.contact()
@@ -178,8 +191,8 @@ def test_a_failed_text_goes_to_the_postcard_a_person_mails(engine: Engine) -> No
 
 
 def test_door_notes_read_by_the_model_choose_the_text(engine: Engine) -> None:
-    engine.script.ai = [Result("text", {"model": "fake", "reason": "prefers texting"})]
-    engine.script.actions["sms"] = [Result("sent")]
+    engine.script.ai = [decided("text", "prefers texting")]
+    engine.script.actions["sms"] = [done("sent")]
 
     async def go() -> None:
         contact = await engine.contact(name="Grace")
@@ -192,9 +205,10 @@ def test_door_notes_read_by_the_model_choose_the_text(engine: Engine) -> None:
         await engine.settle()
         done = await engine.get(instance)
         assert (done.status.value, done.end_status) == ("completed", "success")
-        prompt = engine.script.asked[0][1]
-        assert "text me on my mobile" in prompt
-        assert "Grace" in prompt
+        asked = engine.script.asked[0][1]
+        assert "text me on my mobile" in asked.prompt
+        assert "Grace" in asked.prompt
+        assert asked.outcomes == ["mail", "text"]
         evaluated = [e for e in done.timeline if e.type.value == "decision_evaluated"]
         assert evaluated[0].actor == "ai"
         assert evaluated[0].data["outcome"] == "text"
@@ -203,7 +217,7 @@ def test_door_notes_read_by_the_model_choose_the_text(engine: Engine) -> None:
 
 
 def test_a_model_that_fails_takes_the_fallback_then_a_person_mails(engine: Engine) -> None:
-    engine.script.ai = [Result(None, {"model": "fake", "error": "timed out after 30 s"})]
+    engine.script.ai = [decided(None, error="timed out after 30 s")]
 
     async def go() -> None:
         contact = await engine.contact()
@@ -245,7 +259,7 @@ def test_human_branches(engine: Engine, path: list[str], end: str) -> None:
 
 # ---------------------------------------------------------------------------------------------- waits and pause
 def test_pause_holds_the_timer_and_resume_fires_what_fell_due(engine: Engine) -> None:
-    engine.script.actions["sms"] = [Result("sent")]
+    engine.script.actions["sms"] = [done("sent")]
 
     async def go() -> None:
         instance = await engine.enrol(await engine.contact())
@@ -352,7 +366,7 @@ HEURISTIC_TEMPLATE = {
 
 
 def test_heuristic_rules_route_at_once_and_webhooks_run_in_the_worker(engine: Engine) -> None:
-    engine.script.webhook = lambda data: Result("escalate" if data["body"]["score"] == "2" else "success")
+    engine.script.webhook = lambda call: done("escalate" if call.body["score"] == "2" else "success")
 
     async def go() -> None:
         await engine.template(HEURISTIC_TEMPLATE)
@@ -364,10 +378,12 @@ def test_heuristic_rules_route_at_once_and_webhooks_run_in_the_worker(engine: En
         await engine.settle()
         assert (await engine.get(cold)).end_status == "cold"
         assert (await engine.get(escalated)).end_status == "hot"  # the response's own outcome
-        calls = [data for kind, data in engine.script.asked if kind == "webhook"]
-        mine = next(c for c in calls if c["body"]["who"] == "Bo")
-        assert mine["url"].startswith("https://crm.example.org/")
-        assert mine["body"] == {"who": "Bo", "score": "1"}
+        calls = [call for kind, call in engine.script.asked if kind == "webhook"]
+        mine = next(c for c in calls if c.body["who"] == "Bo")
+        assert mine.url.startswith("https://crm.example.org/")
+        assert mine.body == {"who": "Bo", "score": "1"}
+        assert (mine.method, mine.timeout_s, mine.max_attempts) == ("POST", 10, 5)
+        assert mine.outcomes == ["escalate", "failure", "success"]
 
     run(engine, go())
 
@@ -395,7 +411,7 @@ def test_a_broken_expression_fails_the_instance_with_the_error(engine: Engine) -
 
 def test_stale_work_never_moves_an_instance_someone_moved(engine: Engine) -> None:
     """The worker claims the AI decision; a person decides first; the model's late answer is dropped."""
-    engine.script.ai = [Result("text", {"model": "fake"})]
+    engine.script.ai = [decided("text")]
 
     async def go() -> None:
         instance = await engine.enrol(await engine.contact())
@@ -445,7 +461,7 @@ def test_a_loop_of_instant_nodes_fails_after_100(engine: Engine) -> None:
 
 def test_work_a_worker_cannot_do_waits_for_one_that_can(engine: Engine) -> None:
     """A worker without the SMS executor leaves the text to one that has it: after its lease, not in a tight loop."""
-    engine.script.actions["sms"] = [Result("sent")]
+    engine.script.actions["sms"] = [done("sent")]
     without_sms = Worker(engine.services.store, engine.clock, engine.script, worker_id="w2")
 
     async def go() -> None:
@@ -467,7 +483,7 @@ def test_work_a_worker_cannot_do_waits_for_one_that_can(engine: Engine) -> None:
 
 def test_a_sleeping_worker_is_woken_by_work_made_in_its_process(engine: Engine) -> None:
     """With an hour's poll interval, work made by this process's services still runs at once."""
-    engine.script.ai = [Result("mail", {"model": "fake"})]
+    engine.script.ai = [decided("mail")]
     sleeper = Worker(engine.services.store, engine.clock, engine.script, poll_interval=3600, worker_id="w3")
     engine.services.instances.notify = sleeper.wake
 
@@ -525,7 +541,7 @@ def test_an_action_whose_host_comes_from_the_state_is_refused_before_any_call(en
 
 def test_the_idempotency_key_names_the_node_visit_not_the_latest_event(engine: Engine) -> None:
     """A note added while an action is due must not change the key a retried call carries downstream."""
-    engine.script.actions["sms"] = [Result("sent")]
+    engine.script.actions["sms"] = [done("sent")]
 
     async def go() -> None:
         instance = await engine.enrol(await engine.contact())
@@ -535,7 +551,7 @@ def test_the_idempotency_key_names_the_node_visit_not_the_latest_event(engine: E
         entered = [e for e in at_text.timeline if e.type.value == "node_entered" and e.node_id == "followup_text"]
         await engine.services.instances.add_note(SYSTEM, instance, "called back, wants the text")
         await engine.settle()
-        [(_, data)] = [asked for asked in engine.script.asked if asked[0] == "sms"]
-        assert data["idempotency_key"] == f"{instance}-followup_text-{entered[-1].id}"
+        [(_, request)] = [asked for asked in engine.script.asked if asked[0] == "sms"]
+        assert request.idempotency_key == f"{instance}-followup_text-{entered[-1].id}"
 
     run(engine, go())

@@ -7,7 +7,6 @@ import dataclasses
 import functools
 import subprocess
 import sys
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -314,24 +313,35 @@ def test_a_cut_off_answer_is_retried_with_more_tokens(fake: FakeAnthropic, sleep
 
 
 def test_the_deadline_covers_a_slow_answer(fake: FakeAnthropic, sleeps: Sleeps) -> None:
-    fake.script(slow(5, tool_use("yes")))
-    started = time.monotonic()
+    fake.script(slow(60, tool_use("yes")))  # answered only if the request outlives its deadline (or at teardown)
     result = decide(decider(fake.base_url, sleeps, timeout_s=0.5))
-    elapsed = time.monotonic() - started
     assert (result.outcome, result.attempts, result.error) == (None, 1, "timed out after 0.5 s")
     assert result.latency_ms > 0
-    assert elapsed < 1.0  # well under twice the timeout
+    assert 0 < float(fake.requests[0].headers["x-stainless-read-timeout"]) <= 0.5  # told its deadline
+
+
+class ServerTime:
+    """A clock on which each request the fake received took `per_request` seconds and each sleep what it asked:
+    the time a decision sees, without waiting for it (nor for the SDK's import, which takes seconds at first)."""
+
+    def __init__(self, fake: FakeAnthropic, sleeps: Sleeps, per_request: float) -> None:
+        self.fake, self.sleeps, self.per_request = fake, sleeps, per_request
+
+    def __call__(self) -> float:
+        return self.per_request * len(self.fake.requests) + sum(self.sleeps.waits)
 
 
 def test_the_deadline_covers_all_attempts_together(fake: FakeAnthropic, sleeps: Sleeps) -> None:
-    fake.script(slow(0.4, server_error(500)), slow(5, tool_use("yes")))
-    started = time.monotonic()
-    result = decide(decider(fake.base_url, sleeps, timeout_s=0.7, backoff_base_s=0.01, min_attempt_s=0.05))
-    elapsed = time.monotonic() - started
+    fake.script(server_error(500), slow(60, tool_use("yes")))
+    clock = ServerTime(fake, sleeps, per_request=0.4)
+    ai = decider(fake.base_url, sleeps, timeout_s=0.7, backoff_base_s=0.01, min_attempt_s=0.05, clock=clock)
+    result = decide(ai)
     assert (result.outcome, result.attempts) == (None, 2)
     assert result.error == "server error (500), then timed out after 0.7 s"
-    assert elapsed < 1.4  # the second attempt only had what was left of the 0.7 s
-    assert float(fake.requests[1].headers["x-stainless-read-timeout"]) < 0.4  # and the request was told so
+    assert sleeps.waits == [0.005]
+    # The second attempt only had what was left of the 0.7 s (0.4 s for the first, 0.005 s waited), and the
+    # request was told so.
+    assert float(fake.requests[1].headers["x-stainless-read-timeout"]) == pytest.approx(0.7 - 0.4 - 0.005)
 
 
 def test_a_retry_after_past_the_deadline_gives_up_at_once(fake: FakeAnthropic, sleeps: Sleeps) -> None:

@@ -16,6 +16,7 @@ from cbworkflow.executors import (
     ActionResult,
     EmailExecutor,
     SmsExecutor,
+    WebhookCall,
     WebhookExecutor,
     build_executors,
     call_webhook_node,
@@ -181,7 +182,7 @@ def test_webhook_node_success_failure_and_response_outcome(server: HttpServer) -
     outcomes = ["success", "failure", "escalate"]
 
     def node(**overrides: Any) -> ActionResult:
-        arguments: dict[str, Any] = {
+        fields: dict[str, Any] = {
             "url": server.url("/n"),
             "method": "POST",
             "headers": {},
@@ -190,10 +191,8 @@ def test_webhook_node_success_failure_and_response_outcome(server: HttpServer) -
             "max_attempts": 2,
             "idempotency_key": "i-n-1",
             "outcomes": outcomes,
-            "allow_private": True,
-            "sleep": Sleeps(),
         } | overrides
-        return asyncio.run(call_webhook_node(**arguments))
+        return asyncio.run(call_webhook_node(WebhookCall(**fields), allow_private=True, sleep=Sleeps()))
 
     assert node().outcome == "success"
     server.respond = lambda r: json_reply(201, '{"outcome": "escalate"}')
@@ -207,9 +206,9 @@ def test_webhook_node_success_failure_and_response_outcome(server: HttpServer) -
     assert redirected.outcome == "failure"
     assert redirected.error is not None
     assert "redirect not followed (http://elsewhere.example/)" in redirected.error
-    assert asyncio.run(
-        call_webhook_node(server.url(), "POST", None, None, 5, 1, "k", outcomes, allow_private=False)
-    ).outcome == "failure"  # fmt: skip
+    call = WebhookCall(url=server.url(), method="POST", headers={}, body=None, timeout_s=5, max_attempts=1,
+                       idempotency_key="k", outcomes=outcomes)  # fmt: skip
+    assert asyncio.run(call_webhook_node(call, allow_private=False)).outcome == "failure"  # the guard refuses loopback
 
 
 def test_action_result_details_for_the_timeline() -> None:

@@ -23,8 +23,8 @@ from cbworkflow.outbound.http import (
     OutboundConnectionError,
     _may_follow,
     _parse,
-    retry_after_seconds,
 )
+from cbworkflow.retry import retry_after_seconds
 from conftest import unavailable
 from local_servers import HttpServer, Recorded, Reply, drip, free_port, json_reply, make_certificate, sequence
 

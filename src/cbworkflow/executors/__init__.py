@@ -12,10 +12,11 @@ from __future__ import annotations
 import re
 from email.utils import parseaddr
 
-from cbworkflow.executors.base import ActionRequest, ActionResult, ConfigError, Executor
+from cbworkflow.executors.base import ConfigError, Executor
 from cbworkflow.executors.email import EmailExecutor, SmtpConfig
 from cbworkflow.executors.sms import TWILIO_BASE_URL, SmsConfig, SmsExecutor
 from cbworkflow.executors.webhook import WebhookExecutor, call_webhook_node
+from cbworkflow.runtime.work import ActionRequest, ActionResult, WebhookCall
 from cbworkflow.settings import Settings
 
 KINDS = ("email", "sms", "webhook")
@@ -29,6 +30,7 @@ __all__ = [
     "EmailExecutor",
     "Executor",
     "SmsExecutor",
+    "WebhookCall",
     "WebhookExecutor",
     "build_executors",
     "call_webhook_node",

@@ -1,46 +1,20 @@
-"""What the worker hands an executor and what it gets back (workflows.md § Actions).
+"""What an executor is, and the helpers executors share (workflows.md § Actions). The request and result types
+are `runtime.work`'s: the worker, the executors and the tests' fakes speak the same ones.
 
 An executor performs one action for one contact and answers with an outcome of the node. The mapping of failures
 is the contract's: a transient failure is retried inside the executor (with backoff, bounded); once attempts are
 exhausted, or on a permanent failure, the outcome is `failed` when the node has a `failed` transition, and None
 otherwise, which the engine turns into an instance in status `failed` (with `error` in the `action_failed` event).
-`data` goes into the timeline, so it never holds credentials, headers or full URLs with their query strings.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from cbworkflow.outbound.http import Attempt, OutboundResponse
-
-
-@dataclass(frozen=True)
-class ActionRequest:
-    action: str  # the node's `action`, e.g. "sms"
-    config: dict[str, Any]  # the node's action_config, placeholders already rendered
-    contact: dict[str, Any]  # the contact as JSON
-    instance_id: str
-    node_id: str
-    idempotency_key: str  # the same on every retry of this node visit
-    outcomes: list[str]  # the node's transition keys
-
-
-@dataclass(frozen=True)
-class ActionResult:
-    outcome: str | None  # a key of the node's transitions, or None: the instance fails
-    ok: bool  # the action was performed (a 2xx, a message accepted)
-    data: dict[str, Any] = field(default_factory=dict)  # for the timeline; never secrets
-    error: str | None = None
-
-    def details(self) -> dict[str, Any]:
-        """Everything for the timeline event in one object (what the worker records)."""
-        shown: dict[str, Any] = {**self.data, "ok": self.ok}
-        if self.error is not None:
-            shown["error"] = self.error
-        return shown
+from cbworkflow.runtime.work import ActionRequest, ActionResult
 
 
 class Executor(Protocol):

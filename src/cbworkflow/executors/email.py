@@ -23,14 +23,17 @@ import hashlib
 import random
 import smtplib
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formatdate, parseaddr
 from typing import Any
 
-from cbworkflow.executors.base import ActionRequest, ActionResult, ConfigError, failed, succeeded
+from cbworkflow import retry
+from cbworkflow.executors.base import ConfigError, failed, succeeded
 from cbworkflow.executors.webhook import TOTAL_BUDGET_S, number
+from cbworkflow.runtime.work import ActionRequest, ActionResult
 
 Sleep = Callable[[float], Awaitable[None]]
 DEFAULT_MAX_ATTEMPTS = 3
@@ -154,26 +157,29 @@ class EmailExecutor:
             return failed(f"email: {exc}", request.outcomes, {"attempts": []})
         attempts: list[dict[str, Any]] = []
         data: dict[str, Any] = {"server": f"{self.config.host}:{self.config.port}", "attempts": attempts}
-        loop = asyncio.get_running_loop()
-        spent = 0.0  # attempts (measured) and waits (as asked), against TOTAL_BUDGET_S
-        for attempt in range(1, max_attempts + 1):
-            began = loop.time()
+        policy = retry.RetryPolicy(
+            max_attempts=max_attempts,
+            base_s=self.backoff_base_s,
+            cap_s=self.backoff_max_s,
+            deadline_s=TOTAL_BUDGET_S,
+            min_attempt_s=self.config.timeout_s,  # a retry only when a whole SMTP session still fits
+            honour_retry_after=False,  # SMTP has no such thing
+        )
+
+        async def once(_left: float | None) -> retry.Tried[Exception | None]:  # SMTP keeps its own timeout
+            began = time.monotonic()
             try:
                 await asyncio.to_thread(_deliver, self.config, message)
-            except _Transient as exc:
-                attempts.append({"error": str(exc), "elapsed_ms": round((loop.time() - began) * 1000, 1)})
-                spent += loop.time() - began
-                delay = self.jitter() * min(self.backoff_max_s, self.backoff_base_s * 2 ** (attempt - 1))
-                if attempt == max_attempts or spent + delay + self.config.timeout_s > TOTAL_BUDGET_S:
-                    break
-                await self.sleep(delay)
-                spent += delay
-                continue
-            except smtplib.SMTPException as exc:  # permanent: rejected by the server, or a TLS/auth problem
-                attempts.append({"error": str(exc), "elapsed_ms": round((loop.time() - began) * 1000, 1)})
-                return failed(f"email not accepted: {exc}", request.outcomes, data)
-            attempts.append({"error": None, "elapsed_ms": round((loop.time() - began) * 1000, 1)})
+            except (_Transient, smtplib.SMTPException) as exc:  # an SMTPException is permanent: rejected, TLS, auth
+                attempts.append({"error": str(exc), "elapsed_ms": round((time.monotonic() - began) * 1000, 1)})
+                return retry.Tried(exc, retry.Next.AFTER_WAIT if isinstance(exc, _Transient) else retry.Next.STOP)
+            attempts.append({"error": None, "elapsed_ms": round((time.monotonic() - began) * 1000, 1)})
+            return retry.Tried(None)
+
+        done = await retry.run(once, policy, sleep=self.sleep, jitter=self.jitter)
+        if done.last is None:
             data["message_id"] = message["Message-ID"]
             return succeeded("sent", request.outcomes, data)
-        last = attempts[-1]["error"] if attempts else "no attempt"
-        return failed(f"email not sent after {len(attempts)} attempts: {last}", request.outcomes, data)
+        if isinstance(done.last, smtplib.SMTPException):
+            return failed(f"email not accepted: {done.last}", request.outcomes, data)
+        return failed(f"email not sent after {len(attempts)} attempts: {done.last}", request.outcomes, data)

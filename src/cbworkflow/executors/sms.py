@@ -20,10 +20,11 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from cbworkflow.executors.base import ActionRequest, ActionResult, ConfigError, failed, http_data, last_error, succeeded
+from cbworkflow.executors.base import ConfigError, failed, http_data, last_error, succeeded
 from cbworkflow.executors.webhook import DEFAULT_MAX_ATTEMPTS, MAX_ATTEMPTS_CAP, TOTAL_BUDGET_S, number
 from cbworkflow.outbound.guard import Resolver
 from cbworkflow.outbound.http import send_with_retries
+from cbworkflow.runtime.work import ActionRequest, ActionResult
 
 Sleep = Callable[[float], Awaitable[None]]
 TWILIO_BASE_URL = "https://api.twilio.com"

@@ -14,18 +14,10 @@ import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
-from cbworkflow.executors.base import (
-    ActionRequest,
-    ActionResult,
-    ConfigError,
-    failed,
-    http_data,
-    last_error,
-    shown_url,
-    succeeded,
-)
+from cbworkflow.executors.base import ConfigError, failed, http_data, last_error, shown_url, succeeded
 from cbworkflow.outbound.guard import Resolver
 from cbworkflow.outbound.http import send_with_retries
+from cbworkflow.runtime.work import ActionRequest, ActionResult, WebhookCall
 
 Sleep = Callable[[float], Awaitable[None]]
 DEFAULT_TIMEOUT_S = 10.0
@@ -126,31 +118,19 @@ async def _call(
 
 
 async def call_webhook_node(
-    url: str,
-    method: str,
-    headers: Mapping[str, str] | None,
-    body: Any,
-    timeout_s: float,
-    max_attempts: int,
-    idempotency_key: str,
-    outcomes: Sequence[str],
-    allow_private: bool,
-    *,
-    sleep: Sleep = asyncio.sleep,
-    resolver: Resolver | None = None,
+    call: WebhookCall, *, allow_private: bool, sleep: Sleep = asyncio.sleep, resolver: Resolver | None = None
 ) -> ActionResult:
-    """A webhook node's call (url, headers and body already rendered; `body` None: no body). Outcome: `success` on
-    2xx (or the response's `outcome` when it is one of `outcomes`), `failure` otherwise, None when the node lacks
-    the outcome to take."""
+    """A webhook node's call (url, headers and body already rendered). Outcome: `success` on 2xx (or the response's
+    `outcome` when it is one of the node's), `failure` otherwise, None when the node lacks the outcome to take."""
     return await _call(
-        url=url,
-        method=method or "POST",
-        headers=headers,
-        body=body,
-        timeout_s=timeout_s,
-        max_attempts=max_attempts,
-        idempotency_key=idempotency_key,
-        outcomes=outcomes,
+        url=call.url,
+        method=call.method or "POST",
+        headers=call.headers,
+        body=call.body,
+        timeout_s=call.timeout_s,
+        max_attempts=call.max_attempts,
+        idempotency_key=call.idempotency_key,
+        outcomes=call.outcomes,
         allow_private=allow_private,
         success="success",
         failure="failure",

@@ -26,8 +26,6 @@ nothing to close at shutdown.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
-import email.utils
 import importlib.metadata
 import ipaddress
 import json
@@ -43,6 +41,7 @@ from urllib.parse import urljoin
 
 import httpx
 
+from cbworkflow import retry
 from cbworkflow.outbound.guard import (
     IPAddress,
     OutboundBlocked,
@@ -437,22 +436,6 @@ async def _connect_first(
     raise last
 
 
-def retry_after_seconds(value: str | None, now: dt.datetime | None = None) -> float | None:
-    """A `Retry-After` header in seconds (delta-seconds or an HTTP-date), None when absent or unreadable."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
-    return max(0.0, (when - (now or dt.datetime.now(dt.UTC))).total_seconds())
-
-
 def is_retryable_status(status_code: int) -> bool:
     return status_code == 429 or 500 <= status_code <= 599
 
@@ -482,21 +465,27 @@ async def send_with_retries(
     """`send` up to `max_attempts` times. Retried: connection errors, timeouts, 429 and 5xx. Not retried: other
     statuses (2xx, 3xx, 4xx), a refused destination, a malformed request.
 
-    Between attempts: `Retry-After` when the answer has one (seconds or HTTP-date), else exponential backoff with
-    full jitter, `jitter() * min(backoff_max_s, backoff_base_s * 2**(n-1))`; both capped at `backoff_max_s`.
-    `max_total_s` bounds everything (attempts and waits): no wait is started that would end past it, and the last
-    attempt's timeout is cut to what is left. The time slept is measured with the injected `sleep` accounted as
-    the delay it was asked for, so tests with an instant `sleep` see the same decisions.
+    The waits follow `cbworkflow.retry`: the answer's `Retry-After` (or `retry-after-ms`) when it asks for one,
+    capped at `backoff_max_s`, else exponential backoff with full jitter, `jitter() * min(backoff_max_s,
+    backoff_base_s * 2**(n-1))`. `max_total_s` bounds everything (attempts and waits): no wait is started that
+    would end past it, and the last attempt's timeout is cut to what is left. An injected `sleep` counts as the
+    delay it was asked for, so tests with an instant `sleep` see the same decisions.
     Returns the last attempt's response (None when it raised) and every attempt. The same idempotency key is sent on
     every attempt, so the receiver can drop duplicates.
     """
+    retrying = retry.RetryPolicy(
+        max_attempts=max(1, max_attempts),
+        base_s=backoff_base_s,
+        cap_s=backoff_max_s,
+        jitter=retry.Jitter.FULL,
+        deadline_s=max_total_s,
+        min_attempt_s=0.001,
+        retry_after_max_s=backoff_max_s,
+    )
     attempts: list[Attempt] = []
-    response: OutboundResponse | None = None
-    spent = 0.0  # seconds used so far: attempts (measured) plus waits (as asked)
-    for number in range(1, max(1, max_attempts) + 1):
+
+    async def once(left: float | None) -> retry.Tried[OutboundResponse | None]:
         began = time.monotonic()
-        retry_after: float | None = None
-        budget = timeout_s if max_total_s is None else min(timeout_s, max(0.001, max_total_s - spent))
         try:
             response = await send(
                 method,
@@ -504,7 +493,7 @@ async def send_with_retries(
                 headers=headers,
                 json_body=json_body,
                 content=content,
-                timeout_s=budget,
+                timeout_s=timeout_s if left is None else min(timeout_s, max(0.001, left)),
                 max_response_bytes=max_response_bytes,
                 allow_private=allow_private,
                 idempotency_key=idempotency_key,
@@ -514,24 +503,12 @@ async def send_with_retries(
                 ssl_context=ssl_context,
             )
         except OutboundError as exc:
-            response = None
             attempts.append(Attempt(None, exc.reason, round((time.monotonic() - began) * 1000, 1)))
-            if not exc.retryable:
-                break
-        else:
-            attempts.append(Attempt(response.status_code, None, response.elapsed_ms))
-            if not is_retryable_status(response.status_code):
-                break
-            retry_after = retry_after_seconds(response.headers.get("retry-after"))
-        spent += time.monotonic() - began
-        if number >= max_attempts:
-            break
-        if retry_after is not None:
-            delay = min(retry_after, backoff_max_s)
-        else:
-            delay = jitter() * min(backoff_max_s, backoff_base_s * 2 ** (number - 1))
-        if max_total_s is not None and spent + delay >= max_total_s:
-            break
-        await sleep(delay)
-        spent += delay
-    return response, attempts
+            return retry.Tried(None, retry.Next.AFTER_WAIT if exc.retryable else retry.Next.STOP)
+        attempts.append(Attempt(response.status_code, None, response.elapsed_ms))
+        if not is_retryable_status(response.status_code):
+            return retry.Tried(response)
+        return retry.Tried(response, retry.Next.AFTER_WAIT, retry.retry_after(response.headers))
+
+    done = await retry.run(once, retrying, sleep=sleep, jitter=jitter)
+    return done.last, attempts

@@ -16,11 +16,11 @@ The policy (the defaults; each is a constructor argument):
   `prepare()` does that ahead of time.
 - **At most `max_attempts` (3) requests.** The SDK's own retries are off (`max_retries=0`); the policy is here.
 - **Retried after a wait:** connection errors, 408, 409, 429, 500 and above (502, 503, 529 overloaded...). The
-  wait is the answer's `retry-after-ms` or `retry-after` when it gives one, else exponential backoff with jitter:
-  `min(backoff_max_s, backoff_base_s * 2**n) * uniform(0.5, 1)` for the n-th retry (1 s, 2 s, 4 s... halved at
-  random). An `x-should-retry: true|false` header overrides the status. When the wait would leave less than
-  `min_attempt_s` (1 s) before the deadline, there is no retry and the error says so (a retry-after is honoured,
-  never shortened).
+  wait is the answer's `retry-after-ms` or `retry-after` (seconds or an HTTP-date) when it asks for one, else
+  exponential backoff with jitter: `min(backoff_max_s, backoff_base_s * 2**n) * uniform(0.5, 1)` for the n-th
+  retry (1 s, 2 s, 4 s... halved at random). An `x-should-retry: true|false` header overrides the status. When the
+  wait would leave less than `min_attempt_s` (1 s) before the deadline, there is no retry and the error says so (a
+  retry-after is honoured, never shortened). The loop and the waits are `cbworkflow.retry`'s, as for webhooks.
 - **Retried at once** (nothing to wait for, but a second sample can differ): a refusal, an answer that does not
   call the tool, a tool input that is not an object, has no outcome, or an outcome outside the enum, and an
   answer cut off at `max_tokens` (the next attempt may use twice the tokens, up to 4096).
@@ -43,6 +43,9 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from .. import retry
+from ..retry import Next
 
 if TYPE_CHECKING:
     from anthropic import AsyncAnthropic
@@ -123,9 +126,8 @@ class _Failure:
     """One attempt that did not give an allowed outcome."""
 
     description: str
-    retry: str  # "wait": after a wait; "now": at once; "no": never
+    retry: Next
     retry_after: float | None = None  # what the server asked for, in seconds
-    timed_out: bool = False
     cut_off: bool = False
 
 
@@ -154,10 +156,15 @@ class AIDecider:
         self.model = model
         self.base_url = base_url or None
         self.timeout_s = timeout_s
-        self.max_attempts = max_attempts
-        self.backoff_base_s = backoff_base_s
-        self.backoff_max_s = backoff_max_s
-        self.min_attempt_s = min_attempt_s
+        self.policy = retry.RetryPolicy(
+            max_attempts=max_attempts,
+            base_s=backoff_base_s,
+            cap_s=backoff_max_s,
+            jitter=retry.Jitter.HALF,
+            deadline_s=timeout_s,
+            min_attempt_s=min_attempt_s,
+            retry_after_max_s=None,  # honoured in full: a wait past the deadline ends the decision instead
+        )
         self.max_tokens = max_tokens
         self._sleep = sleep
         self._clock = clock
@@ -209,50 +216,41 @@ class AIDecider:
             result.error = f"could not set up the anthropic client: {_short(exc)}"
             return result
 
-        deadline = self._clock() + self.timeout_s
         failures: list[str] = []
-        gave_up: str | None = None
-        max_tokens = self.max_tokens
-        waits = 0
+        tokens = self.max_tokens
         latency = 0.0
-        while True:
-            result.attempts += 1
+
+        async def once(left: float | None) -> retry.Tried[None]:
+            nonlocal tokens, latency
             started = self._clock()
             try:
-                answer = await self._attempt(client, result, prompt, allowed, max_tokens, deadline - started)
+                answer = await self._attempt(client, result, prompt, allowed, tokens, left or 0.0)
             finally:
                 latency += self._clock() - started
             if isinstance(answer, tuple):
                 result.outcome, result.reason = answer
-                break
-            failure = answer
-            failures.append(failure.description)
+                return retry.Tried(None)
+            failures.append(answer.description)
+            if answer.cut_off:  # the next attempt may use twice the tokens
+                tokens = min(tokens * 2, max(MAX_TOKENS_CEILING, self.max_tokens))
+            return retry.Tried(None, answer.retry, answer.retry_after)
 
-            if failure.retry == "no" or failure.timed_out or result.attempts >= self.max_attempts:
-                break
-            if failure.cut_off:
-                max_tokens = min(max_tokens * 2, max(MAX_TOKENS_CEILING, self.max_tokens))
-            wait = 0.0
-            if failure.retry == "wait":
-                if failure.retry_after is not None and failure.retry_after > 0:
-                    wait = failure.retry_after
-                else:
-                    wait = self._backoff(waits)
-                waits += 1
-            left = deadline - self._clock()
-            if left - wait < self.min_attempt_s:
-                if failure.retry_after is not None and failure.retry_after > 0:
-                    gave_up = f"the API asked to wait {_seconds(wait)}, past the {_seconds(self.timeout_s)} deadline"
-                else:
-                    gave_up = f"no time left to retry within {_seconds(self.timeout_s)}"
-                break
-            if wait > 0:
-                await self._sleep(wait)
-
+        done = await retry.run(once, self.policy, sleep=self._sleep, clock=self._clock, jitter=self._jitter)
+        result.attempts = done.attempts
         result.latency_ms = round(latency * 1000)
         if result.outcome is None:
-            result.error = _summary(failures, gave_up)
+            result.error = _summary(failures, self._gave_up(done))
         return result
+
+    def _gave_up(self, done: retry.Finished[None]) -> str | None:
+        """Why no retry was made though one was due: the deadline left no room for the wait and an attempt."""
+        if done.refused_wait_s is None:
+            return None
+        if done.wait_was_asked:
+            return (
+                f"the API asked to wait {_seconds(done.refused_wait_s)}, past the {_seconds(self.timeout_s)} deadline"
+            )
+        return f"no time left to retry within {_seconds(self.timeout_s)}"
 
     async def _attempt(
         self,
@@ -295,34 +293,31 @@ class AIDecider:
         result.output_tokens += getattr(usage, "output_tokens", 0) or 0
         return _read_answer(message, allowed)
 
-    def _backoff(self, retry: int) -> float:
-        return min(self.backoff_max_s, self.backoff_base_s * 2.0 ** min(retry, 30)) * (0.5 + 0.5 * self._jitter())
-
     def _from_exception(self, exc: Exception) -> _Failure:
         import anthropic
 
         if isinstance(exc, anthropic.APITimeoutError | TimeoutError):
-            return _Failure(f"timed out after {_seconds(self.timeout_s)}", "no", timed_out=True)
+            return _Failure(f"timed out after {_seconds(self.timeout_s)}", Next.STOP)
         if isinstance(exc, anthropic.APIConnectionError):
             cause = exc.__cause__ or exc.__context__
             detail = f" ({_short(cause)})" if cause is not None and str(cause) else ""
-            return _Failure(f"could not connect to the API{detail}", "wait")
+            return _Failure(f"could not connect to the API{detail}", Next.AFTER_WAIT)
         if isinstance(exc, anthropic.APIStatusError):
             status = exc.status_code
             headers = exc.response.headers
-            retry = "wait" if status in (408, 409, 429) or status >= 500 else "no"
+            again = Next.AFTER_WAIT if status in (408, 409, 429) or status >= 500 else Next.STOP
             should_retry = (headers.get("x-should-retry") or "").strip().lower()
             if should_retry in ("true", "false"):
-                retry = "wait" if should_retry == "true" else "no"
+                again = Next.AFTER_WAIT if should_retry == "true" else Next.STOP
             words = _STATUS_WORDS.get(status, "server error" if status >= 500 else "API error")
             description = f"{words} ({status})"
             api_message = getattr(exc, "api_message", None)
-            if retry == "no" and isinstance(api_message, str) and api_message.strip():
+            if again is Next.STOP and isinstance(api_message, str) and api_message.strip():
                 description += f": {_short(api_message)}"
-            return _Failure(description, retry, retry_after=_retry_after(headers))
+            return _Failure(description, again, retry_after=retry.retry_after(headers))
         if isinstance(exc, anthropic.AnthropicError):
-            return _Failure(f"the anthropic client failed: {_short(exc)}", "no")
-        return _Failure(f"unexpected error: {type(exc).__name__}: {_short(exc)}", "no")
+            return _Failure(f"the anthropic client failed: {_short(exc)}", Next.STOP)
+        return _Failure(f"unexpected error: {type(exc).__name__}: {_short(exc)}", Next.STOP)
 
     async def _get_client(self) -> AsyncAnthropic:
         async with self._client_lock:
@@ -344,43 +339,28 @@ def _read_answer(message: Any, allowed: list[str]) -> tuple[str, str] | _Failure
     """The (outcome, reason) of an answer, or what is wrong with it."""
     stop_reason = getattr(message, "stop_reason", None)
     if stop_reason == "refusal":
-        return _Failure("the model refused", "now")
+        return _Failure("the model refused", Next.AT_ONCE)
     if stop_reason == "max_tokens":
-        return _Failure("the answer was cut off (max_tokens)", "now", cut_off=True)
+        return _Failure("the answer was cut off (max_tokens)", Next.AT_ONCE, cut_off=True)
     if stop_reason == "model_context_window_exceeded":
-        return _Failure("the prompt is too long for the model's context window", "no")
+        return _Failure("the prompt is too long for the model's context window", Next.STOP)
     calls = [b for b in getattr(message, "content", None) or [] if getattr(b, "type", None) == "tool_use"]
     if not calls:
-        return _Failure("the model did not call the tool", "now")
+        return _Failure("the model did not call the tool", Next.AT_ONCE)
     call = next((c for c in calls if getattr(c, "name", None) == TOOL_NAME), None)
     if call is None:
-        return _Failure(f"the model called an unknown tool {_short(getattr(calls[0], 'name', ''))!r}", "now")
+        return _Failure(f"the model called an unknown tool {_short(getattr(calls[0], 'name', ''))!r}", Next.AT_ONCE)
     data: object = getattr(call, "input", None)
     if not isinstance(data, dict):
-        return _Failure(f"the model's tool input is not an object ({_short(repr(data))})", "now")
+        return _Failure(f"the model's tool input is not an object ({_short(repr(data))})", Next.AT_ONCE)
     if "outcome" not in data:
-        return _Failure("the model's answer has no outcome", "now")
+        return _Failure("the model's answer has no outcome", Next.AT_ONCE)
     outcome = data["outcome"]
     if not isinstance(outcome, str) or outcome not in allowed:
         shown = repr(outcome) if isinstance(outcome, str) else f"{_short(repr(outcome))} (not a string)"
-        return _Failure(f"the model chose {_short(shown)}, which is not one of {', '.join(allowed)}", "now")
+        return _Failure(f"the model chose {_short(shown)}, which is not one of {', '.join(allowed)}", Next.AT_ONCE)
     reason = data.get("reason")
     return outcome, reason.strip()[:REASON_MAX_CHARS] if isinstance(reason, str) else ""
-
-
-def _retry_after(headers: Any) -> float | None:
-    """Seconds from `retry-after-ms` or `retry-after` (seconds; an HTTP date is ignored), else None."""
-    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
-        value = headers.get(name)
-        if value is None:
-            continue
-        try:
-            seconds = float(value) * scale
-        except ValueError:
-            continue
-        if seconds == seconds and 0 <= seconds < 86_400:  # not NaN, not absurd
-            return seconds
-    return None
 
 
 def _summary(failures: list[str], gave_up: str | None) -> str:

@@ -19,7 +19,6 @@ import logging
 import secrets
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -30,6 +29,8 @@ from ..models.instances import MOVABLE, WorkflowInstance
 from ..models.templates import ActionNode, AIRule, DecisionNode, WaitNode, WebhookNode
 from ..store.base import DueWork, PageRequest, Store, Tx
 from ..validation import host_from_placeholder
+from .ai import AIDecision
+from .work import ActionRequest, ActionResult, DecisionRequest, WebhookCall
 
 log = logging.getLogger("cbworkflow.worker")
 
@@ -37,38 +38,47 @@ DEFAULT_LEASE = timedelta(minutes=5)  # longer than the slowest piece of work (a
 BATCH = 50
 
 
-class ActionOutcome(Protocol):
-    """What an executor, a webhook call or a model returns: an outcome (None on failure) and timeline details."""
-
-    outcome: str | None
-
-    def details(self) -> dict[str, Any]: ...
-
-
 class Handlers(Protocol):
-    """The slow part of each kind of work; injected so tests run without network (and the engine stays pure)."""
+    """The slow part of each kind of work, given all it needs (`runtime.work`); injected so tests run without
+    network (and the engine stays pure)."""
 
-    async def decide(self, instance: WorkflowInstance, rule: AIRule, prompt: str) -> ActionOutcome: ...
+    async def decide(self, request: DecisionRequest) -> AIDecision: ...
 
-    async def call_webhook(self, instance: WorkflowInstance, node: WebhookNode, data: dict[str, Any]) -> ActionOutcome:
-        """`data` holds the rendered url, headers and body and the idempotency key."""
+    async def call_webhook(self, call: WebhookCall) -> ActionResult: ...
 
-    async def run_action(self, instance: WorkflowInstance, node: ActionNode, data: dict[str, Any]) -> ActionOutcome:
-        """`data` holds the rendered action_config, the contact and the idempotency key."""
+    async def run_action(self, request: ActionRequest) -> ActionResult: ...
 
     async def close(self) -> None:
         """Let go of clients (the model's HTTP client) when the worker stops."""
 
 
-@dataclass
-class _Refused:
-    """Work refused before any call was made."""
+def _webhook_call(node: WebhookNode, rendered: dict[str, Any], visit: str) -> WebhookCall:
+    """The call a webhook node makes, from its rendered URL, headers and body."""
+    return WebhookCall(
+        url=rendered["url"],
+        method=node.webhook_method,
+        headers=rendered["headers"],
+        body=rendered["body"],
+        timeout_s=node.timeout_s,
+        max_attempts=node.max_attempts,
+        idempotency_key=visit,
+        outcomes=sorted(node.transitions),
+    )
 
-    error: str
-    outcome: str | None = None
 
-    def details(self) -> dict[str, Any]:
-        return {"error": self.error}
+def _action_request(
+    instance: WorkflowInstance, node: ActionNode, config: Any, contact: dict[str, Any] | None, visit: str
+) -> ActionRequest:
+    """The run an action node asks of its executor, from its rendered action_config."""
+    return ActionRequest(
+        action=node.action or "",
+        config=config if isinstance(config, dict) else {},
+        contact=contact or {},
+        instance_id=instance.id,
+        node_id=instance.current_node or "",
+        idempotency_key=visit,
+        outcomes=sorted(node.transitions),
+    )
 
 
 def _raw_url(node: WebhookNode | ActionNode) -> str:
@@ -210,26 +220,24 @@ class Worker:
                 await self._release(work)
                 return
             prompt = await asyncio.to_thread(render, rule.prompt, data)
-            answer = await self.handlers.decide(instance, rule, prompt)
-            details = answer.details()
+            request = DecisionRequest(prompt=prompt, model=rule.model, outcomes=sorted(node.transitions))
+            answer = await self.handlers.decide(request)
+            details = answer.event_data()
             await self._apply(work, lambda i, now, ctx: steps.ai_decided(i, answer.outcome, details, rule, now, ctx))
         elif isinstance(node, (WebhookNode, ActionNode)) and host_from_placeholder(_raw_url(node)):
-            refused = _Refused("the call's host comes from a placeholder; only the path and query may")
+            refused = ActionResult(
+                None, ok=False, error="the call's host comes from a placeholder; only the path and query may"
+            )
             await self._finish(work, refused, started)
         elif isinstance(node, WebhookNode):
             # One output budget for the URL, the headers and the body together, rendered off the event loop.
             raw = {"url": node.webhook_url or "", "headers": node.webhook_headers, "body": node.webhook_body}
             call = await asyncio.to_thread(render_call, raw, data)
-            call["idempotency_key"] = visit
-            result = await self.handlers.call_webhook(instance, node, call)
+            result = await self.handlers.call_webhook(_webhook_call(node, call, visit))
             await self._finish(work, result, started)
         elif isinstance(node, ActionNode) and node.action in self.automatic_actions:
-            run = {
-                "config": await asyncio.to_thread(render_call, node.action_config, data),
-                "contact": contact or {},
-                "idempotency_key": visit,
-            }
-            result = await self.handlers.run_action(instance, node, run)
+            config = await asyncio.to_thread(render_call, node.action_config, data)
+            result = await self.handlers.run_action(_action_request(instance, node, config, contact, visit))
             await self._finish(work, result, started)
         else:
             # Due work this worker cannot do: an action whose executor another process has (CBW_EXECUTORS differs
@@ -241,7 +249,7 @@ class Worker:
                 self.lease,
             )
 
-    async def _finish(self, work: DueWork, result: ActionOutcome, started: datetime) -> None:
+    async def _finish(self, work: DueWork, result: ActionResult, started: datetime) -> None:
         details = {**result.details(), "started_at": started.isoformat()}
         await self._apply(work, lambda i, now, ctx: steps.action_finished(i, result.outcome, details, now, ctx))
 
