@@ -182,6 +182,16 @@ def test_a_refused_text_fails_over_to_the_postcard(world: World) -> None:
     assert completed["data"]["outcome"] == "failed"
 
 
+def test_a_phone_that_does_not_parse_is_never_texted(world: World) -> None:
+    instance = world.enrol(name="Maybe Jones", phone="call me maybe")
+    world.post(f"/api/instances/{instance}/transition", {"outcome": "answered_interested"})
+    at_mail = world.wait_until(instance, lambda i: i["current_node"] == "send_postcard", seconds=30)
+    completed = next(e for e in at_mail["timeline"] if e["type"] == "action_completed")
+    assert completed["data"]["outcome"] == "failed"
+    assert "could not be read as a phone number" in completed["data"]["error"]
+    assert not [r for r in world.sms.hits if b"Maybe" in r.body or b"call" in r.body]
+
+
 CONFIRM = {
     "id": "confirm",
     "name": "Confirm",
