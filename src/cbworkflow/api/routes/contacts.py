@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query, Response
 from ...errors import InvalidInput
 from ...models.access import Principal
 from ...models.common import Page
-from ...models.contacts import Contact, ContactCreate, ContactPatch, ContactUpsert
+from ...models.contacts import Contact, ContactCreate, ContactPatch, ContactUpsert, SavedContact
 from ...models.events import Event
 from ...store.base import ContactFilter
 from ..deps import READERS, STAFF, PagingDep, PrincipalDep, ServicesDep, allow, record_id, tag_filters, tag_param
@@ -49,20 +49,21 @@ async def search_contacts(
     return Page[Contact](items=found.items, next_cursor=found.next_cursor)
 
 
-@router.post("", response_model=Contact, status_code=201, responses=error_responses(409))
-async def create_contact(services: ServicesDep, principal: Writer, body: ContactCreate) -> Contact:
+@router.post("", response_model=SavedContact, status_code=201, responses=error_responses(409))
+async def create_contact(services: ServicesDep, principal: Writer, body: ContactCreate) -> SavedContact:
+    """Create a contact. A phone that cannot be read as a phone number is stored as given, with a `warnings` entry."""
     return await services.contacts.create(principal, body)
 
 
 @router.put(
     "/by-external-id/{external_id}",
-    response_model=Contact,
-    responses={201: {"model": Contact, "description": "Created"}, **error_responses(409)},
+    response_model=SavedContact,
+    responses={201: {"model": SavedContact, "description": "Created"}, **error_responses(409)},
     summary="Create or replace the contact with this external id",
 )
 async def upsert_contact(
     services: ServicesDep, principal: Writer, external_id: str, body: ContactUpsert, response: Response
-) -> Contact:
+) -> SavedContact:
     if not 1 <= len(external_id) <= 200 or any(ord(ch) < 32 for ch in external_id):
         raise InvalidInput("external_id: 1 to 200 printable characters")
     contact, created = await services.contacts.upsert_by_external_id(principal, external_id, body)
@@ -76,8 +77,9 @@ async def get_contact(services: ServicesDep, principal: PrincipalDep, contact_id
     return await services.contacts.get(principal, record_id(contact_id, "contact"))
 
 
-@router.patch("/{contact_id}", response_model=Contact, responses=error_responses(404, 409))
-async def patch_contact(services: ServicesDep, principal: Writer, contact_id: str, body: ContactPatch) -> Contact:
+@router.patch("/{contact_id}", response_model=SavedContact, responses=error_responses(404, 409))
+async def patch_contact(services: ServicesDep, principal: Writer, contact_id: str, body: ContactPatch) -> SavedContact:
+    """Change the fields given. A new phone that cannot be read is stored as given, with a `warnings` entry."""
     return await services.contacts.patch(principal, record_id(contact_id, "contact"), body)
 
 
