@@ -47,6 +47,13 @@ def _on_behalf(on_behalf_of: str | None) -> dict[str, Any]:
     return {"on_behalf_of": on_behalf_of} if on_behalf_of else {}
 
 
+def _update_state(b: StepBuilder, updates: dict[str, Any] | None, extra: dict[str, Any], node_id: str | None) -> None:
+    """Merge `updates` into the state (JSON Merge Patch) with a `state_updated` event; nothing when there are none."""
+    if updates:
+        b.instance.state = _merged_state(b.instance.state, updates)
+        b.emit(EventType.STATE_UPDATED, "State updated", {"updates": updates, **extra}, node_id)
+
+
 def created_events(instance: WorkflowInstance, actor: str) -> list[Event]:
     b = StepBuilder(instance, instance.created_at, actor)
     b.emit(
@@ -106,9 +113,7 @@ def transition(
         raise InvalidInput(f"outcome: {outcome!r} is not an outcome of node {node_id!r}; allowed: {allowed}")
     b = StepBuilder(instance, now, actor, ctx)
     extra = _on_behalf(on_behalf_of)
-    if state_updates:
-        b.instance.state = _merged_state(b.instance.state, state_updates)
-        b.emit(EventType.STATE_UPDATED, "State updated", {"updates": state_updates, **extra}, node_id)
+    _update_state(b, state_updates, extra, node_id)
     data: dict[str, Any] = {"outcome": outcome, **extra}
     if note:
         data["note"] = note
@@ -208,6 +213,75 @@ def change_tag(instance: WorkflowInstance, tag: str, add: bool, now: datetime, a
     else:
         b.instance.tags.remove(tag)
         b.emit(EventType.TAG_REMOVED, f"Untagged {tag}", {"tag": tag}, instance.current_node)
+    return b.step()
+
+
+# ---------------------------------------------------------------------------------------------- recovery
+FINISHED = frozenset({InstanceStatus.COMPLETED, InstanceStatus.CANCELLED})  # a failed instance is not finished here
+MAX_NODES_LISTED = 20  # node ids an unknown-node answer lists
+
+
+def retry(
+    instance: WorkflowInstance,
+    now: datetime,
+    actor: str,
+    *,
+    state_updates: dict[str, Any] | None = None,
+    on_behalf_of: str | None = None,
+    ctx: Context = NO_CONTEXT,
+) -> Step:
+    """A failed instance enters again the node where it failed (its `current_node`, kept by the failure), after
+    `state_updates` are merged: someone fixed what made it fail (the state an expression reads, the contact's
+    phone). Entering runs the node as on any entry; if the cause is still there, the instance fails again."""
+    _conflict_unless(instance, frozenset({InstanceStatus.FAILED}), "retry")
+    at = instance.current_node
+    node_id = at if at is not None and at in instance.nodes else instance.start_node  # failed before any node
+    b = StepBuilder(instance, now, actor, ctx)
+    b.instance.completed_at = None
+    extra = _on_behalf(on_behalf_of)
+    _update_state(b, state_updates, extra, node_id)
+    name = instance.nodes[node_id].name or node_id
+    b.emit(EventType.INSTANCE_RETRIED, f"Retried at {name}", {"node": node_id, **extra}, node_id)
+    b.enter(node_id)
+    return b.step()
+
+
+def move(
+    instance: WorkflowInstance,
+    node_id: str,
+    reason: str,
+    now: datetime,
+    actor: str,
+    *,
+    on_behalf_of: str | None = None,
+    ctx: Context = NO_CONTEXT,
+) -> Step:
+    """Put an unfinished or failed instance at any node of its frozen graph, entering it as usual (an admin's
+    repair: a contact sent down the wrong branch, a flow that failed). A pending instance starts there; a paused
+    one stays paused at its new node, with the status entering it gave to come back to on resume."""
+    if instance.status in FINISHED:
+        raise Conflict(
+            f"cannot move an instance that is {instance.status.value}; only unfinished or failed instances move"
+        )
+    if node_id not in instance.nodes:
+        names = sorted(instance.nodes)
+        shown = ", ".join(names[:MAX_NODES_LISTED]) + (", …" if len(names) > MAX_NODES_LISTED else "")
+        raise InvalidInput(
+            f"node: {node_id!r} is not a node of this instance's graph "
+            f"({instance.template_id} {instance.template_version}); its nodes: {shown}"
+        )
+    paused = instance.status is InstanceStatus.PAUSED
+    moved_from = instance.current_node
+    b = StepBuilder(instance, now, actor, ctx)
+    inst = b.instance
+    inst.completed_at = None
+    inst.paused_status = None
+    inst.started_at = inst.started_at or now
+    data = {"moved_from": moved_from, "moved_to": node_id, "reason": reason, **_on_behalf(on_behalf_of)}
+    b.emit(EventType.INSTANCE_MOVED, f"Moved from {moved_from or '(no node)'} to {node_id}: {reason}", data, moved_from)
+    b.enter(node_id)
+    if paused and inst.status in MOVABLE:
+        inst.paused_status, inst.status = inst.status, InstanceStatus.PAUSED
     return b.step()
 
 
