@@ -258,7 +258,9 @@ def test_only_a_failed_instance_can_be_retried(status: InstanceStatus) -> None:
 )
 def test_move_enters_the_node_as_usual(node: str, status: InstanceStatus, due: bool) -> None:
     failed = failed_at_share()
-    step = steps.move(failed, node, "sent down the wrong branch", clock.now(), "admin-tok", on_behalf_of="Lee")
+    step = steps.move(
+        failed, clock.now(), "admin-tok", node_id=node, reason="sent down the wrong branch", on_behalf_of="Lee"
+    )
     assert (step.instance.current_node, step.instance.status) == (node, status)
     moved = step.events[0]
     assert moved.type is EventType.INSTANCE_MOVED
@@ -280,12 +282,12 @@ def test_move_enters_the_node_as_usual(node: str, status: InstanceStatus, due: b
 
 def test_an_automatic_node_moved_to_is_due_for_the_worker() -> None:
     ctx = steps.Context(automatic_actions=frozenset({"sms"}))
-    step = steps.move(failed_at_share(), "text", "text them instead", clock.now(), "tok", ctx=ctx)
+    step = steps.move(failed_at_share(), clock.now(), "tok", node_id="text", reason="text them instead", ctx=ctx)
     assert (step.instance.status, step.instance.wake_at) == (InstanceStatus.ACTIVE, clock.now())
 
 
 def test_a_pending_instance_moved_starts_at_that_node() -> None:
-    step = steps.move(make(DIVIDES, start="share"), "call", "skip the rule", clock.now(), "tok")
+    step = steps.move(make(DIVIDES, start="share"), clock.now(), "tok", node_id="call", reason="skip the rule")
     assert (step.instance.status, step.instance.current_node) == (InstanceStatus.ACTIVE, "call")
     assert step.instance.started_at == clock.now()
     assert step.events[0].data["moved_from"] is None
@@ -294,7 +296,7 @@ def test_a_pending_instance_moved_starts_at_that_node() -> None:
 def test_a_paused_instance_moved_stays_paused_until_resumed() -> None:
     inst = steps.start(make(), clock.now(), "tok").instance
     paused = steps.pause(inst, clock.now(), "tok").instance
-    step = steps.move(paused, "schedule_followup", "they asked for a call back", clock.now(), "tok")
+    step = steps.move(paused, clock.now(), "tok", node_id="schedule_followup", reason="they asked for a call back")
     assert (step.instance.status, step.instance.paused_status) == (InstanceStatus.PAUSED, InstanceStatus.WAITING)
     assert step.instance.current_node == "schedule_followup"
     assert step.instance.wake_at is not None  # the wait's timer is set; a paused instance is not due
@@ -304,13 +306,13 @@ def test_a_paused_instance_moved_stays_paused_until_resumed() -> None:
 
 def test_a_paused_instance_moved_to_an_end_node_completes() -> None:
     inst = steps.pause(steps.start(make(), clock.now(), "tok").instance, clock.now(), "tok").instance
-    step = steps.move(inst, "end_declined", "they said no by email", clock.now(), "tok")
+    step = steps.move(inst, clock.now(), "tok", node_id="end_declined", reason="they said no by email")
     assert (step.instance.status, step.instance.paused_status) == (InstanceStatus.COMPLETED, None)
 
 
 def test_move_to_an_unknown_node_names_it_and_the_nodes_there_are() -> None:
     with pytest.raises(InvalidInput, match=r"node: 'ghost' is not a node .*its nodes: call, done, share, text, wait"):
-        steps.move(failed_at_share(), "ghost", "typo", clock.now(), "tok")
+        steps.move(failed_at_share(), clock.now(), "tok", node_id="ghost", reason="typo")
 
 
 @pytest.mark.parametrize("status", [InstanceStatus.COMPLETED, InstanceStatus.CANCELLED])
@@ -318,12 +320,12 @@ def test_a_finished_instance_cannot_be_moved(status: InstanceStatus) -> None:
     inst = failed_at_share()
     inst.status = status
     with pytest.raises(Conflict, match=f"cannot move an instance that is {status.value}"):
-        steps.move(inst, "call", "too late", clock.now(), "tok")
+        steps.move(inst, clock.now(), "tok", node_id="call", reason="too late")
 
 
 def test_retry_and_move_never_mutate_their_input() -> None:
     failed = failed_at_share()
     before = failed.model_dump()
     steps.retry(failed, clock.now(), "tok", state_updates={"households": 2})
-    steps.move(failed, "done", "closing", clock.now(), "tok")
+    steps.move(failed, clock.now(), "tok", node_id="done", reason="closing")
     assert failed.model_dump() == before

@@ -248,11 +248,11 @@ def retry(
 
 def move(
     instance: WorkflowInstance,
-    node_id: str,
-    reason: str,
     now: datetime,
     actor: str,
     *,
+    node_id: str,
+    reason: str,
     on_behalf_of: str | None = None,
     ctx: Context = NO_CONTEXT,
 ) -> Step:
