@@ -240,6 +240,21 @@ def test_a_retry_whose_cause_remains_fails_again() -> None:
     assert types(step)[-2:] == ["action_failed", "instance_failed"]
 
 
+def test_a_retried_executor_node_is_due_for_the_worker_as_a_new_visit() -> None:
+    """The worker's idempotency key names the node visit (its node_entered event): a retry is a new visit, so a
+    text that failed is sent again rather than dropped as a duplicate by the provider."""
+    ctx = steps.Context(automatic_actions=frozenset({"sms"}))
+    at_text = steps.move(failed_at_share(), clock.now(), "tok", node_id="text", reason="text them", ctx=ctx)
+    failed = steps.action_finished(at_text.instance, None, {"error": "HTTP 500 after 5 attempts"}, clock.now(), ctx)
+    assert (failed.instance.status, failed.instance.current_node) == (InstanceStatus.FAILED, "text")
+    later = clock.now() + timedelta(minutes=5)
+    step = steps.retry(failed.instance, later, "tok", ctx=ctx)
+    assert (step.instance.status, step.instance.wake_at) == (InstanceStatus.ACTIVE, later)
+    [first_visit] = [e.id for e in at_text.events if e.type is EventType.NODE_ENTERED]
+    [new_visit] = [e.id for e in step.events if e.type is EventType.NODE_ENTERED]
+    assert new_visit != first_visit
+
+
 @pytest.mark.parametrize("status", [s for s in InstanceStatus if s is not InstanceStatus.FAILED])
 def test_only_a_failed_instance_can_be_retried(status: InstanceStatus) -> None:
     inst = failed_at_share()
