@@ -352,6 +352,56 @@ def test_create_phone_e164(tenant: Tenant, phone: str, e164: str | None) -> None
     made = tenant.contact(phone=phone)
     assert made["phone"] == phone
     assert made["phone_e164"] == e164
+    assert len(phone_warnings(made)) == (0 if e164 else 1)
+
+
+def phone_warnings(answer: dict[str, Any]) -> list[str]:
+    """The messages of the answer's warnings about `phone` (a phone that parsed gives no `warnings` key)."""
+    if "warnings" not in answer:
+        return []
+    assert answer["warnings"], "an empty warnings list is left out of the answer"
+    return [w["message"] for w in answer["warnings"] if w["field"] == "phone"]
+
+
+def test_a_phone_that_does_not_parse_is_stored_with_a_warning_on_create_patch_and_upsert(tenant: Tenant) -> None:
+    made = tenant.contact(name="Maybe", phone="call me maybe")
+    [message] = phone_warnings(made)
+    assert "'call me maybe' could not be read as a phone number" in message
+    assert "stored as given, and texts and calls will not use it" in message
+    stored = tenant.admin.get(f"/api/contacts/{made['id']}").json()
+    assert (stored["phone"], stored["phone_e164"]) == ("call me maybe", None)
+    assert "warnings" not in stored  # the contact's shape is unchanged: warnings belong to the write's answer
+    assert stored == {k: v for k, v in made.items() if k != "warnings"}
+
+    path = f"/api/contacts/{made['id']}"
+    assert phone_warnings(tenant.admin.patch(path, json={"phone": "ring twice"}).json())
+    assert "warnings" not in tenant.admin.patch(path, json={"county": "Kent"}).json()  # the phone was not given
+    fixed = tenant.admin.patch(path, json={"phone": "(555) 201-3344"}).json()
+    assert (fixed["phone_e164"], "warnings" in fixed) == ("+15552013344", False)
+
+    upsert = "/api/contacts/by-external-id/crm-maybe"
+    created = tenant.admin.put(upsert, json={"name": "Maybe", "phone": "call me maybe"})
+    assert created.status_code == 201, created.text
+    assert phone_warnings(created.json())
+    replaced = tenant.admin.put(upsert, json={"name": "Maybe", "phone": "+44 20 7946 0018"})
+    assert replaced.status_code == 200, replaced.text
+    assert (replaced.json()["phone_e164"], "warnings" in replaced.json()) == ("+442079460018", False)
+
+
+def test_the_openapi_document_shows_the_warnings_of_contact_writes(tenant: Tenant) -> None:
+    document = tenant.admin.get("/openapi.json").json()
+    for path, method, status in [
+        ("/api/contacts", "post", "201"),
+        ("/api/contacts/{contact_id}", "patch", "200"),
+        ("/api/contacts/by-external-id/{external_id}", "put", "200"),
+        ("/api/contacts/by-external-id/{external_id}", "put", "201"),
+    ]:
+        schema = document["paths"][path][method]["responses"][status]["content"]["application/json"]["schema"]
+        name = schema["$ref"].rsplit("/", 1)[-1]
+        warnings = document["components"]["schemas"][name]["properties"]["warnings"]
+        assert warnings["items"]["$ref"].endswith("/FieldWarning"), (path, method)
+        assert "warnings" not in document["components"]["schemas"][name].get("required", [])
+    assert set(document["components"]["schemas"]["FieldWarning"]["properties"]) == {"field", "message"}
 
 
 def test_create_unknown_field(tenant: Tenant) -> None:

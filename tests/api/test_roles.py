@@ -3,7 +3,8 @@
 Roles (api.md § Conventions, plus the choices in the project docs):
   superadmin  an admin of its tenant who also creates tenants and tokens in any tenant
   admin       everything in its tenant (templates, tokens); not /api/tenants
-  staff       contacts and instances (every write, transitions, notes, state, tags, delete); reads templates
+  staff       contacts and instances (every write, transitions, notes, state, tags, retry, delete; not move);
+              reads templates
   volunteer   holds no task yet (no claim route): lists, contact/instance reads, transitions and notes → 403
   viewer      every GET on contacts, workflows and instances; every write → 403; /api/tokens → 403
 
@@ -82,6 +83,21 @@ class Records:
         return instance
 
     @cached_property
+    def failed(self) -> str:
+        """An instance whose heuristic divided by zero."""
+        nodes = {
+            "share": {"type": "decision", "rule": {"type": "heuristic", "expression": "1 / 0 > 1"},
+                      "transitions": {"true": "done", "false": "done"}},
+            "done": {"type": "end"},
+        }  # fmt: skip
+        template = self.tenant.template(
+            {"id": f"fails-{self.uid}", "name": "Fails", "start_node": "share", "nodes": nodes}
+        )
+        instance = self.tenant.instance(template_id=template["id"], start=True)
+        assert instance["status"] == "failed"
+        return str(instance["id"])
+
+    @cached_property
     def token(self) -> str:
         return str(self.tenant.token("viewer", "to revoke")["id"])
 
@@ -144,6 +160,9 @@ WRITES: list[tuple[str, str, str, Body, int, tuple[bool, bool, bool, bool, bool]
     ("instances.notes", "POST", "/api/instances/{active}/notes", {"text": "hello"}, 200, (Y, Y, Y, N, N)),
     ("instances.tag_add", "POST", "/api/instances/{active}/tags/lead", None, 200, (Y, Y, Y, N, N)),
     ("instances.tag_remove", "DELETE", "/api/instances/{active}/tags/x", None, 200, (Y, Y, Y, N, N)),
+    ("instances.retry", "POST", "/api/instances/{failed}/retry", {"state_updates": {"a": 1}}, 200, (Y, Y, Y, N, N)),
+    ("instances.move", "POST", "/api/instances/{active}/move", {"node": "send_postcard", "reason": "asked for mail"},
+     200, (Y, Y, N, N, N)),
     # tokens and tenants
     ("tokens.create", "POST", "/api/tokens", {"role": "viewer", "name": "made"}, 201, (Y, Y, N, N, N)),
     ("tokens.create_in_own_tenant", "POST", "/api/tokens", lambda r: {"role": "staff", "tenant": r.tenant_id},
@@ -226,11 +245,16 @@ def test_refused_instance_writes_leave_no_trace(shop: Shop, role: str) -> None:
         ("pause", None),
         ("cancel", None),
         ("tags/lead", None),
+        ("move", {"node": "send_postcard", "reason": "asked for mail"}),
     ]:
         answer = client.post(f"/api/instances/{instance}/{path}", json=body)
         assert answer.status_code == 403, f"{path} as {role}: {answer.text}"
     assert client.delete(f"/api/instances/{instance}").status_code == 403
     assert tenant.admin.get(f"/api/instances/{instance}").json() == before
+    failed = Records(shop).failed
+    before = tenant.admin.get(f"/api/instances/{failed}").json()
+    assert client.post(f"/api/instances/{failed}/retry").status_code == 403
+    assert tenant.admin.get(f"/api/instances/{failed}").json() == before
 
 
 def test_a_volunteer_must_claim_before_recording(shop: Shop) -> None:

@@ -129,6 +129,8 @@ ID_ROUTES: list[tuple[str, str, str, Json | None]] = [
     ),
     ("instance state", "POST", "/api/instances/{instance}/state", {"updates": {"stolen": True}}),
     ("instance note", "POST", "/api/instances/{instance}/notes", {"text": "B was here"}),
+    ("instance retry", "POST", "/api/instances/{instance}/retry", {"state_updates": {"stolen": True}}),
+    ("instance move", "POST", "/api/instances/{instance}/move", {"node": "end_declined", "reason": "B was here"}),
     ("instance tag add", "POST", "/api/instances/{instance}/tags/btag", None),
     ("instance tag remove", "DELETE", "/api/instances/{instance}/tags/itag", None),
     ("instance timeline", "GET", "/api/instances/{instance}/timeline", None),

@@ -174,12 +174,24 @@ def test_a_failing_model_takes_the_fallback_and_a_volunteer_mails(world: World) 
     assert done.json()["end_status"] == "success"
 
 
-def test_a_refused_text_fails_over_to_the_postcard(world: World) -> None:
-    instance = world.enrol(name="Bo", phone="555-555-0199")
+def text_failed_over_to_the_postcard(world: World, **contact: Any) -> dict[str, Any]:
+    """Enrol, answer interested: after the wait the text fails and the postcard follows. The text's event."""
+    instance = world.enrol(**contact)
     world.post(f"/api/instances/{instance}/transition", {"outcome": "answered_interested"})
     at_mail = world.wait_until(instance, lambda i: i["current_node"] == "send_postcard", seconds=30)
-    completed = next(e for e in at_mail["timeline"] if e["type"] == "action_completed")
+    completed: dict[str, Any] = next(e for e in at_mail["timeline"] if e["type"] == "action_completed")
     assert completed["data"]["outcome"] == "failed"
+    return completed
+
+
+def test_a_refused_text_fails_over_to_the_postcard(world: World) -> None:
+    text_failed_over_to_the_postcard(world, name="Bo", phone="555-555-0199")
+
+
+def test_a_phone_that_does_not_parse_is_never_texted(world: World) -> None:
+    completed = text_failed_over_to_the_postcard(world, name="Maybe Jones", phone="call me maybe")
+    assert "could not be read as a phone number" in completed["data"]["error"]
+    assert not [r for r in world.sms.hits if b"Maybe" in r.body or b"call" in r.body]
 
 
 CONFIRM = {

@@ -186,3 +186,161 @@ def test_rules_of_one_step_share_one_time_budget() -> None:
     failed = next(e for e in step.events if e.type.value == "instance_failed")
     assert "took longer than" in failed.message
     assert types(step).count("node_entered") < 100
+
+
+# ---------------------------------------------------------------------------------------------- retry and move
+DIVIDES = {
+    "share": {
+        "type": "decision",
+        "rule": {"type": "heuristic", "expression": "100 / state.households > 10"},
+        "transitions": {"true": "call", "false": "done"},
+    },
+    "call": {"type": "action", "action": "phone_call", "transitions": {"done": "done"}},
+    "wait": {"type": "wait", "wait_condition": {"type": "duration", "duration": "P1D"},
+             "transitions": {"elapsed": "done"}},
+    "text": {"type": "action", "action": "sms", "transitions": {"sent": "done"}},
+    "done": {"type": "end", "end_status": "reached"},
+}  # fmt: skip
+
+
+def failed_at_share() -> WorkflowInstance:
+    inst = make(DIVIDES, start="share")
+    inst.state = {"households": 0}
+    step = steps.start(inst, clock.now(), "tok")
+    assert (step.instance.status, step.instance.current_node) == (InstanceStatus.FAILED, "share")
+    assert step.instance.completed_at is not None
+    return step.instance
+
+
+def test_a_failed_instance_keeps_the_node_it_failed_at_and_retry_enters_it_again() -> None:
+    failed = failed_at_share()
+    later = clock.now() + timedelta(hours=1)
+    step = steps.retry(failed, later, "tok", state_updates={"households": 4}, on_behalf_of="Sam")
+    assert types(step) == [
+        "state_updated",
+        "instance_retried",
+        "node_entered",
+        "decision_evaluated",
+        "node_exited",
+        "node_entered",
+    ]
+    assert (step.instance.status, step.instance.current_node) == (InstanceStatus.ACTIVE, "call")
+    assert step.instance.state == {"households": 4}
+    assert step.instance.completed_at is None
+    assert step.instance.task_since == later
+    retried = step.events[1]
+    assert (retried.node_id, retried.actor, retried.data) == ("share", "tok", {"node": "share", "on_behalf_of": "Sam"})
+    assert step.instance.revision == failed.revision + 1
+
+
+def test_a_retry_whose_cause_remains_fails_again() -> None:
+    step = steps.retry(failed_at_share(), clock.now(), "tok")
+    assert step.instance.status is InstanceStatus.FAILED
+    assert types(step)[0] == "instance_retried"
+    assert types(step)[-2:] == ["action_failed", "instance_failed"]
+
+
+def test_a_retried_executor_node_is_due_for_the_worker_as_a_new_visit() -> None:
+    """The worker's idempotency key names the node visit (its node_entered event): a retry is a new visit, so a
+    text that failed is sent again rather than dropped as a duplicate by the provider."""
+    ctx = steps.Context(automatic_actions=frozenset({"sms"}))
+    at_text = steps.move(failed_at_share(), clock.now(), "tok", node_id="text", reason="text them", ctx=ctx)
+    failed = steps.action_finished(at_text.instance, None, {"error": "HTTP 500 after 5 attempts"}, clock.now(), ctx)
+    assert (failed.instance.status, failed.instance.current_node) == (InstanceStatus.FAILED, "text")
+    later = clock.now() + timedelta(minutes=5)
+    step = steps.retry(failed.instance, later, "tok", ctx=ctx)
+    assert (step.instance.status, step.instance.wake_at) == (InstanceStatus.ACTIVE, later)
+    [first_visit] = [e.id for e in at_text.events if e.type is EventType.NODE_ENTERED]
+    [new_visit] = [e.id for e in step.events if e.type is EventType.NODE_ENTERED]
+    assert new_visit != first_visit
+
+
+@pytest.mark.parametrize("status", [s for s in InstanceStatus if s is not InstanceStatus.FAILED])
+def test_only_a_failed_instance_can_be_retried(status: InstanceStatus) -> None:
+    inst = failed_at_share()
+    inst.status = status
+    with pytest.raises(Conflict, match=f"cannot retry an instance that is {status.value}; it must be failed"):
+        steps.retry(inst, clock.now(), "tok")
+
+
+@pytest.mark.parametrize(
+    ("node", "status", "due"),
+    [
+        ("done", InstanceStatus.COMPLETED, False),
+        ("wait", InstanceStatus.WAITING, True),
+        ("call", InstanceStatus.ACTIVE, False),
+    ],
+)
+def test_move_enters_the_node_as_usual(node: str, status: InstanceStatus, due: bool) -> None:
+    failed = failed_at_share()
+    step = steps.move(
+        failed, clock.now(), "admin-tok", node_id=node, reason="sent down the wrong branch", on_behalf_of="Lee"
+    )
+    assert (step.instance.current_node, step.instance.status) == (node, status)
+    moved = step.events[0]
+    assert moved.type is EventType.INSTANCE_MOVED
+    assert moved.node_id == "share"
+    assert moved.data == {
+        "moved_from": "share",
+        "moved_to": node,
+        "reason": "sent down the wrong branch",
+        "on_behalf_of": "Lee",
+    }
+    assert types(step)[1] == "node_entered"
+    assert (step.instance.wake_at is not None) == due
+    if status is InstanceStatus.COMPLETED:
+        assert step.instance.end_status == "reached"
+        assert step.instance.completed_at == clock.now()
+    else:
+        assert step.instance.completed_at is None
+
+
+def test_an_automatic_node_moved_to_is_due_for_the_worker() -> None:
+    ctx = steps.Context(automatic_actions=frozenset({"sms"}))
+    step = steps.move(failed_at_share(), clock.now(), "tok", node_id="text", reason="text them instead", ctx=ctx)
+    assert (step.instance.status, step.instance.wake_at) == (InstanceStatus.ACTIVE, clock.now())
+
+
+def test_a_pending_instance_moved_starts_at_that_node() -> None:
+    step = steps.move(make(DIVIDES, start="share"), clock.now(), "tok", node_id="call", reason="skip the rule")
+    assert (step.instance.status, step.instance.current_node) == (InstanceStatus.ACTIVE, "call")
+    assert step.instance.started_at == clock.now()
+    assert step.events[0].data["moved_from"] is None
+
+
+def test_a_paused_instance_moved_stays_paused_until_resumed() -> None:
+    inst = steps.start(make(), clock.now(), "tok").instance
+    paused = steps.pause(inst, clock.now(), "tok").instance
+    step = steps.move(paused, clock.now(), "tok", node_id="schedule_followup", reason="they asked for a call back")
+    assert (step.instance.status, step.instance.paused_status) == (InstanceStatus.PAUSED, InstanceStatus.WAITING)
+    assert step.instance.current_node == "schedule_followup"
+    assert step.instance.wake_at is not None  # the wait's timer is set; a paused instance is not due
+    resumed = steps.resume(step.instance, clock.now(), "tok").instance
+    assert (resumed.status, resumed.current_node) == (InstanceStatus.WAITING, "schedule_followup")
+
+
+def test_a_paused_instance_moved_to_an_end_node_completes() -> None:
+    inst = steps.pause(steps.start(make(), clock.now(), "tok").instance, clock.now(), "tok").instance
+    step = steps.move(inst, clock.now(), "tok", node_id="end_declined", reason="they said no by email")
+    assert (step.instance.status, step.instance.paused_status) == (InstanceStatus.COMPLETED, None)
+
+
+def test_move_to_an_unknown_node_names_it_and_the_nodes_there_are() -> None:
+    with pytest.raises(InvalidInput, match=r"node: 'ghost' is not a node .*its nodes: call, done, share, text, wait"):
+        steps.move(failed_at_share(), clock.now(), "tok", node_id="ghost", reason="typo")
+
+
+@pytest.mark.parametrize("status", [InstanceStatus.COMPLETED, InstanceStatus.CANCELLED])
+def test_a_finished_instance_cannot_be_moved(status: InstanceStatus) -> None:
+    inst = failed_at_share()
+    inst.status = status
+    with pytest.raises(Conflict, match=f"cannot move an instance that is {status.value}"):
+        steps.move(inst, clock.now(), "tok", node_id="call", reason="too late")
+
+
+def test_retry_and_move_never_mutate_their_input() -> None:
+    failed = failed_at_share()
+    before = failed.model_dump()
+    steps.retry(failed, clock.now(), "tok", state_updates={"households": 2})
+    steps.move(failed, clock.now(), "tok", node_id="done", reason="closing")
+    assert failed.model_dump() == before

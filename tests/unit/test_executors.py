@@ -381,11 +381,26 @@ def test_sms_posts_to_the_twilio_compatible_api(server: HttpServer) -> None:
     assert "tok-secret" not in repr(sms_executor(server).config)
 
 
-def test_sms_falls_back_to_the_raw_phone(server: HttpServer) -> None:
+@pytest.mark.parametrize(
+    "contact",
+    [
+        {"phone": "call me maybe", "phone_e164": None},  # stored as given: it did not parse
+        {"phone": "+44 20 7946 0000"},  # no E.164 form recorded: the raw phone is never texted
+        {"phone": "555", "phone_e164": "555"},
+        {"phone": "+1 555", "phone_e164": "+1 555 201 3344"},
+        {"phone_e164": "+0123456789"},
+        {"phone_e164": "+1234567890123456"},
+    ],
+)
+def test_sms_refuses_a_contact_without_an_e164_number(server: HttpServer, contact: dict[str, Any]) -> None:
     server.respond = twilio
-    contact = {"phone": "+44 20 7946 0000"}
-    assert asyncio.run(sms_executor(server).run(request("sms", {"message": "hi"}, contact=contact))).outcome == "sent"
-    assert parse_qs(server.hits[0].body.decode())["To"] == ["+44 20 7946 0000"]
+    result = asyncio.run(sms_executor(server).run(request("sms", {"message": "hi"}, contact=contact)))
+    assert (result.outcome, result.ok) == ("failed", False)
+    assert result.error is not None
+    assert "could not be read as a phone number" in result.error
+    assert result.details()["error"] == result.error  # what the timeline event carries
+    assert result.data["attempts"] == []
+    assert server.hits == []
 
 
 @pytest.mark.parametrize(

@@ -1,309 +1,33 @@
 """Instance steps as pure functions: (instance, input, time, actor, context) -> (new instance, events).
 
 Each function returns a `Step`; a service (or the worker) applies it inside one store transaction, so a step is
-recorded whole or not at all. Entering a node runs its behaviour (workflows.md § Template):
-- end: the instance completes;
-- heuristic decision: the expression is evaluated at once in the sandbox and the engine goes on;
-- action with an executor, AI decision, webhook: due at once (`wake_at`), for the worker;
-- wait: due when its time comes (`wake_at`), or when its event arrives (`waiting_for: event:<name>`);
-- action without an executor, manual decision: a task for a person (`task_since`).
-The engine keeps going through nodes that complete at once, and fails the instance when one step visits more
-than `MAX_NODES_PER_STEP` nodes (a loop). The clock, the contact and the sandbox come in as arguments, so tests
-drive a week of simulated time in milliseconds.
+recorded whole or not at all. What entering a node does is in `entering`; the steps here decide whether a change
+is allowed (409 otherwise) and which events record it. The clock, the contact and the sandbox come in as
+arguments, so tests drive a week of simulated time in milliseconds.
 """
 
 from __future__ import annotations
 
-import copy
-import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from datetime import datetime
-from functools import cached_property
 from typing import Any
 
-from pydantic import TypeAdapter, ValidationError
-
 from ..errors import Conflict, InvalidInput
-from ..ids import new_id
 from ..merge_patch import merge_patch
 from ..models.common import MAX_STATE_BYTES, json_size
 from ..models.events import SYSTEM_ACTOR, Event, EventType
 from ..models.instances import MOVABLE, TERMINAL, InstanceStatus, WorkflowInstance
-from ..models.templates import (
-    ActionNode,
-    AIRule,
-    DecisionNode,
-    EndNode,
-    HeuristicRule,
-    Node,
-    Rule,
-    WaitNode,
-    WebhookNode,
-)
-from ..times import parse_duration, parse_until
+from ..models.templates import AIRule, DecisionNode, Node, WaitNode, WebhookNode
+from .entering import AI_ACTOR, StepBuilder
 
-MAX_NODES_PER_STEP = 100
-RULES_SECONDS_PER_STEP = 0.25  # CPU time all heuristic rules of one step may take together (each: 50 ms at most)
+# What callers of the steps use from `entering`, so they import one module.
+from .entering import MAX_NODES_PER_STEP as MAX_NODES_PER_STEP
+from .entering import NO_CONTEXT as NO_CONTEXT
+from .entering import Context as Context
+from .entering import Step as Step
+from .entering import parse_rule as parse_rule
+from .entering import waiting_for as waiting_for
+
 MAX_TAGS = 100  # as many as a request body may carry
-
-
-_RULE: TypeAdapter[Any] = TypeAdapter(Rule)
-AI_ACTOR = "ai"
-
-
-@dataclass(frozen=True)
-class Context:
-    """What entering nodes needs besides the instance: which actions run by themselves, and the contact (read
-    only when an expression or a placeholder needs it)."""
-
-    automatic_actions: frozenset[str] = frozenset()
-    load_contact: Callable[[], Mapping[str, Any] | None] = lambda: None
-
-    @cached_property
-    def contact(self) -> Mapping[str, Any] | None:
-        """The contact as JSON (None when it was deleted)."""
-        return self.load_contact()
-
-    def placeholders(self, instance: WorkflowInstance) -> dict[str, Any]:
-        """The data placeholders and expressions read: state, contact, instance and template ids."""
-        return {
-            "state": instance.state,
-            "contact": dict(self.contact or {}),
-            "instance": {"id": instance.id},
-            "template": {"id": instance.template_id},
-        }
-
-
-NO_CONTEXT = Context()
-
-
-def parse_rule(node: DecisionNode) -> Any:
-    """The node's rule as a model, or None when it is missing or malformed (validation reports it)."""
-    try:
-        return _RULE.validate_python(node.rule)
-    except ValidationError:
-        return None
-
-
-@dataclass
-class Step:
-    """What one change of an instance produced."""
-
-    instance: WorkflowInstance
-    events: list[Event] = field(default_factory=list)
-
-
-class _Builder:
-    """Accumulates the new instance fields and events of one step."""
-
-    def __init__(self, instance: WorkflowInstance, now: datetime, actor: str, ctx: Context = NO_CONTEXT) -> None:
-        # The frozen nodes are shared, never copied (they never change); only the mutable fields are copied.
-        self.instance = instance.model_copy(
-            update={
-                "state": copy.deepcopy(instance.state),
-                "metadata": copy.deepcopy(instance.metadata),
-                "tags": list(instance.tags),
-                "timeline": [],
-            }
-        )
-        self.instance.updated_at = now
-        self.instance.revision += 1
-        self.now = now
-        self.actor = actor
-        self.ctx = ctx
-        self.events: list[Event] = []
-        self.rules_left = RULES_SECONDS_PER_STEP
-
-    def emit(
-        self,
-        type_: EventType,
-        message: str,
-        data: dict[str, Any] | None = None,
-        node_id: str | None = None,
-        actor: str | None = None,
-    ) -> None:
-        inst = self.instance
-        self.events.append(
-            Event(
-                id=new_id(),
-                type=type_,
-                timestamp=self.now,
-                node_id=node_id,
-                actor=actor or self.actor,
-                data=data or {},
-                message=message,
-                instance_id=inst.id,
-                contact_id=inst.contact_id,
-                template_id=inst.template_id,
-            )
-        )
-
-    def step(self) -> Step:
-        return Step(self.instance, self.events)
-
-    def enter(self, node_id: str) -> None:
-        """Enter `node_id` and keep going through nodes that complete at once."""
-        visited = 0
-        inst = self.instance
-        while True:
-            visited += 1
-            if visited > MAX_NODES_PER_STEP:
-                self.fail(f"one step visited more than {MAX_NODES_PER_STEP} nodes: the template loops", node_id)
-                return
-            node = inst.nodes.get(node_id)
-            if node is None:
-                self.fail(f"the template sends the instance to node {node_id!r}, which does not exist", node_id)
-                return
-            inst.current_node = node_id
-            inst.wake_at = None
-            inst.waiting_for = None
-            inst.task_since = None
-            inst.suggestion = None
-            inst.held_by = None
-            inst.lease_expires_at = None
-            self.emit(EventType.NODE_ENTERED, f"Entered {node.name or node_id}", {"node_type": node.type}, node_id)
-            following = self._arrive(node_id, node)
-            if following is None:
-                return
-            node_id = following
-
-    def _arrive(self, node_id: str, node: Node) -> str | None:
-        """Run the behaviour of the node just entered; the next node when it completed at once, else None."""
-        inst = self.instance
-        if isinstance(node, EndNode):  # completed by whoever's step reached it
-            inst.status = InstanceStatus.COMPLETED
-            inst.end_status = node.end_status
-            inst.completed_at = self.now
-            self.emit(
-                EventType.INSTANCE_COMPLETED, f"Completed ({node.end_status})", {"end_status": node.end_status}, node_id
-            )
-            return None
-        if isinstance(node, ActionNode):
-            inst.status = InstanceStatus.ACTIVE
-            if node.action in self.ctx.automatic_actions:
-                inst.wake_at = self.now  # the worker runs the executor
-            else:
-                inst.task_since = self.now  # a person does it
-            return None
-        inst.status = InstanceStatus.WAITING
-        if isinstance(node, DecisionNode):
-            rule = parse_rule(node)
-            if isinstance(rule, HeuristicRule):
-                return self._heuristic(node_id, node, rule)
-            if isinstance(rule, AIRule):
-                inst.waiting_for = "ai_decision"
-                inst.wake_at = self.now
-                return None
-            inst.waiting_for = "manual_decision"
-            inst.task_since = self.now
-            return None
-        if isinstance(node, WaitNode):
-            self._start_wait(node_id, node)
-            return None
-        inst.waiting_for = "webhook"
-        inst.wake_at = self.now
-        return None
-
-    def _heuristic(self, node_id: str, node: DecisionNode, rule: HeuristicRule) -> str | None:
-        from .sandbox import ExpressionError, evaluate
-
-        if self.rules_left <= 0:
-            self._rule_failed(node_id, f"the rules of one step took longer than {RULES_SECONDS_PER_STEP} s together")
-            return None
-        data = self.ctx.placeholders(self.instance)
-        began = time.thread_time()
-        try:
-            value = evaluate(
-                rule.expression,
-                {"state": data["state"], "contact": data["contact"]},
-                now=self.now,
-                timeout_s=min(0.05, self.rules_left),
-            )
-        except ExpressionError as exc:
-            self._rule_failed(node_id, f"the expression failed: {exc}")
-            return None
-        finally:
-            self.rules_left -= time.thread_time() - began
-        outcome = ("true" if value else "false") if isinstance(value, bool) else value
-        if not isinstance(outcome, str) or outcome not in node.transitions:
-            allowed = ", ".join(sorted(node.transitions))
-            self._rule_failed(node_id, f"the expression gave {value!r:.80}, which is not an outcome ({allowed})")
-            return None
-        self.emit(
-            EventType.DECISION_EVALUATED,
-            f"Rule chose {outcome}",
-            {"outcome": outcome, "rule": "heuristic"},
-            node_id,
-            actor=SYSTEM_ACTOR,
-        )
-        return self.leave(node_id, node, outcome)
-
-    def _rule_failed(self, node_id: str, error: str) -> None:
-        self.emit(EventType.ACTION_FAILED, error, {"error": error}, node_id, actor=SYSTEM_ACTOR)
-        self.fail(error, node_id)
-
-    def _start_wait(self, node_id: str, node: WaitNode) -> None:
-        inst = self.instance
-        condition = node.wait_condition or {}
-        kind = condition.get("type")
-        inst.waiting_for = waiting_for(node)
-        try:
-            if kind == "duration":
-                inst.wake_at = self.now + parse_duration(str(condition.get("duration")))
-            elif kind == "until":
-                from .render import render
-
-                inst.wake_at = parse_until(render(str(condition.get("until")), self.ctx.placeholders(inst)))
-            elif kind == "event" and condition.get("timeout"):
-                inst.wake_at = self.now + parse_duration(str(condition.get("timeout")))
-            elif kind != "event":
-                raise ValueError(f"the wait condition type {kind!r} is not duration, until or event")
-        except ValueError as exc:
-            self.fail(f"the wait cannot start: {exc}", node_id)
-            return
-        data: dict[str, Any] = {"condition": kind}
-        if inst.wake_at is not None:
-            data["wake_at"] = inst.wake_at.isoformat()
-        if kind == "event":
-            data["event"] = condition.get("event")
-        self.emit(EventType.WAIT_STARTED, f"Waiting ({inst.waiting_for})", data, node_id, actor=SYSTEM_ACTOR)
-
-    def leave(self, node_id: str, node: Node, outcome: str) -> str | None:
-        """Exit with `outcome`: the next node, or None (the instance failed) when the node has no such outcome."""
-        if outcome not in node.transitions:
-            self.fail(f"node {node_id!r} has no outcome {outcome!r}", node_id)
-            return None
-        self.emit(EventType.NODE_EXITED, f"Left {node.name or node_id} with {outcome}", {"outcome": outcome}, node_id)
-        return node.transitions[outcome]
-
-    def leave_and_enter(self, node_id: str, node: Node, outcome: str) -> None:
-        following = self.leave(node_id, node, outcome)
-        if following is not None:
-            self.enter(following)
-
-    def fail(self, reason: str, node_id: str | None) -> None:
-        inst = self.instance
-        inst.status = InstanceStatus.FAILED
-        inst.completed_at = self.now
-        inst.wake_at = None
-        inst.task_since = None
-        inst.held_by = None
-        inst.lease_expires_at = None
-        self.emit(EventType.INSTANCE_FAILED, f"Failed: {reason}", {"error": reason}, node_id, actor=SYSTEM_ACTOR)
-
-
-def waiting_for(node: DecisionNode | WaitNode | WebhookNode) -> str:
-    """What an instance at `node` waits for, in words a dashboard can show: `<kind>` or `event:<name>`."""
-    if isinstance(node, DecisionNode):
-        kind = (node.rule or {}).get("type")
-        return f"{kind}_decision" if kind in ("manual", "ai", "heuristic") else "decision"
-    if isinstance(node, WaitNode):
-        condition = node.wait_condition or {}
-        if condition.get("type") == "event":
-            return f"event:{condition.get('event')}"
-        return "timer"
-    return "webhook"
 
 
 def _merged_state(state: dict[str, Any], updates: dict[str, Any]) -> dict[str, Any]:
@@ -323,8 +47,15 @@ def _on_behalf(on_behalf_of: str | None) -> dict[str, Any]:
     return {"on_behalf_of": on_behalf_of} if on_behalf_of else {}
 
 
+def _update_state(b: StepBuilder, updates: dict[str, Any] | None, extra: dict[str, Any], node_id: str | None) -> None:
+    """Merge `updates` into the state (JSON Merge Patch) with a `state_updated` event; nothing when there are none."""
+    if updates:
+        b.instance.state = _merged_state(b.instance.state, updates)
+        b.emit(EventType.STATE_UPDATED, "State updated", {"updates": updates, **extra}, node_id)
+
+
 def created_events(instance: WorkflowInstance, actor: str) -> list[Event]:
-    b = _Builder(instance, instance.created_at, actor)
+    b = StepBuilder(instance, instance.created_at, actor)
     b.emit(
         EventType.INSTANCE_CREATED,
         f"Enrolled in {instance.template_id} {instance.template_version}",
@@ -341,7 +72,7 @@ def start(
     ctx: Context = NO_CONTEXT,
 ) -> Step:
     _conflict_unless(instance, frozenset({InstanceStatus.PENDING}), "start")
-    b = _Builder(instance, now, actor, ctx)
+    b = StepBuilder(instance, now, actor, ctx)
     b.instance.started_at = now
     b.instance.status = InstanceStatus.ACTIVE
     b.emit(EventType.INSTANCE_STARTED, "Started", _on_behalf(on_behalf_of))
@@ -380,11 +111,9 @@ def transition(
             )
         allowed = ", ".join(sorted(node.transitions)) or "none"
         raise InvalidInput(f"outcome: {outcome!r} is not an outcome of node {node_id!r}; allowed: {allowed}")
-    b = _Builder(instance, now, actor, ctx)
+    b = StepBuilder(instance, now, actor, ctx)
     extra = _on_behalf(on_behalf_of)
-    if state_updates:
-        b.instance.state = _merged_state(b.instance.state, state_updates)
-        b.emit(EventType.STATE_UPDATED, "State updated", {"updates": state_updates, **extra}, node_id)
+    _update_state(b, state_updates, extra, node_id)
     data: dict[str, Any] = {"outcome": outcome, **extra}
     if note:
         data["note"] = note
@@ -403,7 +132,7 @@ def transition(
 
 def pause(instance: WorkflowInstance, now: datetime, actor: str, on_behalf_of: str | None = None) -> Step:
     _conflict_unless(instance, MOVABLE, "pause")
-    b = _Builder(instance, now, actor)
+    b = StepBuilder(instance, now, actor)
     b.instance.paused_status = instance.status
     b.instance.status = InstanceStatus.PAUSED
     b.emit(EventType.INSTANCE_PAUSED, "Paused", _on_behalf(on_behalf_of), instance.current_node)
@@ -412,7 +141,7 @@ def pause(instance: WorkflowInstance, now: datetime, actor: str, on_behalf_of: s
 
 def resume(instance: WorkflowInstance, now: datetime, actor: str, on_behalf_of: str | None = None) -> Step:
     _conflict_unless(instance, frozenset({InstanceStatus.PAUSED}), "resume")
-    b = _Builder(instance, now, actor)
+    b = StepBuilder(instance, now, actor)
     b.instance.status = instance.paused_status or InstanceStatus.ACTIVE
     b.instance.paused_status = None
     b.emit(EventType.INSTANCE_RESUMED, "Resumed", _on_behalf(on_behalf_of), instance.current_node)
@@ -428,7 +157,7 @@ def cancel(
 ) -> Step:
     if instance.status in TERMINAL:
         raise Conflict(f"cannot cancel an instance that is {instance.status.value}; it has already finished")
-    b = _Builder(instance, now, actor)
+    b = StepBuilder(instance, now, actor)
     b.instance.status = InstanceStatus.CANCELLED
     b.instance.paused_status = None
     b.instance.completed_at = now
@@ -454,7 +183,7 @@ def update_state(
     actor: str,
     on_behalf_of: str | None = None,
 ) -> Step:
-    b = _Builder(instance, now, actor)
+    b = StepBuilder(instance, now, actor)
     b.instance.state = _merged_state(instance.state, updates)
     b.emit(
         EventType.STATE_UPDATED,
@@ -466,7 +195,7 @@ def update_state(
 
 
 def add_note(instance: WorkflowInstance, text: str, now: datetime, actor: str, on_behalf_of: str | None = None) -> Step:
-    b = _Builder(instance, now, actor)
+    b = StepBuilder(instance, now, actor)
     b.emit(EventType.USER_NOTE, text, {"text": text} | _on_behalf(on_behalf_of), instance.current_node)
     return b.step()
 
@@ -477,13 +206,82 @@ def change_tag(instance: WorkflowInstance, tag: str, add: bool, now: datetime, a
         return None
     if add and len(instance.tags) >= MAX_TAGS:
         raise Conflict(f"the instance already has {MAX_TAGS} tags, the most an instance may have")
-    b = _Builder(instance, now, actor)
+    b = StepBuilder(instance, now, actor)
     if add:
         b.instance.tags.append(tag)
         b.emit(EventType.TAG_ADDED, f"Tagged {tag}", {"tag": tag}, instance.current_node)
     else:
         b.instance.tags.remove(tag)
         b.emit(EventType.TAG_REMOVED, f"Untagged {tag}", {"tag": tag}, instance.current_node)
+    return b.step()
+
+
+# ---------------------------------------------------------------------------------------------- recovery
+FINISHED = frozenset({InstanceStatus.COMPLETED, InstanceStatus.CANCELLED})  # a failed instance is not finished here
+MAX_NODES_LISTED = 20  # node ids an unknown-node answer lists
+
+
+def retry(
+    instance: WorkflowInstance,
+    now: datetime,
+    actor: str,
+    *,
+    state_updates: dict[str, Any] | None = None,
+    on_behalf_of: str | None = None,
+    ctx: Context = NO_CONTEXT,
+) -> Step:
+    """A failed instance enters again the node where it failed (its `current_node`, kept by the failure), after
+    `state_updates` are merged: someone fixed what made it fail (the state an expression reads, the contact's
+    phone). Entering runs the node as on any entry; if the cause is still there, the instance fails again."""
+    _conflict_unless(instance, frozenset({InstanceStatus.FAILED}), "retry")
+    at = instance.current_node
+    node_id = at if at is not None and at in instance.nodes else instance.start_node  # failed before any node
+    b = StepBuilder(instance, now, actor, ctx)
+    b.instance.completed_at = None
+    extra = _on_behalf(on_behalf_of)
+    _update_state(b, state_updates, extra, node_id)
+    name = instance.nodes[node_id].name or node_id
+    b.emit(EventType.INSTANCE_RETRIED, f"Retried at {name}", {"node": node_id, **extra}, node_id)
+    b.enter(node_id)
+    return b.step()
+
+
+def move(
+    instance: WorkflowInstance,
+    now: datetime,
+    actor: str,
+    *,
+    node_id: str,
+    reason: str,
+    on_behalf_of: str | None = None,
+    ctx: Context = NO_CONTEXT,
+) -> Step:
+    """Put an unfinished or failed instance at any node of its frozen graph, entering it as usual (an admin's
+    repair: a contact sent down the wrong branch, a flow that failed). A pending instance starts there; a paused
+    one stays paused at its new node, with the status entering it gave to come back to on resume."""
+    if instance.status in FINISHED:
+        raise Conflict(
+            f"cannot move an instance that is {instance.status.value}; only unfinished or failed instances move"
+        )
+    if node_id not in instance.nodes:
+        names = sorted(instance.nodes)
+        shown = ", ".join(names[:MAX_NODES_LISTED]) + (", …" if len(names) > MAX_NODES_LISTED else "")
+        raise InvalidInput(
+            f"node: {node_id!r} is not a node of this instance's graph "
+            f"({instance.template_id} {instance.template_version}); its nodes: {shown}"
+        )
+    paused = instance.status is InstanceStatus.PAUSED
+    moved_from = instance.current_node
+    b = StepBuilder(instance, now, actor, ctx)
+    inst = b.instance
+    inst.completed_at = None
+    inst.paused_status = None
+    inst.started_at = inst.started_at or now
+    data = {"moved_from": moved_from, "moved_to": node_id, "reason": reason, **_on_behalf(on_behalf_of)}
+    b.emit(EventType.INSTANCE_MOVED, f"Moved from {moved_from or '(no node)'} to {node_id}: {reason}", data, moved_from)
+    b.enter(node_id)
+    if paused and inst.status in MOVABLE:
+        inst.paused_status, inst.status = inst.status, InstanceStatus.PAUSED
     return b.step()
 
 
@@ -499,7 +297,7 @@ def fire_timer(instance: WorkflowInstance, now: datetime, ctx: Context = NO_CONT
     node_id, node = _at(instance)
     kind = (node.wait_condition or {}).get("type") if isinstance(node, WaitNode) else None
     outcome = "timeout" if kind == "event" else "elapsed"
-    b = _Builder(instance, now, SYSTEM_ACTOR, ctx)
+    b = StepBuilder(instance, now, SYSTEM_ACTOR, ctx)
     due = instance.wake_at.isoformat() if instance.wake_at else None
     b.emit(EventType.WAIT_COMPLETED, f"Wait over: {outcome}", {"outcome": outcome, "due": due}, node_id)
     b.leave_and_enter(node_id, node, outcome)
@@ -511,7 +309,7 @@ def receive_event(
 ) -> Step:
     """The event an instance waits for arrived: outcome `received`."""
     node_id, node = _at(instance)
-    b = _Builder(instance, now, actor, ctx)
+    b = StepBuilder(instance, now, actor, ctx)
     b.emit(EventType.EVENT_RECEIVED, f"Event {name} received", {"event": name, "data": data}, node_id)
     b.emit(EventType.WAIT_COMPLETED, "Wait over: received", {"outcome": "received"}, node_id)
     b.leave_and_enter(node_id, node, "received")
@@ -529,7 +327,7 @@ def ai_decided(
     """Apply a model's answer (`outcome`, None when it failed) as workflows.md § AI decisions says: take it, or
     with `confirm` only suggest it; on failure take the `fallback`, or wait for a person."""
     node_id, node = _at(instance)
-    b = _Builder(instance, now, AI_ACTOR, ctx)
+    b = StepBuilder(instance, now, AI_ACTOR, ctx)
     inst = b.instance
     if outcome is None and rule.fallback:
         b.emit(
@@ -575,7 +373,7 @@ def action_finished(
 ) -> Step:
     """An executor or a webhook call finished: go on with `outcome`, or fail the instance when there is none."""
     node_id, node = _at(instance)
-    b = _Builder(instance, now, SYSTEM_ACTOR, ctx)
+    b = StepBuilder(instance, now, SYSTEM_ACTOR, ctx)
     what = (
         f"webhook {getattr(node, 'webhook_url', '')}" if isinstance(node, WebhookNode) else getattr(node, "action", "")
     )
@@ -592,14 +390,14 @@ def action_finished(
 
 def claim_task(instance: WorkflowInstance, token_id: str, until: datetime, now: datetime) -> Step:
     """A person takes the task: held until `until` (a revision, no timeline event: holding is not outreach)."""
-    b = _Builder(instance, now, token_id)
+    b = StepBuilder(instance, now, token_id)
     b.instance.held_by = token_id
     b.instance.lease_expires_at = until
     return b.step()
 
 
 def release_task(instance: WorkflowInstance, now: datetime, actor: str) -> Step:
-    b = _Builder(instance, now, actor)
+    b = StepBuilder(instance, now, actor)
     b.instance.held_by = None
     b.instance.lease_expires_at = None
     return b.step()

@@ -1,11 +1,12 @@
 """The `sms` executor: a text through a Twilio-compatible HTTP API.
 
 `POST {CBW_SMS_BASE_URL}/2010-04-01/Accounts/{CBW_SMS_ACCOUNT_SID}/Messages.json` with the form fields `To` (the
-contact's `phone_e164`, else `phone`), `From` (`CBW_SMS_FROM`) and `Body` (`action_config.message`, rendered), and
-HTTP basic auth `sid:token`. Any 2xx is `sent`. The call goes through `outbound.http.send_with_retries`, so it is
-retried like a webhook (connection errors, timeouts, 429 honouring Retry-After, 5xx) and carries the idempotency key
-in `Idempotency-Key` (a provider that honours it drops the duplicate of a retried text; Twilio itself does not,
-so a retry after a timeout on a message Twilio did accept can send the text twice, the usual at-least-once trade).
+contact's `phone_e164`: a contact without one is refused before any call), `From` (`CBW_SMS_FROM`) and `Body`
+(`action_config.message`, rendered), and HTTP basic auth `sid:token`. Any 2xx is `sent`. The call goes through
+`outbound.http.send_with_retries`, so it is retried like a webhook (connection errors, timeouts, 429 honouring
+Retry-After, 5xx) and carries the idempotency key in `Idempotency-Key` (a provider that honours it drops the
+duplicate of a retried text; Twilio itself does not, so a retry after a timeout on a message Twilio did accept can
+send the text twice, the usual at-least-once trade).
 
 The base URL is operator configuration, not template input, so it is not put through the SSRF guard (see the email
 executor for why): a gateway on the private network must work without CBW_OUTBOUND_ALLOW_PRIVATE.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -47,14 +49,22 @@ class SmsConfig:
         return f"{self.base_url.rstrip('/')}/2010-04-01/Accounts/{quote(self.account_sid, safe='')}/Messages.json"
 
 
+E164 = re.compile(r"\+[1-9][0-9]{1,14}")  # ITU-T E.164: a plus, a country code, at most 15 digits in all
+
+
 def _phone(contact: dict[str, Any]) -> str:
-    for key in ("phone_e164", "phone"):
-        value = contact.get(key)
-        if isinstance(value, str) and value.strip():
-            if any(ord(c) < 0x20 for c in value):
-                raise ConfigError("the contact's phone number is not usable")
-            return value.strip()
-    raise ConfigError("the contact has no phone number")
+    """The contact's number in E.164 (`phone_e164`, set when the phone parsed). A phone that did not parse is kept
+    on the contact as given, but never texted: the provider would get "call me maybe" as the `To`."""
+    e164 = contact.get("phone_e164")
+    if isinstance(e164, str) and E164.fullmatch(e164):
+        return e164
+    phone = contact.get("phone")
+    if e164 is None and not (isinstance(phone, str) and phone.strip()):
+        raise ConfigError("the contact has no phone number")
+    raise ConfigError(
+        "the contact's phone could not be read as a phone number (no E.164 form such as +15552013344), so no text "
+        "was sent; correct the contact's phone, with its country code"
+    )
 
 
 def _provider_error(body: Any) -> dict[str, Any]:

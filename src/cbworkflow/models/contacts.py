@@ -85,3 +85,23 @@ class Contact(ResponseModel):
     workflow_instance_ids: list[str] = Field(default_factory=list)
     created_at: Timestamp
     updated_at: Timestamp
+
+
+class FieldWarning(ResponseModel):
+    """A value that was accepted and stored, but will not work as the client may expect."""
+
+    field: str = Field(description="the request field the warning is about, e.g. `phone`")
+    message: str = Field(description="what is wrong and what follows from it, in words a user understands")
+
+
+class SavedContact(Contact):
+    """A contact as a create, a patch or an upsert answers it: the contact, and `warnings` about what it was given.
+
+    `warnings` is there only when there is something to say (a phone that could not be read as a phone number),
+    so an answer without warnings is exactly what `GET /api/contacts/{id}` shows."""
+
+    warnings: list[FieldWarning] = Field(
+        default_factory=list,
+        exclude_if=lambda warnings: not warnings,
+        description="present only when a value was stored but will not be used as expected (see `FieldWarning`)",
+    )

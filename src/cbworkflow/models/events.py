@@ -35,6 +35,8 @@ class EventType(StrEnum):
     WAIT_STARTED = "wait_started"
     WAIT_COMPLETED = "wait_completed"
     EVENT_RECEIVED = "event_received"
+    INSTANCE_RETRIED = "instance_retried"  # a failed instance entered again the node where it failed
+    INSTANCE_MOVED = "instance_moved"  # an admin put the instance at another node (data: moved_from, reason)
 
 
 SYSTEM_ACTOR = "system"

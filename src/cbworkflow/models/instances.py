@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import Field, StringConstraints
+from pydantic import ConfigDict, Field, StringConstraints
 
 from .common import BoundedObject, JSONObject, RequestModel, ResponseModel, Slug, Tags, Timestamp
 from .events import Event
@@ -31,6 +31,8 @@ MOVABLE = frozenset({InstanceStatus.ACTIVE, InstanceStatus.WAITING})  # /transit
 Outcome = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 NoteText = Annotated[str, StringConstraints(min_length=1, max_length=10_000)]
 ActorName = Annotated[str, StringConstraints(max_length=200)]
+NodeId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+Reason = Annotated[str, StringConstraints(min_length=1, max_length=500, strip_whitespace=True)]
 
 
 class InstanceCreate(RequestModel):
@@ -73,6 +75,29 @@ class ActorBody(RequestModel):
 
     actor: ActorName | None = None
     reason: Annotated[str, StringConstraints(max_length=1000)] | None = None
+
+
+class RetryRequest(RequestModel):
+    """Optional body of `POST /api/instances/{id}/retry`: a failed instance enters again the node where it failed."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"state_updates": {"households": 3}}]})
+
+    state_updates: BoundedObject | None = Field(
+        default=None, description="merged into the state first, as a JSON Merge Patch (`null` deletes a key)"
+    )
+    actor: ActorName | None = Field(default=None, description="who it is done for; kept only as data.on_behalf_of")
+
+
+class MoveRequest(RequestModel):
+    """Body of `POST /api/instances/{id}/move` (admins): put the instance at another node of its frozen graph."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"node": "send_postcard", "reason": "asked by email for a postcard"}]}
+    )
+
+    node: NodeId = Field(description="a node of the instance's frozen graph (`nodes`); entered as usual")
+    reason: Reason = Field(description="why, for the timeline (1 to 500 characters)")
+    actor: ActorName | None = Field(default=None, description="who it is done for; kept only as data.on_behalf_of")
 
 
 class WorkflowInstance(ResponseModel):

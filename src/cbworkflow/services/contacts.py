@@ -11,7 +11,7 @@ from ..engine import steps
 from ..errors import Conflict, Forbidden, InvalidInput, NotFound
 from ..ids import new_id
 from ..models.access import Principal, Role
-from ..models.contacts import Contact, ContactCreate, ContactFields, ContactPatch
+from ..models.contacts import Contact, ContactCreate, ContactFields, ContactPatch, FieldWarning, SavedContact
 from ..models.events import Event, EventType
 from ..store.base import ContactFilter, InstanceFilter, Page, PageRequest, Store, Tx
 
@@ -27,6 +27,24 @@ def to_e164(phone: str | None, region: str) -> str | None:
     if not phonenumbers.is_possible_number(parsed):
         return None
     return str(phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164))
+
+
+def saved(contact: Contact, phone_given: bool, region: str) -> SavedContact:
+    """The answer to a write: the contact, with a warning when the phone it was given could not be read.
+
+    The contact is stored all the same (the phone as given, `phone_e164` null): refusing would lose a number a
+    person can still dial by hand, and an import of thousands of rows should not fail on one odd phone."""
+    warnings = []
+    if phone_given and contact.phone and contact.phone.strip() and contact.phone_e164 is None:
+        warnings.append(
+            FieldWarning(
+                field="phone",
+                message=f"{contact.phone!r} could not be read as a phone number (for region {region}; a number "
+                "elsewhere needs its country code, such as +44); it is stored as given, and texts and calls will "
+                "not use it",
+            )
+        )
+    return SavedContact(**contact.model_dump(), warnings=warnings)
 
 
 def tag_event(contact: Contact, tag: str, added: bool, now: Any, actor: str) -> Event:
@@ -112,7 +130,7 @@ class ContactService:
             updated_at=now,
         )
 
-    async def create(self, principal: Principal, body: ContactCreate) -> Contact:
+    async def create(self, principal: Principal, body: ContactCreate) -> SavedContact:
         contact = self._new(principal.tenant, body.id or new_id(), body)
 
         def run(tx: Tx) -> Contact:
@@ -126,9 +144,9 @@ class ContactService:
             tx.insert_contact(contact)
             return contact
 
-        return await self.store.write(principal.tenant, run)
+        return saved(await self.store.write(principal.tenant, run), True, self.region)
 
-    async def patch(self, principal: Principal, contact_id: str, body: ContactPatch) -> Contact:
+    async def patch(self, principal: Principal, contact_id: str, body: ContactPatch) -> SavedContact:
         changes = body.model_dump(include=body.model_fields_set)
         if changes.get("name", "") is None:
             changes.pop("name")
@@ -148,11 +166,11 @@ class ContactService:
             tx.append_events(self._tag_events(contact.tags, updated.tags, updated, principal.token_id))
             return updated
 
-        return await self.store.write(principal.tenant, run)
+        return saved(await self.store.write(principal.tenant, run), "phone" in changes, self.region)
 
     async def upsert_by_external_id(
         self, principal: Principal, external_id: str, fields: ContactFields
-    ) -> tuple[Contact, bool]:
+    ) -> tuple[SavedContact, bool]:
         """Create or replace the contact with this external id; returns (contact, created)."""
         fields = fields.model_copy(update={"external_id": external_id})
 
@@ -169,7 +187,8 @@ class ContactService:
             tx.append_events(self._tag_events(existing.tags, replacement.tags, replacement, principal.token_id))
             return replacement, False
 
-        return await self.store.write(principal.tenant, run)
+        contact, created = await self.store.write(principal.tenant, run)
+        return saved(contact, True, self.region), created
 
     async def change_tag(self, principal: Principal, contact_id: str, tag: str, add: bool) -> Contact:
         def run(tx: Tx) -> Contact:

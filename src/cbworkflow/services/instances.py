@@ -12,6 +12,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 from ..clock import Clock
 from ..engine import steps
@@ -19,7 +20,15 @@ from ..errors import Conflict, Forbidden, InvalidInput, NotFound
 from ..ids import new_id
 from ..models.access import Principal, Role
 from ..models.events import Event, EventType
-from ..models.instances import TERMINAL, InstanceCreate, InstanceStatus, TransitionRequest, WorkflowInstance
+from ..models.instances import (
+    TERMINAL,
+    InstanceCreate,
+    InstanceStatus,
+    MoveRequest,
+    RetryRequest,
+    TransitionRequest,
+    WorkflowInstance,
+)
 from ..models.templates import WorkflowTemplate
 from ..store.base import InstanceFilter, Page, PageRequest, Snapshot, Store, Tx
 from .templates import report_for
@@ -222,6 +231,25 @@ class InstanceService:
 
         return await self._change(principal, instance_id, decide)
 
+    async def _enter_again(
+        self, principal: Principal, instance_id: str, step: Callable[..., steps.Step], **options: Any
+    ) -> WorkflowInstance:
+        """Apply a recovery step, `step(instance, now, actor, ctx=…, **options)`, which enters a node."""
+        now = self.clock.now()
+        return await self._change(
+            principal, instance_id, lambda tx, i: step(i, now, principal.token_id, ctx=self.context(tx, i), **options)
+        )
+
+    async def retry(self, principal: Principal, instance_id: str, body: RetryRequest) -> WorkflowInstance:
+        """A failed instance enters again the node where it failed (409 unless it is failed)."""
+        options = {"state_updates": body.state_updates, "on_behalf_of": body.actor}
+        return await self._enter_again(principal, instance_id, steps.retry, **options)
+
+    async def move(self, principal: Principal, instance_id: str, body: MoveRequest) -> WorkflowInstance:
+        """Put an unfinished or failed instance at `body.node` (422 for a node not in its graph, 409 if finished)."""
+        options = {"node_id": body.node, "reason": body.reason, "on_behalf_of": body.actor}
+        return await self._enter_again(principal, instance_id, steps.move, **options)
+
     async def update_state(
         self,
         principal: Principal,
@@ -300,11 +328,15 @@ class InstanceService:
         return resumed
 
 
+LEAVING = (EventType.NODE_EXITED, EventType.INSTANCE_MOVED)  # events whose node_id is a node the instance left
+
+
 def _node_just_left_with(tx: Tx, instance: WorkflowInstance, outcome: str) -> str | None:
-    """The node the instance last left, if `outcome` belongs to it: then a late duplicate is a conflict, not a typo."""
+    """The node the instance last left (by an outcome or a move), if `outcome` belongs to it: then a late outcome
+    is a conflict (someone moved it first), not a typo."""
     recent = tx.instance_events(instance.id, PageRequest(limit=20), newest_first=True).items
     for event in recent:
-        if event.type is EventType.NODE_EXITED and event.node_id:
+        if event.type in LEAVING and event.node_id:
             node = instance.nodes.get(event.node_id)
             if node is not None and outcome in node.transitions:
                 return event.node_id

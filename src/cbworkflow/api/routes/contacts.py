@@ -9,7 +9,7 @@ from starlette.convertors import Convertor, register_url_convertor
 
 from ...models.access import Principal
 from ...models.common import Page
-from ...models.contacts import Contact, ContactCreate, ContactPatch, ContactUpsert, ExternalId
+from ...models.contacts import Contact, ContactCreate, ContactPatch, ContactUpsert, ExternalId, SavedContact
 from ...models.events import Event
 from ...store.base import ContactFilter
 from ..deps import READERS, STAFF, PagingDep, PrincipalDep, ServicesDep, allow, record_id, tag_filters, tag_param
@@ -52,8 +52,9 @@ async def search_contacts(
     return Page[Contact](items=found.items, next_cursor=found.next_cursor)
 
 
-@router.post("", response_model=Contact, status_code=201, responses=error_responses(409))
-async def create_contact(services: ServicesDep, principal: Writer, body: ContactCreate) -> Contact:
+@router.post("", response_model=SavedContact, status_code=201, responses=error_responses(409))
+async def create_contact(services: ServicesDep, principal: Writer, body: ContactCreate) -> SavedContact:
+    """Create a contact. A phone that cannot be read as a phone number is stored as given, with a `warnings` entry."""
     return await services.contacts.create(principal, body)
 
 
@@ -75,13 +76,13 @@ register_url_convertor("rest_of_path", _RestOfPath())
 
 @router.put(
     "/by-external-id/{external_id:rest_of_path}",
-    response_model=Contact,
-    responses={201: {"model": Contact, "description": "Created"}, **error_responses(409)},
+    response_model=SavedContact,
+    responses={201: {"model": SavedContact, "description": "Created"}, **error_responses(409)},
     summary="Create or replace the contact with this external id",
 )
 async def upsert_contact(
     services: ServicesDep, principal: Writer, external_id: ExternalIdPath, body: ContactUpsert, response: Response
-) -> Contact:
+) -> SavedContact:
     contact, created = await services.contacts.upsert_by_external_id(principal, external_id, body)
     response.status_code = 201 if created else 200
     return contact
@@ -93,8 +94,9 @@ async def get_contact(services: ServicesDep, principal: PrincipalDep, contact_id
     return await services.contacts.get(principal, record_id(contact_id, "contact"))
 
 
-@router.patch("/{contact_id}", response_model=Contact, responses=error_responses(404, 409))
-async def patch_contact(services: ServicesDep, principal: Writer, contact_id: str, body: ContactPatch) -> Contact:
+@router.patch("/{contact_id}", response_model=SavedContact, responses=error_responses(404, 409))
+async def patch_contact(services: ServicesDep, principal: Writer, contact_id: str, body: ContactPatch) -> SavedContact:
+    """Change the fields given. A new phone that cannot be read is stored as given, with a `warnings` entry."""
     return await services.contacts.patch(principal, record_id(contact_id, "contact"), body)
 
 

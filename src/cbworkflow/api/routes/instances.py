@@ -13,13 +13,16 @@ from ...models.instances import (
     ActorBody,
     InstanceCreate,
     InstanceStatus,
+    MoveRequest,
     NoteCreate,
+    RetryRequest,
     StateUpdate,
     TransitionRequest,
     WorkflowInstance,
 )
 from ...store.base import InstanceFilter
 from ..deps import (
+    ADMINS,
     READERS,
     STAFF,
     VOLUNTEER_WORK,
@@ -38,6 +41,7 @@ router = APIRouter(prefix="/api/instances", tags=["instances"], responses=error_
 Reader = Annotated[Principal, Depends(allow(*READERS, doing="list instances"))]
 Staff = Annotated[Principal, Depends(allow(*STAFF, doing="change instances"))]
 Worker = Annotated[Principal, Depends(allow(*VOLUNTEER_WORK, doing="record outcomes or notes"))]
+Admin = Annotated[Principal, Depends(allow(*ADMINS, doing="move instances to another node"))]
 Id = Annotated[str, "instance id"]
 Text = Annotated[str | None, Query(max_length=64, pattern=r"^[^\x00-\x1f]*$")]
 CHANGE = error_responses(404, 409)
@@ -120,6 +124,26 @@ async def transition_instance(
     """Record the outcome of the current node. 409 if the instance is not at `expected_node`, paused or finished;
     422 listing the allowed outcomes if `outcome` is not one of the node's."""
     return await services.instances.transition(principal, record_id(instance_id, "instance"), body)
+
+
+@router.post("/{instance_id}/retry", response_model=WorkflowInstance, responses=CHANGE)
+async def retry_instance(
+    services: ServicesDep, principal: Staff, instance_id: Id, body: RetryRequest | None = None
+) -> WorkflowInstance:
+    """A `failed` instance enters again the node where it failed, after `state_updates` are merged (as `/state`
+    does): `active` or `waiting` as entering that node gives (or `failed` again if the cause remains);
+    `instance_retried` in the timeline. 409 for an instance that is not failed."""
+    return await services.instances.retry(principal, record_id(instance_id, "instance"), body or RetryRequest())
+
+
+@router.post("/{instance_id}/move", response_model=WorkflowInstance, responses=CHANGE)
+async def move_instance(
+    services: ServicesDep, principal: Admin, instance_id: Id, body: MoveRequest
+) -> WorkflowInstance:
+    """Admins: put an unfinished or failed instance at any node of its frozen graph, entering it as usual
+    (`instance_moved` with `moved_from` and `reason`). 422 for a node not in the graph; 409 for a completed or
+    cancelled instance. A paused instance stays paused at its new node."""
+    return await services.instances.move(principal, record_id(instance_id, "instance"), body)
 
 
 @router.post("/{instance_id}/state", response_model=WorkflowInstance, responses=CHANGE)

@@ -1,0 +1,300 @@
+"""Entering a node: what each kind of node does when an instance arrives (workflows.md § Template).
+
+- end: the instance completes;
+- heuristic decision: the expression is evaluated at once in the sandbox and the engine goes on;
+- action with an executor, AI decision, webhook: due at once (`wake_at`), for the worker;
+- wait: due when its time comes (`wake_at`), or when its event arrives (`waiting_for: event:<name>`);
+- action without an executor, manual decision: a task for a person (`task_since`).
+The engine keeps going through nodes that complete at once, and fails the instance when one step visits more
+than `MAX_NODES_PER_STEP` nodes (a loop). `StepBuilder` accumulates one step (the new instance and its events);
+the steps themselves (start, transition, retry, the worker's results…) are in `steps`.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cached_property
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+
+from ..ids import new_id
+from ..models.events import SYSTEM_ACTOR, Event, EventType
+from ..models.instances import InstanceStatus, WorkflowInstance
+from ..models.templates import (
+    ActionNode,
+    AIRule,
+    DecisionNode,
+    EndNode,
+    HeuristicRule,
+    Node,
+    Rule,
+    WaitNode,
+    WebhookNode,
+)
+from ..times import parse_duration, parse_until
+
+MAX_NODES_PER_STEP = 100
+RULES_SECONDS_PER_STEP = 0.25  # CPU time all heuristic rules of one step may take together (each: 50 ms at most)
+
+
+_RULE: TypeAdapter[Any] = TypeAdapter(Rule)
+AI_ACTOR = "ai"
+
+
+@dataclass(frozen=True)
+class Context:
+    """What entering nodes needs besides the instance: which actions run by themselves, and the contact (read
+    only when an expression or a placeholder needs it)."""
+
+    automatic_actions: frozenset[str] = frozenset()
+    load_contact: Callable[[], Mapping[str, Any] | None] = lambda: None
+
+    @cached_property
+    def contact(self) -> Mapping[str, Any] | None:
+        """The contact as JSON (None when it was deleted)."""
+        return self.load_contact()
+
+    def placeholders(self, instance: WorkflowInstance) -> dict[str, Any]:
+        """The data placeholders and expressions read: state, contact, instance and template ids."""
+        return {
+            "state": instance.state,
+            "contact": dict(self.contact or {}),
+            "instance": {"id": instance.id},
+            "template": {"id": instance.template_id},
+        }
+
+
+NO_CONTEXT = Context()
+
+
+def parse_rule(node: DecisionNode) -> Any:
+    """The node's rule as a model, or None when it is missing or malformed (validation reports it)."""
+    try:
+        return _RULE.validate_python(node.rule)
+    except ValidationError:
+        return None
+
+
+@dataclass
+class Step:
+    """What one change of an instance produced."""
+
+    instance: WorkflowInstance
+    events: list[Event] = field(default_factory=list)
+
+
+class StepBuilder:
+    """Accumulates the new instance fields and events of one step."""
+
+    def __init__(self, instance: WorkflowInstance, now: datetime, actor: str, ctx: Context = NO_CONTEXT) -> None:
+        # The frozen nodes are shared, never copied (they never change); only the mutable fields are copied.
+        self.instance = instance.model_copy(
+            update={
+                "state": copy.deepcopy(instance.state),
+                "metadata": copy.deepcopy(instance.metadata),
+                "tags": list(instance.tags),
+                "timeline": [],
+            }
+        )
+        self.instance.updated_at = now
+        self.instance.revision += 1
+        self.now = now
+        self.actor = actor
+        self.ctx = ctx
+        self.events: list[Event] = []
+        self.rules_left = RULES_SECONDS_PER_STEP
+
+    def emit(
+        self,
+        type_: EventType,
+        message: str,
+        data: dict[str, Any] | None = None,
+        node_id: str | None = None,
+        actor: str | None = None,
+    ) -> None:
+        inst = self.instance
+        self.events.append(
+            Event(
+                id=new_id(),
+                type=type_,
+                timestamp=self.now,
+                node_id=node_id,
+                actor=actor or self.actor,
+                data=data or {},
+                message=message,
+                instance_id=inst.id,
+                contact_id=inst.contact_id,
+                template_id=inst.template_id,
+            )
+        )
+
+    def step(self) -> Step:
+        return Step(self.instance, self.events)
+
+    def enter(self, node_id: str) -> None:
+        """Enter `node_id` and keep going through nodes that complete at once."""
+        visited = 0
+        inst = self.instance
+        while True:
+            visited += 1
+            if visited > MAX_NODES_PER_STEP:
+                self.fail(f"one step visited more than {MAX_NODES_PER_STEP} nodes: the template loops", node_id)
+                return
+            node = inst.nodes.get(node_id)
+            if node is None:
+                self.fail(f"the template sends the instance to node {node_id!r}, which does not exist", node_id)
+                return
+            inst.current_node = node_id
+            inst.wake_at = None
+            inst.waiting_for = None
+            inst.task_since = None
+            inst.suggestion = None
+            inst.held_by = None
+            inst.lease_expires_at = None
+            self.emit(EventType.NODE_ENTERED, f"Entered {node.name or node_id}", {"node_type": node.type}, node_id)
+            following = self._arrive(node_id, node)
+            if following is None:
+                return
+            node_id = following
+
+    def _arrive(self, node_id: str, node: Node) -> str | None:
+        """Run the behaviour of the node just entered; the next node when it completed at once, else None."""
+        inst = self.instance
+        if isinstance(node, EndNode):  # completed by whoever's step reached it
+            inst.status = InstanceStatus.COMPLETED
+            inst.end_status = node.end_status
+            inst.completed_at = self.now
+            self.emit(
+                EventType.INSTANCE_COMPLETED, f"Completed ({node.end_status})", {"end_status": node.end_status}, node_id
+            )
+            return None
+        if isinstance(node, ActionNode):
+            inst.status = InstanceStatus.ACTIVE
+            if node.action in self.ctx.automatic_actions:
+                inst.wake_at = self.now  # the worker runs the executor
+            else:
+                inst.task_since = self.now  # a person does it
+            return None
+        inst.status = InstanceStatus.WAITING
+        if isinstance(node, DecisionNode):
+            rule = parse_rule(node)
+            if isinstance(rule, HeuristicRule):
+                return self._heuristic(node_id, node, rule)
+            if isinstance(rule, AIRule):
+                inst.waiting_for = "ai_decision"
+                inst.wake_at = self.now
+                return None
+            inst.waiting_for = "manual_decision"
+            inst.task_since = self.now
+            return None
+        if isinstance(node, WaitNode):
+            self._start_wait(node_id, node)
+            return None
+        inst.waiting_for = "webhook"
+        inst.wake_at = self.now
+        return None
+
+    def _heuristic(self, node_id: str, node: DecisionNode, rule: HeuristicRule) -> str | None:
+        from .sandbox import ExpressionError, evaluate
+
+        if self.rules_left <= 0:
+            self._rule_failed(node_id, f"the rules of one step took longer than {RULES_SECONDS_PER_STEP} s together")
+            return None
+        data = self.ctx.placeholders(self.instance)
+        began = time.thread_time()
+        try:
+            value = evaluate(
+                rule.expression,
+                {"state": data["state"], "contact": data["contact"]},
+                now=self.now,
+                timeout_s=min(0.05, self.rules_left),
+            )
+        except ExpressionError as exc:
+            self._rule_failed(node_id, f"the expression failed: {exc}")
+            return None
+        finally:
+            self.rules_left -= time.thread_time() - began
+        outcome = ("true" if value else "false") if isinstance(value, bool) else value
+        if not isinstance(outcome, str) or outcome not in node.transitions:
+            allowed = ", ".join(sorted(node.transitions))
+            self._rule_failed(node_id, f"the expression gave {value!r:.80}, which is not an outcome ({allowed})")
+            return None
+        self.emit(
+            EventType.DECISION_EVALUATED,
+            f"Rule chose {outcome}",
+            {"outcome": outcome, "rule": "heuristic"},
+            node_id,
+            actor=SYSTEM_ACTOR,
+        )
+        return self.leave(node_id, node, outcome)
+
+    def _rule_failed(self, node_id: str, error: str) -> None:
+        self.emit(EventType.ACTION_FAILED, error, {"error": error}, node_id, actor=SYSTEM_ACTOR)
+        self.fail(error, node_id)
+
+    def _start_wait(self, node_id: str, node: WaitNode) -> None:
+        inst = self.instance
+        condition = node.wait_condition or {}
+        kind = condition.get("type")
+        inst.waiting_for = waiting_for(node)
+        try:
+            if kind == "duration":
+                inst.wake_at = self.now + parse_duration(str(condition.get("duration")))
+            elif kind == "until":
+                from .render import render
+
+                inst.wake_at = parse_until(render(str(condition.get("until")), self.ctx.placeholders(inst)))
+            elif kind == "event" and condition.get("timeout"):
+                inst.wake_at = self.now + parse_duration(str(condition.get("timeout")))
+            elif kind != "event":
+                raise ValueError(f"the wait condition type {kind!r} is not duration, until or event")
+        except ValueError as exc:
+            self.fail(f"the wait cannot start: {exc}", node_id)
+            return
+        data: dict[str, Any] = {"condition": kind}
+        if inst.wake_at is not None:
+            data["wake_at"] = inst.wake_at.isoformat()
+        if kind == "event":
+            data["event"] = condition.get("event")
+        self.emit(EventType.WAIT_STARTED, f"Waiting ({inst.waiting_for})", data, node_id, actor=SYSTEM_ACTOR)
+
+    def leave(self, node_id: str, node: Node, outcome: str) -> str | None:
+        """Exit with `outcome`: the next node, or None (the instance failed) when the node has no such outcome."""
+        if outcome not in node.transitions:
+            self.fail(f"node {node_id!r} has no outcome {outcome!r}", node_id)
+            return None
+        self.emit(EventType.NODE_EXITED, f"Left {node.name or node_id} with {outcome}", {"outcome": outcome}, node_id)
+        return node.transitions[outcome]
+
+    def leave_and_enter(self, node_id: str, node: Node, outcome: str) -> None:
+        following = self.leave(node_id, node, outcome)
+        if following is not None:
+            self.enter(following)
+
+    def fail(self, reason: str, node_id: str | None) -> None:
+        inst = self.instance
+        inst.status = InstanceStatus.FAILED
+        inst.completed_at = self.now
+        inst.wake_at = None
+        inst.task_since = None
+        inst.held_by = None
+        inst.lease_expires_at = None
+        self.emit(EventType.INSTANCE_FAILED, f"Failed: {reason}", {"error": reason}, node_id, actor=SYSTEM_ACTOR)
+
+
+def waiting_for(node: DecisionNode | WaitNode | WebhookNode) -> str:
+    """What an instance at `node` waits for, in words a dashboard can show: `<kind>` or `event:<name>`."""
+    if isinstance(node, DecisionNode):
+        kind = (node.rule or {}).get("type")
+        return f"{kind}_decision" if kind in ("manual", "ai", "heuristic") else "decision"
+    if isinstance(node, WaitNode):
+        condition = node.wait_condition or {}
+        if condition.get("type") == "event":
+            return f"event:{condition.get('event')}"
+        return "timer"
+    return "webhook"
