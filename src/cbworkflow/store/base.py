@@ -35,6 +35,9 @@ from ..models.contacts import Contact
 from ..models.events import Event
 from ..models.instances import WorkflowInstance
 from ..models.templates import Node, TemplateVersion, WorkflowTemplate
+from .filters import ContactFilter as ContactFilter  # services import the filters with the interface
+from .filters import InstanceFilter as InstanceFilter
+from .filters import TaskFilter as TaskFilter
 
 T = TypeVar("T")
 
@@ -53,35 +56,6 @@ class PageRequest:
 class Page(Generic[T]):
     items: list[T]
     next_cursor: str | None
-
-
-@dataclass(frozen=True)
-class ContactFilter:
-    county: str | None = None
-    organization: str | None = None
-    external_id: str | None = None
-    tags: Sequence[str] = ()
-
-
-@dataclass(frozen=True)
-class InstanceFilter:
-    contact_id: str | None = None
-    template_id: str | None = None
-    status: str | None = None
-    current_node: str | None = None
-    waiting_for: str | None = None
-    tags: Sequence[str] = ()
-
-
-@dataclass(frozen=True)
-class TaskFilter:
-    """Which tasks of the work queue: by the node's action, template, the contact's county or tag, holder."""
-
-    action: str | None = None
-    template_id: str | None = None
-    county: str | None = None
-    tag: str | None = None
-    held_by: str | None = None  # only the tasks this token holds now
 
 
 @dataclass(frozen=True)
@@ -175,13 +149,19 @@ class Tx(ABC):
 
     # --- contacts ---
     @abstractmethod
-    def get_contact(self, contact_id: str) -> Contact | None: ...
+    def get_contact(self, contact_id: str) -> Contact | None:
+        """None when this tenant has no such contact (another tenant's id included); locked inside `write`."""
+
     @abstractmethod
-    def get_contact_by_external_id(self, external_id: str) -> Contact | None: ...
+    def get_contact_by_external_id(self, external_id: str) -> Contact | None:
+        """The contact that holds `external_id` in this tenant (an id in another system); locked inside `write`."""
+
     @abstractmethod
     def insert_contact(self, contact: Contact) -> None: ...
     @abstractmethod
-    def update_contact(self, contact: Contact) -> None: ...
+    def update_contact(self, contact: Contact) -> None:
+        """Save every field of a stored contact; its external id moves with it."""
+
     @abstractmethod
     def delete_contact(self, contact_id: str) -> bool:
         """Delete the contact, its tags and its contact-level events (not its instances)."""
@@ -197,9 +177,13 @@ class Tx(ABC):
     @abstractmethod
     def insert_template(self, template: WorkflowTemplate) -> None: ...
     @abstractmethod
-    def update_template(self, template: WorkflowTemplate) -> None: ...
+    def update_template(self, template: WorkflowTemplate) -> None:
+        """Save the body and tags of a stored template; its `created_at` stays."""
+
     @abstractmethod
-    def delete_template(self, template_id: str) -> bool: ...
+    def delete_template(self, template_id: str) -> bool:
+        """Delete the template and its kept versions; instances keep their frozen copies."""
+
     @abstractmethod
     def list_templates(self, tag: str | None, page: PageRequest) -> Page[WorkflowTemplate]: ...
     @abstractmethod

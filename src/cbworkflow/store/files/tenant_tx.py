@@ -5,6 +5,7 @@ in step with the records."""
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -16,19 +17,8 @@ from ...models.contacts import Contact
 from ...models.events import Event
 from ...models.instances import TERMINAL, WorkflowInstance, task_action
 from ...models.templates import Node, TemplateVersion, WorkflowTemplate
-from ..base import (
-    CLASH,
-    ContactFilter,
-    IdempotencyRecord,
-    InstanceFilter,
-    Page,
-    PageRequest,
-    Snapshot,
-    SnapshotCache,
-    TaskFilter,
-    TokenRecord,
-    Tx,
-)
+from ..base import CLASH, IdempotencyRecord, Page, PageRequest, Snapshot, SnapshotCache, TokenRecord, Tx
+from ..filters import ContactFilter, InstanceFilter, TaskFilter
 from ..paging import cut_page, int_cursor, time_cursor
 from ..phones import phone_digits, phone_query_digits
 from . import disk
@@ -466,34 +456,13 @@ class FileTx(Tx):
         _, doc = self._idempotency(route, key)
         if doc is None:
             return None
-        return IdempotencyRecord(
-            route,
-            key,
-            doc["token_id"],
-            doc["request_hash"],
-            parse_time(doc["created_at"]),
-            doc["done"],
-            doc["status_code"],
-            doc["body"],
-        )
+        return IdempotencyRecord(**{**doc, "created_at": parse_time(doc["created_at"])})
 
     def insert_idempotency(self, record: IdempotencyRecord) -> bool:
         path, doc = self._idempotency(record.route, record.key)
         if doc is not None:
             return False
-        self.txn.put(
-            path,
-            {
-                "route": record.route,
-                "key": record.key,
-                "token_id": record.token_id,
-                "request_hash": record.request_hash,
-                "done": record.done,
-                "status_code": record.status_code,
-                "body": record.body,
-                "created_at": record.created_at.isoformat(),
-            },
-        )
+        self.txn.put(path, {**asdict(record), "created_at": record.created_at.isoformat()})
         return True
 
     def finish_idempotency(self, route: str, key: str, status_code: int, body: str) -> None:

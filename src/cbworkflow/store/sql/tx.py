@@ -7,11 +7,12 @@ and contact search.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, Row, Table, and_, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql import ColumnElement, Select
 
@@ -21,18 +22,8 @@ from ...models.events import Event
 from ...models.instances import MOVABLE, TERMINAL, WorkflowInstance
 from ...models.templates import Node, TemplateVersion, WorkflowTemplate
 from .. import schema as s
-from ..base import (
-    ContactFilter,
-    IdempotencyRecord,
-    InstanceFilter,
-    Page,
-    PageRequest,
-    Snapshot,
-    SnapshotCache,
-    TaskFilter,
-    TokenRecord,
-    Tx,
-)
+from ..base import IdempotencyRecord, Page, PageRequest, Snapshot, SnapshotCache, TokenRecord, Tx
+from ..filters import ContactFilter, InstanceFilter, TaskFilter
 from ..paging import cut_page, int_cursor, time_cursor
 from ..phones import phone_query_digits
 from . import rows
@@ -59,6 +50,14 @@ def insert_unless_there(conn: Connection, statement: Any) -> bool:
     except IntegrityError:
         return False
     return True
+
+
+def _equal(query: Select[Any], pairs: Iterable[tuple[Any, Any]]) -> Select[Any]:
+    """`query` narrowed to rows whose column equals the value, for each (column, value) whose value is given."""
+    for column, value in pairs:
+        if value is not None:
+            query = query.where(column == value)
+    return query
 
 
 def _created_key(row: Row[Any]) -> tuple[str, int]:
@@ -96,6 +95,13 @@ class SqlTx(Tx):
     def _list(self, query: Select[Any], kind: Tagged, tags: Sequence[str], page: PageRequest) -> Any:
         query, order = self.tags.having_all(query, kind, tags)
         return self._page(query, kind.table, page, order)
+
+    def _delete_with(self, kind: Tagged, record_id: str, rows_of: Table, *where: ColumnElement[bool]) -> bool:
+        """Delete a record, its tags, and the tenant's rows of `rows_of` that `where` picks (what belongs to it)."""
+        if not self.tags.delete_record(kind, record_id):
+            return False
+        self.conn.execute(delete(rows_of).where(rows_of.c.tenant == self.tenant, *where))
+        return True
 
     # ------------------------------------------------------------------ tokens
     def insert_token(self, record: TokenRecord) -> None:
@@ -156,24 +162,13 @@ class SqlTx(Tx):
         self.tags.put(CONTACTS, pk, contact.tags, contact.created_at, replace=True)
 
     def delete_contact(self, contact_id: str) -> bool:
-        if not self.tags.delete_record(CONTACTS, contact_id):
-            return False
         e = s.events.c  # the contact's own events go with it; its instances' events stay with the instances
-        self.conn.execute(
-            delete(s.events).where(e.tenant == self.tenant, e.contact_id == contact_id, e.instance_id.is_(None))
-        )
-        return True
+        return self._delete_with(CONTACTS, contact_id, s.events, e.contact_id == contact_id, e.instance_id.is_(None))
 
     def list_contacts(self, where: ContactFilter, page: PageRequest) -> Page[Contact]:
         c = s.contacts.c
-        query = select(s.contacts).where(c.tenant == self.tenant)
-        for column, value in (
-            (c.county, where.county),
-            (c.organization, where.organization),
-            (c.external_id, where.external_id),
-        ):
-            if value is not None:
-                query = query.where(column == value)
+        wanted = ((c.county, where.county), (c.organization, where.organization), (c.external_id, where.external_id))
+        query = _equal(select(s.contacts).where(c.tenant == self.tenant), wanted)
         found, cursor = self._list(query, CONTACTS, where.tags, page)
         return Page(self._contacts(found), cursor)
 
@@ -223,11 +218,8 @@ class SqlTx(Tx):
         self.tags.put(TEMPLATES, pk, template.tags, template.created_at, replace=True)
 
     def delete_template(self, template_id: str) -> bool:
-        if not self.tags.delete_record(TEMPLATES, template_id):
-            return False
-        v = s.template_versions.c
-        self.conn.execute(delete(s.template_versions).where(v.tenant == self.tenant, v.template_id == template_id))
-        return True
+        versions = s.template_versions
+        return self._delete_with(TEMPLATES, template_id, versions, versions.c.template_id == template_id)
 
     def list_templates(self, tag: str | None, page: PageRequest) -> Page[WorkflowTemplate]:
         query = select(s.templates).where(s.templates.c.tenant == self.tenant)
@@ -311,24 +303,18 @@ class SqlTx(Tx):
         self.tags.put(INSTANCES, row.pk, instance.tags, instance.created_at, replace=True)
 
     def delete_instance(self, instance_id: str) -> bool:
-        if not self.tags.delete_record(INSTANCES, instance_id):
-            return False
-        e = s.events.c
-        self.conn.execute(delete(s.events).where(e.tenant == self.tenant, e.instance_id == instance_id))
-        return True
+        return self._delete_with(INSTANCES, instance_id, s.events, s.events.c.instance_id == instance_id)
 
     def list_instances(self, where: InstanceFilter, page: PageRequest) -> Page[WorkflowInstance]:
         i = s.instances.c
-        query = select(s.instances).where(i.tenant == self.tenant)
-        for column, value in (
+        wanted = (
             (i.contact_id, where.contact_id),
             (i.template_id, where.template_id),
             (i.status, where.status),
             (i.current_node, where.current_node),
             (i.waiting_for, where.waiting_for),
-        ):
-            if value is not None:
-                query = query.where(column == value)
+        )
+        query = _equal(select(s.instances).where(i.tenant == self.tenant), wanted)
         found, cursor = self._list(query, INSTANCES, where.tags, page)
         return Page(self._instances(found), cursor)
 
@@ -423,18 +409,9 @@ class SqlTx(Tx):
         )
 
     def insert_idempotency(self, record: IdempotencyRecord) -> bool:
-        values = {
-            "tenant": self.tenant,
-            "route": record.route,
-            "key": record.key,
-            "token_id": record.token_id,
-            "request_hash": record.request_hash,
-            "done": record.done,
-            "status_code": record.status_code,
-            "response": record.body,
-            "created_at": record.created_at,
-        }
-        return insert_unless_there(self.conn, insert(s.idempotency_keys).values(**values))
+        values = asdict(record)
+        values["response"] = values.pop("body")
+        return insert_unless_there(self.conn, insert(s.idempotency_keys).values(tenant=self.tenant, **values))
 
     def finish_idempotency(self, route: str, key: str, status_code: int, body: str) -> None:
         done = {"done": True, "status_code": status_code, "response": body}
