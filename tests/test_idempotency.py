@@ -7,10 +7,11 @@ concurrent first uses of one key act once; an unauthenticated request is answere
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -336,6 +337,17 @@ LOCAL_STORES: dict[str, Callable[[Path], Store]] = {
 }
 
 
+@contextlib.asynccontextmanager
+async def service(tmp: Path, kind: str, clock: FakeClock) -> AsyncIterator[IdempotencyService]:
+    """The idempotency service over a real, migrated store of `kind`."""
+    store = LOCAL_STORES[kind](tmp)
+    await store.migrate()
+    try:
+        yield IdempotencyService(store, clock)
+    finally:
+        await store.close()
+
+
 def principal(tenant: str = "t1", token_id: str = "tok-1") -> Principal:
     return Principal(token_id=token_id, tenant=tenant, role=Role.ADMIN, name="p")
 
@@ -345,10 +357,7 @@ def test_a_key_answers_for_24_hours_and_is_then_forgotten(tmp_path: Path, kind: 
     clock = FakeClock()
 
     async def go() -> None:
-        store = LOCAL_STORES[kind](tmp_path)
-        await store.migrate()
-        keys = IdempotencyService(store, clock)
-        try:
+        async with service(tmp_path, kind, clock) as keys:
             me = principal()
             assert await keys.begin(me, "/api/contacts", "k", "body-1") is None
             with pytest.raises(Conflict, match="still being processed"):
@@ -363,8 +372,6 @@ def test_a_key_answers_for_24_hours_and_is_then_forgotten(tmp_path: Path, kind: 
             assert await keys.begin(principal(tenant="t2"), "/api/contacts", "k", "body-1") is None
             clock.advance(timedelta(hours=24, seconds=1))
             assert await keys.begin(principal(token_id="tok-2"), "/api/contacts", "k", "body-2") is None
-        finally:
-            await store.close()
 
     asyncio.run(go())
 
@@ -372,17 +379,12 @@ def test_a_key_answers_for_24_hours_and_is_then_forgotten(tmp_path: Path, kind: 
 @pytest.mark.parametrize("kind", sorted(LOCAL_STORES))
 def test_answers_that_are_not_outcomes_release_the_key(tmp_path: Path, kind: str) -> None:
     async def go() -> None:
-        store = LOCAL_STORES[kind](tmp_path)
-        await store.migrate()
-        keys = IdempotencyService(store, FakeClock())
-        try:
+        async with service(tmp_path, kind, FakeClock()) as keys:
             me = principal()
             for status in (404, 503):
                 assert await keys.begin(me, "/api/instances/x/transition", "k", "b") is None
                 await keys.finish(me, "/api/instances/x/transition", "k", status, '{"detail": "no"}')
             assert await keys.begin(me, "/api/instances/x/transition", "k", "b") is None
-        finally:
-            await store.close()
 
     asyncio.run(go())
 
@@ -392,10 +394,7 @@ def test_old_keys_are_purged_in_every_tenant_every_few_minutes(tmp_path: Path, k
     clock = FakeClock()
 
     async def go() -> None:
-        store = LOCAL_STORES[kind](tmp_path)
-        await store.migrate()
-        keys = IdempotencyService(store, clock)
-        try:
+        async with service(tmp_path, kind, clock) as keys:
             assert await keys.purge_if_due(clock.now()) == 0
             for tenant in ("t1", "t2"):
                 assert await keys.begin(principal(tenant), "/api/contacts", "old", "b") is None
@@ -406,7 +405,5 @@ def test_old_keys_are_purged_in_every_tenant_every_few_minutes(tmp_path: Path, k
             assert await keys.purge_if_due(clock.now()) == 0  # not again within ten minutes
             with pytest.raises(Conflict):
                 await keys.begin(principal("t1"), "/api/contacts", "new", "b")
-        finally:
-            await store.close()
 
     asyncio.run(go())
