@@ -139,7 +139,7 @@ async def measure_store(kind: str, work: Path, args: argparse.Namespace) -> dict
         wakes = []
         for _ in range(5):  # what an idle worker asks before each nap
             began = time.perf_counter()
-            await services.store.read("default", lambda tx: tx.next_wake(datetime.now(UTC)))
+            await services.store.system_read(lambda stx: stx.next_wake(datetime.now(UTC)))
             wakes.append((time.perf_counter() - began) * 1000)
         result["worker_next_wake_ms"] = round(statistics.median(wakes), 1)
         result["search_ms_p50"] = round(percentile(searches, 0.5), 1)

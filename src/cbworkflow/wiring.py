@@ -18,6 +18,7 @@ from .runtime.handlers import DefaultHandlers, automatic_actions
 from .runtime.worker import Handlers, Worker
 from .services.access import DEFAULT_TENANT, AccessService
 from .services.contacts import ContactService
+from .services.idempotency import IdempotencyService
 from .services.instances import InstanceService
 from .services.tasks import TaskService
 from .services.templates import TemplateService
@@ -40,6 +41,7 @@ class Services:
     templates: TemplateService
     instances: InstanceService
     tasks: TaskService
+    idempotency: IdempotencyService
 
 
 SYSTEM = Principal(token_id="system", tenant=DEFAULT_TENANT, role=Role.SUPERADMIN, name="system")
@@ -60,6 +62,7 @@ async def build_services(settings: Settings, store: Store | None = None, clock: 
         templates=TemplateService(store, clock),
         instances=InstanceService(store, clock, automatic),
         tasks=TaskService(store, clock),
+        idempotency=IdempotencyService(store, clock),
     )
 
 

@@ -39,6 +39,7 @@ def test_health_needs_no_auth(server: Server, path: str, authorization: str | No
 
 API_ROUTES: list[tuple[str, str]] = [
     ("POST", "/api/tenants"),
+    ("GET", "/api/tenants"),
     ("POST", "/api/tokens"),
     ("GET", "/api/tokens"),
     ("DELETE", "/api/tokens/abcdefabcdef"),
@@ -186,6 +187,46 @@ def test_only_a_superadmin_creates_tenants(tenant: Tenant, role: str) -> None:
     answer = client.post("/api/tenants", json={"id": tenant_id, "name": "Refused"})
     assert answer.status_code == 403, answer.text
     assert isinstance(answer.json()["detail"], str)
+
+
+def test_superadmin_lists_every_tenant_newest_first(root: httpx.Client, make_tenant: Callable[[], Tenant]) -> None:
+    older, newer = make_tenant(), make_tenant()
+    first = root.get("/api/tenants", params={"limit": 2})
+    assert first.status_code == 200, first.text
+    assert [t["id"] for t in first.json()["items"]] == [newer.id, older.id]
+    assert set(first.json()["items"][0]) == {"id", "name", "created_at"}
+    seen: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        params: dict[str, Any] = {"limit": 3} if cursor is None else {"limit": 3, "cursor": cursor}
+        page = root.get("/api/tenants", params=params).json()
+        assert len(page["items"]) <= 3
+        seen += page["items"]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    ids = [t["id"] for t in seen]
+    assert len(ids) == len(set(ids))
+    assert {"default", older.id, newer.id} <= set(ids)
+    assert ids[-1] == "default"  # the first tenant of all
+    stamps = [t["created_at"] for t in seen]
+    assert stamps == sorted(stamps, reverse=True)
+
+
+@pytest.mark.parametrize(("params", "field"), [({"cursor": "not-ours"}, "cursor"), ({"limit": 0}, "limit")])
+def test_tenant_list_refuses_bad_paging(root: httpx.Client, params: dict[str, Any], field: str) -> None:
+    answer = root.get("/api/tenants", params=params)
+    assert answer.status_code == 422, answer.text
+    assert field in str(answer.json())
+
+
+@pytest.mark.parametrize("role", ["admin", "staff", "viewer", "volunteer"])
+def test_only_a_superadmin_lists_tenants(tenant: Tenant, role: str) -> None:
+    client = tenant.admin if role == "admin" else tenant.as_role(role)
+    answer = client.get("/api/tenants")
+    assert answer.status_code == 403, answer.text
+    assert isinstance(answer.json()["detail"], str)
+    assert tenant.id not in answer.text
 
 
 @pytest.mark.parametrize(

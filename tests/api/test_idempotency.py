@@ -6,15 +6,26 @@ concurrent first uses of one key act once; an unauthenticated request is answere
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ssl
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from cbworkflow.clock import FakeClock
+from cbworkflow.errors import Conflict, InvalidInput
+from cbworkflow.models.access import Principal, Role
+from cbworkflow.services.idempotency import IdempotencyService, Replay
+from cbworkflow.store.base import Store
+from cbworkflow.store.files import JsonFileStore
+from cbworkflow.store.sqlite import SQLiteStore
 from conftest import Tenant
 
 REPLAYED = "idempotent-replayed"
@@ -317,3 +328,82 @@ def test_key_is_ignored_on_get(tenant: Tenant) -> None:
     assert first.json()["name"] == "Ana"
     assert again.json()["name"] == "Bea"
     assert REPLAYED not in again.headers
+
+
+# ---------------------------------------------------------------------------------------------- the service's rules
+LOCAL_STORES: dict[str, Callable[[Path], Store]] = {
+    "sqlite": lambda tmp: SQLiteStore(tmp / "store.db"),
+    "json": lambda tmp: JsonFileStore(tmp / "json-store"),
+}
+
+
+@contextlib.asynccontextmanager
+async def service(tmp: Path, kind: str, clock: FakeClock) -> AsyncIterator[IdempotencyService]:
+    """The idempotency service over a real, migrated store of `kind`."""
+    store = LOCAL_STORES[kind](tmp)
+    await store.migrate()
+    try:
+        yield IdempotencyService(store, clock)
+    finally:
+        await store.close()
+
+
+def principal(tenant: str = "t1", token_id: str = "tok-1") -> Principal:
+    return Principal(token_id=token_id, tenant=tenant, role=Role.ADMIN, name="p")
+
+
+@pytest.mark.parametrize("kind", sorted(LOCAL_STORES))
+def test_a_key_answers_for_24_hours_and_is_then_forgotten(tmp_path: Path, kind: str) -> None:
+    clock = FakeClock()
+
+    async def go() -> None:
+        async with service(tmp_path, kind, clock) as keys:
+            me = principal()
+            assert await keys.begin(me, "/api/contacts", "k", "body-1") is None
+            with pytest.raises(Conflict, match="still being processed"):
+                await keys.begin(me, "/api/contacts", "k", "body-1")
+            await keys.finish(me, "/api/contacts", "k", 201, '{"id": "c1", "token": "secret"}')
+            replay = await keys.begin(me, "/api/contacts", "k", "body-1")
+            assert replay == Replay(201, '{"id": "c1", "secret": "shown only in the first answer"}')
+            with pytest.raises(InvalidInput, match="different request body"):
+                await keys.begin(me, "/api/contacts", "k", "body-2")
+            with pytest.raises(Conflict, match="another token"):
+                await keys.begin(principal(token_id="tok-2"), "/api/contacts", "k", "body-1")
+            assert await keys.begin(principal(tenant="t2"), "/api/contacts", "k", "body-1") is None
+            clock.advance(timedelta(hours=24, seconds=1))
+            assert await keys.begin(principal(token_id="tok-2"), "/api/contacts", "k", "body-2") is None
+
+    asyncio.run(go())
+
+
+@pytest.mark.parametrize("kind", sorted(LOCAL_STORES))
+def test_answers_that_are_not_outcomes_release_the_key(tmp_path: Path, kind: str) -> None:
+    async def go() -> None:
+        async with service(tmp_path, kind, FakeClock()) as keys:
+            me = principal()
+            for status in (404, 503):
+                assert await keys.begin(me, "/api/instances/x/transition", "k", "b") is None
+                await keys.finish(me, "/api/instances/x/transition", "k", status, '{"detail": "no"}')
+            assert await keys.begin(me, "/api/instances/x/transition", "k", "b") is None
+
+    asyncio.run(go())
+
+
+@pytest.mark.parametrize("kind", sorted(LOCAL_STORES))
+def test_old_keys_are_purged_in_every_tenant_every_few_minutes(tmp_path: Path, kind: str) -> None:
+    clock = FakeClock()
+
+    async def go() -> None:
+        async with service(tmp_path, kind, clock) as keys:
+            assert await keys.purge_if_due(clock.now()) == 0
+            for tenant in ("t1", "t2"):
+                assert await keys.begin(principal(tenant), "/api/contacts", "old", "b") is None
+            clock.advance(timedelta(hours=23))
+            assert await keys.begin(principal("t1"), "/api/contacts", "new", "b") is None
+            clock.advance(timedelta(hours=1, seconds=1))
+            assert await keys.purge_if_due(clock.now()) == 2  # the two of the first hour, not the newer one
+            assert await keys.purge_if_due(clock.now()) == 0  # not again within ten minutes
+            with pytest.raises(Conflict):
+                await keys.begin(principal("t1"), "/api/contacts", "new", "b")
+
+    asyncio.run(go())

@@ -25,7 +25,7 @@ from cbworkflow.api.metrics import INSTANCE_COUNT_TTL_S, UNMATCHED, Metrics
 from cbworkflow.errors import StoreError
 from cbworkflow.models.instances import InstanceStatus
 from cbworkflow.settings import SettingsError, load_settings
-from cbworkflow.store.base import Tx
+from cbworkflow.store.base import SystemTx, Tx
 from conftest import (
     ADMIN_TOKEN,
     REFERENCE_ID,
@@ -318,9 +318,13 @@ def test_a_store_failure_is_counted_and_the_gauge_left_out(tmp_path: Path, monke
         except sqlite3.OperationalError as exc:
             raise StoreError("the database is busy or unavailable; try again") from exc
 
+    async def failing_system_read(_fn: Callable[[SystemTx], Any]) -> Any:
+        return await failing_read("", lambda _tx: None)
+
     async def run() -> tuple[httpx.Response, Samples]:
         async with running(app) as client:
             monkeypatch.setattr(app.state.services.store, "read", failing_read)
+            monkeypatch.setattr(app.state.services.store, "system_read", failing_system_read)
             answer = await client.get("/api/contacts", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
             return answer, parse((await client.get("/metrics")).text)
 
@@ -335,7 +339,7 @@ class CountingStore:
     def __init__(self) -> None:
         self.calls = 0
 
-    async def read(self, _tenant: str, _fn: Callable[[Tx], Any]) -> dict[str, int]:
+    async def system_read(self, _fn: Callable[[SystemTx], Any]) -> dict[str, int]:
         self.calls += 1
         return {"active": self.calls}
 

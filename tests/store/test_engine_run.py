@@ -417,8 +417,8 @@ def test_stale_work_never_moves_an_instance_someone_moved(engine: Engine) -> Non
         instance = await engine.enrol(await engine.contact())
         await engine.record(instance, "no_answer")
         await engine.record(instance, "contacted_interested")
-        claimed = await engine.services.store.write(
-            "default", lambda tx: tx.claim_due(engine.clock.now(), "w1", engine.clock.now() + timedelta(minutes=5), 5)
+        claimed = await engine.services.store.system_write(
+            lambda stx: stx.claim_due(engine.clock.now(), "w1", engine.clock.now() + timedelta(minutes=5), 5)
         )
         assert [w.instance_id for w in claimed] == [instance]
         await engine.record(instance, "mail")  # a person decided meanwhile

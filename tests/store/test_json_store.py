@@ -27,7 +27,8 @@ from cbworkflow.models.instances import InstanceStatus, WorkflowInstance
 from cbworkflow.models.templates import WorkflowTemplate
 from cbworkflow.services.instances import snapshot_of
 from cbworkflow.store.base import ContactFilter, PageRequest, TokenRecord, Tx
-from cbworkflow.store.files import JsonFileStore, _try_lock, _unlock
+from cbworkflow.store.files import JsonFileStore
+from cbworkflow.store.files.disk import try_lock, unlock
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 NODES = {
@@ -55,6 +56,10 @@ def write(store: JsonFileStore, fn: Any, tenant: str = "t1") -> Any:
 
 def read(store: JsonFileStore, fn: Any, tenant: str = "t1") -> Any:
     return asyncio.run(store.read(tenant, fn))
+
+
+def system(store: JsonFileStore, fn: Any) -> Any:
+    return asyncio.run(store.system_write(fn))
 
 
 def contact(cid: str, **fields: Any) -> Contact:
@@ -151,9 +156,9 @@ CRASH_DURING_COMMIT = textwrap.dedent(
     from pathlib import Path
     sys.path.insert(0, sys.argv[2])
     from test_json_store import contact, enrol
-    from cbworkflow.store import files
+    from cbworkflow.store.files import JsonFileStore, disk
 
-    real_replace = files._replace
+    real_replace = disk.replace
     written = []
 
     def replace_then_die(path, data):
@@ -162,10 +167,10 @@ CRASH_DURING_COMMIT = textwrap.dedent(
         if path.parent.name != ".journal" and len(written) == 2:  # the journal, then one file of three
             os._exit(9)
 
-    store = files.JsonFileStore(Path(sys.argv[1]))
+    store = JsonFileStore(Path(sys.argv[1]))
     asyncio.run(store.migrate())
     asyncio.run(store.write("t1", lambda tx: tx.insert_contact(contact("c1"))))
-    files._replace = replace_then_die
+    disk.replace = replace_then_die
     asyncio.run(store.write("t1", lambda tx: enrol(tx, "c1", "i1")))
     """
 )
@@ -211,7 +216,7 @@ ADD_TAGS = textwrap.dedent(
     """
     import asyncio, sys
     from pathlib import Path
-    from cbworkflow.store.files import JsonFileStore, _try_lock, _unlock
+    from cbworkflow.store.files import JsonFileStore
 
     store = JsonFileStore(Path(sys.argv[1]))
     prefix = sys.argv[2]
@@ -266,14 +271,14 @@ def test_a_lock_held_elsewhere_makes_a_writer_wait_not_fail(store: JsonFileStore
     """A transaction that meets a held lock waits for it, then goes on."""
     write(store, lambda tx: tx.insert_contact(contact("c1")))
     lock = root / "t1" / "contacts" / ".c1.lock"
-    fd = _try_lock(lock)
+    fd = try_lock(lock)
     assert fd is not None
     writer = threading.Thread(target=write, args=(store, lambda tx: tx.update_contact(contact("c1", name="Waited"))))
     writer.start()
     writer.join(timeout=0.3)
     assert writer.is_alive()  # held by us, so it cannot have written
     assert read(store, lambda tx: tx.get_contact("c1")).name == "Pat"
-    _unlock(lock, fd)
+    unlock(lock, fd)
     writer.join(timeout=30)
     assert read(store, lambda tx: tx.get_contact("c1")).name == "Waited"
     assert not os.path.exists(lock)
@@ -295,13 +300,13 @@ def test_due_work_is_listed_by_wake_time_without_reading_instances(store: JsonFi
     write(store, lambda tx: tx.update_instance(waiting))
     [entry] = due_names()
     assert entry.endswith(".t1.i1.json")
-    assert read(store, lambda tx: tx.next_wake(T0)) == later
+    assert system(store, lambda stx: stx.next_wake(T0)) == later
     paused = waiting.model_copy(update={"status": InstanceStatus.PAUSED, "revision": 2})
     write(store, lambda tx: tx.update_instance(paused))
     assert due_names() == []  # a paused instance is not due
     resumed = paused.model_copy(update={"status": InstanceStatus.WAITING, "revision": 3})
     write(store, lambda tx: tx.update_instance(resumed))
-    claimed = write(store, lambda tx: tx.claim_due(later, "w1", later + timedelta(minutes=5), 10))
+    claimed = system(store, lambda stx: stx.claim_due(later, "w1", later + timedelta(minutes=5), 10))
     assert [w.instance_id for w in claimed] == ["i1"]
     write(store, lambda tx: tx.delete_instance("i1"))
     assert due_names() == []
@@ -312,7 +317,7 @@ def test_stray_or_hostile_files_in_the_store_do_not_reach_outside_it(store: Json
     (root / ".due").mkdir(exist_ok=True)
     (root / ".due" / "notes.txt").write_text("left here by someone")
     (root / ".due" / "00000000000000001.t1.x.y.json").write_text("{}")  # an id that cannot be a file name
-    assert read(store, lambda tx: tx.next_wake(T0)) is None  # ignored, not a crash
+    assert system(store, lambda stx: stx.next_wake(T0)) is None  # ignored, not a crash
     outside = root.parent / "outside.json"
     outside.write_text("{}")
     journal = root / ".journal" / "forged.json"

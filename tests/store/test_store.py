@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from cbworkflow.errors import InvalidInput
+from cbworkflow.errors import Conflict, InvalidInput
 from cbworkflow.ids import new_id
 from cbworkflow.models.access import Role, Tenant, Token
 from cbworkflow.models.contacts import Contact
@@ -22,7 +22,17 @@ from cbworkflow.models.events import Event, EventType
 from cbworkflow.models.instances import InstanceStatus, WorkflowInstance
 from cbworkflow.models.templates import TemplateVersion, WorkflowTemplate
 from cbworkflow.services.instances import snapshot_of
-from cbworkflow.store.base import ContactFilter, InstanceFilter, PageRequest, Store, TaskFilter, TokenRecord, Tx
+from cbworkflow.store.base import (
+    ContactFilter,
+    IdempotencyRecord,
+    InstanceFilter,
+    PageRequest,
+    Store,
+    SystemTx,
+    TaskFilter,
+    TokenRecord,
+    Tx,
+)
 from cbworkflow.store.files import JsonFileStore
 from cbworkflow.store.postgres import PostgresStore
 from cbworkflow.store.sqlite import SQLiteStore
@@ -103,6 +113,15 @@ def run(store: Store, tenant: str, fn: Callable[[Tx], Any], write: bool = True) 
     return asyncio.run(go())
 
 
+def system(store: Store, fn: Callable[[SystemTx], Any], write: bool = True) -> Any:
+    """Run `fn` in a transaction over every tenant."""
+
+    async def go() -> Any:
+        return await (store.system_write(fn) if write else store.system_read(fn))
+
+    return asyncio.run(go())
+
+
 def contact(tenant: str = "a", cid: str | None = None, minutes: int = 0, **fields: Any) -> Contact:
     when = T0 + timedelta(minutes=minutes)
     return Contact(
@@ -172,20 +191,78 @@ def test_migrate_is_idempotent(store: Store) -> None:
 
 # ---------------------------------------------------------------------------------------------- tenants, tokens
 def test_tenants_and_tokens(store: Store) -> None:
-    def setup(tx: Tx) -> None:
-        tx.insert_tenant(Tenant(id="a", name="A", created_at=T0))
-        tx.insert_token(TokenRecord(Token(id="t1", tenant="a", role=Role.ADMIN, created_at=T0), "hash-1"))
+    def setup(stx: SystemTx) -> None:
+        stx.insert_tenant(Tenant(id="a", name="A", created_at=T0))
+        token = Token(id="t1", tenant="a", role=Role.ADMIN, created_at=T0)
+        stx.for_tenant("a").insert_token(TokenRecord(token, "hash-1"))
 
-    run(store, "a", setup)
-    assert run(store, "a", lambda tx: tx.count_tenants()) == 1
-    found = run(store, "zzz", lambda tx: tx.find_token_by_hash("hash-1"), write=False)
+    system(store, setup)
+    assert system(store, lambda stx: stx.count_tenants()) == 1
+    assert system(store, lambda stx: stx.get_tenant("a"), write=False) == Tenant(id="a", name="A", created_at=T0)
+    assert system(store, lambda stx: stx.get_tenant("b")) is None
+    found = system(store, lambda stx: stx.find_token_by_hash("hash-1"), write=False)
     assert found is not None
     assert found.token.tenant == "a"
     assert run(store, "b", lambda tx: tx.list_tokens(PageRequest())).items == []
     assert run(store, "b", lambda tx: tx.delete_token("t1")) is False
     assert run(store, "a", lambda tx: tx.get_token_record("t1")).secret_hash == "hash-1"
     assert run(store, "a", lambda tx: tx.delete_token("t1")) is True
-    assert run(store, "a", lambda tx: tx.find_token_by_hash("hash-1")) is None
+    assert system(store, lambda stx: stx.find_token_by_hash("hash-1")) is None
+
+
+def test_a_tenant_and_its_first_token_are_written_together_or_not_at_all(store: Store) -> None:
+    system(store, lambda stx: stx.for_tenant("a").insert_token(TokenRecord(token_of("a", "t1"), "hash-1")))
+
+    def tenant_then_clashing_token(stx: SystemTx) -> None:
+        stx.insert_tenant(Tenant(id="b", name="B", created_at=T0))
+        stx.for_tenant("b").insert_token(TokenRecord(token_of("b", "t2"), "hash-1"))  # the secret is taken
+
+    with pytest.raises(Conflict):
+        system(store, tenant_then_clashing_token)
+    assert system(store, lambda stx: stx.get_tenant("b")) is None
+    assert system(store, lambda stx: stx.count_tenants()) == 0
+
+
+def token_of(tenant: str, token_id: str) -> Token:
+    return Token(id=token_id, tenant=tenant, role=Role.ADMIN, created_at=T0)
+
+
+def test_tenants_are_listed_newest_first_in_pages(store: Store) -> None:
+    made = [Tenant(id=f"t{n:02d}", name=f"T{n}", created_at=T0 + timedelta(minutes=n // 2)) for n in range(7)]
+
+    def insert_all(stx: SystemTx) -> None:
+        for tenant in made:
+            stx.insert_tenant(tenant)
+
+    system(store, insert_all)
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page = system(store, lambda stx, c=cursor: stx.list_tenants(PageRequest(3, c)), write=False)
+        assert len(page.items) <= 3
+        seen += [t.id for t in page.items]
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    assert seen == [t.id for t in sorted(made, key=lambda t: (t.created_at, t.id), reverse=True)]
+    with pytest.raises(InvalidInput):
+        system(store, lambda stx: stx.list_tenants(PageRequest(3, "not-a-cursor")))
+
+
+CROSS_TENANT = [name for name in dir(SystemTx) if not name.startswith("_") and name != "for_tenant"]
+
+
+def test_a_tenant_transaction_has_no_call_that_spans_tenants(store: Store) -> None:
+    """Nothing bound to one tenant can reach another: the calls over every tenant are on SystemTx alone."""
+    assert {"claim_due", "next_wake", "find_token_by_hash", "list_tenants", "purge_idempotency"} <= set(CROSS_TENANT)
+    for name in CROSS_TENANT:
+        assert not hasattr(Tx, name), name
+    for read_only in (True, False):
+        held = run(store, "a", lambda tx: tx, write=not read_only)
+        assert [name for name in CROSS_TENANT if hasattr(held, name)] == []
+        inner = system(store, lambda stx: stx.for_tenant("a"), write=not read_only)
+        assert inner.tenant == "a"
+        assert [name for name in CROSS_TENANT if hasattr(inner, name)] == []
 
 
 # ---------------------------------------------------------------------------------------------- contacts
@@ -394,25 +471,25 @@ def test_concurrent_read_modify_write_loses_nothing(store: Store) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- idempotency
-def test_idempotency_keys(store: Store) -> None:
-    now = T0
-    assert run(store, "a", lambda tx: tx.reserve_idempotency("/r", "k", "tok", "h1", now)) is True
-    assert run(store, "a", lambda tx: tx.reserve_idempotency("/r", "k", "tok", "h1", now)) is False
-    assert run(store, "b", lambda tx: tx.reserve_idempotency("/r", "k", "tok", "h1", now)) is True
-    assert run(store, "a", lambda tx: tx.reserve_idempotency("/other", "k", "tok", "h1", now)) is True
-    pending = run(store, "a", lambda tx: tx.get_idempotency("/r", "k", now - timedelta(hours=24)))
-    assert (pending.done, pending.token_id) == (False, "tok")
+def test_idempotency_keys_are_plain_records_of_one_tenant(store: Store) -> None:
+    first = IdempotencyRecord("/r", "k", "tok", "h1", T0)
+    assert run(store, "a", lambda tx: tx.insert_idempotency(first)) is True
+    assert run(store, "a", lambda tx: tx.insert_idempotency(first)) is False  # taken, however old
+    assert run(store, "b", lambda tx: tx.insert_idempotency(first)) is True  # another tenant's key
+    other_route = IdempotencyRecord("/other", "k", "tok", "h1", T0 + timedelta(hours=1))
+    assert run(store, "a", lambda tx: tx.insert_idempotency(other_route)) is True
+    assert run(store, "a", lambda tx: tx.get_idempotency("/r", "k"), write=False) == first
     run(store, "a", lambda tx: tx.finish_idempotency("/r", "k", 201, '{"ok":1}'))
-    done = run(store, "a", lambda tx: tx.get_idempotency("/r", "k", now - timedelta(hours=24)))
-    assert (done.done, done.status_code, done.body) == (True, 201, '{"ok":1}')
-    later = now + timedelta(hours=25)
-    assert run(store, "a", lambda tx: tx.get_idempotency("/r", "k", later - timedelta(hours=24))) is None
-    assert run(store, "a", lambda tx: tx.reserve_idempotency("/r", "k", "tok", "h2", later)) is True
-    run(store, "a", lambda tx: tx.release_idempotency("/r", "k"))
-    assert run(store, "a", lambda tx: tx.get_idempotency("/r", "k", now)) is None
+    done = run(store, "a", lambda tx: tx.get_idempotency("/r", "k"))
+    assert (done.done, done.status_code, done.body, done.created_at) == (True, 201, '{"ok":1}', T0)
+    assert run(store, "b", lambda tx: tx.get_idempotency("/r", "k")).done is False
+    run(store, "a", lambda tx: tx.delete_idempotency("/r", "k"))
+    assert run(store, "a", lambda tx: tx.get_idempotency("/r", "k")) is None
+    assert run(store, "b", lambda tx: tx.get_idempotency("/r", "k")) is not None
     # Purging forgets old keys in every tenant, and only old ones.
-    assert run(store, "b", lambda tx: tx.purge_idempotency(now + timedelta(seconds=1))) == 2
-    assert run(store, "a", lambda tx: tx.get_idempotency("/other", "k", now - timedelta(hours=24))) is None
+    assert system(store, lambda stx: stx.purge_idempotency(T0 + timedelta(seconds=1))) == 1
+    assert run(store, "b", lambda tx: tx.get_idempotency("/r", "k")) is None
+    assert run(store, "a", lambda tx: tx.get_idempotency("/other", "k")) == other_route
 
 
 def test_identical_graphs_in_two_tenants_read_back_cold(store: Store, backend: Backend) -> None:
@@ -459,7 +536,7 @@ def test_instances_are_counted_by_status_over_every_tenant(store: Store) -> None
     run(store, "a", lambda tx: instance(tx, "c1"))
     run(store, "a", lambda tx: instance(tx, "c2", status=InstanceStatus.ACTIVE))
     run(store, "b", lambda tx: instance(tx, "c3", status=InstanceStatus.ACTIVE))
-    assert run(store, "zzz", lambda tx: tx.count_instances_by_status(), write=False) == {"pending": 1, "active": 2}
+    assert system(store, lambda stx: stx.count_instances_by_status(), write=False) == {"pending": 1, "active": 2}
 
 
 # ---------------------------------------------------------------------------------------------- the worker's due work
@@ -481,33 +558,31 @@ def test_due_work_is_claimed_once_until_its_lease_ends(store: Store) -> None:
     run(store, "a", lambda tx: tx.update_instance(paused.model_copy(update={"wake_at": T0, "revision": 1})))
 
     lease = now + timedelta(minutes=5)
-    first = run(store, "zzz", lambda tx: tx.claim_due(now, "w1", lease, 2))
+    first = system(store, lambda stx: stx.claim_due(now, "w1", lease, 2))
     assert [(w.tenant, w.revision) for w in first] == [("a", 1), ("b", 1)]  # earliest first, over tenants
-    second = run(store, "zzz", lambda tx: tx.claim_due(now, "w2", lease, 10))
+    second = system(store, lambda stx: stx.claim_due(now, "w2", lease, 10))
     assert {w.instance_id for w in first} | {w.instance_id for w in second} == set(made)
     assert not {w.instance_id for w in first} & {w.instance_id for w in second}
-    assert run(store, "zzz", lambda tx: tx.claim_due(now, "w3", lease, 10)) == []  # all leased
-    assert run(store, "zzz", lambda tx: tx.next_wake(now)) == lease  # the first lease to run out
+    assert system(store, lambda stx: stx.claim_due(now, "w3", lease, 10)) == []  # all leased
+    assert system(store, lambda stx: stx.next_wake(now)) == lease  # the first lease to run out
     # A lease that ran out is taken over; a released one is free at once; any save ends a lease.
-    taken = run(
-        store, "zzz", lambda tx: tx.claim_due(lease + timedelta(seconds=1), "w3", lease + timedelta(hours=1), 10)
-    )
+    taken = system(store, lambda stx: stx.claim_due(lease + timedelta(seconds=1), "w3", lease + timedelta(hours=1), 10))
     assert {w.instance_id for w in taken} == set(made)
     one = taken[0]
     run(store, one.tenant, lambda tx: tx.release_work(one.instance_id, "someone-else"))  # not theirs: no effect
-    assert run(store, "zzz", lambda tx: tx.claim_due(lease + timedelta(seconds=2), "w4", lease, 10)) == []
+    assert system(store, lambda stx: stx.claim_due(lease + timedelta(seconds=2), "w4", lease, 10)) == []
     run(store, one.tenant, lambda tx: tx.release_work(one.instance_id, "w3"))
-    again = run(store, "zzz", lambda tx: tx.claim_due(lease + timedelta(seconds=2), "w4", lease, 10))
+    again = system(store, lambda stx: stx.claim_due(lease + timedelta(seconds=2), "w4", lease, 10))
     assert [w.instance_id for w in again] == [one.instance_id]
 
 
 def test_next_wake_is_the_earliest_due_time(store: Store) -> None:
     now = T0
-    assert run(store, "a", lambda tx: tx.next_wake(now)) is None
+    assert system(store, lambda stx: stx.next_wake(now), write=False) is None
     inst = run(store, "a", lambda tx: instance(tx, "c1", status=InstanceStatus.WAITING))
     when = T0 + timedelta(days=3)
     run(store, "a", lambda tx: tx.update_instance(inst.model_copy(update={"wake_at": when, "revision": 1})))
-    assert run(store, "b", lambda tx: tx.next_wake(now)) == when
+    assert system(store, lambda stx: stx.next_wake(now)) == when
 
 
 def test_concurrent_claims_never_share_work(store: Store) -> None:
@@ -524,7 +599,7 @@ def test_concurrent_claims_never_share_work(store: Store) -> None:
         async def one(worker: str) -> list[str]:
             got: list[str] = []
             while True:
-                batch = await store.write("a", lambda tx: tx.claim_due(now, worker, now + timedelta(hours=1), 3))
+                batch = await store.system_write(lambda stx: stx.claim_due(now, worker, now + timedelta(hours=1), 3))
                 if not batch:
                     return got
                 got += [w.instance_id for w in batch]
@@ -622,7 +697,7 @@ def test_a_database_of_the_previous_version_is_brought_up_to_date(tmp_path: Path
         inst = run(upgraded, "a", lambda tx: instance(tx, "c1", status=InstanceStatus.WAITING))
         due = inst.model_copy(update={"wake_at": T0, "revision": 1, "task_since": T0})
         run(upgraded, "a", lambda tx: tx.update_instance(due))
-        claimed = run(upgraded, "a", lambda tx: tx.claim_due(T0, "w", T0 + timedelta(minutes=1), 5))
+        claimed = system(upgraded, lambda stx: stx.claim_due(T0, "w", T0 + timedelta(minutes=1), 5))
         assert [w.instance_id for w in claimed] == [inst.id]
     finally:
         asyncio.run(upgraded.close())

@@ -1,55 +1,28 @@
-"""`Idempotency-Key` on POST: a repeated key (same tenant, same route, within 24 h) replays the first response.
+"""`Idempotency-Key` on POST, at the edge: reads the key, the caller and the body, asks the idempotency service
+(`services/idempotency.py`, where the rules live) whether to run the request or replay an answer, and hands
+the answer back to it before sending it.
 
-The key is reserved in the store before the request runs, so two concurrent requests with one key cannot both
-act: the second gets 409 while the first is running, and the stored response once it has finished.
-- A key belongs to the token that first used it: another token sending it gets 409, never the stored answer
-  (which may hold what that token may not see).
-- Answers that are not outcomes of the request (401, 403, 404, 405, 413, 5xx) are not kept: the key is
-  released so the request can be sent again.
-- Secrets are shown once: a replayed answer of `POST /api/tokens` or `/api/tenants` has them removed.
-- Reusing a key with a different body is a 422. Keys older than 24 h are purged every few minutes.
+The answer is recorded before it is sent, so a client that repeats the request the moment it has the answer
+gets the replay, never "still being processed".
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime, timedelta
-from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..errors import Unauthorized
-from ..services.access import DEFAULT_TENANT
-from ..store.base import IdempotentResponse, Tx
+from ..errors import CbwError, Unauthorized
 from .body_limit import _reply
 
 HEADER = b"idempotency-key"
-WINDOW = timedelta(hours=24)
-PURGE_EVERY = timedelta(minutes=10)
-NOT_KEPT = frozenset({401, 403, 404, 405, 413})
-SECRET_FIELDS = ("token", "admin_token")
 MAX_ROUTE = 300
-
-
-def _without_secrets(body: bytes) -> str:
-    text = body.decode("utf-8", "replace")
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return text
-    if isinstance(data, dict) and any(field in data for field in SECRET_FIELDS):
-        for field in SECRET_FIELDS:
-            data.pop(field, None)
-        data["secret"] = "shown only in the first answer"
-        return json.dumps(data)
-    return text
 
 
 class Idempotency:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self._last_purge: datetime | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
@@ -74,32 +47,16 @@ class Idempotency:
             return
         scope.setdefault("state", {})["principal"] = principal
         body = scope.get("state", {}).get("raw_body", b"")
-        request_hash = hashlib.sha256(body).hexdigest()
-        now = services.clock.now()
-        await self._purge(services, now)
-
-        def reserve(tx: Tx) -> IdempotentResponse | None:
-            found = tx.get_idempotency(route, key, now - WINDOW)
-            if found is not None:
-                return found
-            if not tx.reserve_idempotency(route, key, principal.token_id, request_hash, now):
-                return tx.get_idempotency(route, key, now - WINDOW)
-            return None
-
-        found = await services.store.write(principal.tenant, reserve)
-        if found is not None:
-            if found.token_id != principal.token_id:
-                await _reply(send, 409, "this Idempotency-Key was already used by another token; use a new key")
-            elif found.request_hash != request_hash:
-                await _reply(send, 422, "this Idempotency-Key was already used with a different request body")
-            elif not found.done:
-                await _reply(send, 409, "a request with this Idempotency-Key is still being processed")
-            else:
-                await _replay(send, found.status_code or 200, found.body or "")
+        keys = services.idempotency
+        try:
+            replay = await keys.begin(principal, route, key, hashlib.sha256(body).hexdigest())
+        except CbwError as refused:
+            await _reply(send, refused.status_code, refused.detail)
+            return
+        if replay is not None:
+            await _replay(send, replay.status_code, replay.body)
             return
 
-        # The answer is recorded before it is sent, so a client that repeats the request the moment it has the
-        # answer gets the replay, never "still being processed".
         start: Message | None = None
         chunks: list[bytes] = []
 
@@ -114,26 +71,16 @@ class Idempotency:
             chunks.append(message.get("body", b""))
             if message.get("more_body", False):
                 return
-            status = start["status"]
-            if status >= 500 or status in NOT_KEPT:
-                await services.store.write(principal.tenant, lambda tx: tx.release_idempotency(route, key))
-            else:
-                text = _without_secrets(b"".join(chunks))
-                await services.store.write(principal.tenant, lambda tx: tx.finish_idempotency(route, key, status, text))
+            answer = b"".join(chunks)
+            await keys.finish(principal, route, key, start["status"], answer.decode("utf-8", "replace"))
             await send(start)
-            await send({"type": "http.response.body", "body": b"".join(chunks)})
+            await send({"type": "http.response.body", "body": answer})
 
         try:
             await self.app(scope, receive, record_then_send)
         except BaseException:
-            await services.store.write(principal.tenant, lambda tx: tx.release_idempotency(route, key))
+            await keys.release(principal, route, key)
             raise
-
-    async def _purge(self, services: Any, now: datetime) -> None:
-        if self._last_purge is not None and now - self._last_purge < PURGE_EVERY:
-            return
-        self._last_purge = now
-        await services.store.write(DEFAULT_TENANT, lambda tx: tx.purge_idempotency(now - WINDOW))
 
 
 async def _replay(send: Send, status: int, body: str) -> None:

@@ -43,7 +43,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import StoreError
 from ..models.instances import InstanceStatus
-from ..services.access import DEFAULT_TENANT
 from ..store.base import Store
 
 log = logging.getLogger("cbworkflow.metrics")
@@ -114,7 +113,7 @@ class Metrics:
             if self._fresh():  # another scrape counted while this one waited
                 return
             try:
-                counts = await store.read(DEFAULT_TENANT, lambda tx: tx.count_instances_by_status())
+                counts = await store.system_read(lambda stx: stx.count_instances_by_status())
             except StoreError as exc:
                 self.store_errors.inc()
                 self.instance_counts = None

@@ -133,3 +133,11 @@ class WorkflowInstance(ResponseModel):
     def held_by_token(self, token_id: str, now: datetime) -> bool:
         """True while `token_id` holds this instance as a task (claimed, lease not run out)."""
         return self.held_by == token_id and (self.lease_expires_at is None or self.lease_expires_at > now)
+
+
+def task_action(instance: WorkflowInstance) -> str | None:
+    """The action of the node a task waits at (what the work queue's `action` filter matches), or None."""
+    if instance.task_since is None or instance.current_node is None:
+        return None
+    action = getattr(instance.nodes.get(instance.current_node), "action", None)
+    return action if isinstance(action, str) else None

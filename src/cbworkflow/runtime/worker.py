@@ -139,7 +139,7 @@ class Worker:
     async def _nap(self, stop: asyncio.Event) -> None:
         now = self.clock.now()
         try:
-            nxt = await self.store.read("default", lambda tx: tx.next_wake(now))
+            nxt = await self.store.system_read(lambda stx: stx.next_wake(now))
         except Exception:
             log.exception("worker: reading the next due time failed")
             nxt = None
@@ -164,7 +164,7 @@ class Worker:
             return 1
         now = self.clock.now()
         until = now + self.lease
-        claimed = await self.store.write("default", lambda tx: tx.claim_due(now, self.id, until, min(BATCH, free)))
+        claimed = await self.store.system_write(lambda stx: stx.claim_due(now, self.id, until, min(BATCH, free)))
         for work in claimed:
             task = asyncio.create_task(self._run_item(work))
             self._running.add(task)

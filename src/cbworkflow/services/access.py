@@ -25,8 +25,9 @@ from ..models.access import (
     TokenCreate,
     TokenCreated,
 )
-from ..store.base import Page, PageRequest, Store, TokenRecord, Tx
+from ..store.base import Page, PageRequest, Store, SystemTx, TokenRecord, Tx
 
+# The tenant the first start creates (api.md § Auth): a real tenant, which the CLI acts on unless told otherwise.
 DEFAULT_TENANT = "default"
 TOKEN_PREFIX = "cbw_"
 
@@ -79,7 +80,7 @@ class AccessService:
     async def authenticate(self, secret: str | None) -> Principal:
         if not secret:
             raise Unauthorized("missing bearer token: send 'Authorization: Bearer <token>'")
-        found = await self.store.read(DEFAULT_TENANT, lambda tx: tx.find_token_by_hash(hash_secret(secret)))
+        found = await self.store.system_read(lambda stx: stx.find_token_by_hash(hash_secret(secret)))
         if found is None:
             raise Unauthorized("unknown or revoked token")
         token = found.token
@@ -96,15 +97,15 @@ class AccessService:
         secret = admin_token or generated
         assert secret is not None
 
-        def run(tx: Tx) -> tuple[bool, bool]:
-            if tx.count_tenants() > 0:
+        def run(stx: SystemTx) -> tuple[bool, bool]:
+            if stx.count_tenants() > 0:
                 return False, False  # only the first start of an empty store bootstraps
-            tx.insert_tenant(Tenant(id=DEFAULT_TENANT, name="Default", created_at=now))
+            stx.insert_tenant(Tenant(id=DEFAULT_TENANT, name="Default", created_at=now))
             token = Token(id=new_id(), tenant=DEFAULT_TENANT, role=Role.SUPERADMIN, name="bootstrap", created_at=now)
-            tx.insert_token(TokenRecord(token, hash_secret(secret)))
+            stx.for_tenant(DEFAULT_TENANT).insert_token(TokenRecord(token, hash_secret(secret)))
             return True, True
 
-        created_tenant, made_token = await self.store.write(DEFAULT_TENANT, run)
+        created_tenant, made_token = await self.store.system_write(run)
         token_file = None
         if made_token and generated is not None:
             token_file = write_private(_free_token_file(data_dir), generated + "\n")
@@ -118,15 +119,21 @@ class AccessService:
         now = self.clock.now()
         secret = new_secret()
 
-        def run(tx: Tx) -> None:
-            if tx.get_tenant(tenant_id) is not None:
+        def run(stx: SystemTx) -> None:
+            if stx.get_tenant(tenant_id) is not None:
                 raise Conflict(f"a tenant with id {tenant_id!r} already exists")
-            tx.insert_tenant(Tenant(id=tenant_id, name=body.name, created_at=now))
+            stx.insert_tenant(Tenant(id=tenant_id, name=body.name, created_at=now))
             token = Token(id=new_id(), tenant=tenant_id, role=Role.ADMIN, name="tenant admin", created_at=now)
-            tx.insert_token(TokenRecord(token, hash_secret(secret)))
+            stx.for_tenant(tenant_id).insert_token(TokenRecord(token, hash_secret(secret)))
 
-        await self.store.write(tenant_id, run)
+        await self.store.system_write(run)
         return TenantCreated(id=tenant_id, name=body.name, admin_token=secret)
+
+    async def list_tenants(self, principal: Principal | None, page: PageRequest) -> Page[Tenant]:
+        """Every tenant, newest first. `principal` None means the local CLI."""
+        if principal is not None and principal.role is not Role.SUPERADMIN:
+            raise Forbidden("only a superadmin may list tenants")
+        return await self.store.system_read(lambda stx: stx.list_tenants(page))
 
     # ---------------------------------------------------------------- tokens
     async def create_token(self, principal: Principal | None, body: TokenCreate) -> TokenCreated:
@@ -141,12 +148,12 @@ class AccessService:
         secret = new_secret()
         token = Token(id=new_id(), tenant=tenant, role=body.role, name=body.name, created_at=now)
 
-        def run(tx: Tx) -> None:
-            if tx.get_tenant(tenant) is None:
+        def run(stx: SystemTx) -> None:
+            if stx.get_tenant(tenant) is None:
                 raise NotFound(f"no tenant with id {tenant!r}")
-            tx.insert_token(TokenRecord(token, hash_secret(secret)))
+            stx.for_tenant(tenant).insert_token(TokenRecord(token, hash_secret(secret)))
 
-        await self.store.write(tenant, run)
+        await self.store.system_write(run)
         return TokenCreated(id=token.id, token=secret, role=token.role, tenant=tenant, name=token.name)
 
     async def list_tokens(self, tenant: str, page: PageRequest) -> Page[Token]:

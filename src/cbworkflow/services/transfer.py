@@ -31,7 +31,7 @@ from ..models.contacts import Contact
 from ..models.events import Event
 from ..models.instances import WorkflowInstance
 from ..models.templates import TemplateVersion, WorkflowTemplate
-from ..store.base import ContactFilter, InstanceFilter, PageRequest, Store, TokenRecord, Tx
+from ..store.base import ContactFilter, InstanceFilter, PageRequest, Store, SystemTx, TokenRecord, Tx
 from .instances import snapshot_of
 
 BATCH = 500
@@ -94,7 +94,7 @@ def _all_tokens(tx: Tx, page: PageRequest) -> Any:
 
 async def export_tenant(store: Store, tenant: str, out: Path) -> Counts:
     counts = Counts()
-    tenant_row = await store.read(tenant, partial(_get_tenant, tenant))
+    tenant_row = await store.system_read(partial(_get_tenant, tenant))
     if tenant_row is None:
         raise TransferError(f"no tenant {tenant!r} in {store.describe()}")
     for kind in (*KINDS, "events"):
@@ -129,8 +129,8 @@ async def export_tenant(store: Store, tenant: str, out: Path) -> Counts:
     return counts
 
 
-def _get_tenant(tenant: str, tx: Tx) -> Tenant | None:
-    return tx.get_tenant(tenant)
+def _get_tenant(tenant: str, stx: SystemTx) -> Tenant | None:
+    return stx.get_tenant(tenant)
 
 
 def _contact_events_of(contact_id: str, tx: Tx, page: PageRequest) -> Any:
@@ -194,17 +194,18 @@ async def import_tenant(store: Store, tenant: str, src: Path) -> Counts:
             if kind == "contacts":
                 contact_ids.add(parsed.id)
                 await _check_external_id(store, tenant, path, parsed, external_ids)
-            if kind == "tokens" and await store.read(tenant, partial(_hash_taken, extra["secret_hash"])):
+            if kind == "tokens" and await store.system_read(partial(_hash_taken, extra["secret_hash"])):
                 raise TransferError(f"{path}: a token with this secret already exists (in this or another tenant)")
     contact_events = _contact_events(src, contact_ids)
     tenant_file = src / "tenant.json"
     tenant_row = _read(tenant_file, Tenant, named_by_id=False)[0] if tenant_file.exists() else None
 
     # Pass 2: one transaction, so an import is applied whole or not at all.
-    def write_all(tx: Tx) -> Counts:
+    def write_all(stx: SystemTx) -> Counts:
         counts = Counts()
-        if tx.get_tenant(tenant) is None:
-            tx.insert_tenant(
+        tx = stx.for_tenant(tenant)
+        if stx.get_tenant(tenant) is None:
+            stx.insert_tenant(
                 Tenant(
                     id=tenant,
                     name=tenant_row.name if tenant_row else tenant,
@@ -218,7 +219,7 @@ async def import_tenant(store: Store, tenant: str, src: Path) -> Counts:
         return counts
 
     try:
-        return await store.write(tenant, write_all)
+        return await store.system_write(write_all)
     except Conflict as exc:
         raise TransferError(f"{src}: {exc.detail}; nothing was imported") from None
 
@@ -237,8 +238,8 @@ def _external_id_taken(external_id: str, tx: Tx) -> bool:
     return tx.get_contact_by_external_id(external_id) is not None
 
 
-def _hash_taken(secret_hash: str, tx: Tx) -> bool:
-    return tx.find_token_by_hash(secret_hash) is not None
+def _hash_taken(secret_hash: str, stx: SystemTx) -> bool:
+    return stx.find_token_by_hash(secret_hash) is not None
 
 
 def _check_extra(path: Path, kind: str, parsed: Any, extra: dict[str, Any]) -> None:

@@ -1,4 +1,4 @@
-"""Storage: one interface (`base.Store`, `base.Tx`) and a module per backend."""
+"""Storage: one interface (`base.Store`, `base.Tx`, `base.SystemTx`) and a module or package per backend."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The storage interface every backend implements (SQLite today; PostgreSQL and JSON files behind the same API).
+"""The storage interface every backend implements (SQLite, PostgreSQL, a folder of JSON files).
 
 Services never see SQL. They hand the store a plain function of a transaction:
 
@@ -9,30 +9,39 @@ Services never see SQL. They hand the store a plain function of a transaction:
 change (an instance moving and the events it appends) is applied whole or not at all. The function must not do
 I/O of its own: it may be retried. `read` runs it on a consistent snapshot.
 
-Every `Tx` is bound to one tenant: nothing it returns or changes belongs to another. The few calls that span
-tenants (tenants themselves, token lookup by hash) are named as such.
+A transaction says whose it is. A `Tx` is bound to one tenant: nothing it returns or changes belongs to another,
+and it has no method that could reach one. The few calls that span tenants (tenants themselves, token lookup by
+hash, the worker's due work, counts for `/metrics`, purging old idempotency keys) are on `SystemTx`, which only
+`system_read` / `system_write` hand out; `SystemTx.for_tenant` gives a tenant's `Tx` in the same transaction.
 """
 
 from __future__ import annotations
 
-import base64
-import json
+import asyncio
 import threading
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import Any, Generic, TypeVar
 
-from ..errors import InvalidInput
+from pydantic import TypeAdapter
+
 from ..models.access import Tenant, Token
 from ..models.contacts import Contact
 from ..models.events import Event
 from ..models.instances import WorkflowInstance
 from ..models.templates import Node, TemplateVersion, WorkflowTemplate
+from .filters import ContactFilter as ContactFilter  # services import the filters with the interface
+from .filters import InstanceFilter as InstanceFilter
+from .filters import TaskFilter as TaskFilter
 
 T = TypeVar("T")
+
+_NODE_MAP: TypeAdapter[dict[str, Node]] = TypeAdapter(dict[str, Node])  # a snapshot's stored nodes, read back
 
 
 @dataclass(frozen=True)
@@ -47,64 +56,6 @@ class PageRequest:
 class Page(Generic[T]):
     items: list[T]
     next_cursor: str | None
-
-
-def encode_cursor(*key: Any) -> str:
-    """An opaque cursor: the sort key of the last row of a page."""
-    return base64.urlsafe_b64encode(json.dumps(key, separators=(",", ":")).encode()).decode().rstrip("=")
-
-
-BAD_CURSOR = "cursor: not a cursor this server gave out; start again without it"
-
-
-def decode_cursor(cursor: str, arity: int) -> list[Any]:
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        key = json.loads(base64.urlsafe_b64decode(padded.encode()))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidInput(BAD_CURSOR) from exc
-    if not isinstance(key, list) or len(key) != arity:
-        raise InvalidInput(BAD_CURSOR)
-    return key
-
-
-_MAX_INT = 2**63 - 1
-
-
-def cursor_int(value: Any) -> int:
-    """A number taken from a decoded cursor: a non-negative 64-bit integer, or the cursor is not ours."""
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= _MAX_INT:
-        raise InvalidInput(BAD_CURSOR)
-    return value
-
-
-@dataclass(frozen=True)
-class ContactFilter:
-    county: str | None = None
-    organization: str | None = None
-    external_id: str | None = None
-    tags: Sequence[str] = ()
-
-
-@dataclass(frozen=True)
-class InstanceFilter:
-    contact_id: str | None = None
-    template_id: str | None = None
-    status: str | None = None
-    current_node: str | None = None
-    waiting_for: str | None = None
-    tags: Sequence[str] = ()
-
-
-@dataclass(frozen=True)
-class TaskFilter:
-    """Which tasks of the work queue: by the node's action, template, the contact's county or tag, holder."""
-
-    action: str | None = None
-    template_id: str | None = None
-    county: str | None = None
-    tag: str | None = None
-    held_by: str | None = None  # only the tasks this token holds now
 
 
 @dataclass(frozen=True)
@@ -125,12 +76,16 @@ class TokenRecord:
 
 
 @dataclass
-class IdempotentResponse:
-    """What an `Idempotency-Key` recorded: `done` is false while the first request is still running."""
+class IdempotencyRecord:
+    """An `Idempotency-Key` as stored: who first sent it, a hash of that request's body, and, once `done`, the
+    answer. The rules around it (the 24-hour window, replays, clashes) are `services/idempotency.py`'s."""
 
+    route: str
+    key: str
     token_id: str
     request_hash: str
-    done: bool
+    created_at: datetime
+    done: bool = False
     status_code: int | None = None
     body: str | None = None
 
@@ -166,21 +121,21 @@ class SnapshotCache:
             if len(self._items) > self._size:
                 self._items.popitem(last=False)
 
+    def load(self, tenant: str, snapshot_id: str, read: Callable[[], tuple[str, Any]]) -> tuple[str, dict[str, Node]]:
+        """The start node and parsed nodes of a snapshot; `read` gives them as stored, called only on a miss."""
+        key = (tenant, snapshot_id)
+        found = self.get(key)
+        if found is None:
+            start_node, nodes = read()
+            found = (start_node, _NODE_MAP.validate_python(nodes))
+            self.put(key, found)
+        return found
+
 
 class Tx(ABC):
     """One transaction, bound to `tenant`. Methods are synchronous: the store runs them off the event loop."""
 
     tenant: str
-
-    # --- tenants and tokens (these span tenants) ---
-    @abstractmethod
-    def get_tenant(self, tenant_id: str) -> Tenant | None: ...
-    @abstractmethod
-    def insert_tenant(self, tenant: Tenant) -> None: ...
-    @abstractmethod
-    def count_tenants(self) -> int: ...
-    @abstractmethod
-    def find_token_by_hash(self, secret_hash: str) -> TokenRecord | None: ...
 
     # --- tokens of this tenant ---
     @abstractmethod
@@ -194,13 +149,19 @@ class Tx(ABC):
 
     # --- contacts ---
     @abstractmethod
-    def get_contact(self, contact_id: str) -> Contact | None: ...
+    def get_contact(self, contact_id: str) -> Contact | None:
+        """None when this tenant has no such contact (another tenant's id included); locked inside `write`."""
+
     @abstractmethod
-    def get_contact_by_external_id(self, external_id: str) -> Contact | None: ...
+    def get_contact_by_external_id(self, external_id: str) -> Contact | None:
+        """The contact that holds `external_id` in this tenant (an id in another system); locked inside `write`."""
+
     @abstractmethod
     def insert_contact(self, contact: Contact) -> None: ...
     @abstractmethod
-    def update_contact(self, contact: Contact) -> None: ...
+    def update_contact(self, contact: Contact) -> None:
+        """Save every field of a stored contact; its external id moves with it."""
+
     @abstractmethod
     def delete_contact(self, contact_id: str) -> bool:
         """Delete the contact, its tags and its contact-level events (not its instances)."""
@@ -216,9 +177,13 @@ class Tx(ABC):
     @abstractmethod
     def insert_template(self, template: WorkflowTemplate) -> None: ...
     @abstractmethod
-    def update_template(self, template: WorkflowTemplate) -> None: ...
+    def update_template(self, template: WorkflowTemplate) -> None:
+        """Save the body and tags of a stored template; its `created_at` stays."""
+
     @abstractmethod
-    def delete_template(self, template_id: str) -> bool: ...
+    def delete_template(self, template_id: str) -> bool:
+        """Delete the template and its kept versions; instances keep their frozen copies."""
+
     @abstractmethod
     def list_templates(self, tag: str | None, page: PageRequest) -> Page[WorkflowTemplate]: ...
     @abstractmethod
@@ -251,17 +216,6 @@ class Tx(ABC):
     def list_instances(self, where: InstanceFilter, page: PageRequest) -> Page[WorkflowInstance]: ...
     @abstractmethod
     def unfinished_instances_of_contact(self, contact_id: str) -> list[WorkflowInstance]: ...
-    # --- the worker's due work (these span tenants) ---
-    @abstractmethod
-    def claim_due(self, now: datetime, worker_id: str, lease_until: datetime, limit: int) -> list[DueWork]:
-        """Claim up to `limit` instances whose `wake_at` has come and whose work no live lease holds, earliest
-        first; each claimed one is leased to `worker_id` until `lease_until`. Two workers never get the same one
-        while its lease holds (PostgreSQL: `FOR UPDATE SKIP LOCKED`)."""
-
-    @abstractmethod
-    def next_wake(self, now: datetime) -> datetime | None:
-        """When the earliest unclaimed due work comes (may be in the past), or None when there is none."""
-
     @abstractmethod
     def release_work(self, instance_id: str, worker_id: str) -> None:
         """Give back `worker_id`'s lease on the instance's due work (any change of the instance also ends it)."""
@@ -276,10 +230,6 @@ class Tx(ABC):
         """The oldest task nobody holds (or whose holder's lease ran out), locked for this write; concurrent
         callers get different tasks (PostgreSQL: `SKIP LOCKED`)."""
 
-    @abstractmethod
-    def count_instances_by_status(self) -> dict[str, int]:
-        """How many instances are in each status, over every tenant (maintenance and `/metrics`)."""
-
     # --- events ---
     @abstractmethod
     def append_events(self, events: Sequence[Event]) -> None: ...
@@ -289,38 +239,113 @@ class Tx(ABC):
     def contact_events(self, contact_id: str, page: PageRequest) -> Page[Event]:
         """Every event of the contact's instances and the contact's own, newest first."""
 
-    # --- idempotency keys ---
+    # --- idempotency keys (plain records: the rules are the service's) ---
     @abstractmethod
-    def get_idempotency(self, route: str, key: str, since: datetime) -> IdempotentResponse | None: ...
+    def get_idempotency(self, route: str, key: str) -> IdempotencyRecord | None:
+        """The key as stored, however old."""
+
     @abstractmethod
-    def reserve_idempotency(self, route: str, key: str, token_id: str, request_hash: str, now: datetime) -> bool:
-        """Claim a key for a first request; false if it is already taken (and not expired)."""
+    def insert_idempotency(self, record: IdempotencyRecord) -> bool:
+        """Store a new key; false when the key is stored already (a concurrent first use came first)."""
 
     @abstractmethod
     def finish_idempotency(self, route: str, key: str, status_code: int, body: str) -> None: ...
     @abstractmethod
-    def release_idempotency(self, route: str, key: str) -> None: ...
+    def delete_idempotency(self, route: str, key: str) -> None: ...
+
+
+class SystemTx(ABC):
+    """One transaction over the whole store, for the calls that span tenants. Only `Store.system_read` and
+    `Store.system_write` hand one out; nothing a tenant's request asks for runs on it."""
+
+    # --- tenants ---
+    @abstractmethod
+    def get_tenant(self, tenant_id: str) -> Tenant | None: ...
+    @abstractmethod
+    def insert_tenant(self, tenant: Tenant) -> None: ...
+    @abstractmethod
+    def count_tenants(self) -> int: ...
+    @abstractmethod
+    def list_tenants(self, page: PageRequest) -> Page[Tenant]:
+        """Every tenant, newest first."""
+
+    @abstractmethod
+    def for_tenant(self, tenant: str) -> Tx:
+        """`tenant`'s transaction, inside this one (a new tenant and its first token are written together)."""
+
+    # --- authentication ---
+    @abstractmethod
+    def find_token_by_hash(self, secret_hash: str) -> TokenRecord | None: ...
+
+    # --- the worker's due work ---
+    @abstractmethod
+    def claim_due(self, now: datetime, worker_id: str, lease_until: datetime, limit: int) -> list[DueWork]:
+        """Claim up to `limit` instances whose `wake_at` has come and whose work no live lease holds, earliest
+        first; each claimed one is leased to `worker_id` until `lease_until`. Two workers never get the same one
+        while its lease holds (PostgreSQL: `FOR UPDATE SKIP LOCKED`)."""
+
+    @abstractmethod
+    def next_wake(self, now: datetime) -> datetime | None:
+        """When the earliest unclaimed due work comes (may be in the past), or None when there is none."""
+
+    # --- maintenance ---
+    @abstractmethod
+    def count_instances_by_status(self) -> dict[str, int]:
+        """How many instances are in each status, over every tenant (`/metrics`)."""
+
     @abstractmethod
     def purge_idempotency(self, before: datetime) -> int:
-        """Forget keys older than `before`, in every tenant (maintenance); returns how many."""
+        """Forget keys stored before `before`, in every tenant; returns how many."""
+
+
+# What every backend answers when a write breaks a unique key, and when the store cannot be reached.
+CLASH = "the change clashes with an existing record (a duplicate id, external id or key)"
+UNAVAILABLE = "the database is busy or unavailable; try again"
 
 
 class Store(ABC):
-    """The async face of a backend: runs transaction functions off the event loop."""
+    """The async face of a backend: runs transaction functions on its threads, never on the event loop."""
 
-    @abstractmethod
-    async def read(self, tenant: str, fn: Callable[[Tx], T]) -> T: ...
+    async def read(self, tenant: str, fn: Callable[[Tx], T]) -> T:
+        return await self._off_loop(False, partial(self.run_tenant, tenant, fn, False))
 
-    @abstractmethod
-    async def write(self, tenant: str, fn: Callable[[Tx], T]) -> T: ...
+    async def write(self, tenant: str, fn: Callable[[Tx], T]) -> T:
+        return await self._off_loop(True, partial(self.run_tenant, tenant, fn, True))
 
-    @abstractmethod
+    async def system_read(self, fn: Callable[[SystemTx], T]) -> T:
+        return await self._off_loop(False, partial(self.run_system, fn, False))
+
+    async def system_write(self, fn: Callable[[SystemTx], T]) -> T:
+        return await self._off_loop(True, partial(self.run_system, fn, True))
+
     async def migrate(self) -> list[int]:
         """Create or upgrade the schema; return the migration versions applied."""
+        return await self._off_loop(True, self.migrate_sync)
 
-    @abstractmethod
     async def ping(self) -> None:
         """Raise if the store cannot be reached."""
+        await self._off_loop(False, self.ping_sync)
+
+    async def _off_loop(self, writing: bool, work: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.threads(writing), work)
+
+    @abstractmethod
+    def threads(self, writing: bool) -> Executor:
+        """The threads that run reads (`writing` false) or writes."""
+
+    @abstractmethod
+    def run_tenant(self, tenant: str, fn: Callable[[Tx], T], writing: bool) -> T:
+        """Run `fn` on a `Tx` of `tenant` in one transaction, on the calling thread."""
+
+    @abstractmethod
+    def run_system(self, fn: Callable[[SystemTx], T], writing: bool) -> T:
+        """Run `fn` on a `SystemTx` in one transaction, on the calling thread."""
+
+    @abstractmethod
+    def migrate_sync(self) -> list[int]: ...
+
+    @abstractmethod
+    def ping_sync(self) -> None: ...
 
     @abstractmethod
     async def close(self) -> None: ...

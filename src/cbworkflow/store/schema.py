@@ -70,15 +70,51 @@ def _tenant() -> Column[str]:
     return Column("tenant", String(64), nullable=False)
 
 
+def _required(name: str, kind: Any) -> Column[Any]:
+    return Column(name, kind, nullable=False)
+
+
+def _required_text(**lengths: int) -> list[Column[Any]]:
+    """Text columns that must be set, by name and longest length."""
+    return [_required(name, String(length)) for name, length in lengths.items()]
+
+
+def _optional_text(**lengths: int) -> list[Column[Any]]:
+    """Nullable text columns, by name and longest length."""
+    return [Column(name, String(length)) for name, length in lengths.items()]
+
+
+def _created_updated() -> list[Column[Any]]:
+    return [_required("created_at", UTCDateTime()), _required("updated_at", UTCDateTime())]
+
+
+def _newest_first(table: str, suffix: str, *columns: str) -> Index:
+    """The index a list (filtered on `columns`) walks, newest first: (tenant, *columns, created_at, pk)."""
+    return Index(f"ix_{table}_{suffix}", "tenant", *columns, "created_at", "pk")
+
+
+def _records(name: str, *columns: Any) -> Table:
+    """A table of records with ids of their own: an integer `pk`, the tenant, and an `id` unique in the tenant."""
+    return Table(
+        name,
+        metadata,
+        Column("pk", BigPk, primary_key=True, autoincrement=True),
+        _tenant(),
+        _required("id", String(64)),
+        *columns,
+        UniqueConstraint("tenant", "id", name=f"uq_{name}_tenant_id"),
+    )
+
+
 def _tag_table(name: str, fk: str) -> Table:
     """Tags of one kind of record, one row each: filters join here, and lists by tag walk `ix_<name>_order`."""
     return Table(
         name,
         metadata,
         _tenant(),
-        Column("tag", String(64), nullable=False),
-        Column(fk, BigPk, nullable=False),
-        Column("created_at", UTCDateTime(), nullable=False),  # the record's (immutable), to list newest first
+        _required("tag", String(64)),
+        _required(fk, BigPk),
+        _required("created_at", UTCDateTime()),  # the record's (immutable), to list newest first
         UniqueConstraint("tenant", "tag", fk, name=f"uq_{name}"),
         Index(f"ix_{name}_order", "tenant", "tag", "created_at", fk),
         Index(f"ix_{name}_{fk.removesuffix('_pk')}", fk),
@@ -101,75 +137,51 @@ tenants = Table(
     Column("created_at", UTCDateTime(), nullable=False),
 )
 
-tokens = Table(
+tokens = _records(
     "tokens",
-    metadata,
-    Column("pk", BigPk, primary_key=True, autoincrement=True),
-    _tenant(),
-    Column("id", String(64), nullable=False),
-    Column("role", String(20), nullable=False),
+    _required("role", String(20)),
     Column("name", String(200)),
     Column("secret_hash", String(128), nullable=False, unique=True),
-    Column("created_at", UTCDateTime(), nullable=False),
-    UniqueConstraint("tenant", "id", name="uq_tokens_tenant_id"),
+    _required("created_at", UTCDateTime()),
 )
 
-contacts = Table(
+contacts = _records(
     "contacts",
-    metadata,
-    Column("pk", BigPk, primary_key=True, autoincrement=True),
-    _tenant(),
-    Column("id", String(64), nullable=False),
-    Column("name", String(200), nullable=False),
-    Column("email", String(320)),
-    Column("phone", String(40)),
-    Column("phone_e164", String(20)),
-    Column("phone_digits", String(40)),
-    Column("county", String(200)),
-    Column("organization", String(200)),
-    Column("role", String(200)),
+    _required("name", String(200)),
+    *_optional_text(email=320, phone=40, phone_e164=20, phone_digits=40, county=200, organization=200, role=200),
     Column("external_id", String(200)),
-    Column("tags", Json, nullable=False),
-    Column("metadata", Json, nullable=False),
-    Column("created_at", UTCDateTime(), nullable=False),
-    Column("updated_at", UTCDateTime(), nullable=False),
-    UniqueConstraint("tenant", "id", name="uq_contacts_tenant_id"),
+    _required("tags", Json),
+    _required("metadata", Json),
+    *_created_updated(),
     UniqueConstraint("tenant", "external_id", name="uq_contacts_tenant_external_id"),
-    Index("ix_contacts_created", "tenant", "created_at", "pk"),
-    Index("ix_contacts_county", "tenant", "county", "created_at", "pk"),
-    Index("ix_contacts_organization", "tenant", "organization", "created_at", "pk"),
+    _newest_first("contacts", "created"),
+    _newest_first("contacts", "county", "county"),
+    _newest_first("contacts", "organization", "organization"),
 )
 
 contact_tags = _tag_table("contact_tags", "contact_pk")
 
-templates = Table(
+templates = _records(
     "templates",
-    metadata,
-    Column("pk", BigPk, primary_key=True, autoincrement=True),
-    _tenant(),
-    Column("id", String(64), nullable=False),
-    Column("version", String(40), nullable=False),
-    Column("body", Json, nullable=False),
-    Column("tags", Json, nullable=False),
-    Column("created_at", UTCDateTime(), nullable=False),
-    Column("updated_at", UTCDateTime(), nullable=False),
-    UniqueConstraint("tenant", "id", name="uq_templates_tenant_id"),
-    Index("ix_templates_created", "tenant", "created_at", "pk"),
+    _required("version", String(40)),
+    _required("body", Json),
+    _required("tags", Json),
+    *_created_updated(),
+    _newest_first("templates", "created"),
 )
-
-template_tags = _tag_table("template_tags", "template_pk")
 
 template_versions = Table(
     "template_versions",
     metadata,
     Column("pk", BigPk, primary_key=True, autoincrement=True),
     _tenant(),
-    Column("template_id", String(64), nullable=False),
-    Column("version", String(40), nullable=False),
-    Column("body", Json, nullable=False),
-    Column("created_at", UTCDateTime(), nullable=False),
+    *_required_text(template_id=64, version=40),
+    _required("body", Json),
+    _required("created_at", UTCDateTime()),
     UniqueConstraint("tenant", "template_id", "version", name="uq_template_versions"),
 )
+
+template_tags = _tag_table("template_tags", "template_pk")
 
 snapshots = Table(
     "snapshots",
@@ -201,42 +213,27 @@ INSTANCE_WORK_INDEXES = [
     # only instances that can move, so timers of finished instances cost nothing).
     Index("ix_instances_due", "wake_at", postgresql_where=MOVABLE_SQL, sqlite_where=MOVABLE_SQL),
     Index("ix_instances_tasks", "tenant", "task_since", "pk"),
-    Index("ix_instances_waiting", "tenant", "waiting_for", "created_at", "pk"),
+    _newest_first("instances", "waiting", "waiting_for"),
 ]
 
-instances = Table(
+instances = _records(
     "instances",
-    metadata,
-    Column("pk", BigPk, primary_key=True, autoincrement=True),
-    _tenant(),
-    Column("id", String(64), nullable=False),
-    Column("contact_id", String(64), nullable=False),
-    Column("template_id", String(64), nullable=False),
-    Column("template_version", String(40), nullable=False),
-    Column("snapshot_id", String(64), nullable=False),
+    *_required_text(contact_id=64, template_id=64, template_version=40, snapshot_id=64),
     Column("current_node", String(64)),
-    Column("status", String(20), nullable=False),
-    Column("paused_status", String(20)),
-    Column("end_status", String(64)),
-    Column("state", Json, nullable=False),
-    Column("tags", Json, nullable=False),
-    Column("metadata", Json, nullable=False),
-    Column("created_at", UTCDateTime(), nullable=False),
-    Column("updated_at", UTCDateTime(), nullable=False),
-    Column("started_at", UTCDateTime()),
-    Column("completed_at", UTCDateTime()),
-    Column("wake_at", UTCDateTime()),
-    Column("waiting_for", String(200)),
-    Column("held_by", String(64)),
+    _required("status", String(20)),
+    *_optional_text(paused_status=20, end_status=64),
+    *(_required(name, Json) for name in ("state", "tags", "metadata")),
+    *_created_updated(),
+    *(Column(name, UTCDateTime()) for name in ("started_at", "completed_at", "wake_at")),
+    *_optional_text(waiting_for=200, held_by=64),
     Column("lease_expires_at", UTCDateTime()),
-    Column("revision", Integer, nullable=False),
+    _required("revision", Integer),
     *INSTANCE_WORK_COLUMNS,
-    UniqueConstraint("tenant", "id", name="uq_instances_tenant_id"),
-    Index("ix_instances_created", "tenant", "created_at", "pk"),
-    Index("ix_instances_contact", "tenant", "contact_id", "created_at", "pk"),
-    Index("ix_instances_template", "tenant", "template_id", "created_at", "pk"),
-    Index("ix_instances_status", "tenant", "status", "created_at", "pk"),
-    Index("ix_instances_node", "tenant", "current_node", "created_at", "pk"),
+    _newest_first("instances", "created"),
+    _newest_first("instances", "contact", "contact_id"),
+    _newest_first("instances", "template", "template_id"),
+    _newest_first("instances", "status", "status"),
+    _newest_first("instances", "node", "current_node"),
     *INSTANCE_WORK_INDEXES,
 )
 
@@ -247,16 +244,14 @@ events = Table(
     metadata,
     Column("seq", BigPk, primary_key=True, autoincrement=True),
     _tenant(),
-    Column("id", String(64), nullable=False),
-    Column("instance_id", String(64)),
-    Column("contact_id", String(64)),
-    Column("template_id", String(64)),
-    Column("type", String(40), nullable=False),
-    Column("timestamp", UTCDateTime(), nullable=False),
+    _required("id", String(64)),
+    *_optional_text(instance_id=64, contact_id=64, template_id=64),
+    _required("type", String(40)),
+    _required("timestamp", UTCDateTime()),
     Column("node_id", String(64)),
-    Column("actor", String(200), nullable=False),
-    Column("data", Json, nullable=False),
-    Column("message", Text, nullable=False),
+    _required("actor", String(200)),
+    _required("data", Json),
+    _required("message", Text),
     Index("ix_events_instance", "tenant", "instance_id", "seq"),
     Index("ix_events_contact", "tenant", "contact_id", "seq"),
 )
@@ -265,14 +260,11 @@ idempotency_keys = Table(
     "idempotency_keys",
     metadata,
     _tenant(),
-    Column("route", String(300), nullable=False),
-    Column("key", String(255), nullable=False),
-    Column("token_id", String(64), nullable=False),
-    Column("request_hash", String(64), nullable=False),
-    Column("done", Boolean, nullable=False),
+    *_required_text(route=300, key=255, token_id=64, request_hash=64),
+    _required("done", Boolean),
     Column("status_code", Integer),
     Column("response", Text),
-    Column("created_at", UTCDateTime(), nullable=False),
+    _required("created_at", UTCDateTime()),
     UniqueConstraint("tenant", "route", "key", name="uq_idempotency"),
     Index("ix_idempotency_created", "created_at"),
 )

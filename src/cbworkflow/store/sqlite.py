@@ -8,25 +8,22 @@ busy timeout. Reads run on a small pool of threads and see a consistent WAL snap
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sqlite3
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
+from concurrent.futures import Executor, ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from sqlalchemy import create_engine, event, select, text
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy import Connection, create_engine, event, select, text
 
-from ..errors import Conflict, StoreError
 from . import migrations
 from . import schema as s
-from .base import Page, PageRequest, SnapshotCache, Store, Tx, encode_cursor
+from .base import Page, PageRequest
+from .paging import cut_page, int_cursor
 from .phones import phone_query_digits
-from .sql import SqlTx
-
-T = TypeVar("T")
+from .sql import RowLocks, SqlStore, SqlTx
 
 SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
 
@@ -46,20 +43,19 @@ class SQLiteTx(SqlTx):
         params: dict[str, Any] = {"match": match, "tenant": self.tenant, "n": page.limit + 1}
         if page.cursor is not None:
             sql += " AND rowid < :after"
-            params["after"] = self._pk_cursor(page.cursor)
+            params["after"] = int_cursor(page.cursor)
         pks = [row[0] for row in self.conn.execute(text(sql + " ORDER BY rowid DESC LIMIT :n"), params)]
-        more = len(pks) > page.limit
-        pks = pks[: page.limit]
+        pks, cursor = cut_page(pks, page.limit, lambda pk: (pk,))
         if not pks:
             return Page([], None)
         # By rowid alone: with the tenant in the WHERE, SQLite would walk the tenant's whole index instead.
         c = s.contacts.c
         rows = self.conn.execute(select(s.contacts).where(c.pk.in_(pks)).order_by(c.pk.desc())).all()
         rows = [row for row in rows if row.tenant == self.tenant]
-        return Page(self._contacts(rows), encode_cursor(pks[-1]) if more else None)
+        return Page(self._contacts(rows), cursor)
 
 
-class SQLiteStore(Store):
+class SQLiteStore(SqlStore):
     def __init__(self, path: Path, *, synchronous: str = "NORMAL", busy_timeout_s: float = 30.0) -> None:
         if synchronous.upper() not in SYNCHRONOUS_MODES:
             raise ValueError(f"synchronous must be one of {', '.join(SYNCHRONOUS_MODES)}")
@@ -67,14 +63,14 @@ class SQLiteStore(Store):
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         if not path.exists():  # private from the start: SQLite gives its -wal and -shm files the same mode
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
-        self._engine = create_engine(
+        engine = create_engine(
             f"sqlite+pysqlite:///{path}",
             connect_args={"check_same_thread": False, "timeout": busy_timeout_s, "isolation_level": None},
             pool_size=8,
             max_overflow=8,
         )
 
-        @event.listens_for(self._engine, "connect")
+        @event.listens_for(engine, "connect")
         def _on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
             cursor = dbapi_conn.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
@@ -84,57 +80,27 @@ class SQLiteStore(Store):
             cursor.execute("PRAGMA temp_store=MEMORY")
             cursor.close()
 
-        self._snapshots = SnapshotCache()
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cbw-sqlite-writer")
         self._readers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="cbw-sqlite-reader")
+        super().__init__(engine, tx_class=SQLiteTx, locks=RowLocks(), pools=[self._writer, self._readers])
 
     def describe(self) -> str:
         return f"sqlite:///{self.path}"
 
-    def _run(self, tenant: str, fn: Callable[[Tx], T], writing: bool) -> T:
-        try:
-            with self._engine.connect() as conn:
-                conn.exec_driver_sql("BEGIN IMMEDIATE" if writing else "BEGIN")
-                try:
-                    result = fn(SQLiteTx(conn, tenant, self._snapshots, writing=writing))
-                except BaseException:
-                    conn.exec_driver_sql("ROLLBACK")
-                    raise
-                conn.exec_driver_sql("COMMIT")
-                return result
-        except IntegrityError as exc:
-            raise Conflict("the change clashes with an existing record (a duplicate id, external id or key)") from exc
-        except OperationalError as exc:
-            raise StoreError("the database is busy or unavailable; try again") from exc
+    def threads(self, writing: bool) -> Executor:
+        return self._writer if writing else self._readers
 
-    async def read(self, tenant: str, fn: Callable[[Tx], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._readers, self._run, tenant, fn, False)
-
-    async def write(self, tenant: str, fn: Callable[[Tx], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._writer, self._run, tenant, fn, True)
-
-    def migrate_sync(self) -> list[int]:
+    @contextmanager
+    def _transaction(self, writing: bool) -> Iterator[Connection]:
         with self._engine.connect() as conn:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if writing else "BEGIN")
             try:
-                applied = migrations.migrate(conn)
+                yield conn
             except BaseException:
                 conn.exec_driver_sql("ROLLBACK")
                 raise
             conn.exec_driver_sql("COMMIT")
-            return applied
 
-    async def migrate(self) -> list[int]:
-        return await asyncio.get_running_loop().run_in_executor(self._writer, self.migrate_sync)
-
-    async def ping(self) -> None:
-        def check() -> None:
-            with self._engine.connect() as conn:
-                conn.exec_driver_sql("SELECT 1")
-
-        await asyncio.get_running_loop().run_in_executor(self._readers, check)
-
-    async def close(self) -> None:
-        self._writer.shutdown(wait=True)
-        self._readers.shutdown(wait=True)
-        self._engine.dispose()
+    def migrate_sync(self) -> list[int]:
+        with self._transaction(writing=True) as conn:
+            return migrations.migrate(conn)

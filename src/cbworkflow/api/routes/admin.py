@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
 from ...errors import Unauthorized
-from ...models.access import Principal, Role, TenantCreate, TenantCreated, Token, TokenCreate, TokenCreated
+from ...models.access import Principal, Role, Tenant, TenantCreate, TenantCreated, Token, TokenCreate, TokenCreated
 from ...models.common import Page
 from ..deps import ADMINS, PagingDep, ServicesDep, allow, record_id
 from ..errors import error_responses
@@ -58,6 +58,13 @@ async def metrics(request: Request, services: ServicesDep) -> Response:
 async def create_tenant(services: ServicesDep, principal: Superadmin, body: TenantCreate) -> TenantCreated:
     """A new tenant with its first admin token (shown this once)."""
     return await services.access.create_tenant(principal, body)
+
+
+@api.get("/tenants", response_model=Page[Tenant])
+async def list_tenants(services: ServicesDep, principal: Superadmin, page: PagingDep) -> Page[Tenant]:
+    """Every tenant, newest first (superadmin only)."""
+    found = await services.access.list_tenants(principal, page)
+    return Page[Tenant](items=found.items, next_cursor=found.next_cursor)
 
 
 @api.post("/tokens", response_model=TokenCreated, status_code=201, responses=error_responses(404))

@@ -1,0 +1,102 @@
+"""Rows and models: how each record is written to its table and read back, and the statements built once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Row, bindparam, insert, update
+
+from ...models.access import Role, Tenant, Token
+from ...models.contacts import Contact
+from ...models.events import Event
+from ...models.instances import WorkflowInstance, task_action
+from ...models.templates import TemplateVersion, WorkflowTemplate
+from .. import schema as s
+from ..phones import phone_digits
+
+_TEMPLATE_BODY_FIELDS = {"name", "description", "version", "start_node", "nodes", "triggers", "tags", "metadata"}
+
+
+def tenant(row: Row[Any]) -> Tenant:
+    return Tenant(id=row.id, name=row.name, created_at=row.created_at)
+
+
+def token(row: Row[Any]) -> Token:
+    return Token(id=row.id, tenant=row.tenant, role=Role(row.role), name=row.name, created_at=row.created_at)
+
+
+def token_values(record_token: Token, secret_hash: str) -> dict[str, Any]:
+    return {
+        "tenant": record_token.tenant,
+        "id": record_token.id,
+        "role": record_token.role.value,
+        "name": record_token.name,
+        "secret_hash": secret_hash,
+        "created_at": record_token.created_at,
+    }
+
+
+def contact_values(contact: Contact) -> dict[str, Any]:
+    values = contact.model_dump(exclude={"workflow_instance_ids"})
+    values["phone_digits"] = phone_digits(contact.phone, contact.phone_e164)
+    return values
+
+
+def template(row: Row[Any]) -> WorkflowTemplate:
+    fields = {"id": row.id, "tenant": row.tenant, "created_at": row.created_at, "updated_at": row.updated_at}
+    return WorkflowTemplate.model_validate({**row.body, **fields})
+
+
+def template_body(found: WorkflowTemplate) -> dict[str, Any]:
+    return found.model_dump(mode="json", include=_TEMPLATE_BODY_FIELDS)
+
+
+def template_version(row: Row[Any]) -> TemplateVersion:
+    return TemplateVersion(
+        template_id=row.template_id,
+        version=row.version,
+        template=WorkflowTemplate.model_validate(row.body),
+        created_at=row.created_at,
+    )
+
+
+def instance_values(instance: WorkflowInstance) -> dict[str, Any]:
+    """The row of an instance. Every save ends a worker's lease: the work it held was for the old revision."""
+    values = instance.model_dump(exclude={"nodes", "timeline", "start_node"}, mode="python")
+    values["task_action"] = task_action(instance)
+    values["worker_id"] = None
+    values["worker_lease_until"] = None
+    return values
+
+
+def event(row: Row[Any]) -> Event:
+    return Event.model_validate({name: getattr(row, name) for name in Event.model_fields})
+
+
+def inserted_pk(result: Any) -> int:
+    key = result.inserted_primary_key
+    assert key is not None
+    return int(key[0])
+
+
+def escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+# Statements built once: their parameters come at execute time, so SQLAlchemy compiles each only once.
+INSERT_CONTACT = insert(s.contacts)
+UPDATE_CONTACT = (
+    update(s.contacts)
+    .where(s.contacts.c.tenant == bindparam("w_tenant"), s.contacts.c.id == bindparam("w_id"))
+    .returning(s.contacts.c.pk)
+)
+INSERT_INSTANCE = insert(s.instances)
+UPDATE_INSTANCE = (
+    update(s.instances)
+    .where(
+        s.instances.c.tenant == bindparam("w_tenant"),
+        s.instances.c.id == bindparam("w_id"),
+        s.instances.c.revision == bindparam("w_revision"),
+    )
+    .returning(s.instances.c.pk)
+)

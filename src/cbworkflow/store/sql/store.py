@@ -1,0 +1,70 @@
+"""`SqlStore`: what the SQLite and PostgreSQL stores share, from a connection to a committed transaction.
+
+A backend says how a transaction begins (`_transaction`), which threads run reads and writes, how it locks
+rows and which `Tx` class searches its contacts; the rest (binding a transaction to a tenant or to the system,
+mapping driver errors to the store's, ping, close) is here once.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
+from typing import TypeVar
+
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from ...errors import Conflict, StoreError
+from ..base import CLASH, UNAVAILABLE, SnapshotCache, Store, SystemTx, Tx
+from .system import SqlSystemTx
+from .tx import RowLocks, SqlTx
+
+T = TypeVar("T")
+X = TypeVar("X")
+
+
+class SqlStore(Store):
+    def __init__(
+        self, engine: Engine, *, tx_class: type[SqlTx], locks: RowLocks, pools: list[ThreadPoolExecutor]
+    ) -> None:
+        self._engine = engine
+        self._tx_class = tx_class
+        self._locks = locks
+        self._pools = pools
+        self._snapshots = SnapshotCache()
+
+    @abstractmethod
+    def _transaction(self, writing: bool) -> AbstractContextManager[Connection]:
+        """A connection inside a transaction that commits when the block ends and rolls back on an exception."""
+
+    def _run(self, bind: Callable[[Connection], X], fn: Callable[[X], T], writing: bool) -> T:
+        try:
+            with self._transaction(writing) as conn:
+                return fn(bind(conn))
+        except IntegrityError as exc:
+            raise Conflict(CLASH) from exc
+        except OperationalError as exc:
+            raise StoreError(UNAVAILABLE) from exc
+
+    def _tenant_tx(self, conn: Connection, tenant: str, writing: bool) -> SqlTx:
+        return self._tx_class(conn, tenant, self._snapshots, self._locks, writing=writing)
+
+    def run_tenant(self, tenant: str, fn: Callable[[Tx], T], writing: bool) -> T:
+        return self._run(lambda conn: self._tenant_tx(conn, tenant, writing), fn, writing)
+
+    def run_system(self, fn: Callable[[SystemTx], T], writing: bool) -> T:
+        def bind(conn: Connection) -> SystemTx:
+            return SqlSystemTx(conn, self._locks, lambda tenant: self._tenant_tx(conn, tenant, writing))
+
+        return self._run(bind, fn, writing)
+
+    def ping_sync(self) -> None:
+        with self._engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+
+    async def close(self) -> None:
+        for pool in self._pools:
+            pool.shutdown(wait=True)
+        self._engine.dispose()

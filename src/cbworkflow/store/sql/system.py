@@ -1,0 +1,92 @@
+"""`SystemTx` over SQLAlchemy Core: the calls that span tenants, shared by the SQLite and PostgreSQL stores."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+
+from sqlalchemy import Connection, and_, delete, func, insert, or_, select, update
+
+from ...models.access import Tenant
+from .. import schema as s
+from ..base import DueWork, Page, PageRequest, SystemTx, TokenRecord, Tx
+from ..paging import cut_page, time_id_cursor
+from . import rows
+from .tx import RowLocks
+
+
+class SqlSystemTx(SystemTx):
+    """A transaction on one connection, over every tenant; `for_tenant` gives a tenant's `Tx` on the same one."""
+
+    def __init__(self, conn: Connection, locks: RowLocks, tenant_tx: Callable[[str], Tx]) -> None:
+        self.conn = conn
+        self.locks = locks
+        self._tenant_tx = tenant_tx
+
+    def for_tenant(self, tenant: str) -> Tx:
+        return self._tenant_tx(tenant)
+
+    # ------------------------------------------------------------------ tenants
+    def get_tenant(self, tenant_id: str) -> Tenant | None:
+        row = self.conn.execute(select(s.tenants).where(s.tenants.c.id == tenant_id)).first()
+        return rows.tenant(row) if row else None
+
+    def insert_tenant(self, tenant: Tenant) -> None:
+        self.conn.execute(insert(s.tenants).values(**tenant.model_dump()))
+
+    def count_tenants(self) -> int:
+        return int(self.conn.execute(select(func.count()).select_from(s.tenants)).scalar_one())
+
+    def list_tenants(self, page: PageRequest) -> Page[Tenant]:
+        """Newest first on (created_at, id): tenants have no integer key, and their ids are unique."""
+        t = s.tenants.c
+        query = select(s.tenants)
+        if page.cursor is not None:
+            when, last = time_id_cursor(page.cursor)
+            query = query.where(or_(t.created_at < when, and_(t.created_at == when, t.id < last)))
+        found = self.conn.execute(query.order_by(t.created_at.desc(), t.id.desc()).limit(page.limit + 1)).all()
+        chosen, cursor = cut_page(found, page.limit, lambda row: (row.created_at.isoformat(), row.id))
+        return Page([rows.tenant(r) for r in chosen], cursor)
+
+    # ------------------------------------------------------------------ authentication
+    def find_token_by_hash(self, secret_hash: str) -> TokenRecord | None:
+        row = self.conn.execute(select(s.tokens).where(s.tokens.c.secret_hash == secret_hash)).first()
+        return TokenRecord(token=rows.token(row), secret_hash=row.secret_hash) if row else None
+
+    # ------------------------------------------------------------------ the worker's due work
+    def claim_due(self, now: datetime, worker_id: str, lease_until: datetime, limit: int) -> list[DueWork]:
+        i = s.instances.c
+        free = or_(i.worker_lease_until.is_(None), i.worker_lease_until < now)
+        pick = select(i.pk).where(s.MOVABLE_SQL, i.wake_at <= now, free).order_by(i.wake_at).limit(limit)
+        pks = list(self.conn.execute(self.locks.skip_locked(pick)).scalars())
+        if not pks:
+            return []
+        claimed = self.conn.execute(
+            update(s.instances)
+            .where(i.pk.in_(pks))
+            .values(worker_id=worker_id, worker_lease_until=lease_until)
+            .returning(i.tenant, i.id, i.revision)
+        ).all()
+        return [DueWork(row.tenant, row.id, row.revision) for row in claimed]
+
+    def next_wake(self, now: datetime) -> datetime | None:
+        i = s.instances.c
+        free = or_(i.worker_lease_until.is_(None), i.worker_lease_until < now)
+        earliest: datetime | None = self.conn.execute(
+            select(i.wake_at).where(s.MOVABLE_SQL, i.wake_at.is_not(None), free).order_by(i.wake_at).limit(1)
+        ).scalar_one_or_none()
+        leased: datetime | None = self.conn.execute(
+            select(func.min(i.worker_lease_until)).where(s.MOVABLE_SQL, i.wake_at <= now, i.worker_lease_until >= now)
+        ).scalar_one()
+        found = [t for t in (earliest, leased) if t is not None]
+        return min(found) if found else None
+
+    # ------------------------------------------------------------------ maintenance
+    def count_instances_by_status(self) -> dict[str, int]:
+        i = s.instances.c
+        counted = self.conn.execute(select(i.status, func.count()).group_by(i.status)).all()
+        return {str(status): int(count) for status, count in counted}
+
+    def purge_idempotency(self, before: datetime) -> int:
+        done = self.conn.execute(delete(s.idempotency_keys).where(s.idempotency_keys.c.created_at < before))
+        return int(done.rowcount)

@@ -1,0 +1,91 @@
+"""Tags in SQL: one row per (record, tag) in a tag table beside the record's, so a tag filter walks an index.
+
+Lists filtered by tags walk the rarest tag's index (tenant, tag, created_at, pk) and check the others per row,
+so a rare tag costs as little as a common one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Table, delete, exists, func, insert, select
+from sqlalchemy.sql import ColumnElement, Select
+
+from .. import schema as s
+
+
+@dataclass(frozen=True)
+class Tagged:
+    """A kind of record with tags: its table, its tag table, and the tag table's column naming the record."""
+
+    table: Table
+    tags: Table
+    fk: str
+
+    @property
+    def link(self) -> Any:
+        return self.tags.c[self.fk]
+
+
+CONTACTS = Tagged(s.contacts, s.contact_tags, "contact_pk")
+TEMPLATES = Tagged(s.templates, s.template_tags, "template_pk")
+INSTANCES = Tagged(s.instances, s.instance_tags, "instance_pk")
+
+
+class TagRows:
+    """The tag rows of one tenant, on one connection."""
+
+    def __init__(self, conn: Connection, tenant: str) -> None:
+        self.conn = conn
+        self.tenant = tenant
+
+    def having_all(self, query: Select[Any], kind: Tagged, tags: Sequence[str]) -> tuple[Select[Any], Any]:
+        """Filter `query` to records with every tag; also the (created_at, pk) pair to page along (None: the
+        record's own)."""
+        if not tags:
+            return query, None
+        if len(tags) > 1:  # walk along the rarest tag; the others are checked per row
+            tags = sorted(tags, key=lambda tag: self._count(kind, tag))
+        first = kind.tags.alias("first_tag")  # an alias, so the EXISTS checks of the other tags stay their own
+        link = first.c[kind.fk]
+        query = query.join(first, link == kind.table.c.pk).where(first.c.tenant == self.tenant, first.c.tag == tags[0])
+        return query.where(*self.exist(kind, tags[1:])), (first.c.created_at, link)
+
+    def exist(self, kind: Tagged, tags: Sequence[str]) -> list[ColumnElement[bool]]:
+        """One EXISTS per tag: the record carries it."""
+        t = kind.tags.c
+        return [exists().where(t.tenant == self.tenant, t.tag == tag, kind.link == kind.table.c.pk) for tag in tags]
+
+    def _count(self, kind: Tagged, tag: str, cap: int = 10_000) -> int:
+        """How many records carry `tag`, counted along its index and at most `cap`."""
+        t = kind.tags.c
+        hits = select(t.tag).where(t.tenant == self.tenant, t.tag == tag).limit(cap)
+        return int(self.conn.execute(select(func.count()).select_from(hits.subquery())).scalar_one())
+
+    def put(self, kind: Tagged, pk: int, tags: Sequence[str], created_at: datetime, *, replace: bool) -> None:
+        """Make the tag rows of record `pk` equal `tags`, touching only the rows that change."""
+        stored = set(self.conn.execute(select(kind.tags.c.tag).where(kind.link == pk)).scalars()) if replace else set()
+        gone = stored - set(tags)
+        if gone:
+            self.conn.execute(delete(kind.tags).where(kind.link == pk, kind.tags.c.tag.in_(gone)))
+        rows = [
+            {"tenant": self.tenant, "tag": tag, kind.fk: pk, "created_at": created_at}
+            for tag in tags
+            if tag not in stored
+        ]
+        if rows:
+            self.conn.execute(insert(kind.tags), rows)
+
+    def delete_record(self, kind: Tagged, record_id: str) -> bool:
+        """Delete a record and its tag rows; false when there was no such record."""
+        table = kind.table
+        pk: int | None = self.conn.execute(
+            delete(table).where(table.c.tenant == self.tenant, table.c.id == record_id).returning(table.c.pk)
+        ).scalar_one_or_none()
+        if pk is None:
+            return False
+        self.conn.execute(delete(kind.tags).where(kind.link == pk))
+        return True

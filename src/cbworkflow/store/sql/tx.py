@@ -1,0 +1,421 @@
+"""`Tx` over SQLAlchemy Core: one tenant's transaction, shared by the SQLite and PostgreSQL stores.
+
+Every statement filters on `self.tenant`. Lists use keyset pagination on (created_at, pk), newest first, so a
+page costs the same at row 10 and at row 1,000,000. The backend modules add what differs: connections, locking
+and contact search.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, Row, Table, and_, delete, func, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql import ColumnElement, Select
+
+from ...models.access import Token
+from ...models.contacts import Contact
+from ...models.events import Event
+from ...models.instances import MOVABLE, TERMINAL, WorkflowInstance
+from ...models.templates import Node, TemplateVersion, WorkflowTemplate
+from .. import schema as s
+from ..base import IdempotencyRecord, Page, PageRequest, Snapshot, SnapshotCache, TokenRecord, Tx
+from ..filters import ContactFilter, InstanceFilter, TaskFilter
+from ..paging import cut_page, int_cursor, time_cursor
+from ..phones import phone_query_digits
+from . import rows
+from .tags import CONTACTS, INSTANCES, TEMPLATES, Tagged, TagRows
+
+
+class RowLocks:
+    """How a backend locks the rows a write reads. SQLite's one writer already holds the database: no-ops."""
+
+    def for_update(self, query: Select[Any]) -> Select[Any]:
+        """Lock the rows read, for a read-modify-write."""
+        return query
+
+    def skip_locked(self, query: Select[Any]) -> Select[Any]:
+        """Lock the rows picked, passing over rows another transaction holds."""
+        return query
+
+
+def insert_unless_there(conn: Connection, statement: Any) -> bool:
+    """Insert in a savepoint; False when a concurrent transaction inserted the same key first."""
+    try:
+        with conn.begin_nested():
+            conn.execute(statement)
+    except IntegrityError:
+        return False
+    return True
+
+
+def _equal(query: Select[Any], pairs: Iterable[tuple[Any, Any]]) -> Select[Any]:
+    """`query` narrowed to rows whose column equals the value, for each (column, value) whose value is given."""
+    for column, value in pairs:
+        if value is not None:
+            query = query.where(column == value)
+    return query
+
+
+def _created_key(row: Row[Any]) -> tuple[str, int]:
+    return row.created_at.isoformat(), row.pk
+
+
+class SqlTx(Tx):
+    """A transaction on one SQLAlchemy connection, scoped to a tenant."""
+
+    def __init__(
+        self, conn: Connection, tenant: str, snapshots: SnapshotCache, locks: RowLocks, *, writing: bool
+    ) -> None:
+        self.conn = conn
+        self.tenant = tenant
+        self.snapshots = snapshots
+        self.locks = locks
+        self.writing = writing
+        self.tags = TagRows(conn, tenant)
+
+    # ------------------------------------------------------------------ helpers
+    def _page(
+        self, query: Select[Any], table: Any, page: PageRequest, order: tuple[Any, Any] | None = None
+    ) -> tuple[list[Row[Any]], str | None]:
+        """Newest first on (created_at, pk), or on `order`: the same two values taken from a tag row."""
+        created, pk = order or (table.c.created_at, table.c.pk)
+        if page.cursor is not None:
+            when, last = time_cursor(page.cursor)
+            query = query.where(or_(created < when, and_(created == when, pk < last)))
+        found = self.conn.execute(query.order_by(created.desc(), pk.desc()).limit(page.limit + 1)).all()
+        return cut_page(found, page.limit, _created_key)
+
+    def _locked(self, query: Select[Any]) -> Select[Any]:
+        return self.locks.for_update(query) if self.writing else query
+
+    def _list(self, query: Select[Any], kind: Tagged, tags: Sequence[str], page: PageRequest) -> Any:
+        query, order = self.tags.having_all(query, kind, tags)
+        return self._page(query, kind.table, page, order)
+
+    def _delete_with(self, kind: Tagged, record_id: str, rows_of: Table, *where: ColumnElement[bool]) -> bool:
+        """Delete a record, its tags, and the tenant's rows of `rows_of` that `where` picks (what belongs to it)."""
+        if not self.tags.delete_record(kind, record_id):
+            return False
+        self.conn.execute(delete(rows_of).where(rows_of.c.tenant == self.tenant, *where))
+        return True
+
+    # ------------------------------------------------------------------ tokens
+    def insert_token(self, record: TokenRecord) -> None:
+        self.conn.execute(insert(s.tokens).values(**rows.token_values(record.token, record.secret_hash)))
+
+    def get_token_record(self, token_id: str) -> TokenRecord | None:
+        t = s.tokens.c
+        row = self.conn.execute(select(s.tokens).where(t.tenant == self.tenant, t.id == token_id)).first()
+        return TokenRecord(token=rows.token(row), secret_hash=row.secret_hash) if row else None
+
+    def list_tokens(self, page: PageRequest) -> Page[Token]:
+        found, cursor = self._page(select(s.tokens).where(s.tokens.c.tenant == self.tenant), s.tokens, page)
+        return Page([rows.token(r) for r in found], cursor)
+
+    def delete_token(self, token_id: str) -> bool:
+        t = s.tokens.c
+        return bool(self.conn.execute(delete(s.tokens).where(t.tenant == self.tenant, t.id == token_id)).rowcount)
+
+    # ------------------------------------------------------------------ contacts
+    def _instance_ids_by_contact(self, contact_ids: Sequence[str]) -> dict[str, list[str]]:
+        if not contact_ids:
+            return {}
+        i = s.instances.c
+        found_rows = self.conn.execute(
+            select(i.contact_id, i.id)
+            .where(i.tenant == self.tenant, i.contact_id.in_(contact_ids))
+            .order_by(i.created_at, i.pk)
+        ).all()
+        found: dict[str, list[str]] = {cid: [] for cid in contact_ids}
+        for row in found_rows:
+            found[row.contact_id].append(row.id)
+        return found
+
+    def _contacts(self, found: Sequence[Row[Any]]) -> list[Contact]:
+        links = self._instance_ids_by_contact([r.id for r in found])
+        return [Contact.model_validate({**r._mapping, "workflow_instance_ids": links.get(r.id, [])}) for r in found]
+
+    def _contact(self, where: ColumnElement[bool]) -> Contact | None:
+        row = self.conn.execute(self._locked(select(s.contacts).where(s.contacts.c.tenant == self.tenant, where)))
+        first = row.first()
+        return self._contacts([first])[0] if first else None
+
+    def get_contact(self, contact_id: str) -> Contact | None:
+        return self._contact(s.contacts.c.id == contact_id)
+
+    def get_contact_by_external_id(self, external_id: str) -> Contact | None:
+        return self._contact(s.contacts.c.external_id == external_id)
+
+    def insert_contact(self, contact: Contact) -> None:
+        pk = rows.inserted_pk(self.conn.execute(rows.INSERT_CONTACT, rows.contact_values(contact)))
+        self.tags.put(CONTACTS, pk, contact.tags, contact.created_at, replace=False)
+
+    def update_contact(self, contact: Contact) -> None:
+        values = rows.contact_values(contact)
+        del values["tenant"], values["id"], values["created_at"]
+        where = {"w_tenant": self.tenant, "w_id": contact.id}
+        pk = self.conn.execute(rows.UPDATE_CONTACT, {**values, **where}).scalar_one()
+        self.tags.put(CONTACTS, pk, contact.tags, contact.created_at, replace=True)
+
+    def delete_contact(self, contact_id: str) -> bool:
+        e = s.events.c  # the contact's own events go with it; its instances' events stay with the instances
+        return self._delete_with(CONTACTS, contact_id, s.events, e.contact_id == contact_id, e.instance_id.is_(None))
+
+    def list_contacts(self, where: ContactFilter, page: PageRequest) -> Page[Contact]:
+        c = s.contacts.c
+        wanted = ((c.county, where.county), (c.organization, where.organization), (c.external_id, where.external_id))
+        query = _equal(select(s.contacts).where(c.tenant == self.tenant), wanted)
+        found, cursor = self._list(query, CONTACTS, where.tags, page)
+        return Page(self._contacts(found), cursor)
+
+    def search_contacts(self, query: str, page: PageRequest) -> Page[Contact]:
+        """Portable fallback: a LIKE scan (backends override it with an index). `query` has 3+ characters."""
+        return self._search_like(query, page)
+
+    def _search_like(self, query: str, page: PageRequest) -> Page[Contact]:
+        c = s.contacts.c
+        pattern = "%" + rows.escape_like(query.lower()) + "%"
+        clauses = [func.lower(c.name).like(pattern, escape="\\"), func.lower(c.email).like(pattern, escape="\\")]
+        digits = phone_query_digits(query)
+        if digits:
+            clauses.append(c.phone_digits.like("%" + digits + "%"))
+        query_rows = select(s.contacts).where(c.tenant == self.tenant, or_(*clauses))
+        if page.cursor is not None:
+            query_rows = query_rows.where(c.pk < int_cursor(page.cursor))
+        found = self.conn.execute(query_rows.order_by(c.pk.desc()).limit(page.limit + 1)).all()
+        chosen, cursor = cut_page(found, page.limit, lambda row: (row.pk,))
+        return Page(self._contacts(chosen), cursor)
+
+    # ------------------------------------------------------------------ templates
+    def get_template(self, template_id: str) -> WorkflowTemplate | None:
+        t = s.templates.c
+        row = self.conn.execute(select(s.templates).where(t.tenant == self.tenant, t.id == template_id)).first()
+        return rows.template(row) if row else None
+
+    def insert_template(self, template: WorkflowTemplate) -> None:
+        values = {"tenant": self.tenant, "id": template.id, "created_at": template.created_at}
+        statement = insert(s.templates).values(**values, **self._template_values(template))
+        pk = rows.inserted_pk(self.conn.execute(statement))
+        self.tags.put(TEMPLATES, pk, template.tags, template.created_at, replace=False)
+
+    @staticmethod
+    def _template_values(template: WorkflowTemplate) -> dict[str, Any]:
+        body = rows.template_body(template)
+        return {"version": template.version, "body": body, "tags": template.tags, "updated_at": template.updated_at}
+
+    def update_template(self, template: WorkflowTemplate) -> None:
+        t = s.templates.c
+        pk = self.conn.execute(
+            update(s.templates)
+            .where(t.tenant == self.tenant, t.id == template.id)
+            .values(**self._template_values(template))
+            .returning(t.pk)
+        ).scalar_one()
+        self.tags.put(TEMPLATES, pk, template.tags, template.created_at, replace=True)
+
+    def delete_template(self, template_id: str) -> bool:
+        versions = s.template_versions
+        return self._delete_with(TEMPLATES, template_id, versions, versions.c.template_id == template_id)
+
+    def list_templates(self, tag: str | None, page: PageRequest) -> Page[WorkflowTemplate]:
+        query = select(s.templates).where(s.templates.c.tenant == self.tenant)
+        found, cursor = self._list(query, TEMPLATES, [tag] if tag else [], page)
+        return Page([rows.template(r) for r in found], cursor)
+
+    def insert_template_version(self, version: TemplateVersion) -> None:
+        self.conn.execute(
+            insert(s.template_versions).values(
+                tenant=self.tenant,
+                template_id=version.template_id,
+                version=version.version,
+                body=version.template.model_dump(mode="json"),
+                created_at=version.created_at,
+            )
+        )
+
+    def delete_template_version(self, template_id: str, version: str) -> None:
+        v = s.template_versions.c
+        self.conn.execute(
+            delete(s.template_versions).where(
+                v.tenant == self.tenant, v.template_id == template_id, v.version == version
+            )
+        )
+
+    def list_template_versions(self, template_id: str, page: PageRequest) -> Page[TemplateVersion]:
+        v = s.template_versions.c
+        query = select(s.template_versions).where(v.tenant == self.tenant, v.template_id == template_id)
+        found, cursor = self._page(query, s.template_versions, page)
+        return Page([rows.template_version(r) for r in found], cursor)
+
+    # ------------------------------------------------------------------ instances
+    def put_snapshot(self, snapshot: Snapshot) -> None:
+        sn = s.snapshots.c
+        if self.conn.execute(select(sn.id).where(sn.tenant == self.tenant, sn.id == snapshot.id)).first():
+            return
+        values = {
+            "id": snapshot.id,
+            "tenant": self.tenant,
+            "start_node": snapshot.start_node,
+            "nodes": snapshot.nodes,
+            "created_at": datetime.now(UTC),
+        }
+        insert_unless_there(self.conn, insert(s.snapshots).values(**values))
+
+    def _snapshot(self, snapshot_id: str) -> tuple[str, dict[str, Node]]:
+        def read() -> tuple[str, Any]:
+            sn = s.snapshots.c
+            row = self.conn.execute(select(s.snapshots).where(sn.id == snapshot_id, sn.tenant == self.tenant)).one()
+            return row.start_node, row.nodes
+
+        return self.snapshots.load(self.tenant, snapshot_id, read)
+
+    def _instances(self, found: Sequence[Row[Any]]) -> list[WorkflowInstance]:
+        result = []
+        for row in found:
+            start_node, nodes = self._snapshot(row.snapshot_id)
+            result.append(WorkflowInstance.model_validate({**row._mapping, "start_node": start_node, "nodes": nodes}))
+        return result
+
+    def get_instance(self, instance_id: str) -> WorkflowInstance | None:
+        i = s.instances.c
+        row = self.conn.execute(self._locked(select(s.instances).where(i.tenant == self.tenant, i.id == instance_id)))
+        first = row.first()
+        return self._instances([first])[0] if first else None
+
+    def insert_instance(self, instance: WorkflowInstance, snapshot_id: str) -> None:
+        values = rows.instance_values(instance)
+        values["snapshot_id"] = snapshot_id
+        pk = rows.inserted_pk(self.conn.execute(rows.INSERT_INSTANCE, values))
+        self.tags.put(INSTANCES, pk, instance.tags, instance.created_at, replace=False)
+
+    def update_instance(self, instance: WorkflowInstance) -> None:
+        values = rows.instance_values(instance)
+        for fixed in ("tenant", "id", "contact_id", "template_id", "template_version", "created_at"):
+            del values[fixed]
+        where = {"w_tenant": self.tenant, "w_id": instance.id, "w_revision": instance.revision - 1}
+        row = self.conn.execute(rows.UPDATE_INSTANCE, {**values, **where}).first()
+        if row is None:
+            raise RuntimeError(f"instance {instance.id} changed under a write lock (revision {instance.revision})")
+        self.tags.put(INSTANCES, row.pk, instance.tags, instance.created_at, replace=True)
+
+    def delete_instance(self, instance_id: str) -> bool:
+        return self._delete_with(INSTANCES, instance_id, s.events, s.events.c.instance_id == instance_id)
+
+    def list_instances(self, where: InstanceFilter, page: PageRequest) -> Page[WorkflowInstance]:
+        i = s.instances.c
+        wanted = (
+            (i.contact_id, where.contact_id),
+            (i.template_id, where.template_id),
+            (i.status, where.status),
+            (i.current_node, where.current_node),
+            (i.waiting_for, where.waiting_for),
+        )
+        query = _equal(select(s.instances).where(i.tenant == self.tenant), wanted)
+        found, cursor = self._list(query, INSTANCES, where.tags, page)
+        return Page(self._instances(found), cursor)
+
+    def unfinished_instances_of_contact(self, contact_id: str) -> list[WorkflowInstance]:
+        i = s.instances.c
+        query = select(s.instances).where(
+            i.tenant == self.tenant,
+            i.contact_id == contact_id,
+            i.status.not_in([status.value for status in TERMINAL]),
+        )
+        return self._instances(self.conn.execute(self._locked(query).order_by(i.created_at, i.pk)).all())
+
+    def release_work(self, instance_id: str, worker_id: str) -> None:
+        i = s.instances.c
+        self.conn.execute(
+            update(s.instances)
+            .where(i.tenant == self.tenant, i.id == instance_id, i.worker_id == worker_id)
+            .values(worker_id=None, worker_lease_until=None)
+        )
+
+    # ------------------------------------------------------------------ the work queue
+    def _tasks(self, where: TaskFilter, now: datetime) -> Select[Any]:
+        i = s.instances.c
+        query = select(s.instances).where(
+            i.tenant == self.tenant, i.task_since.is_not(None), i.status.in_([m.value for m in MOVABLE])
+        )
+        if where.action is not None:
+            query = query.where(i.task_action == where.action)
+        if where.template_id is not None:
+            query = query.where(i.template_id == where.template_id)
+        if where.held_by is not None:
+            query = query.where(i.held_by == where.held_by, i.lease_expires_at > now)
+        if where.county is not None or where.tag is not None:
+            c = s.contacts.c
+            query = query.join(s.contacts, and_(c.tenant == i.tenant, c.id == i.contact_id))
+            if where.county is not None:
+                query = query.where(c.county == where.county)
+            if where.tag is not None:
+                query = query.where(*self.tags.exist(CONTACTS, [where.tag]))
+        return query
+
+    def list_tasks(self, where: TaskFilter, now: datetime, page: PageRequest) -> Page[WorkflowInstance]:
+        i = s.instances.c
+        query = self._tasks(where, now)
+        if page.cursor is not None:
+            when, last = time_cursor(page.cursor)
+            query = query.where(or_(i.task_since > when, and_(i.task_since == when, i.pk > last)))
+        found = self.conn.execute(query.order_by(i.task_since, i.pk).limit(page.limit + 1)).all()
+        chosen, cursor = cut_page(found, page.limit, lambda row: (row.task_since.isoformat(), row.pk))
+        return Page(self._instances(chosen), cursor)
+
+    def next_open_task(self, where: TaskFilter, now: datetime) -> WorkflowInstance | None:
+        i = s.instances.c
+        query = self._tasks(where, now).where(or_(i.held_by.is_(None), i.lease_expires_at <= now))
+        row = self.conn.execute(self.locks.skip_locked(query.order_by(i.task_since, i.pk).limit(1))).first()
+        return self._instances([row])[0] if row else None
+
+    # ------------------------------------------------------------------ events
+    def append_events(self, events: Sequence[Event]) -> None:
+        if not events:
+            return
+        values = [{**e.model_dump(mode="python"), "type": e.type.value, "tenant": self.tenant} for e in events]
+        self.conn.execute(insert(s.events), values)
+
+    def _events(self, where: ColumnElement[bool], page: PageRequest, newest_first: bool) -> Page[Event]:
+        e = s.events.c
+        query = select(s.events).where(e.tenant == self.tenant, where)
+        if page.cursor is not None:
+            last = int_cursor(page.cursor)
+            query = query.where(e.seq < last if newest_first else e.seq > last)
+        query = query.order_by(e.seq.desc() if newest_first else e.seq).limit(page.limit + 1)
+        found, cursor = cut_page(self.conn.execute(query).all(), page.limit, lambda row: (row.seq,))
+        return Page([rows.event(r) for r in found], cursor)
+
+    def instance_events(self, instance_id: str, page: PageRequest, newest_first: bool = False) -> Page[Event]:
+        return self._events(s.events.c.instance_id == instance_id, page, newest_first)
+
+    def contact_events(self, contact_id: str, page: PageRequest) -> Page[Event]:
+        return self._events(s.events.c.contact_id == contact_id, page, newest_first=True)
+
+    # ------------------------------------------------------------------ idempotency keys
+    def _key(self, route: str, key: str) -> ColumnElement[bool]:
+        k = s.idempotency_keys.c
+        return and_(k.tenant == self.tenant, k.route == route, k.key == key)
+
+    def get_idempotency(self, route: str, key: str) -> IdempotencyRecord | None:
+        row = self.conn.execute(select(s.idempotency_keys).where(self._key(route, key))).first()
+        if row is None:
+            return None
+        return IdempotencyRecord(
+            row.route, row.key, row.token_id, row.request_hash, row.created_at, row.done, row.status_code, row.response
+        )
+
+    def insert_idempotency(self, record: IdempotencyRecord) -> bool:
+        values = asdict(record)
+        values["response"] = values.pop("body")
+        return insert_unless_there(self.conn, insert(s.idempotency_keys).values(tenant=self.tenant, **values))
+
+    def finish_idempotency(self, route: str, key: str, status_code: int, body: str) -> None:
+        done = {"done": True, "status_code": status_code, "response": body}
+        self.conn.execute(update(s.idempotency_keys).where(self._key(route, key)).values(**done))
+
+    def delete_idempotency(self, route: str, key: str) -> None:
+        self.conn.execute(delete(s.idempotency_keys).where(self._key(route, key)))
