@@ -560,11 +560,8 @@ HOSTILE_QUERIES = {
 
 @pytest.mark.parametrize("q", list(HOSTILE_QUERIES.values()), ids=list(HOSTILE_QUERIES))
 def test_hostile_search_answers_a_list(world: World, q: str) -> None:
-    """A list, or (under three characters, which no trigram index can answer) a 422 saying so."""
+    """A list, whatever the text (one or two characters search the start of names)."""
     answer = world.admin.get("/api/contacts/search", params={"q": q})
-    if len(q.strip()) < 3:
-        assert "at least 3 characters" in assert_clean_error(answer, 422)["detail"]
-        return
     assert answer.status_code == 200, answer.text[:300]
     body = answer.json()
     assert isinstance(body["items"], list)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import create_engine
 
 from cbworkflow.errors import Conflict, InvalidInput
 from cbworkflow.ids import new_id
@@ -26,6 +27,7 @@ from cbworkflow.store.base import (
     ContactFilter,
     IdempotencyRecord,
     InstanceFilter,
+    Page,
     PageRequest,
     Store,
     SystemTx,
@@ -34,7 +36,8 @@ from cbworkflow.store.base import (
     Tx,
 )
 from cbworkflow.store.files import JsonFileStore
-from cbworkflow.store.postgres import PostgresStore
+from cbworkflow.store.paging import encode_cursor
+from cbworkflow.store.postgres import PostgresStore, engine_url
 from cbworkflow.store.sqlite import SQLiteStore
 from conftest import PostgresDatabase
 
@@ -378,6 +381,89 @@ def test_search_follows_updates_and_deletes(store: Store) -> None:
     assert run(store, "a", lambda tx: tx.search_contacts("brewster", PageRequest())).items == []
 
 
+def names(page: Page[Contact]) -> list[str]:
+    return [c.name for c in page.items]
+
+
+def test_search_names_matches_the_start_by_name_then_age(store: Store) -> None:
+    people = ["Bob", "bea", "Ada Lovelace", "BOB", "Émile", "émilie", "Ёлка", "Abe Bob", " Bo Diddley", "\U0010ffffx"]
+
+    def insert_all(tx: Tx) -> None:
+        for n, name in enumerate(people):
+            tx.insert_contact(contact(cid=f"c{n}", name=name, minutes=n))
+
+    run(store, "a", insert_all)
+    run(store, "b", lambda tx: tx.insert_contact(contact("b", "other", name="Bob Other")))
+
+    def search(prefix: str, page: PageRequest | None = None) -> Page[Contact]:
+        return run(store, "a", lambda tx: tx.search_names(prefix, page or PageRequest()), write=False)
+
+    assert names(search("b")) == ["bea", " Bo Diddley", "Bob", "BOB"]  # by name key, then by age
+    assert names(search("bo")) == [" Bo Diddley", "Bob", "BOB"]
+    assert names(search("é")) == ["Émile", "émilie"]
+    assert names(search("ё")) == ["Ёлка"]
+    assert names(search("\U0010ffff")) == ["\U0010ffffx"]
+    assert names(search("z")) == []
+    first = search("b", PageRequest(limit=3))
+    assert names(first) == ["bea", " Bo Diddley", "Bob"]
+    assert first.next_cursor is not None
+    rest = search("b", PageRequest(limit=3, cursor=first.next_cursor))
+    assert names(rest) == ["BOB"]
+    assert rest.next_cursor is None
+
+
+def test_search_names_follows_updates_and_deletes(store: Store) -> None:
+    c = contact(cid="c1", name="Grace Hopper")
+    run(store, "a", lambda tx: tx.insert_contact(c))
+    run(store, "a", lambda tx: tx.update_contact(c.model_copy(update={"name": "Margaret Hamilton"})))
+    assert run(store, "a", lambda tx: tx.search_names("gr", PageRequest())).items == []
+    assert names(run(store, "a", lambda tx: tx.search_names("ma", PageRequest()))) == ["Margaret Hamilton"]
+    run(store, "a", lambda tx: tx.delete_contact("c1"))
+    assert run(store, "a", lambda tx: tx.search_names("ma", PageRequest())).items == []
+
+
+@pytest.mark.parametrize("cursor", ["garbage", encode_cursor(1), encode_cursor(1, "x"), encode_cursor("a", -1)])
+def test_search_names_refuses_cursors_it_did_not_give(store: Store, cursor: str) -> None:
+    with pytest.raises(InvalidInput, match="cursor"):
+        run(store, "a", lambda tx: tx.search_names("a", PageRequest(cursor=cursor)), write=False)
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_contacts_stored_before_name_keys_get_them(kind: str, tmp_path: Path) -> None:
+    """Migration 4 fills `name_key` for contacts a version without it stored, then indexes it."""
+    made = BACKENDS[kind](tmp_path)
+    try:
+        store = made.open()
+        asyncio.run(store.migrate())
+        run(store, "a", lambda tx: [tx.insert_contact(contact(cid=f"c{n}", name=f"Zoë {n}")) for n in range(3)])
+        asyncio.run(store.close())
+        engine = create_engine(store_url(made))
+        with engine.begin() as conn:  # back to what version 3 made
+            conn.exec_driver_sql("DROP INDEX ix_contacts_name_key")
+            conn.exec_driver_sql("ALTER TABLE contacts DROP COLUMN name_key")
+            conn.exec_driver_sql("DELETE FROM schema_migrations WHERE version = 4")
+        engine.dispose()
+        upgraded = made.open()
+        try:
+            assert asyncio.run(upgraded.migrate()) == [4]
+            assert names(run(upgraded, "a", lambda tx: tx.search_names("zo", PageRequest()))) == [
+                "Zoë 0",
+                "Zoë 1",
+                "Zoë 2",
+            ]
+        finally:
+            asyncio.run(upgraded.close())
+    finally:
+        made.cleanup()
+
+
+def store_url(made: Backend) -> str:
+    if isinstance(made, PostgresBackend):
+        return engine_url(made.database.url)
+    assert isinstance(made, SQLiteBackend)
+    return f"sqlite:///{made.path}"
+
+
 # ---------------------------------------------------------------------------------------------- templates
 def test_templates_versions_and_tags(store: Store) -> None:
     tpl = template()
@@ -690,10 +776,10 @@ def test_a_database_of_the_previous_version_is_brought_up_to_date(tmp_path: Path
         for column in ("task_since", "task_action", "suggestion", "worker_id", "worker_lease_until"):
             conn.execute(f"ALTER TABLE instances DROP COLUMN {column}")
         conn.execute("CREATE INDEX ix_instances_wake ON instances (status, wake_at)")
-        conn.execute("DELETE FROM schema_migrations WHERE version = 3")
+        conn.execute("DELETE FROM schema_migrations WHERE version >= 3")
     upgraded = SQLiteStore(path)
     try:
-        assert asyncio.run(upgraded.migrate()) == [3]
+        assert asyncio.run(upgraded.migrate()) == [3, 4]
         inst = run(upgraded, "a", lambda tx: instance(tx, "c1", status=InstanceStatus.WAITING))
         due = inst.model_copy(update={"wake_at": T0, "revision": 1, "task_since": T0})
         run(upgraded, "a", lambda tx: tx.update_instance(due))

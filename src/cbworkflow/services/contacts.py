@@ -14,6 +14,7 @@ from ..models.access import Principal, Role
 from ..models.contacts import Contact, ContactCreate, ContactFields, ContactPatch, FieldWarning, SavedContact
 from ..models.events import Event, EventType
 from ..store.base import ContactFilter, InstanceFilter, Page, PageRequest, Store, Tx
+from ..store.phones import name_key
 
 
 def to_e164(phone: str | None, region: str) -> str | None:
@@ -61,7 +62,7 @@ def tag_event(contact: Contact, tag: str, added: bool, now: Any, actor: str) -> 
 
 
 MAX_TAGS = 100  # as many as a contact body may carry
-MIN_SEARCH = 3  # a trigram index answers substrings of three characters or more
+MIN_SUBSTRING_SEARCH = 3  # a trigram index answers substrings of three characters or more
 
 
 class ContactService:
@@ -102,12 +103,16 @@ class ContactService:
         return await self.store.read(tenant, lambda tx: tx.list_contacts(where, page))
 
     async def search(self, tenant: str, query: str, page: PageRequest) -> Page[Contact]:
-        if len(query.strip()) < MIN_SEARCH:
-            raise InvalidInput(
-                f"q: type at least {MIN_SEARCH} characters; fewer would match too much to search by index"
-            )
+        """Three or more characters: anywhere in name, email or phone digits. One or two: the start of a name,
+        alphabetically (a substring that short would match nearly everyone)."""
+        text = query.strip()
+        if not text:
+            raise InvalidInput("q: type at least one character to search for")
         if any(ord(ch) < 32 for ch in query):
             raise InvalidInput("q: control characters cannot be searched for")
+        if len(text) < MIN_SUBSTRING_SEARCH:
+            prefix = name_key(text)
+            return await self.store.read(tenant, lambda tx: tx.search_names(prefix, page))
         return await self.store.read(tenant, lambda tx: tx.search_contacts(query, page))
 
     async def timeline(self, tenant: str, contact_id: str, page: PageRequest) -> Page[Event]:

@@ -169,7 +169,13 @@ class Tx(ABC):
     @abstractmethod
     def list_contacts(self, where: ContactFilter, page: PageRequest) -> Page[Contact]: ...
     @abstractmethod
-    def search_contacts(self, query: str, page: PageRequest) -> Page[Contact]: ...
+    def search_contacts(self, query: str, page: PageRequest) -> Page[Contact]:
+        """Substring search in name, email and phone digits, newest first. `query` has 3+ characters."""
+
+    @abstractmethod
+    def search_names(self, prefix: str, page: PageRequest) -> Page[Contact]:
+        """The contacts whose `name_key` starts with `prefix` (already case-folded), by name then age: what
+        one- and two-character queries find, through an index."""
 
     # --- templates ---
     @abstractmethod

@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from sqlalchemy import Connection, inspect, select
+from sqlalchemy import Connection, bindparam, inspect, select, update
 
 from . import schema
+from .phones import name_key
 
 Step = Callable[[Connection], None]
 
@@ -68,10 +69,27 @@ def _engine_columns(conn: Connection) -> None:
             index.create(conn)
 
 
+def _name_keys(conn: Connection) -> None:
+    """Contacts stored before short-name search get their `name_key`, in batches, then its index."""
+    if "name_key" not in {column["name"] for column in inspect(conn).get_columns("contacts")}:
+        kind = schema.NAME_KEY.type.compile(dialect=conn.dialect)
+        conn.exec_driver_sql(f"ALTER TABLE contacts ADD COLUMN name_key {kind}")
+    c = schema.contacts.c
+    while True:
+        todo = conn.execute(select(c.pk, c.name).where(c.name_key.is_(None)).limit(5_000)).all()
+        if not todo:
+            break
+        keys = [{"w_pk": pk, "name_key": name_key(name)} for pk, name in todo]
+        conn.execute(update(schema.contacts).where(c.pk == bindparam("w_pk")), keys)
+    if schema.NAME_KEY_INDEX.name not in {index["name"] for index in inspect(conn).get_indexes("contacts")}:
+        schema.NAME_KEY_INDEX.create(conn)
+
+
 MIGRATIONS: list[tuple[int, str, Step]] = [
     (1, "initial tables", _initial),
     (2, "contact search index", _search_index),
     (3, "work queue, AI suggestions and worker leases on instances", _engine_columns),
+    (4, "name keys for short-name search", _name_keys),
 ]
 LATEST = MIGRATIONS[-1][0]
 

@@ -54,6 +54,14 @@ def time_cursor(cursor: str) -> tuple[datetime, int]:
     return when, cursor_int(tiebreak)
 
 
+def name_cursor(cursor: str) -> tuple[str, int]:
+    """A cursor of (a contact's name key, the number that breaks ties): short-name search pages by name."""
+    key, tiebreak = decode_cursor(cursor, 2)
+    if not isinstance(key, str):
+        raise InvalidInput(BAD_CURSOR)
+    return key, cursor_int(tiebreak)
+
+
 def time_id_cursor(cursor: str) -> tuple[datetime, str]:
     """A cursor of (a UTC time, the id that breaks ties): for records without a number of their own (tenants)."""
     when, tiebreak = _time_and(cursor)

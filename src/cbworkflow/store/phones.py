@@ -1,4 +1,5 @@
-"""How phone numbers are searched: by their digits, in E.164 form when the number parsed."""
+"""How contacts are searched: phones by their digits (in E.164 form when the number parsed), names by their
+case-folded start."""
 
 from __future__ import annotations
 
@@ -21,3 +22,25 @@ def phone_query_digits(query: str) -> str | None:
     if not text.startswith("+"):
         digits = digits.lstrip("0")
     return digits if len(digits) >= 3 else None
+
+
+NAME_KEY_CHARS = 200  # the stored key's length: the name column's
+
+
+def name_key(name: str) -> str:
+    """What a short query matches the start of, and what its results are sorted by: the name case-folded
+    ("Ärzte" and "ärzte" alike), cut to the column's length."""
+    return name.strip().casefold()[:NAME_KEY_CHARS]
+
+
+def next_prefix(prefix: str) -> str | None:
+    """The first key after every key that starts with `prefix`, in code-point order (None when `prefix` is all
+    U+10FFFF: then every key from it on starts with it):
+    `name_key >= prefix AND name_key < next_prefix(prefix)` is a prefix match an index can serve."""
+    for cut in range(len(prefix), 0, -1):
+        point = ord(prefix[cut - 1]) + 1
+        if point == 0xD800:  # surrogates cannot be stored: skip them
+            point = 0xE000
+        if point <= 0x10FFFF:
+            return prefix[: cut - 1] + chr(point)
+    return None

@@ -145,6 +145,11 @@ tokens = _records(
     _required("created_at", UTCDateTime()),
 )
 
+# The case-folded name (`phones.name_key`) that one- and two-character searches match the start of. Compared byte
+# by byte (collation "C" on PostgreSQL, SQLite's default), so a prefix is the range [prefix, next prefix).
+NAME_KEY = Column("name_key", String(200).with_variant(String(200, collation="C"), "postgresql"))
+NAME_KEY_INDEX = Index("ix_contacts_name_key", "tenant", "name_key", "pk")
+
 contacts = _records(
     "contacts",
     _required("name", String(200)),
@@ -153,7 +158,9 @@ contacts = _records(
     _required("tags", Json),
     _required("metadata", Json),
     *_created_updated(),
+    NAME_KEY,
     UniqueConstraint("tenant", "external_id", name="uq_contacts_tenant_external_id"),
+    NAME_KEY_INDEX,
     _newest_first("contacts", "created"),
     _newest_first("contacts", "county", "county"),
     _newest_first("contacts", "organization", "organization"),

@@ -4,6 +4,7 @@ in step with the records."""
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from datetime import datetime
@@ -19,8 +20,8 @@ from ...models.instances import TERMINAL, WorkflowInstance, task_action
 from ...models.templates import Node, TemplateVersion, WorkflowTemplate
 from ..base import CLASH, IdempotencyRecord, Page, PageRequest, Snapshot, SnapshotCache, TokenRecord, Tx
 from ..filters import ContactFilter, InstanceFilter, TaskFilter
-from ..paging import cut_page, int_cursor, time_cursor
-from ..phones import phone_digits, phone_query_digits
+from ..paging import cut_page, int_cursor, name_cursor, time_cursor
+from ..phones import name_key, phone_digits, phone_query_digits
 from . import disk
 from .docs import WORKER, Doc, event, fields, newest_page, newest_stored, token_record
 from .layout import MOVABLE_STATUSES, STORED, TIMELINE, Layout, parse_time
@@ -188,6 +189,17 @@ class FileTx(Tx):
         after = None if page.cursor is None else int_cursor(page.cursor)
         found, cursor = newest_stored(filter(matches, self.txn.scan(self.home / "contacts")), page, after)
         return Page([self._contact(doc) for doc in found], cursor)
+
+    def search_names(self, prefix: str, page: PageRequest) -> Page[Contact]:
+        """A scan, by name key then stored stamp (the SQL stores' order: name key, then row number)."""
+        keyed = ((name_key(doc.get("name") or ""), doc[STORED], doc) for doc in self.txn.scan(self.home / "contacts"))
+        found = ((key, stamp, doc) for key, stamp, doc in keyed if key.startswith(prefix))
+        if page.cursor is not None:
+            after = name_cursor(page.cursor)
+            found = (item for item in found if (item[0], item[1]) > after)
+        best = heapq.nsmallest(page.limit + 1, found, key=lambda item: (item[0], item[1]))
+        chosen, cursor = cut_page(best, page.limit, lambda item: (item[0], item[1]))
+        return Page([self._contact(doc) for _, _, doc in chosen], cursor)
 
     # ------------------------------------------------------------------ templates
     def get_template(self, template_id: str) -> WorkflowTemplate | None:

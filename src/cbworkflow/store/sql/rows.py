@@ -12,7 +12,7 @@ from ...models.events import Event
 from ...models.instances import WorkflowInstance, task_action
 from ...models.templates import TemplateVersion, WorkflowTemplate
 from .. import schema as s
-from ..phones import phone_digits
+from ..phones import name_key, phone_digits
 
 _TEMPLATE_BODY_FIELDS = {"name", "description", "version", "start_node", "nodes", "triggers", "tags", "metadata"}
 
@@ -39,6 +39,7 @@ def token_values(record_token: Token, secret_hash: str) -> dict[str, Any]:
 def contact_values(contact: Contact) -> dict[str, Any]:
     values = contact.model_dump(exclude={"workflow_instance_ids"})
     values["phone_digits"] = phone_digits(contact.phone, contact.phone_e164)
+    values["name_key"] = name_key(contact.name)
     return values
 
 

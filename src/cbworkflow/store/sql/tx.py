@@ -12,7 +12,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, Table, and_, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, Row, Table, and_, delete, func, insert, or_, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql import ColumnElement, Select
 
@@ -24,8 +24,8 @@ from ...models.templates import Node, TemplateVersion, WorkflowTemplate
 from .. import schema as s
 from ..base import IdempotencyRecord, Page, PageRequest, Snapshot, SnapshotCache, TokenRecord, Tx
 from ..filters import ContactFilter, InstanceFilter, TaskFilter
-from ..paging import cut_page, int_cursor, time_cursor
-from ..phones import phone_query_digits
+from ..paging import cut_page, int_cursor, name_cursor, time_cursor
+from ..phones import next_prefix, phone_query_digits
 from . import rows
 from .tags import CONTACTS, INSTANCES, TEMPLATES, Tagged, TagRows
 
@@ -188,6 +188,19 @@ class SqlTx(Tx):
             query_rows = query_rows.where(c.pk < int_cursor(page.cursor))
         found = self.conn.execute(query_rows.order_by(c.pk.desc()).limit(page.limit + 1)).all()
         chosen, cursor = cut_page(found, page.limit, lambda row: (row.pk,))
+        return Page(self._contacts(chosen), cursor)
+
+    def search_names(self, prefix: str, page: PageRequest) -> Page[Contact]:
+        c = s.contacts.c
+        query = select(s.contacts).where(c.tenant == self.tenant, c.name_key >= prefix)
+        following = next_prefix(prefix)
+        if following is not None:  # None: every key from `prefix` on starts with it
+            query = query.where(c.name_key < following)
+        if page.cursor is not None:
+            after_key, after_pk = name_cursor(page.cursor)
+            query = query.where(tuple_(c.name_key, c.pk) > tuple_(after_key, after_pk))
+        found = self.conn.execute(query.order_by(c.name_key, c.pk).limit(page.limit + 1)).all()
+        chosen, cursor = cut_page(found, page.limit, lambda row: (row.name_key, row.pk))
         return Page(self._contacts(chosen), cursor)
 
     # ------------------------------------------------------------------ templates
