@@ -274,7 +274,10 @@ def test_variables_are_never_changed() -> None:
         ("sum(['a'])", "sum() adds numbers only, not str"),
         ("[x for x in state.missing]", "needs a list, text or dict to loop over, not None"),
         ("[a for a, b in state.answers]", "cannot unpack"),
-        ("{[1]: 2}", "unhashable"),
+        ("{[1]: 2}", "a list cannot be a dict key"),
+        ("{[1], 2}", "a list cannot be a set item"),
+        ("{x: 1 for x in [[1]]}", "a list cannot be a dict key"),
+        ("{x for x in [{}]}", "a dict cannot be a set item"),
         ("contact.tags.index('donor')", "the value is not in the list"),
         ("'abc'.index('z')", "substring not found"),
         ("'%s' % contact.name", "'%' formatting of text is not available"),
@@ -459,6 +462,49 @@ def test_a_long_computation_stops_at_the_deadline() -> None:
     with pytest.raises(ExpressionError, match="took longer than 50 ms"):
         run(heavier)  # the default limit
     assert time.perf_counter() - started < SLOW
+
+
+# Multiples of 2**61-1 all hash to 0; -1 and -2 both hash to -2, so tuples of them collide by the thousand.
+ONE_HASH = 2**61 - 1
+COLLIDING = {
+    "a set comprehension": "len({x * 2305843009213693951 for x in state.numbers})",
+    "a dict comprehension": "len({x * 2305843009213693951: 1 for x in state.numbers})",
+    "tuples of -1 and -2": "len({(a, b, c, d, e, f, g, h) for a in state.pm for b in state.pm for c in state.pm "
+    "for d in state.pm for e in state.pm for f in state.pm for g in state.pm for h in state.pm})",
+    "the union of two sets": "len({x for x in state.low} | {x for x in state.high})",
+    "a dict merged into another": "len({x: 0 for x in state.low} | {x: 1 for x in state.high})",
+}
+
+
+@pytest.mark.parametrize("expression", COLLIDING.values(), ids=COLLIDING.keys())
+def test_sets_of_one_hash_value_are_refused_before_they_cost_quadratic_time(expression: str) -> None:
+    """Building a set of n distinct items of one hash costs n² comparisons in one C call the clock cannot stop:
+    20,000 such integers took seconds of CPU. Sets and dicts are now built item by item, counting hash chains."""
+    state = {
+        "numbers": list(range(20_000)),
+        "pm": [-1, -2],
+        "low": [i * ONE_HASH for i in range(40)],
+        "high": [i * ONE_HASH for i in range(40, 80)],
+    }
+    started = time.thread_time()
+    with pytest.raises(ExpressionError, match="over 64 different items of one hash value"):
+        run(expression, state, timeout_s=30)  # a generous deadline: the chain limit, not the clock, refuses
+    assert time.thread_time() - started < SLOW
+    started = time.thread_time()
+    with pytest.raises(ExpressionError):
+        run(expression, state)  # and at the default deadline, it stays within it
+    assert time.thread_time() - started < SLOW
+
+
+def test_sets_and_dicts_of_ordinary_values_are_unaffected() -> None:
+    state = {"numbers": list(range(3_000)), "few": [i * ONE_HASH for i in range(64)]}
+    assert run("len({x * 7 for x in state.numbers})", state, timeout_s=5) == 3_000
+    assert run("len({str(x): x for x in state.numbers})", state, timeout_s=5) == 3_000
+    assert run("len({x for x in state.few})", state) == 64  # up to the limit, colliding items are fine
+    assert run("len({x for x in state.few + state.few})", state) == 64  # duplicates are not new items
+    assert run("{1, 1.0, True}") == {1}
+    assert run("{'a': 1, 'a': 2}") == {"a": 2}
+    assert run("sorted({3, 1, 2} | {4})") == [1, 2, 3, 4]
 
 
 def test_bounded_work_near_the_limits_succeeds() -> None:
