@@ -114,10 +114,16 @@ def _root(
 
 
 # ---------------------------------------------------------------------------------------------------- processes
+def _port(value: str | int) -> int:
+    if isinstance(value, int) or (value.isdigit() and 1 <= int(value) <= 65535):
+        return int(value)
+    raise typer.BadParameter(f"{value!r} is not a port: use a number from 1 to 65535")
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="the address to listen on")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="the port to listen on", min=1, max=65535)] = 8000,
+    port: Annotated[int, typer.Option("--port", help="the port to listen on", parser=_port, metavar="PORT")] = 8000,
     no_worker: Annotated[bool, typer.Option("--no-worker", help="do not run the worker in this process")] = False,
 ) -> int:
     """The HTTP API and, unless --no-worker, the worker."""

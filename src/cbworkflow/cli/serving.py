@@ -82,9 +82,7 @@ def listen(host: str, port: int) -> socket.socket:
         return socket.create_server((host, port), family=family, backlog=2048)
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
-            raise CliError(
-                f"port {port} on {host} is in use (stop what holds it, or pick another with --port)"
-            ) from None
+            raise CliError(f"port {port} on {host} is in use; stop what holds it or choose another --port") from None
         reason = exc.strerror or str(exc)
         raise CliError(f"cannot listen on {host} port {port} ({reason})") from None
 
