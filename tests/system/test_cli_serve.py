@@ -58,7 +58,8 @@ def healthy(port: int) -> bool:
         return False
 
 
-def test_serve_shows_a_banner_then_the_token_apart_from_json_logs(tmp_path: Path) -> None:
+def run_serve(tmp_path: Path, **settings: str) -> tuple[str, Path, int]:
+    """A real `serve` on a free port, until /healthz and /docs answer; then SIGTERM. Its stderr, data dir, port."""
     port = free_port()
     data = tmp_path / "data"
     env = environment(
@@ -67,7 +68,10 @@ def test_serve_shows_a_banner_then_the_token_apart_from_json_logs(tmp_path: Path
     log = tmp_path / "serve.log"
     with log.open("wb") as err:
         proc = subprocess.Popen(
-            [str(CBWORKFLOW), "serve", "--port", str(port), "--no-worker"], env=env, cwd=tmp_path, stderr=err
+            [str(CBWORKFLOW), "serve", "--port", str(port), "--no-worker"],
+            env=env | settings,
+            cwd=tmp_path,
+            stderr=err,
         )
     try:
         wait_for(lambda: healthy(port) or proc.poll() is not None)
@@ -77,6 +81,39 @@ def test_serve_shows_a_banner_then_the_token_apart_from_json_logs(tmp_path: Path
     assert code in (0, -signal.SIGTERM)  # uvicorn shuts down, then ends by the signal it caught
     text = log.read_text()
     assert "Application shutdown complete." in text
+    return text, data, port
+
+
+def token_block(data: Path) -> str:
+    """The first start's token, between blank lines, as the file it was also written to holds it."""
+    token = (data / "admin-token").read_text().strip()
+    assert token.startswith("cbw_")
+    return (
+        f"\n\ncbworkflow: created tenant 'default' and a superadmin token (shown once; also kept in "
+        f"{data / 'admin-token'}):\n\n    {token}\n\n"
+    )
+
+
+def test_serve_with_json_logs_starts_with_the_banner_as_a_json_line(tmp_path: Path) -> None:
+    text, data, port = run_serve(tmp_path)
+    first = json.loads(text.splitlines()[0])
+    assert first["message"] == f"cbworkflow {version('cbworkflow')} serve"
+    assert first["level"] == "INFO"
+    assert {k: first[k] for k in ("store", "executors", "ai_decisions", "worker", "api_docs")} == {
+        "store": f"sqlite:///{data / 'cbworkflow.db'}",
+        "executors": "mail=webhook",
+        "ai_decisions": "live (model m-1)",
+        "worker": "not in this process (--no-worker)",
+        "api_docs": f"http://127.0.0.1:{port}/docs",
+    }
+    block = token_block(data)
+    assert block in text
+    for line in text.replace(block, "\n").splitlines():  # apart from the token, every line is one JSON object
+        assert set(json.loads(line)) >= {"ts", "level", "logger", "message"}, line
+
+
+def test_serve_with_text_logs_shows_the_banner_as_a_block(tmp_path: Path) -> None:
+    text, data, port = run_serve(tmp_path, CBW_LOG_FORMAT="text")
     banner, rest = text.split("\n\n", 1)
     assert banner.splitlines() == [
         f"cbworkflow {version('cbworkflow')} serve",
@@ -86,17 +123,8 @@ def test_serve_shows_a_banner_then_the_token_apart_from_json_logs(tmp_path: Path
         "  worker:       not in this process (--no-worker)",
         f"  API docs:     http://127.0.0.1:{port}/docs",
     ]
-    token = (data / "admin-token").read_text().strip()
-    block = (
-        f"\n\ncbworkflow: created tenant 'default' and a superadmin token (shown once; also kept in "
-        f"{data / 'admin-token'}):\n\n    {token}\n\n"
-    )
-    assert block in text
-    logs = rest.replace(block.strip("\n"), "")
-    lines = [line for line in logs.splitlines() if line.strip()]
-    assert len(lines) >= 2
-    for line in lines:  # everything else is a JSON log line
-        assert set(json.loads(line)) >= {"ts", "level", "logger", "message"}, line
+    assert token_block(data) in text
+    assert re.search(r"^\S+ INFO +uvicorn\S* Application startup complete\.$", rest, re.MULTILINE), rest
 
 
 def _read_until(fd: int, proc: subprocess.Popen[bytes], needle: str, timeout: float = 30.0) -> str:

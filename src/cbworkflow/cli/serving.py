@@ -2,13 +2,15 @@
 
 The port is bound here, not by uvicorn, so a port in use is one line and exit 1 rather than uvicorn's log lines
 and exit 3. The banner says what this process will do (which store, which actions run by themselves, whether AI
-decisions ask a model), so a wrong setting is seen before the first instance runs on it.
+decisions ask a model), so a wrong setting is seen before the first instance runs on it. With JSON logs it is one
+JSON line, so every line the server writes stays one JSON object.
 """
 
 from __future__ import annotations
 
 import asyncio
 import errno
+import logging
 import re
 import signal
 import socket
@@ -53,8 +55,9 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def banner(settings: Settings, command: str, rows: list[tuple[str, str]]) -> None:
-    """One block on stderr before the process starts its work: a panel at a terminal, plain lines otherwise."""
+def banner(settings: Settings, command: str, rows: list[tuple[str, str]], fmt: LogFormat) -> None:
+    """What this process will do, on stderr before it starts: with JSON logs, one JSON line like every other line
+    (its fields named); otherwise a block of its own, a panel at a terminal."""
     lines = [
         ("store", masked(settings.store_url)),
         ("executors", _executors(settings)),
@@ -62,6 +65,14 @@ def banner(settings: Settings, command: str, rows: list[tuple[str, str]]) -> Non
         *rows,
     ]
     title = f"cbworkflow {version('cbworkflow')} {command}"
+    if fmt == "json":
+        from ..logs import JsonFormatter
+
+        record = logging.LogRecord("cbworkflow", logging.INFO, __file__, 0, title, None, None)
+        for label, value in lines:
+            setattr(record, label.lower().replace(" ", "_"), value)
+        print(JsonFormatter().format(record), file=sys.stderr, flush=True)
+        return
     width = max(len(label) for label, _ in lines)
     body = "\n".join(f"{label + ':':<{width + 1}} {value}" for label, value in lines)
     if sys.stderr.isatty():
@@ -95,9 +106,10 @@ def serve(settings: Settings, host: str, port: int, *, run_worker: bool) -> int:
 
     sock = listen(host, port)
     try:
-        logs.configure(settings.log_level, log_format(settings))
+        fmt = log_format(settings)
+        logs.configure(settings.log_level, fmt)
         worker = "in this process" if run_worker else "not in this process (--no-worker)"
-        banner(settings, "serve", [("worker", worker), ("API docs", f"http://{_url_host(host)}:{port}/docs")])
+        banner(settings, "serve", [("worker", worker), ("API docs", f"http://{_url_host(host)}:{port}/docs")], fmt)
         app = create_app(settings, run_worker=run_worker)
         # uvicorn's loggers go through our handler (log_config=None); api/request_log.py writes the access lines.
         config = uvicorn.Config(
@@ -117,8 +129,9 @@ def worker(settings: Settings) -> int:
     from .. import logs
     from ..wiring import build_services, make_worker
 
-    logs.configure(settings.log_level, log_format(settings))
-    banner(settings, "worker", [])
+    fmt = log_format(settings)
+    logs.configure(settings.log_level, fmt)
+    banner(settings, "worker", [], fmt)
 
     async def run() -> int:
         services = await build_services(settings)
