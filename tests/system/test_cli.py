@@ -438,8 +438,17 @@ def test_an_unforeseen_failure_is_still_one_line(capsys: pytest.CaptureFixture[s
         mp.delenv("CBW_DATABASE_URL", raising=False)
         code, _, err = cli(capsys, "migrate")
     assert code == 1
-    assert err.startswith("cbworkflow: ")
-    assert "Traceback" not in err
+    assert err.strip() == f"cbworkflow: {blocker / 'data'}: Not a directory"
+
+
+def test_an_unreachable_store_is_one_line(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        port = probe.getsockname()[1]  # closed again: nothing listens there
+    monkeypatch.setenv("CBW_DATABASE_URL", f"postgresql://cbw@127.0.0.1:{port}/cbw")
+    code, _, err = cli(capsys, "migrate")
+    assert code == 1
+    assert err.startswith("cbworkflow: OperationalError: connection failed:"), err
+    assert "Connection refused" in err
     assert len(err.strip().splitlines()) == 1
 
 

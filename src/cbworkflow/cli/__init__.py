@@ -8,6 +8,7 @@ option, a missing or malformed argument) or a bad setting. Every failure is one 
 from __future__ import annotations
 
 import logging
+import re
 import sys
 
 from typer._click import exceptions as usage  # Typer's own copy of Click
@@ -25,6 +26,13 @@ log = logging.getLogger("cbworkflow.cli")
 
 def _say(message: str) -> None:
     print(f"cbworkflow: {' '.join(message.split())}", file=sys.stderr, flush=True)
+
+
+def _unforeseen(exc: BaseException) -> str:
+    """`Type: first line of the message`, without the driver's class name that SQLAlchemy puts first."""
+    lines = str(exc).strip().splitlines()
+    first = re.sub(r"^\([\w.]+\) ", "", lines[0]) if lines else ""
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,10 +66,13 @@ def main(argv: list[str] | None = None) -> int:
     except CbwError as exc:
         _say(exc.detail)
         return 1
+    except OSError as exc:
+        log.debug("the command failed", exc_info=True)
+        _say(f"{exc.filename}: {exc.strerror}" if exc.filename and exc.strerror else _unforeseen(exc))
+        return 1
     except Exception as exc:  # a failure nobody foresaw: still one line, with the traceback in the debug log
         log.debug("the command failed", exc_info=True)
-        text = str(exc).strip().splitlines()
-        _say(f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__)
+        _say(_unforeseen(exc))
         return 1
     return result if isinstance(result, int) else 0
 
