@@ -10,6 +10,7 @@ import logging
 import sys
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
 from .clock import Clock
 from .models.access import Principal, Role
@@ -70,17 +71,28 @@ async def bootstrap(services: Services, *, load_example: bool) -> None:
     """First start on an empty store: the default tenant, its superadmin token and (for serve) the example."""
     done = await services.access.bootstrap(services.settings.data_dir, services.settings.admin_token)
     if done.generated_token:
-        print(
-            f"cbworkflow: created tenant 'default' and a superadmin token (shown once, also in {done.token_file}):\n"
-            f"  {done.generated_token}",
-            file=sys.stderr,
-            flush=True,
-        )
+        show_token(done.generated_token, done.token_file)
     if done.created_tenant and load_example:
         from .examples import reference_template
 
         await services.templates.create(SYSTEM, TemplateCreate.model_validate(reference_template()), replace=True)
         log.info("loaded the reference template county-outreach-v1")
+
+
+def show_token(token: str, token_file: Path | None) -> None:
+    """The generated token, set apart from the log lines around it: a panel at a terminal, else a block between
+    blank lines (a log collector keeps it as lines of its own)."""
+    kept = f"also kept in {token_file}" if token_file else "not kept anywhere else"
+    title = f"created tenant {DEFAULT_TENANT!r} and a superadmin token"
+    if sys.stderr.isatty():
+        from rich.console import Console
+        from rich.panel import Panel
+        from rich.text import Text
+
+        body = Text(f"{token}\n\nShown once here; {kept}.")
+        Console(file=sys.stderr).print(Panel(body, title=title, title_align="left", expand=False))
+    else:
+        print(f"\ncbworkflow: {title} (shown once; {kept}):\n\n    {token}\n", file=sys.stderr, flush=True)
 
 
 def make_worker(services: Services, handlers: Handlers | None = None) -> Worker:

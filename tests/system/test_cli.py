@@ -4,19 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import socket
+import stat
 import subprocess
 import sys
+from collections.abc import Iterator
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import pytest
+import typer
 
-from cbworkflow.cli import main
+from cbworkflow.cli import app, main
 from cbworkflow.models.access import Role, TokenCreate
 from cbworkflow.models.contacts import ContactCreate
 from cbworkflow.models.instances import InstanceCreate, TransitionRequest
 from cbworkflow.models.templates import TemplateCreate
+from cbworkflow.services.access import DEFAULT_TENANT
 from cbworkflow.settings import Settings
+from cbworkflow.store.base import PageRequest
 from cbworkflow.wiring import SYSTEM, bootstrap, build_services
 from conftest import REFERENCE, PostgresDatabase, reference_template
 
@@ -342,3 +350,227 @@ def test_a_second_store_in_one_data_folder_keeps_the_first_ones_token(
     second = (data_dir / "admin-token.2").read_text()
     assert second.startswith("cbw_")
     assert second != first
+
+
+# ---------------------------------------------------------------------------------------------------- the edges
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = cli(capsys, "--version")
+    assert code == 0
+    assert out.strip() == f"cbworkflow {version('cbworkflow')}"
+
+
+def test_python_dash_m_is_the_same_command(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "cbworkflow", "templates", "validate", "--bogus"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 2
+    assert done.stderr.startswith("cbworkflow: No such option: --bogus")
+    assert "see 'cbworkflow templates validate --help'" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_every_option_and_argument_has_help_and_options_show_their_default() -> None:
+    def walk(command: Any, path: str) -> Iterator[tuple[str, Any]]:
+        yield path, command
+        for name, sub in getattr(command, "commands", {}).items():
+            yield from walk(sub, f"{path} {name}")
+
+    seen = 0
+    for path, command in walk(typer.main.get_command(app), "cbworkflow"):
+        assert command.help, path
+        for param in command.params:
+            if param.name == "help":
+                continue
+            seen += 1
+            assert param.help, f"{path} {param.name}"
+            if param.param_type_name == "option" and not param.is_flag and not param.required:
+                assert param.show_default, f"{path} {param.name}"
+    assert seen >= 15
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["serve", "--bogus"], "No such option: --bogus"),
+        (["tenants", "create"], "Missing argument 'NAME'"),
+        (["tokens", "create", "--role", "boss"], "Invalid value for '--role': 'boss' is not one of 'superadmin'"),
+        (["tokens", "create"], "Missing option '--role'"),
+        (["serve", "--port", "http"], "Invalid value for '--port': 'http' is not a port: use a number from 1 to 65535"),
+        (["serve", "--port", "0"], "Invalid value for '--port': '0' is not a port"),
+        (["frobnicate"], "No such command 'frobnicate'"),
+        (
+            ["tenants", "create", "North", "--id", "North County"],
+            "Invalid value for '--id': 'North County' is not an id",
+        ),
+        (["tenants", "create", "x" * 201], "Invalid value for 'NAME': at most 200 characters (got 201)"),
+        (["tenants", "create", "   "], "Invalid value for 'NAME': must not be empty"),
+        (["tokens", "create", "--role", "staff", "--tenant", "No Such"], "Invalid value for '--tenant': 'No Such'"),
+    ],
+)
+def test_bad_usage_is_one_line_and_exit_2(
+    capsys: pytest.CaptureFixture[str], data_dir: Path, args: list[str], said: str
+) -> None:
+    code, out, err = cli(capsys, *args)
+    assert code == 2
+    assert out == ""
+    assert err.startswith(f"cbworkflow: {said}"), err
+    assert err.rstrip().endswith("--help'")
+    assert len(err.strip().splitlines()) == 1
+    assert not data_dir.exists()  # refused before a store was opened
+
+
+def test_a_group_alone_shows_its_help(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = cli(capsys, "tokens")
+    assert code == 2
+    assert "create" in out
+    assert "revoke" in out
+
+
+def test_an_unforeseen_failure_is_still_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CBW_DATA_DIR", str(blocker / "data"))  # cannot be made: its parent is a file
+        mp.delenv("CBW_DATABASE_URL", raising=False)
+        code, _, err = cli(capsys, "migrate")
+    assert code == 1
+    assert err.strip() == f"cbworkflow: {blocker / 'data'}: Not a directory"
+
+
+def test_an_unreachable_store_is_one_line(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        port = probe.getsockname()[1]  # closed again: nothing listens there
+    monkeypatch.setenv("CBW_DATABASE_URL", f"postgresql://cbw@127.0.0.1:{port}/cbw")
+    code, _, err = cli(capsys, "migrate")
+    assert code == 1
+    assert err.startswith("cbworkflow: OperationalError: connection failed:"), err
+    assert "Connection refused" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_tenants_list(capsys: pytest.CaptureFixture[str], data_dir: Path) -> None:
+    assert cli(capsys, "tenants", "create", "North County", "--id", "north")[0] == 0
+    code, out, _ = cli(capsys, "tenants", "list")
+    assert code == 0
+    rows = [line.split("  ") for line in out.strip().splitlines()]
+    assert [(row[0], row[2]) for row in rows] == [("north", "North County"), (DEFAULT_TENANT, "Default")]
+
+
+def _templates_of(data_dir: Path) -> list[tuple[str, str]]:
+    async def go() -> list[tuple[str, str]]:
+        services = await build_services(Settings(data_dir=data_dir))
+        try:
+            page = await services.store.read(DEFAULT_TENANT, lambda tx: tx.list_templates(None, PageRequest(50)))
+            return sorted((t.id, t.version) for t in page.items)
+        finally:
+            await services.store.close()
+
+    return asyncio.run(go())
+
+
+def test_a_template_without_an_id_is_named_by_its_file(
+    capsys: pytest.CaptureFixture[str], data_dir: Path, tmp_path: Path
+) -> None:
+    body = reference_template()
+    del body["id"]
+    path = tmp_path / "Door Knocks (Spring).json"
+    path.write_text(json.dumps(body))
+    code, out, _ = cli(capsys, "templates", "load", str(path))
+    assert code == 0
+    assert "loaded door-knocks-spring 1.0.0" in out
+    body["nodes"]["end_success"]["end_status"] = "reached"
+    path.write_text(json.dumps(body))
+    code, out, _ = cli(capsys, "templates", "load", str(path))
+    assert "loaded door-knocks-spring 1.1.0" in out
+    assert _templates_of(data_dir) == [("door-knocks-spring", "1.1.0")]  # updated, not a second template
+
+
+@pytest.mark.parametrize("stem", ["---", "日本語", "x" * 65])
+def test_a_file_name_that_cannot_be_an_id_is_refused(
+    capsys: pytest.CaptureFixture[str], data_dir: Path, tmp_path: Path, stem: str
+) -> None:
+    body = reference_template()
+    del body["id"]
+    path = tmp_path / f"{stem}.json"
+    path.write_text(json.dumps(body))
+    code, _, err = cli(capsys, "templates", "load", str(path))
+    assert code == 1
+    assert err.startswith(f'cbworkflow: {path}: the file has no "id" and its name cannot be made into one')
+    assert len(err.strip().splitlines()) == 1
+    assert _templates_of(data_dir) == []
+
+
+def test_templates_load_a_folder(capsys: pytest.CaptureFixture[str], data_dir: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "templates"
+    (folder / "nested").mkdir(parents=True)
+    for name in ("b-second", "a-first", "nested/c-not-loaded"):
+        body = reference_template()
+        del body["id"]
+        (folder / f"{name}.json").write_text(json.dumps(body))
+    (folder / "README.txt").write_text("not a template")
+    code, out, _ = cli(capsys, "templates", "load", str(folder))
+    assert code == 0
+    assert [line.split()[2] for line in out.strip().splitlines()] == ["a-first", "b-second"]
+    assert _templates_of(data_dir) == [("a-first", "1.0.0"), ("b-second", "1.0.0")]
+    (tmp_path / "empty").mkdir()
+    code, _, err = cli(capsys, "templates", "load", str(tmp_path / "empty"))
+    assert code == 1
+    assert err.strip() == f"cbworkflow: {tmp_path / 'empty'}: the folder has no .json files"
+
+
+def test_export_refuses_a_folder_in_use_and_force_replaces_only_an_export(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], data_dir: Path
+) -> None:
+    exported = _export(tmp_path, capsys, data_dir)
+    (exported / "NOTES.md").write_text("kept")
+    (exported / "contacts" / "kept.txt").write_text("kept")
+    code, _, err = cli(capsys, "export", str(exported))
+    assert code == 1
+    assert err.strip() == f"cbworkflow: {exported} is not empty; use --force to replace an earlier export"
+    # A contact deleted after the first export does not come back through a forced second one.
+    gone = sorted((exported / "contacts").glob("*.json"))[0].stem
+
+    async def delete() -> None:
+        services = await build_services(Settings(data_dir=data_dir))
+        await services.contacts.delete(SYSTEM, gone, cascade=True)
+        await services.store.close()
+
+    asyncio.run(delete())
+    code, _, err = cli(capsys, "export", str(exported), "--tenant", "nowhere", "--force")
+    assert code == 1
+    assert (exported / "contacts" / f"{gone}.json").exists()  # a mistyped tenant leaves the earlier export alone
+    code, out, _ = cli(capsys, "export", str(exported), "--force")
+    assert code == 0, out
+    assert "6 contacts" in out
+    assert not (exported / "contacts" / f"{gone}.json").exists()
+    assert (exported / "NOTES.md").read_text() == "kept"
+    assert (exported / "contacts" / "kept.txt").read_text() == "kept"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CBW_DATA_DIR", str(tmp_path / "fresh"))
+        assert cli(capsys, "import", str(exported))[0] == 0
+        again = tmp_path / "again"
+        code, out, _ = cli(capsys, "export", str(again))
+    assert "6 contacts" in out
+    assert not (again / "contacts" / f"{gone}.json").exists()
+
+
+def test_export_is_private(tmp_path: Path, capsys: pytest.CaptureFixture[str], data_dir: Path) -> None:
+    exported = _export(tmp_path, capsys, data_dir)
+    paths = [exported, *exported.rglob("*")]
+    assert len(paths) > 20
+    for path in paths:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+        assert mode == (0o700 if path.is_dir() else 0o600), (path, oct(mode))
+
+
+def test_serve_on_a_busy_port_is_one_line(capsys: pytest.CaptureFixture[str], data_dir: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as held:
+        port = held.getsockname()[1]
+        code, _, err = cli(capsys, "serve", "--port", str(port))
+    assert code == 1
+    assert err.strip() == f"cbworkflow: port {port} on 127.0.0.1 is in use; stop what holds it or choose another --port"
+    assert not data_dir.exists()

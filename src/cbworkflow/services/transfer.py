@@ -7,9 +7,11 @@
     DIR/tokens/{id}.json         tokens with the hash of their secret (never the secret)
     DIR/events/contact-events.jsonl   contact-level events (tags), one per line
 
-Export pages through the store, so memory stays flat at a million contacts. Import reads every file first and
-refuses, naming the file and the problem, a malformed one or an id that already exists; only then does it write,
-in one transaction, so a bad file changes nothing.
+Export pages through the store, so memory stays flat at a million contacts. It writes into an empty folder only,
+or, asked to replace, removes what an earlier export wrote there (and nothing else) first. What it writes holds
+personal data and token hashes, so files are 0600 and folders 0700. Import reads every file first and refuses,
+naming the file and the problem, a malformed one or an id that already exists; only then does it write, in one
+transaction, so a bad file changes nothing.
 """
 
 from __future__ import annotations
@@ -42,6 +44,16 @@ class TransferError(Exception):
     """A file cannot be imported; the message names the file and the problem."""
 
 
+class ExportFolderNotEmpty(TransferError):
+    """The export folder holds files already; the caller decides whether to replace an earlier export."""
+
+
+FILE_MODE = 0o600
+FOLDER_MODE = 0o700
+TENANT_FILE = "tenant.json"
+EVENTS_FILE = Path("events") / "contact-events.jsonl"
+
+
 @dataclass
 class Counts:
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
@@ -50,10 +62,40 @@ class Counts:
         return ", ".join(f"{n} {kind}" for kind, n in self.counts.items())
 
 
+def _private_file(path: Path) -> Any:
+    """A file open for writing that only its owner may read, whatever the umask or an earlier file's mode."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    os.fchmod(fd, FILE_MODE)
+    return os.fdopen(fd, "w", encoding="utf-8")
+
+
+def _private_folder(path: Path) -> None:
+    path.mkdir(mode=FOLDER_MODE, parents=True, exist_ok=True)
+    path.chmod(FOLDER_MODE)
+
+
 def _write_json(path: Path, data: Any) -> None:
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+    with _private_file(tmp) as out:
+        out.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
     os.replace(tmp, path)
+
+
+def remove_earlier_export(out: Path) -> None:
+    """Remove what `export_tenant` writes (its JSON files, the tenant and events files, then its folders if they
+    are left empty); anything else in `out` stays."""
+    for kind in KINDS:
+        folder = out / kind
+        if folder.is_dir():
+            for path in [*folder.glob("*.json"), *folder.glob("*.json.tmp")]:
+                path.unlink()
+            if not any(folder.iterdir()):
+                folder.rmdir()
+    for path in (out / TENANT_FILE, out / f"{TENANT_FILE}.tmp", out / EVENTS_FILE):
+        path.unlink(missing_ok=True)
+    events = out / EVENTS_FILE.parent
+    if events.is_dir() and not any(events.iterdir()):
+        events.rmdir()
 
 
 Fetch = Callable[[Tx, PageRequest], Any]
@@ -92,16 +134,25 @@ def _all_tokens(tx: Tx, page: PageRequest) -> Any:
     return tx.list_tokens(page)
 
 
-async def export_tenant(store: Store, tenant: str, out: Path) -> Counts:
+async def export_tenant(store: Store, tenant: str, out: Path, *, replace: bool = False) -> Counts:
+    """Write `tenant` into `out`, which must be empty or missing; with `replace`, an earlier export in it is
+    removed first (after the tenant is found, so a mistyped tenant leaves the earlier export alone)."""
     counts = Counts()
+    if out.exists() and not out.is_dir():
+        raise TransferError(f"{out} is not a folder")
     tenant_row = await store.system_read(partial(_get_tenant, tenant))
     if tenant_row is None:
         raise TransferError(f"no tenant {tenant!r} in {store.describe()}")
-    for kind in (*KINDS, "events"):
-        (out / kind).mkdir(parents=True, exist_ok=True)
-    _write_json(out / "tenant.json", tenant_row.model_dump(mode="json"))
+    if out.is_dir() and any(out.iterdir()):
+        if not replace:
+            raise ExportFolderNotEmpty(f"{out} is not empty")
+        remove_earlier_export(out)
+    _private_folder(out)
+    for kind in (*KINDS, EVENTS_FILE.parent.name):
+        _private_folder(out / kind)
+    _write_json(out / TENANT_FILE, tenant_row.model_dump(mode="json"))
 
-    with (out / "events" / "contact-events.jsonl").open("w") as events_file:
+    with _private_file(out / EVENTS_FILE) as events_file:
         async for contact in _each(store, tenant, _all_contacts):
             _write_json(out / "contacts" / f"{contact.id}.json", contact.model_dump(mode="json"))
             counts.counts["contacts"] += 1
