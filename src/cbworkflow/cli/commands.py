@@ -80,6 +80,18 @@ def _run(fn: Callable[[Any], Awaitable[int]], *, bootstrap: bool = True) -> int:
     return asyncio.run(go())
 
 
+def _run_value(fn: Callable[[Any], Awaitable[Any]]) -> Any:
+    """What `fn(services)` returns, on a freshly opened store (for commands that read one record)."""
+    found: list[Any] = []
+
+    async def keep(services: Any) -> int:
+        found.append(await fn(services))
+        return 0
+
+    _run(keep)
+    return found[0]
+
+
 def _bad_value(exc: ValidationError, params: dict[str, str]) -> typer.BadParameter:
     """The first error of a request model as a usage error naming the option or argument it came from."""
     first = exc.errors()[0]
@@ -201,6 +213,54 @@ def templates_validate(
         print(f"cbworkflow: {path}: {len(report.errors)} error(s)", file=sys.stderr)
         return 1
     print(f"{path}: valid ({len(report.warnings)} warning(s))")
+    return 0
+
+
+DIAGRAM_FORMATS = {".svg": "svg", ".mmd": "mermaid", ".mermaid": "mermaid"}
+
+
+@templates.command("diagram")
+def templates_diagram(
+    source: Annotated[
+        str,
+        typer.Argument(
+            help="a template file (JSON), or the id of a template in the store", metavar="PATH|ID", show_default=False
+        ),
+    ],
+    output: Annotated[
+        Path,
+        typer.Option(
+            "-o", "--output", help="where to write: FILE.svg (a picture) or FILE.mmd (Mermaid text)", show_default=False
+        ),
+    ],
+    tenant: TenantOption = DEFAULT_TENANT,
+) -> int:
+    """Draw a template: its nodes by type, the outcomes on its edges, where it starts."""
+    from ..diagram import graph_of, render_mermaid, render_svg
+
+    kind = DIAGRAM_FORMATS.get(output.suffix.lower())
+    if kind is None:
+        raise typer.BadParameter(
+            f"{str(output)!r} must end in .svg or .mmd", ctx=get_current_context(), param_hint="'-o'"
+        )
+    path = Path(source)
+    if path.suffix.lower() == ".json" or path.is_file():
+        body = files.read_template(path, name_by_file=True)
+        nodes, start, title = body.nodes, body.start_node, body.name or path.stem
+    else:
+
+        async def fetch(services: Any) -> Any:
+            return await services.templates.get(tenant, source)
+
+        stored = _run_value(fetch)
+        nodes, start, title = stored.nodes, stored.start_node, stored.name
+    graph = graph_of(nodes, start)
+    text = render_svg(graph, title) if kind == "svg" else render_mermaid(graph, title)
+    try:
+        output.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise CliError(f"{output}: cannot write ({exc.strerror})") from None
+    print(f"{output}: {len(nodes)} node(s) drawn as {'SVG' if kind == 'svg' else 'Mermaid'}")
     return 0
 
 
