@@ -6,25 +6,11 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from test_cli import cli, data_dir
 
-from cbworkflow.cli import main
 from conftest import REFERENCE
 
-
-@pytest.fixture
-def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "data"
-    monkeypatch.setenv("CBW_DATA_DIR", str(folder))
-    monkeypatch.delenv("CBW_DATABASE_URL", raising=False)
-    monkeypatch.delenv("CBW_ADMIN_TOKEN", raising=False)
-    monkeypatch.chdir(tmp_path)
-    return folder
-
-
-def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    code = main(list(args))
-    out, err = capsys.readouterr()
-    return code, out, err
+__all__ = ["data_dir"]  # the fixture, shared with the CLI's other tests
 
 
 def test_a_file_drawn_as_svg(capsys: pytest.CaptureFixture[str], data_dir: Path, tmp_path: Path) -> None:
