@@ -10,7 +10,7 @@ import asyncio
 import json
 import logging
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib.metadata import version
 from pathlib import Path
 from typing import Annotated, Any
@@ -90,6 +90,20 @@ def _run_value(fn: Callable[[Any], Awaitable[Any]]) -> Any:
 
     _run(keep)
     return found[0]
+
+
+async def _every(fetch: Callable[[Any], Awaitable[Any]]) -> AsyncIterator[Any]:
+    """Every item of a paged list, a page of 500 at a time (`fetch(PageRequest)` gives one page)."""
+    from ..store.base import PageRequest
+
+    cursor = None
+    while True:
+        page = await fetch(PageRequest(500, cursor))
+        for item in page.items:
+            yield item
+        if page.next_cursor is None:
+            return
+        cursor = page.next_cursor
 
 
 def _bad_value(exc: ValidationError, params: dict[str, str]) -> typer.BadParameter:
@@ -289,17 +303,11 @@ def tenants_create(
 @tenants.command("list")
 def tenants_list() -> int:
     """Every tenant, newest first: id, created, name."""
-    from ..store.base import PageRequest
 
     async def run(services: Any) -> int:
-        cursor = None
-        while True:
-            page = await services.access.list_tenants(None, PageRequest(500, cursor))
-            for tenant in page.items:
-                print(f"{tenant.id}  {tenant.created_at.isoformat(timespec='seconds')}  {tenant.name}")
-            if page.next_cursor is None:
-                return 0
-            cursor = page.next_cursor
+        async for tenant in _every(lambda page: services.access.list_tenants(None, page)):
+            print(f"{tenant.id}  {tenant.created_at.isoformat(timespec='seconds')}  {tenant.name}")
+        return 0
 
     return _run(run)
 
@@ -327,17 +335,11 @@ def tokens_create(
 @tokens.command("list")
 def tokens_list(tenant: TenantOption = DEFAULT_TENANT) -> int:
     """A tenant's tokens, without secrets: id, role, name."""
-    from ..store.base import PageRequest
 
     async def run(services: Any) -> int:
-        cursor = None
-        while True:
-            page = await services.access.list_tokens(tenant, PageRequest(500, cursor))
-            for token in page.items:
-                print(f"{token.id}  {token.role.value:<10}  {token.name or ''}")
-            if page.next_cursor is None:
-                return 0
-            cursor = page.next_cursor
+        async for token in _every(lambda page: services.access.list_tokens(tenant, page)):
+            print(f"{token.id}  {token.role.value:<10}  {token.name or ''}")
+        return 0
 
     return _run(run)
 
