@@ -240,11 +240,13 @@ def test_store_errors_are_counted_when_postgresql_goes_away(tmp_path: Path) -> N
                 assert failed.status_code == 503
                 assert failed.json() == {"detail": "the database is busy or unavailable; try again"}
                 assert failed.headers["x-request-id"]
+                assert failed.headers["retry-after"] == "5"  # as the OpenAPI document says of every 503
                 # Raised in the idempotency middleware, outside the routes' error handlers: the same answer.
                 keyed = client.post("/api/contacts", json={"name": "During"}, headers={"Idempotency-Key": "k-1"})
                 assert keyed.status_code == 503
                 assert keyed.json()["detail"] == failed.json()["detail"]
                 assert keyed.headers["x-request-id"]
+                assert keyed.headers["retry-after"] == "5"
                 during, _ = scrape(base)
             finally:
                 _rename(database, away, database.name)
@@ -330,6 +332,7 @@ def test_a_store_failure_is_counted_and_the_gauge_left_out(tmp_path: Path, monke
 
     answer, samples = asyncio.run(run())
     assert answer.status_code == 503
+    assert answer.headers["retry-after"] == "5"
     assert value(samples, "cbw_store_errors_total") == 2  # the request's, and the scrape's count of instances
     assert not [name for (name, _) in samples if name == "cbw_instances"]  # no stale or made-up numbers
     assert requests_of(samples, "GET", "/api/contacts", 503) == 1

@@ -14,7 +14,7 @@ from ..runtime.worker import Handlers
 from ..settings import Settings
 from ..store.base import Store
 from ..wiring import bootstrap, build_services, make_worker
-from . import docs, errors
+from . import docs, errors, openapi
 from .body_limit import BodyLimit
 from .idempotency import Idempotency
 from .metrics import Metrics, MetricsMiddleware
@@ -63,11 +63,13 @@ def create_app(
         lifespan=lifespan,
         docs_url=None,  # our own /docs: the default one loads Swagger UI from a CDN
         redoc_url=None,
+        generate_unique_id_function=openapi.operation_id,  # every route's id from one table; a new route needs one
     )
     app.state.rate_limiter = RateLimiter(settings.rate_limit)
     app.state.metrics = metrics = Metrics(app.version)
     errors.install(app)
     docs.install(app)
+    openapi.install(app)
     routers = (
         admin.router,
         admin.api,

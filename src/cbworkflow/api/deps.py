@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
-from fastapi import Depends, Query, Request
+from fastapi import Depends, Path, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from ..errors import Forbidden, InvalidInput, NotFound
@@ -89,3 +89,12 @@ def tag_param(tag: str) -> str:
     if not SLUG_RE.fullmatch(tag):
         raise InvalidInput("tag: a tag is a slug: lowercase letters, digits, '-' and '_', at most 64 characters")
     return tag
+
+
+# Path parameters, described once for every route that takes them.
+ContactIdPath = Annotated[str, Path(description="the contact's id (as `id` in its record)")]
+TemplateIdPath = Annotated[str, Path(description="the workflow template's id, e.g. `county-outreach-v1`")]
+InstanceIdPath = Annotated[str, Path(description="the instance's id (as `id` in its record)")]
+TaskIdPath = Annotated[str, Path(description="the task's `instance_id`: a task is an instance waiting for a person")]
+TokenIdPath = Annotated[str, Path(description="the token's id (as `id` in `GET /api/tokens`), not its secret")]
+TagPath = Annotated[str, Path(description="a tag: lowercase letters, digits, `-` and `_`, at most 64 characters")]

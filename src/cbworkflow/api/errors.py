@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import CbwError, StoreError
@@ -17,10 +17,32 @@ from .metrics import count_store_error, count_unhandled_error
 log = logging.getLogger("cbworkflow.api")
 
 
-class ErrorBody(BaseModel):
-    """The shape of every error response."""
+class ErrorItem(BaseModel):
+    """One problem: a request field that is wrong, or a template problem (with its `code` and `node`)."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
+    message: str
+    """What is wrong, in words a user understands."""
+    field: str | None = None
+    """The request field, as a dotted path (`nodes.call.action`); `body` for the body as a whole."""
+    code: str | None = None
+    """For a template that does not validate: the problem's code (workflows.md § Validation)."""
+    node: str | None = None
+    """For a template that does not validate: the node the problem is about, if one."""
+
+
+class Error(BaseModel):
+    """The body of every error answer. `detail` is always there; the other fields when they apply."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True)
 
     detail: str
+    """What went wrong and, where it helps, what to do, in one sentence a user understands."""
+    errors: list[ErrorItem] | None = Field(default=None, examples=[[{"field": "name", "message": "required"}]])
+    """On a 422: every problem found, one per field (or per template problem)."""
+    current_node: str | None = None
+    """On a 409 from a transition: the node the instance is at now (someone else moved it first)."""
 
 
 def _where(loc: tuple[Any, ...]) -> str:
@@ -56,6 +78,7 @@ def describe_validation(errors: list[dict[str, Any]]) -> tuple[int, str, list[di
 
 
 INTERNAL_ERROR = "internal error; it has been logged"
+STORE_RETRY_AFTER_S = 5  # a store that failed (locked, restarting, failing over) is usually back within seconds
 
 
 def cbw_error_response(app: Any, exc: CbwError) -> JSONResponse:
@@ -79,6 +102,8 @@ def cbw_error_response(app: Any, exc: CbwError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"}
     elif exc.status_code == 429:
         headers = {"Retry-After": str(body.pop("retry_after"))}
+    elif exc.status_code == 503:
+        headers = {"Retry-After": str(STORE_RETRY_AFTER_S)}
     return JSONResponse(body, status_code=exc.status_code, headers=headers)
 
 
@@ -125,7 +150,7 @@ def install(app: FastAPI) -> None:
 
 
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI entries for the error statuses a route can answer."""
+    """OpenAPI entries for the error statuses a route can answer (api/openapi.py adds their headers)."""
     words = {
         400: "Malformed request (e.g. invalid JSON)",
         401: "Missing or unknown token",
@@ -135,5 +160,11 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
         413: "Request body too large",
         422: "Invalid input; the detail names the field",
         429: "Too many requests for this token; see Retry-After",
+        503: "The store failed or is busy (not the client's fault); try again after Retry-After",
     }
-    return {code: {"model": ErrorBody, "description": words[code]} for code in codes}
+    return {code: {"model": Error, "description": words[code]} for code in codes}
+
+
+def api_errors() -> dict[int | str, dict[str, Any]]:
+    """The errors any `/api` route can answer, whatever it does: bad request, auth, size, input, rate, store."""
+    return error_responses(400, 401, 403, 413, 422, 429, 503)

@@ -11,13 +11,13 @@ from fastapi.responses import JSONResponse
 from ...errors import Unauthorized
 from ...models.access import Principal, Role, Tenant, TenantCreate, TenantCreated, Token, TokenCreate, TokenCreated
 from ...models.common import Page
-from ..deps import ADMINS, PagingDep, ServicesDep, allow, record_id
-from ..errors import error_responses
+from ..deps import ADMINS, PagingDep, ServicesDep, TokenIdPath, allow, record_id
+from ..errors import api_errors, error_responses
 from ..metrics import CONTENT_TYPE, Metrics, authorized
 
 log = logging.getLogger("cbworkflow.api")
 router = APIRouter(tags=["admin"])
-api = APIRouter(prefix="/api", tags=["admin"], responses=error_responses(400, 401, 403, 413, 422, 429))
+api = APIRouter(prefix="/api", tags=["admin"], responses=api_errors())
 
 Admin = Annotated[Principal, Depends(allow(*ADMINS, doing="manage tokens"))]
 Superadmin = Annotated[Principal, Depends(allow(Role.SUPERADMIN, doing="manage tenants"))]
@@ -25,11 +25,13 @@ Superadmin = Annotated[Principal, Depends(allow(Role.SUPERADMIN, doing="manage t
 
 @router.get("/healthz", summary="The process is up")
 async def healthz() -> dict[str, str]:
+    """Answers 200 while the process runs, whatever the store's state (a liveness probe)."""
     return {"status": "ok"}
 
 
 @router.get("/readyz", summary="The store is reachable", responses={503: {"description": "store unreachable"}})
 async def readyz(services: ServicesDep) -> JSONResponse:
+    """200 when the store answers a query, 503 when it cannot be reached (a readiness probe)."""
     try:
         await services.store.ping()
     except Exception:
@@ -75,12 +77,13 @@ async def create_token(services: ServicesDep, principal: Admin, body: TokenCreat
 
 @api.get("/tokens", response_model=Page[Token])
 async def list_tokens(services: ServicesDep, principal: Admin, page: PagingDep) -> Page[Token]:
+    """The tenant's API tokens (their names, roles and ids; never their secrets)."""
     found = await services.access.list_tokens(principal.tenant, page)
     return Page[Token](items=found.items, next_cursor=found.next_cursor)
 
 
 @api.delete("/tokens/{token_id}", status_code=204, responses=error_responses(404))
-async def revoke_token(services: ServicesDep, principal: Admin, token_id: str) -> Response:
+async def revoke_token(services: ServicesDep, principal: Admin, token_id: TokenIdPath) -> Response:
     """Revoked at once: the next request with it answers 401."""
     await services.access.revoke_token(principal, principal.tenant, record_id(token_id, "token"))
     return Response(status_code=204)

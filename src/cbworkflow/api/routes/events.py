@@ -9,9 +9,9 @@ from fastapi import APIRouter, Depends
 from ...models.access import Principal
 from ...models.events import EventPost, EventResult
 from ..deps import STAFF, ServicesDep, allow
-from ..errors import error_responses
+from ..errors import api_errors, error_responses
 
-router = APIRouter(prefix="/api/events", tags=["events"], responses=error_responses(400, 401, 403, 413, 422, 429))
+router = APIRouter(prefix="/api/events", tags=["events"], responses=api_errors())
 
 Staff = Annotated[Principal, Depends(allow(*STAFF, doing="send events"))]
 

@@ -16,10 +16,10 @@ from ...models.templates import (
     ValidationReport,
     WorkflowTemplate,
 )
-from ..deps import ADMINS, READERS, PagingDep, ServicesDep, allow, record_id, tag_param
-from ..errors import error_responses
+from ..deps import ADMINS, READERS, PagingDep, ServicesDep, TemplateIdPath, allow, record_id, tag_param
+from ..errors import api_errors, error_responses
 
-router = APIRouter(prefix="/api/workflows", tags=["workflows"], responses=error_responses(400, 401, 403, 413, 422, 429))
+router = APIRouter(prefix="/api/workflows", tags=["workflows"], responses=api_errors())
 
 Reader = Annotated[Principal, Depends(allow(*READERS, doing="read workflow templates"))]
 Admin = Annotated[Principal, Depends(allow(*ADMINS, doing="change workflow templates"))]
@@ -30,8 +30,9 @@ async def list_templates(
     services: ServicesDep,
     principal: Reader,
     page: PagingDep,
-    tag: Annotated[str | None, Query(max_length=64)] = None,
+    tag: Annotated[str | None, Query(max_length=64, description="only templates with this tag")] = None,
 ) -> Page[WorkflowTemplate]:
+    """The tenant's workflow templates, newest first, optionally only those with one tag."""
     found = await services.templates.list(principal.tenant, tag_param(tag) if tag else None, page)
     return Page[WorkflowTemplate](items=found.items, next_cursor=found.next_cursor)
 
@@ -43,20 +44,21 @@ async def create_template(services: ServicesDep, principal: Admin, body: Templat
 
 
 @router.get("/{template_id}", response_model=WorkflowTemplate, responses=error_responses(404))
-async def get_template(services: ServicesDep, principal: Reader, template_id: str) -> WorkflowTemplate:
+async def get_template(services: ServicesDep, principal: Reader, template_id: TemplateIdPath) -> WorkflowTemplate:
+    """One template: its graph, version, triggers and tags."""
     return await services.templates.get(principal.tenant, record_id(template_id, "workflow template"))
 
 
 @router.patch("/{template_id}", response_model=WorkflowTemplate, responses=error_responses(404))
 async def patch_template(
-    services: ServicesDep, principal: Admin, template_id: str, body: TemplatePatch
+    services: ServicesDep, principal: Admin, template_id: TemplateIdPath, body: TemplatePatch
 ) -> WorkflowTemplate:
     """A change to `nodes` or `start_node` without a higher `version` bumps the minor version."""
     return await services.templates.patch(principal, record_id(template_id, "workflow template"), body)
 
 
 @router.delete("/{template_id}", status_code=204, responses=error_responses(404))
-async def delete_template(services: ServicesDep, principal: Admin, template_id: str) -> Response:
+async def delete_template(services: ServicesDep, principal: Admin, template_id: TemplateIdPath) -> Response:
     """Existing instances keep running on their frozen copy."""
     await services.templates.delete(principal, record_id(template_id, "workflow template"))
     return Response(status_code=204)
@@ -64,8 +66,9 @@ async def delete_template(services: ServicesDep, principal: Admin, template_id: 
 
 @router.get("/{template_id}/versions", response_model=Page[TemplateVersion], responses=error_responses(404))
 async def template_versions(
-    services: ServicesDep, principal: Reader, template_id: str, page: PagingDep
+    services: ServicesDep, principal: Reader, template_id: TemplateIdPath, page: PagingDep
 ) -> Page[TemplateVersion]:
+    """Every saved version of the template, newest first: instances run on the version they began with."""
     found = await services.templates.versions(principal.tenant, record_id(template_id, "workflow template"), page)
     return Page[TemplateVersion](items=found.items, next_cursor=found.next_cursor)
 
@@ -77,13 +80,16 @@ async def template_versions(
     responses=error_responses(404, 409),
 )
 async def clone_template(
-    services: ServicesDep, principal: Admin, template_id: str, body: CloneRequest | None = None
+    services: ServicesDep, principal: Admin, template_id: TemplateIdPath, body: CloneRequest | None = None
 ) -> WorkflowTemplate:
+    """A copy under a new id (generated when the body names none), at version 1.0.0, named `<name> (copy)`
+    unless the body names it."""
     return await services.templates.clone(
         principal, record_id(template_id, "workflow template"), body or CloneRequest()
     )
 
 
 @router.get("/{template_id}/validate", response_model=ValidationReport, responses=error_responses(404))
-async def validate_template(services: ServicesDep, principal: Reader, template_id: str) -> ValidationReport:
+async def validate_template(services: ServicesDep, principal: Reader, template_id: TemplateIdPath) -> ValidationReport:
+    """The template's validation report: `errors` stop enrolment, `warnings` do not."""
     return await services.templates.validate(principal.tenant, record_id(template_id, "workflow template"))
