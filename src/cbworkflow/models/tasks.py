@@ -25,9 +25,9 @@ class TaskQuery(RequestModel):
     template_id: Filter | None = None
     """Only tasks of instances of this template."""
     county: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
-    """Only tasks whose contact lives in this county."""
+    """Only tasks whose contact's `county` is exactly this."""
     tag: Slug | None = None
-    """Only tasks of instances with this tag."""
+    """Only tasks whose contact has this tag."""
 
 
 class Suggestion(ResponseModel):
