@@ -68,7 +68,6 @@ class ContactCreate(ContactFields):
                     "county": "Riverside",
                     "organization": "Riverside Library Friends",
                     "role": "Volunteer coordinator",
-                    "external_id": "crm-1001",
                     "tags": ["volunteer-lead"],
                     "metadata": {"preferred_language": "en"},
                 }

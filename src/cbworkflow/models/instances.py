@@ -50,7 +50,6 @@ class InstanceCreate(RequestModel):
                     "initial_state": {"call_attempts": 0},
                     "tags": ["spring-drive"],
                     "metadata": {"source": "county fair sign-up"},
-                    "start": True,
                 }
             ]
         }
