@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 from datetime import datetime
 from typing import Annotated, Any, Generic, TypeVar
@@ -43,23 +44,32 @@ Tags = Annotated[list[Slug], Field(max_length=100), AfterValidator(_unique)]
 class RequestModel(BaseModel):
     """A request body: unknown fields and wrong types are refused (422 naming the field)."""
 
-    model_config = ConfigDict(extra="forbid", strict=False, str_strip_whitespace=False)
+    model_config = ConfigDict(extra="forbid", strict=False, str_strip_whitespace=False, use_attribute_docstrings=True)
 
 
 class ResponseModel(BaseModel):
     """A record as the API returns it."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", use_attribute_docstrings=True)
 
 
 T = TypeVar("T")
 
 
+def _page_schema(schema: dict[str, Any], cls: type[Any]) -> None:
+    """A parametrized page (`Page[Contact]`) is a class of its own without a docstring: give it `Page`'s."""
+    schema.setdefault("description", inspect.cleandoc(Page.__doc__ or ""))
+
+
 class Page(BaseModel, Generic[T]):
     """One page of a list: `next_cursor` is null on the last page."""
 
+    model_config = ConfigDict(use_attribute_docstrings=True, json_schema_extra=_page_schema)
+
     items: list[T]
+    """The records of this page, in the list's order (newest first unless the route says otherwise)."""
     next_cursor: str | None = None
+    """Pass it back as `cursor` to get the next page; null on the last page."""
 
 
 def _iso(value: datetime) -> str:

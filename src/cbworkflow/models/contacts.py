@@ -5,7 +5,7 @@ from __future__ import annotations
 import unicodedata
 from typing import Annotated
 
-from pydantic import AfterValidator, EmailStr, Field, StringConstraints
+from pydantic import AfterValidator, ConfigDict, EmailStr, Field, StringConstraints
 
 from .common import BoundedObject, JSONObject, RequestModel, ResponseModel, Slug, Tags, Timestamp
 
@@ -33,58 +33,136 @@ class ContactFields(RequestModel):
     """The fields a client may write on a contact."""
 
     name: Name
+    """The person's full name, as a volunteer would say it: 1 to 200 characters (spaces around it are dropped)."""
     email: EmailStr | None = None
+    """A valid email address, or null; the `email` action sends to it."""
     phone: Phone | None = None
+    """The phone number as given (at most 40 characters); also stored as E.164 in `phone_e164` when it parses, in
+    the server's default region when it has no `+` country code. One that does not parse is kept, with a warning."""
     county: ShortText | None = None
+    """The county the person lives in, as your campaign names it (at most 200 characters)."""
     organization: ShortText | None = None
+    """The organisation the person belongs to, if any (at most 200 characters)."""
     role: ShortText | None = None
+    """The person's role in that organisation, e.g. `Precinct captain` (free text; not an API token role)."""
     external_id: ExternalId | None = None
+    """The id of this person in another system (a CRM), unique in the tenant: 1 to 200 characters, no control
+    characters, not `.` or `..`."""
     tags: Tags = Field(default_factory=list)
+    """Slugs that group contacts (at most 100); duplicates are dropped, the first order kept."""
     metadata: BoundedObject = Field(default_factory=dict)
+    """Any JSON object of your own (at most 64 KiB as JSON); placeholders read it as `{contact.metadata.key}`."""
 
 
 class ContactCreate(ContactFields):
     """Body of `POST /api/contacts`; `id` is generated when absent."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "ada-lovelace",
+                    "name": "Ada Lovelace",
+                    "email": "ada@example.org",
+                    "phone": "+15551234567",
+                    "county": "Riverside",
+                    "organization": "Riverside Library Friends",
+                    "role": "Volunteer coordinator",
+                    "tags": ["volunteer-lead"],
+                    "metadata": {"preferred_language": "en"},
+                }
+            ]
+        }
+    )
+
     id: Slug | None = None
+    """The new contact's id, a slug (`[a-z0-9][a-z0-9_-]{0,63}`); 12 hex characters are generated when absent."""
 
 
 class ContactUpsert(ContactFields):
-    """Body of `PUT /api/contacts/by-external-id/{external_id}`: the external id comes from the path."""
+    """Body of `PUT /api/contacts/by-external-id/{external_id}`: creates the contact with that external id, or
+    replaces its fields. The external id comes from the path (an `external_id` in the body is not used)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "Grace Hopper",
+                    "email": "grace@example.org",
+                    "phone": "+15557654321",
+                    "county": "Riverside",
+                    "tags": ["donor"],
+                    "metadata": {"crm_segment": "2024-donors"},
+                }
+            ]
+        }
+    )
 
 
 class ContactPatch(RequestModel):
     """Body of `PATCH /api/contacts/{id}`: only the fields given change; `null` clears an optional field."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"county": "Riverside", "tags": ["volunteer-lead", "spanish-speaker"], "organization": None}]
+        }
+    )
+
     name: Name | None = None
+    """The person's full name, 1 to 200 characters; `null` leaves it as it is (a contact always has a name)."""
     email: EmailStr | None = None
+    """A valid email address; `null` clears it."""
     phone: Phone | None = None
+    """The phone number as given (at most 40 characters); `phone_e164` is worked out again. `null` clears both."""
     county: ShortText | None = None
+    """The county the person lives in (at most 200 characters); `null` clears it."""
     organization: ShortText | None = None
+    """The organisation the person belongs to (at most 200 characters); `null` clears it."""
     role: ShortText | None = None
+    """The person's role in that organisation (free text, at most 200 characters); `null` clears it."""
     external_id: ExternalId | None = None
+    """The id of this person in another system, unique in the tenant (409 if another contact has it); `null`
+    clears it."""
     tags: Tags | None = None
+    """The whole new list of tags (slugs, at most 100), replacing the old one; `null` removes every tag."""
     metadata: BoundedObject | None = None
+    """The whole new metadata object (at most 64 KiB as JSON), replacing the old one; `null` empties it."""
 
 
 class Contact(ResponseModel):
     """A contact as stored and returned."""
 
     id: str
+    """The contact's id, a slug."""
     tenant: str
+    """The tenant the contact belongs to."""
     name: str
+    """The person's full name."""
     email: str | None = None
+    """The person's email address, or null."""
     phone: str | None = None
+    """The phone number exactly as it was given, or null."""
     phone_e164: str | None = None
+    """The phone number in E.164 form (`+15551234567`), set by the server when `phone` parses; null otherwise.
+    Texts are sent to this number."""
     county: str | None = None
+    """The county the person lives in, or null."""
     organization: str | None = None
+    """The organisation the person belongs to, or null."""
     role: str | None = None
+    """The person's role in that organisation (free text), or null."""
     external_id: str | None = None
+    """The id of this person in another system (a CRM), unique in the tenant; null when none."""
     tags: list[str] = Field(default_factory=list)
+    """The contact's tags (slugs, no duplicates)."""
     metadata: JSONObject = Field(default_factory=dict)
+    """Free-form data of your own (imported columns that are not contact fields land here)."""
     workflow_instance_ids: list[str] = Field(default_factory=list)
+    """The ids of this contact's workflow instances, of any status (set by the server)."""
     created_at: Timestamp
+    """When the contact was created (UTC, ISO 8601)."""
     updated_at: Timestamp
+    """When the contact last changed (UTC, ISO 8601)."""
 
 
 class FieldWarning(ResponseModel):

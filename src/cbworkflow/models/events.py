@@ -5,13 +5,14 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import Field, StringConstraints
+from pydantic import ConfigDict, Field, StringConstraints
 
 from .common import BoundedObject, JSONObject, RequestModel, ResponseModel, Slug, Timestamp
 
 
 class EventType(StrEnum):
-    """Every kind of timeline event (workflows.md § Events)."""
+    """Every kind of timeline event (workflows.md § Events): instance lifecycle (`instance_*`), nodes entered and
+    left, actions and decisions, state and tag changes, notes, waits, and custom events received."""
 
     INSTANCE_CREATED = "instance_created"
     INSTANCE_STARTED = "instance_started"
@@ -46,26 +47,53 @@ class Event(ResponseModel):
     """One timeline entry. `instance_id` is null for contact-level events (a contact's tags)."""
 
     id: str
+    """The event's id (12 hex characters); the stream's `Last-Event-ID` resumes after it."""
     type: EventType
+    """What happened."""
     timestamp: Timestamp
+    """When it happened (UTC, ISO 8601)."""
     node_id: str | None = None
+    """The node it happened at; null for events not tied to a node."""
     actor: str
+    """Who did it: `system` (the engine), `ai` (a model's decision), or the id of the token that made the request.
+    A request's own `actor` field is kept only as `data.on_behalf_of`."""
     data: JSONObject = Field(default_factory=dict)
+    """Details of the event, which depend on its type (e.g. `outcome` on `node_exited`, `end_status` on
+    `instance_completed`, `on_behalf_of`, `reason`)."""
     message: str = ""
+    """A one-line account of the event in words a person reads (e.g. `Entered Door knock`)."""
     instance_id: str | None = None
+    """The instance the event belongs to; null for contact-level events."""
     contact_id: str | None = None
+    """The contact the event is about."""
     template_id: str | None = None
+    """The template of the event's instance; null for contact-level events."""
 
 
 class EventPost(RequestModel):
     """Body of `POST /api/events`: a custom event that resumes instances waiting for it."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"name": "rsvp_received", "contact_id": "ada-lovelace", "data": {"event_date": "2026-10-12"}}]
+        }
+    )
+
     name: Slug
+    """The event's name, a slug: instances at a wait node whose condition is `{"type": "event", "event": name}`
+    are resumed (outcome `received`)."""
     contact_id: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
+    """Only this contact's waiting instances (404 if there is no such contact)."""
     instance_id: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
+    """Only this instance (404 if there is no such instance; 422 if it is not an instance of `contact_id`)."""
     data: BoundedObject = Field(default_factory=dict)
+    """Any JSON object (at most 64 KiB as JSON), kept in the `event_received` event of each instance resumed."""
 
 
 class EventResult(ResponseModel):
+    """The answer of `POST /api/events`: which instances the event resumed."""
+
     name: str
+    """The event's name, as posted."""
     resumed: list[str]
+    """The ids of the instances it resumed (at most 1,000 per request); empty when none was waiting for it."""

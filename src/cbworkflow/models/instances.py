@@ -14,7 +14,9 @@ from .templates import Node
 
 
 class InstanceStatus(StrEnum):
-    """Where an instance is in its lifecycle (workflows.md § Instance lifecycle)."""
+    """Where an instance is in its lifecycle (workflows.md § Instance lifecycle): `pending` (created, not started),
+    `active` (at a task for a person or an automated action), `waiting` (at a wait, a webhook, or a decision that
+    waits for a model or a person), `paused`, and the final `completed`, `failed` and `cancelled`."""
 
     PENDING = "pending"  # created, not started
     ACTIVE = "active"  # at a human task or an automated action
@@ -36,45 +38,105 @@ Reason = Annotated[str, StringConstraints(min_length=1, max_length=500, strip_wh
 
 
 class InstanceCreate(RequestModel):
-    """Body of `POST /api/instances`."""
+    """Body of `POST /api/instances`: enrol one contact in one template (404 for an unknown contact or template,
+    422 for a template with validation errors)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "contact_id": "ada-lovelace",
+                    "template_id": "county-outreach-v1",
+                    "initial_state": {"call_attempts": 0},
+                    "tags": ["spring-drive"],
+                    "metadata": {"source": "county fair sign-up"},
+                }
+            ]
+        }
+    )
 
     contact_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    """The id of the contact to enrol."""
     template_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    """The id of the template to run; the instance freezes a copy of its current version."""
     initial_state: BoundedObject = Field(default_factory=dict)
+    """The instance's `state` to begin with (any JSON object, at most 64 KiB as JSON); rules and placeholders
+    read it as `state.key`."""
     tags: Tags = Field(default_factory=list)
+    """Slugs that group instances (at most 100); duplicates are dropped."""
     metadata: BoundedObject = Field(default_factory=dict)
+    """Any JSON object of your own (at most 64 KiB as JSON); the engine does not read it."""
     start: bool = False
+    """True: start at once (enter the start node); false: the instance stays `pending` until `/start`."""
 
 
 class TransitionRequest(RequestModel):
     """Body of `POST /api/instances/{id}/transition`: a person records the outcome of the current node."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "outcome": "voicemail",
+                    "state_updates": {"call_attempts": 1},
+                    "note": "Left a message about Saturday's canvass.",
+                    "expected_node": "initial_call",
+                }
+            ]
+        }
+    )
+
     outcome: Outcome
+    """An outcome of the current node (a key of its `transitions`); another answers 422 listing the allowed ones."""
     state_updates: BoundedObject | None = None
+    """Merged into the state first, as a JSON Merge Patch (`null` deletes a key); at most 64 KiB as JSON."""
     note: NoteText | None = None
+    """A note about what happened (1 to 10,000 characters), kept with the outcome in the timeline."""
     expected_node: Annotated[str, StringConstraints(max_length=64)] | None = None
-    actor: ActorName | None = None  # kept only as data.on_behalf_of
+    """The node the caller believes the instance is at; 409 when it is elsewhere (someone moved it first)."""
+    actor: ActorName | None = None
+    """Who it is done for (at most 200 characters); kept only as `data.on_behalf_of`, never as the event's actor."""
 
 
 class StateUpdate(RequestModel):
     """Body of `POST /api/instances/{id}/state`: merged into the state as a JSON Merge Patch (RFC 7386)."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"updates": {"door_notes": "Prefers texts; gave a mobile number.", "callback_at": None}}]
+        }
+    )
+
     updates: BoundedObject
+    """The keys to set in the state; a key set to `null` is deleted, nested objects merge (at most 64 KiB as
+    JSON)."""
     actor: ActorName | None = None
+    """Who it is done for (at most 200 characters); kept only as `data.on_behalf_of`, never as the event's actor."""
 
 
 class NoteCreate(RequestModel):
-    """Body of `POST /api/instances/{id}/notes`."""
+    """Body of `POST /api/instances/{id}/notes`: a note on the instance's timeline (event `user_note`)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"text": "Asked to be called back after 6 pm."}]})
 
     text: NoteText
+    """The note, 1 to 10,000 characters."""
     actor: ActorName | None = None
+    """Who it is written for (at most 200 characters); kept only as `data.on_behalf_of`, never as the event's
+    actor."""
 
 
 class ActorBody(RequestModel):
     """Optional body of start/pause/resume/cancel."""
 
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"actor": "Maria, phone bank lead", "reason": "Moved out of the county."}]}
+    )
+
     actor: ActorName | None = None
+    """Who it is done for (at most 200 characters); kept only as `data.on_behalf_of`, never as the event's actor."""
     reason: Annotated[str, StringConstraints(max_length=1000)] | None = None
+    """Why (at most 1,000 characters); kept in the `instance_cancelled` event; start, pause and resume ignore it."""
 
 
 class RetryRequest(RequestModel):
@@ -104,31 +166,60 @@ class WorkflowInstance(ResponseModel):
     """An instance as stored and returned. Lists leave `timeline` empty: page it at `/timeline`."""
 
     id: str
+    """The instance's id (12 hex characters)."""
     tenant: str
+    """The tenant the instance belongs to."""
     contact_id: str
+    """The id of the contact this instance runs for."""
     template_id: str
+    """The id of the template it was created from."""
     template_version: str
+    """The template version whose nodes it froze; later edits of the template never change this instance."""
     start_node: str
+    """The node it enters when it starts (frozen with the nodes)."""
     current_node: str | None = None
+    """The id of the node it is at; null until it starts. A finished instance keeps the node it finished at."""
     status: InstanceStatus
+    """Where it is in its lifecycle."""
     state: JSONObject = Field(default_factory=dict)
+    """Data gathered along the way (`initial_state`, then every state update); rules and placeholders read it."""
     nodes: dict[str, Node]
+    """The frozen copy of the template's nodes this instance runs on."""
     timeline: list[Event] = Field(default_factory=list)
+    """Its events, oldest first; empty in lists (page them at `/api/instances/{id}/timeline`)."""
     tags: list[Slug] = Field(default_factory=list)
+    """The instance's tags (slugs, no duplicates)."""
     metadata: JSONObject = Field(default_factory=dict)
+    """Free-form data of your own, given when it was created."""
     created_at: Timestamp
+    """When it was created (UTC, ISO 8601)."""
     updated_at: Timestamp
+    """When it last changed (UTC, ISO 8601)."""
     started_at: Timestamp | None = None
+    """When it started (UTC, ISO 8601); null while `pending`."""
     completed_at: Timestamp | None = None
+    """When it finished: completed, failed or cancelled (UTC, ISO 8601); null while unfinished."""
     wake_at: Timestamp | None = None
+    """When the worker next acts on it by itself (a wait ends, an automated step runs) (UTC, ISO 8601); null when
+    nothing is scheduled."""
     waiting_for: str | None = None
+    """While `waiting`, what for: `timer`, `event:<name>`, `manual_decision`, `ai_decision`, `ai_confirm`,
+    `webhook`...; null otherwise."""
     end_status: str | None = None
+    """Once completed, the `end_status` of the end node it reached (e.g. `success`, `declined`); null before."""
     paused_status: InstanceStatus | None = None
+    """While `paused`, the status it had before (`resume` puts it back); null otherwise."""
     held_by: str | None = None
+    """The id of the token that claimed it as a task, while the lease holds; null when nobody holds it."""
     lease_expires_at: Timestamp | None = None
-    task_since: Timestamp | None = None  # set while the instance waits for a person (a task of the work queue)
-    suggestion: JSONObject | None = None  # an AI decision awaiting a person's confirmation: {"outcome", "reason"}
+    """When the claim on the task runs out and others can claim it (UTC, ISO 8601); null when not held."""
+    task_since: Timestamp | None = None
+    """Since when it has waited for a person, as a task of the work queue (UTC, ISO 8601); null when it is not a
+    task."""
+    suggestion: JSONObject | None = None
+    """A model's choice awaiting a person's confirmation, `{"outcome", "reason"}`; null otherwise."""
     revision: int = 0
+    """A counter the server raises with every change of the instance."""
 
     def held_by_token(self, token_id: str, now: datetime) -> bool:
         """True while `token_id` holds this instance as a task (claimed, lease not run out)."""
