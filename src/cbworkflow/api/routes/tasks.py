@@ -30,7 +30,7 @@ async def list_tasks(
         str | None,
         Query(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f]*$", description="only contacts in this county"),
     ] = None,
-    tag: Annotated[Text, Query(description="only tasks whose instance has this tag")] = None,
+    tag: Annotated[Text, Query(description="only tasks whose contact has this tag")] = None,
 ) -> Page[Task]:
     """A volunteer sees the tasks it holds; other roles see every task, held or not."""
     query = TaskQuery(action=action, template_id=template_id, county=county, tag=tag_param(tag) if tag else None)
