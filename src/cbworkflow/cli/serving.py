@@ -89,9 +89,17 @@ def banner(settings: Settings, command: str, rows: list[tuple[str, str]], fmt: L
 def listen(host: str, port: int) -> socket.socket:
     """The listening socket, or one sentence saying why there is none."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # IPPROTO_TCP, not socket.create_server's 0: asyncio turns Nagle off (TCP_NODELAY) only on connections whose
+    # socket says it is TCP, and with Nagle on, every small answer on a kept-alive connection waits ~40 ms for the
+    # client's delayed ACK between its header and its body.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
-        return socket.create_server((host, port), family=family, backlog=2048)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+        return sock
     except OSError as exc:
+        sock.close()
         if exc.errno == errno.EADDRINUSE:
             raise CliError(f"port {port} on {host} is in use; stop what holds it or choose another --port") from None
         reason = exc.strerror or str(exc)
