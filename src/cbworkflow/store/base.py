@@ -34,6 +34,7 @@ from ..models.access import Tenant, Token
 from ..models.contacts import Contact
 from ..models.events import Event
 from ..models.instances import WorkflowInstance
+from ..models.jobs import JobRecord
 from ..models.templates import Node, TemplateVersion, WorkflowTemplate
 from .filters import ContactFilter as ContactFilter  # services import the filters with the interface
 from .filters import InstanceFilter as InstanceFilter
@@ -245,6 +246,32 @@ class Tx(ABC):
     def contact_events(self, contact_id: str, page: PageRequest) -> Page[Event]:
         """Every event of the contact's instances and the contact's own, newest first."""
 
+    # --- jobs (models/jobs.py) ---
+    @abstractmethod
+    def insert_job(self, job: JobRecord) -> None: ...
+    @abstractmethod
+    def get_job(self, job_id: str) -> JobRecord | None:
+        """None when this tenant has no such job; locked inside `write`."""
+
+    @abstractmethod
+    def update_job(self, job: JobRecord) -> bool:
+        """Save every field of a stored job but `id`, `tenant`, `kind` and `created_at`, if the stored `revision`
+        is `job.revision - 1`; false (nothing saved) when it is not: another worker took the job over."""
+
+    @abstractmethod
+    def list_jobs(self, page: PageRequest) -> Page[JobRecord]:
+        """The tenant's jobs, newest first."""
+
+    # --- bulk work ---
+    @abstractmethod
+    def count_contacts(self, where: ContactFilter) -> int:
+        """How many contacts `list_contacts(where, ...)` would list in all."""
+
+    @abstractmethod
+    def enrolled_contacts(self, template_id: str, contact_ids: Sequence[str]) -> set[str]:
+        """Those of `contact_ids` that have an unfinished instance (pending, active, waiting or paused) of
+        `template_id`: one indexed query for a whole batch."""
+
     # --- idempotency keys (plain records: the rules are the service's) ---
     @abstractmethod
     def get_idempotency(self, route: str, key: str) -> IdempotencyRecord | None:
@@ -293,6 +320,14 @@ class SystemTx(ABC):
     @abstractmethod
     def next_wake(self, now: datetime) -> datetime | None:
         """When the earliest unclaimed due work comes (may be in the past), or None when there is none."""
+
+    # --- the worker's jobs ---
+    @abstractmethod
+    def claim_job(self, now: datetime, worker_id: str, lease_until: datetime) -> JobRecord | None:
+        """The oldest unfinished job that no live lease holds (`queued`, or `running` with `lease_until` past),
+        leased to `worker_id` until `lease_until`: saved `running`, `held_by` set, `started_at` set if unset,
+        `revision` one more. Two workers never get the same job while its lease holds (PostgreSQL:
+        `FOR UPDATE SKIP LOCKED`). None when there is no such job."""
 
     # --- maintenance ---
     @abstractmethod
