@@ -23,6 +23,9 @@ class Settings(BaseSettings):
     worker_poll_interval: float = Field(default=1.0, gt=0, le=3600)
     worker_lease_s: float = Field(default=300.0, ge=1, le=86_400)  # how long a worker holds work it claimed
     worker_concurrency: int = Field(default=8, ge=1, le=256)  # pieces of work one worker runs at once
+    job_lease_s: float = Field(default=60.0, ge=1, le=86_400)  # a job of a worker that died is taken over after this
+    job_batch_size: int = Field(default=500, ge=1, le=10_000)  # items one transaction of a job handles
+    bulk_inline_limit: int = Field(default=5_000, ge=0, le=1_000_000)  # larger bulk work becomes a job (202)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     rate_limit: float = Field(default=100.0, ge=0)
     default_phone_region: str = "US"

@@ -14,13 +14,17 @@ from pathlib import Path
 
 from .clock import Clock
 from .models.access import Principal, Role
+from .models.jobs import JobKind
 from .models.templates import TemplateCreate
 from .runtime.handlers import DefaultHandlers, automatic_actions
+from .runtime.jobs import JobRunner
 from .runtime.worker import Handlers, Worker
 from .services.access import DEFAULT_TENANT, AccessService
+from .services.bulk import BulkEnrolment
 from .services.contacts import ContactService
 from .services.idempotency import IdempotencyService
 from .services.instances import InstanceService
+from .services.jobs import JobService
 from .services.tasks import TaskService
 from .services.templates import TemplateService
 from .settings import Settings
@@ -43,6 +47,8 @@ class Services:
     instances: InstanceService
     tasks: TaskService
     idempotency: IdempotencyService
+    jobs: JobService
+    bulk: BulkEnrolment
 
 
 SYSTEM = Principal(token_id="system", tenant=DEFAULT_TENANT, role=Role.SUPERADMIN, name="system")
@@ -54,6 +60,16 @@ async def build_services(settings: Settings, store: Store | None = None, clock: 
     clock = clock or Clock()
     await store.migrate()
     automatic = automatic_actions(settings)
+    instances = InstanceService(store, clock, automatic)
+    jobs = JobService(store, clock)
+    bulk = BulkEnrolment(
+        store,
+        clock,
+        instances,
+        jobs,
+        batch_size=settings.job_batch_size,
+        inline_limit=settings.bulk_inline_limit,
+    )
     return Services(
         settings=settings,
         store=store,
@@ -61,9 +77,11 @@ async def build_services(settings: Settings, store: Store | None = None, clock: 
         access=AccessService(store, clock),
         contacts=ContactService(store, clock, settings.default_phone_region),
         templates=TemplateService(store, clock),
-        instances=InstanceService(store, clock, automatic),
+        instances=instances,
         tasks=TaskService(store, clock),
         idempotency=IdempotencyService(store, clock),
+        jobs=jobs,
+        bulk=bulk,
     )
 
 
@@ -106,6 +124,15 @@ def make_worker(services: Services, handlers: Handlers | None = None) -> Worker:
         poll_interval=settings.worker_poll_interval,
         lease=timedelta(seconds=settings.worker_lease_s),
         concurrency=settings.worker_concurrency,
+        jobs=lambda worker_id: job_runner(services, worker_id),
     )
     services.instances.notify = worker.wake
+    services.jobs.notify = worker.wake
     return worker
+
+
+def job_runner(services: Services, worker_id: str) -> JobRunner:
+    """What runs jobs in a worker: each kind of job and the service whose batches do it."""
+    kinds = {JobKind.BULK_ENROL: services.bulk.job_batch}
+    lease = timedelta(seconds=services.settings.job_lease_s)
+    return JobRunner(services.store, services.clock, kinds, worker_id=worker_id, lease=lease)

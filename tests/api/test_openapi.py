@@ -126,6 +126,7 @@ SCENARIO: list[tuple[str, str, int]] = [
     ("PATCH", "/api/workflows/{welcome}", 200),
     ("POST", f"/api/workflows/{REFERENCE_ID}/clone", 201),
     ("POST", "/api/instances", 201),
+    ("POST", "/api/instances/bulk", 200),
     ("POST", "/api/instances/{instance}/start", 200),
     ("POST", "/api/instances/{instance}/state", 200),
     ("POST", "/api/instances/{instance}/notes", 200),

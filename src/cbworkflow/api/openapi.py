@@ -43,6 +43,7 @@ OPERATION_IDS: dict[tuple[str, str], str] = {
     ("GET", "/api/workflows/{template_id}/validate"): "workflows_validate",
     ("GET", "/api/instances"): "instances_list",
     ("POST", "/api/instances"): "instances_create",
+    ("POST", "/api/instances/bulk"): "instances_bulk_enrol",
     ("GET", "/api/instances/{instance_id}"): "instances_get",
     ("DELETE", "/api/instances/{instance_id}"): "instances_delete",
     ("POST", "/api/instances/{instance_id}/start"): "instances_start",
@@ -61,6 +62,9 @@ OPERATION_IDS: dict[tuple[str, str], str] = {
     ("POST", "/api/tasks/claim"): "tasks_claim",
     ("POST", "/api/tasks/{instance_id}/release"): "tasks_release",
     ("POST", "/api/events"): "events_post",
+    ("GET", "/api/jobs"): "jobs_list",
+    ("GET", "/api/jobs/{job_id}"): "jobs_get",
+    ("POST", "/api/jobs/{job_id}/cancel"): "jobs_cancel",
 }
 
 

@@ -16,6 +16,7 @@ from typer._click import exceptions as usage  # Typer's own copy of Click
 from ..errors import CbwError
 from ..settings import SettingsError
 from ..store import UnsupportedStore
+from . import campaign  # noqa: F401  (registers enrol and jobs on the app)
 from .commands import app
 from .files import CliError
 

@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import ConfigDict, Field, StringConstraints
+from pydantic import ConfigDict, Field, StringConstraints, model_validator
 
 from .common import BoundedObject, JSONObject, RequestModel, ResponseModel, Slug, Tags, Timestamp
 from .events import Event
@@ -137,6 +137,66 @@ class ActorBody(RequestModel):
     """Who it is done for (at most 200 characters); kept only as `data.on_behalf_of`, never as the event's actor."""
     reason: Annotated[str, StringConstraints(max_length=1000)] | None = None
     """Why (at most 1,000 characters); kept in the `instance_cancelled` event; start, pause and resume ignore it."""
+
+
+class BulkContacts(RequestModel):
+    """Which contacts a bulk enrolment takes: every filter given must match; none given means every contact."""
+
+    ids: Annotated[list[Annotated[str, StringConstraints(min_length=1, max_length=64)]], Field(max_length=10_000)] = (
+        Field(default_factory=list)
+    )
+    """These contacts (at most 10,000); every id must name a contact of the tenant. With `ids`, no other filter."""
+    county: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
+    """Only contacts in exactly this county."""
+    tag: Slug | None = None
+    """Only contacts with this tag."""
+    organization: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
+    """Only contacts of exactly this organisation."""
+
+    @model_validator(mode="after")
+    def _ids_alone(self) -> BulkContacts:
+        if self.ids and (self.county or self.tag or self.organization):
+            raise ValueError("give either ids or filters (county, tag, organization), not both")
+        return self
+
+
+class BulkEnrol(RequestModel):
+    """Body of `POST /api/instances/bulk`: enrol every matching contact that has no unfinished instance of the
+    template (pending, active, waiting or paused); the others are counted as skipped."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "template_id": "county-outreach-v1",
+                    "contacts": {"county": "Adams"},
+                    "initial_state": {"call_attempts": 0},
+                    "start": True,
+                }
+            ]
+        }
+    )
+
+    template_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    """The template to enrol them in; it must have no validation errors."""
+    contacts: BulkContacts = Field(default_factory=BulkContacts)
+    """Which contacts; `{}` (the default) takes every contact of the tenant."""
+    initial_state: BoundedObject = Field(default_factory=dict)
+    """The state every new instance starts with (at most 64 KiB as JSON)."""
+    tags: Tags = Field(default_factory=list)
+    """Tags for every new instance."""
+    start: bool = False
+    """Start each new instance at once (else they wait, `pending`, for `/start`)."""
+
+
+class BulkResult(ResponseModel):
+    """What a bulk enrolment did (also the `result` of its job)."""
+
+    enrolled: int
+    """Instances created."""
+    skipped: int
+    """Contacts left out because they already had an unfinished instance of the template (or were deleted while
+    a job ran)."""
 
 
 class RetryRequest(RequestModel):

@@ -91,6 +91,8 @@ class Job(ResponseModel):
     """Why it failed; null unless `failed`."""
     params: dict[str, Any]
     """What was asked: the request that made the job."""
+    cancel_requested: bool = False
+    """True once a cancel was asked for while it ran: it stops before its next batch, as `cancelled`."""
     created_at: Timestamp
     """When it was asked for (UTC, ISO 8601)."""
     started_at: Timestamp | None = None

@@ -30,6 +30,7 @@ from ..models.templates import ActionNode, AIRule, DecisionNode, WaitNode, Webho
 from ..store.base import DueWork, PageRequest, Store, Tx
 from ..validation import host_from_placeholder
 from .ai import AIDecision
+from .jobs import JobRunner
 from .work import ActionRequest, ActionResult, DecisionRequest, WebhookCall
 
 log = logging.getLogger("cbworkflow.worker")
@@ -99,6 +100,7 @@ class Worker:
         lease: timedelta = DEFAULT_LEASE,
         concurrency: int = 8,
         worker_id: str | None = None,
+        jobs: Callable[[str], JobRunner] | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -110,9 +112,13 @@ class Worker:
         self.concurrency = concurrency
         self._woken = asyncio.Event()
         self._running: set[asyncio.Task[None]] = set()
+        self.jobs = jobs(self.id) if jobs else None  # one job at a time, beside the instances' work
+        self._job: asyncio.Task[bool] | None = None
+        self._look_for_jobs_at = 0.0  # loop time of the next look for a job (at most one look per poll)
 
     def wake(self) -> None:
         """New due work in this process: look now instead of at the next poll. Safe from any thread."""
+        self._look_for_jobs_at = 0.0  # a job may have been queued: look at once
         try:
             loop = self._loop
         except AttributeError:
@@ -124,6 +130,7 @@ class Worker:
         self._loop = asyncio.get_running_loop()
         log.info("worker %s started", self.id)
         while not stop.is_set():
+            self._take_up_a_job(stop)
             try:
                 claimed = await self.run_once()
             except Exception:  # the store is down, say: keep the process, try again after a nap
@@ -132,9 +139,31 @@ class Worker:
             if claimed:
                 continue  # there may be more
             await self._nap(stop)
+        if self._job is not None:
+            await asyncio.gather(self._job, return_exceptions=True)
         await self.drain()
         await self.handlers.close()
         log.info("worker %s stopped", self.id)
+
+    def _take_up_a_job(self, stop: asyncio.Event) -> None:
+        """Start the next job, unless one runs: it runs as a task of its own, a batch per transaction."""
+        if self.jobs is None or (self._job is not None and not self._job.done()):
+            return
+        now = self._loop.time()
+        if now < self._look_for_jobs_at:
+            return
+        self._look_for_jobs_at = now + self.poll_interval
+        self._job = asyncio.create_task(self.jobs.run_next(stop))
+        self._job.add_done_callback(self._job_ended)
+
+    def _job_ended(self, done: asyncio.Task[bool]) -> None:
+        if done.cancelled():
+            return
+        if done.exception() is not None:  # the store failed while claiming, say: the next look tries again
+            log.error("worker: taking up a job failed", exc_info=done.exception())
+        elif done.result():
+            self._look_for_jobs_at = 0.0  # it ran one: there may be another
+            self._woken.set()
 
     async def _nap(self, stop: asyncio.Event) -> None:
         now = self.clock.now()

@@ -47,15 +47,23 @@ def snapshot_of(tenant: str, start_node: str, nodes: dict[str, object]) -> Snaps
     return Snapshot(hashlib.sha256(canonical.encode()).hexdigest()[:32], start_node, nodes)
 
 
+def template_snapshot(tenant: str, template: WorkflowTemplate) -> Snapshot:
+    """The frozen snapshot of the template's graph as it is now (to store with the instances made from it)."""
+    assert template.start_node is not None
+    return snapshot_of(tenant, template.start_node, {k: v.model_dump(mode="json") for k, v in template.nodes.items()})
+
+
 def new_instance(
     tenant: str, contact_id: str, template: WorkflowTemplate, now: datetime
 ) -> tuple[WorkflowInstance, Snapshot]:
     """A pending instance of `template` and the frozen snapshot of its graph (to store with it)."""
+    return pending_instance(tenant, contact_id, template, now), template_snapshot(tenant, template)
+
+
+def pending_instance(tenant: str, contact_id: str, template: WorkflowTemplate, now: datetime) -> WorkflowInstance:
+    """A new `pending` instance of `template` for the contact, before it is stored."""
     assert template.start_node is not None
-    snapshot = snapshot_of(
-        tenant, template.start_node, {k: v.model_dump(mode="json") for k, v in template.nodes.items()}
-    )
-    instance = WorkflowInstance(
+    return WorkflowInstance(
         id=new_id(),
         tenant=tenant,
         contact_id=contact_id,
@@ -67,7 +75,21 @@ def new_instance(
         created_at=now,
         updated_at=now,
     )
-    return instance, snapshot
+
+
+def enrollable(tx: Tx, template_id: str) -> WorkflowTemplate:
+    """The template contacts may be enrolled in: 404 when there is none, 422 when it has validation errors."""
+    template = tx.get_template(template_id)
+    if template is None:
+        raise NotFound(f"no workflow template with id {template_id!r}")
+    report = report_for(template)
+    if not report.valid:
+        raise InvalidInput(
+            f"template {template.id!r} has validation errors; fix them before enrolling contacts: "
+            + "; ".join(e.message for e in report.errors),
+            errors=[e.model_dump() for e in report.errors],
+        )
+    return template
 
 
 MAX_EVENT_TARGETS = 1000  # instances one POST /api/events may resume; more is a bulk job
@@ -128,16 +150,7 @@ class InstanceService:
         def run(tx: Tx) -> WorkflowInstance:
             if tx.get_contact(body.contact_id) is None:
                 raise NotFound(f"no contact with id {body.contact_id!r}")
-            template = tx.get_template(body.template_id)
-            if template is None:
-                raise NotFound(f"no workflow template with id {body.template_id!r}")
-            report = report_for(template)
-            if not report.valid:
-                raise InvalidInput(
-                    f"template {template.id!r} has validation errors; fix them before enrolling contacts: "
-                    + "; ".join(e.message for e in report.errors),
-                    errors=[e.model_dump() for e in report.errors],
-                )
+            template = enrollable(tx, body.template_id)
             instance, snapshot = new_instance(principal.tenant, body.contact_id, template, now)
             instance.state, instance.tags, instance.metadata = body.initial_state, body.tags, body.metadata
             tx.put_snapshot(snapshot)

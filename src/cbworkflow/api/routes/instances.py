@@ -5,12 +5,15 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response
+from fastapi.responses import JSONResponse
 
 from ...models.access import Principal
 from ...models.common import Page
 from ...models.events import Event
 from ...models.instances import (
     ActorBody,
+    BulkEnrol,
+    BulkResult,
     InstanceCreate,
     InstanceStatus,
     MoveRequest,
@@ -20,6 +23,7 @@ from ...models.instances import (
     TransitionRequest,
     WorkflowInstance,
 )
+from ...models.jobs import Job
 from ...store.base import InstanceFilter
 from ..deps import (
     ADMINS,
@@ -75,6 +79,26 @@ async def list_instances(
 async def create_instance(services: ServicesDep, principal: Staff, body: InstanceCreate) -> WorkflowInstance:
     """Enrol a contact: 404 for an unknown contact or template, 422 for a template with validation errors."""
     return await services.instances.create(principal, body)
+
+
+@router.post(
+    "/bulk",
+    response_model=BulkResult,
+    responses={
+        202: {"model": Job, "description": "Too many contacts for one request: a job does it (see `Location`)"},
+        **error_responses(404),
+    },
+    summary="Enrol every matching contact not yet in the template",
+)
+async def bulk_enrol(services: ServicesDep, principal: Staff, body: BulkEnrol) -> BulkResult | JSONResponse:
+    """Each matching contact without an unfinished instance of the template gets one (with `start`, started);
+    the others are counted as `skipped`, so sending it again enrols no one twice. Up to `CBW_BULK_INLINE_LIMIT`
+    contacts (5,000) are enrolled before the answer; more answer 202 with the job, whose `result` is this answer."""
+    done = await services.bulk.enrol(principal, body)
+    if isinstance(done, BulkResult):
+        return done
+    location = f"/api/jobs/{done.id}"
+    return JSONResponse(done.model_dump(mode="json"), status_code=202, headers={"Location": location})
 
 
 @router.get("/{instance_id}", response_model=WorkflowInstance, responses=error_responses(404))
