@@ -85,11 +85,20 @@ def _name_keys(conn: Connection) -> None:
         schema.NAME_KEY_INDEX.create(conn)
 
 
+def _jobs(conn: Connection) -> None:
+    """The jobs table, and the index bulk enrolment asks which contacts a template has already."""
+    if not inspect(conn).has_table("jobs"):
+        schema.jobs.create(conn)  # with its indexes
+    if schema.ENROLLED_INDEX.name not in {index["name"] for index in inspect(conn).get_indexes("instances")}:
+        schema.ENROLLED_INDEX.create(conn)
+
+
 MIGRATIONS: list[tuple[int, str, Step]] = [
     (1, "initial tables", _initial),
     (2, "contact search index", _search_index),
     (3, "work queue, AI suggestions and worker leases on instances", _engine_columns),
     (4, "name keys for short-name search", _name_keys),
+    (5, "jobs, and unfinished instances by template and contact", _jobs),
 ]
 LATEST = MIGRATIONS[-1][0]
 

@@ -14,7 +14,7 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Connection, create_engine
+from sqlalchemy import Connection, Table, create_engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.sql import Select
 
@@ -32,8 +32,8 @@ class PostgresLocks(RowLocks):
     def for_update(self, query: Select[Any]) -> Select[Any]:
         return query.with_for_update()
 
-    def skip_locked(self, query: Select[Any]) -> Select[Any]:
-        return query.with_for_update(skip_locked=True, of=s.instances)
+    def skip_locked(self, query: Select[Any], of: Table = s.instances) -> Select[Any]:
+        return query.with_for_update(skip_locked=True, of=of)
 
 
 def engine_url(url: str) -> str:

@@ -223,6 +223,18 @@ INSTANCE_WORK_INDEXES = [
     _newest_first("instances", "waiting", "waiting_for"),
 ]
 
+# Unfinished instances by template and contact: which contacts of a batch a template has already (bulk enrolment).
+# Partial, so finished instances (most of them, in time) cost nothing; the condition is written out, as above.
+ENROLLED_SQL = text("status IN ('pending', 'active', 'waiting', 'paused')")
+ENROLLED_INDEX = Index(
+    "ix_instances_enrolled",
+    "tenant",
+    "template_id",
+    "contact_id",
+    postgresql_where=ENROLLED_SQL,
+    sqlite_where=ENROLLED_SQL,
+)
+
 instances = _records(
     "instances",
     *_required_text(contact_id=64, template_id=64, template_version=40, snapshot_id=64),
@@ -242,6 +254,7 @@ instances = _records(
     _newest_first("instances", "status", "status"),
     _newest_first("instances", "node", "current_node"),
     *INSTANCE_WORK_INDEXES,
+    ENROLLED_INDEX,
 )
 
 instance_tags = _tag_table("instance_tags", "instance_pk")
@@ -274,4 +287,28 @@ idempotency_keys = Table(
     _required("created_at", UTCDateTime()),
     UniqueConstraint("tenant", "route", "key", name="uq_idempotency"),
     Index("ix_idempotency_created", "created_at"),
+)
+
+# The worker's claim of a job: unfinished jobs, oldest first (a partial index: finished jobs cost nothing).
+UNFINISHED_JOBS_SQL = text("status IN ('queued', 'running')")
+
+jobs = _records(
+    "jobs",
+    *_required_text(kind=40, status=20),
+    *(_required(name, Json) for name in ("params", "progress", "result")),
+    *(Column(name, Text) for name in ("error", "cursor")),
+    _required("cancel_requested", Boolean),
+    *_optional_text(held_by=64, created_by=64),
+    Column("lease_until", UTCDateTime()),
+    _required("created_at", UTCDateTime()),
+    *(Column(name, UTCDateTime()) for name in ("started_at", "finished_at")),
+    _required("revision", Integer),
+    _newest_first("jobs", "created"),
+    Index(
+        "ix_jobs_unfinished",
+        "created_at",
+        "id",
+        postgresql_where=UNFINISHED_JOBS_SQL,
+        sqlite_where=UNFINISHED_JOBS_SQL,
+    ),
 )

@@ -8,6 +8,7 @@
     <root>/<tenant>/template-versions/<template id>/<version>.json
     <root>/<tenant>/snapshots/<hash>.json   frozen node maps, shared by instances of the same graph
     <root>/<tenant>/tokens/<id>.json        a token with the SHA-256 of its secret (never the secret)
+    <root>/<tenant>/jobs/<id>.json          a background job (bulk enrolment), with the worker's lease on it
     <root>/<tenant>/contact-instances/<contact id>.json   instance ids of a contact (kept after the contact goes)
     <root>/<tenant>/external-ids/<sha256>.json            which contact holds an external id
     <root>/<tenant>/idempotency/<sha256>.json

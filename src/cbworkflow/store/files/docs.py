@@ -9,7 +9,10 @@ from typing import Any
 
 from ...models.access import Token
 from ...models.events import Event
+from ...models.jobs import JobRecord
 from ..base import PageRequest, TokenRecord
+from ..jobs import FIXED as JOB_FIXED
+from ..jobs import claimable
 from ..paging import cut_page, time_cursor
 from .layout import STORED, parse_time
 
@@ -28,6 +31,21 @@ def event(doc: Doc) -> Event:
 
 def token_record(doc: Doc) -> TokenRecord:
     return TokenRecord(Token.model_validate(fields(doc, "secret_hash")), doc["secret_hash"])
+
+
+def job(doc: Doc) -> JobRecord:
+    return JobRecord.model_validate(fields(doc))
+
+
+def job_saved(saved: JobRecord, old: Doc) -> Doc:
+    """The document of a stored job after an update: its fixed fields and stamp stay."""
+    return {**saved.model_dump(mode="json"), **{key: old[key] for key in (*JOB_FIXED, STORED)}}
+
+
+def job_free(doc: Doc, now: datetime) -> bool:
+    """The job is unfinished and no live lease holds it."""
+    until = doc.get("lease_until")
+    return claimable(doc["status"], None if until is None else parse_time(until), now)
 
 
 def by_stored(doc: Doc) -> int:

@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from ...ids import SLUG_RE
-from ...models.instances import MOVABLE
+from ...models.instances import MOVABLE, TERMINAL
 
 FORMAT = 1
 STORED = "_stored"  # a per-record stamp of when it was first stored: breaks ties in lists, orders search results
 TIMELINE = "timeline"
 MOVABLE_STATUSES = frozenset(status.value for status in MOVABLE)
+FINISHED_STATUSES = frozenset(status.value for status in TERMINAL)
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _DUE_ENTRY = re.compile(r"(\d{17})\.([a-z0-9][a-z0-9_-]{0,63})\.(.+)\.json")  # <wake, µs>.<tenant>.<instance id>
@@ -67,7 +68,7 @@ class Layout:
 
     # ------------------------------------------------------------------ records of a tenant
     def record(self, tenant: str, folder: str, record_id: str) -> Path | None:
-        """`<tenant>/<folder>/<id>.json`: contacts, instances, templates, snapshots, tokens, contact-instances."""
+        """`<tenant>/<folder>/<id>.json`: contacts, instances, templates, snapshots, tokens, contact-instances, jobs."""
         name = file_name(record_id)
         return None if name is None else self.root / tenant / folder / f"{name}.json"
 

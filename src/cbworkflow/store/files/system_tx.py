@@ -9,9 +9,12 @@ from typing import Any
 from ...errors import Conflict, InvalidInput
 from ...ids import SLUG_RE
 from ...models.access import Tenant
+from ...models.jobs import JobRecord
 from ..base import CLASH, DueWork, Page, PageRequest, SnapshotCache, SystemTx, TokenRecord, Tx
+from ..jobs import claimed
 from ..paging import time_id_cursor
-from .docs import Doc, fields, lease_free, newest_page, token_record
+from .docs import Doc, fields, job_free, job_saved, lease_free, newest_page, token_record
+from .docs import job as stored_job
 from .layout import Layout, hashed, parse_time
 from .tenant_tx import FileTx
 from .transaction import FileTransaction
@@ -91,6 +94,28 @@ class FileSystemTx(SystemTx):
                 return wake
             leases.append(parse_time(doc["worker_lease_until"]))
         return min(leases, default=None)
+
+    # ------------------------------------------------------------------ the worker's jobs
+    def claim_job(self, now: datetime, worker_id: str, lease_until: datetime) -> JobRecord | None:
+        """A scan of every tenant's jobs; the one claimed is locked as `claim_due` locks an instance, so two
+        processes never both claim it."""
+        free = sorted(
+            (parse_time(doc["created_at"]), doc["id"], folder.name)
+            for folder in self.layout.tenant_dirs()
+            for doc in self.txn.scan(folder / "jobs")
+            if job_free(doc, now)
+        )
+        for _, job_id, tenant in free:
+            path = self.layout.record(tenant, "jobs", job_id)
+            if path is None or not self.txn.lock_if_free(path):
+                continue  # another worker is on it
+            doc = self.txn.get(path)
+            if doc is None or not job_free(doc, now):
+                continue  # claimed, finished or gone since the scan
+            job = claimed(stored_job(doc), now, worker_id, lease_until)
+            self.txn.put(path, job_saved(job, doc))
+            return job
+        return None
 
     # ------------------------------------------------------------------ maintenance
     def count_instances_by_status(self) -> dict[str, int]:

@@ -16,15 +16,17 @@ from ...ids import SLUG_RE
 from ...models.access import Token
 from ...models.contacts import Contact
 from ...models.events import Event
-from ...models.instances import TERMINAL, WorkflowInstance, task_action
+from ...models.instances import WorkflowInstance, task_action
+from ...models.jobs import JobRecord
 from ...models.templates import Node, TemplateVersion, WorkflowTemplate
 from ..base import CLASH, IdempotencyRecord, Page, PageRequest, Snapshot, SnapshotCache, TokenRecord, Tx
 from ..filters import ContactFilter, InstanceFilter, TaskFilter
 from ..paging import cut_page, int_cursor, name_cursor, time_cursor
 from ..phones import name_key, phone_digits, phone_query_digits
 from . import disk
-from .docs import WORKER, Doc, event, fields, newest_page, newest_stored, token_record
-from .layout import MOVABLE_STATUSES, STORED, TIMELINE, Layout, parse_time
+from .docs import WORKER, Doc, event, fields, job_saved, newest_page, newest_stored, token_record
+from .docs import job as stored_job
+from .layout import FINISHED_STATUSES, MOVABLE_STATUSES, STORED, TIMELINE, Layout, parse_time
 from .transaction import FileTransaction
 
 
@@ -161,7 +163,8 @@ class FileTx(Tx):
         self.txn.put(path, None)  # its own events go with it; its instances' events stay with the instances
         return True
 
-    def list_contacts(self, where: ContactFilter, page: PageRequest) -> Page[Contact]:
+    def _contact_docs(self, where: ContactFilter) -> Iterator[Doc]:
+        """The tenant's contacts that `where` picks (a scan)."""
         wanted = set(where.tags)
         checks = (("county", where.county), ("organization", where.organization), ("external_id", where.external_id))
 
@@ -170,8 +173,14 @@ class FileTx(Tx):
                 doc.get("tags") or ()
             )
 
-        docs, cursor = newest_page(filter(matches, self.txn.scan(self.home / "contacts")), page)
+        return filter(matches, self.txn.scan(self.home / "contacts"))
+
+    def list_contacts(self, where: ContactFilter, page: PageRequest) -> Page[Contact]:
+        docs, cursor = newest_page(self._contact_docs(where), page)
         return Page([self._contact(doc) for doc in docs], cursor)
+
+    def count_contacts(self, where: ContactFilter) -> int:
+        return sum(1 for _ in self._contact_docs(where))
 
     def search_contacts(self, query: str, page: PageRequest) -> Page[Contact]:
         """A scan, newest stored first. `query` has 3+ characters."""
@@ -354,8 +363,7 @@ class FileTx(Tx):
         return Page([self._instance(doc) for doc in found], cursor)
 
     def unfinished_instances_of_contact(self, contact_id: str) -> list[WorkflowInstance]:
-        finished = {status.value for status in TERMINAL}
-        found = [doc for doc in self._instances_of(contact_id, lock=True) if doc["status"] not in finished]
+        found = [doc for doc in self._instances_of(contact_id, lock=True) if doc["status"] not in FINISHED_STATUSES]
         found.sort(key=lambda doc: (parse_time(doc["created_at"]), doc[STORED]))
         return [self._instance(doc) for doc in found]
 
@@ -363,6 +371,37 @@ class FileTx(Tx):
         path, doc = self._get_record("instances", instance_id)
         if path is not None and doc is not None and doc.get("worker_id") == worker_id:
             self.txn.put(path, fields(doc, *WORKER) | {STORED: doc[STORED]})
+
+    def enrolled_contacts(self, template_id: str, contact_ids: Sequence[str]) -> set[str]:
+        """Reads each contact's instances through its `contact-instances` list, not the whole folder."""
+        return {
+            contact_id
+            for contact_id in set(contact_ids)
+            if any(
+                doc["template_id"] == template_id and doc["status"] not in FINISHED_STATUSES
+                for doc in self._instances_of(contact_id)
+            )
+        }
+
+    # ------------------------------------------------------------------ jobs
+    def insert_job(self, job: JobRecord) -> None:
+        path = _required(self._record("jobs", job.id), "job id")
+        self._insert_new(path, {**job.model_dump(mode="json"), "tenant": self.tenant, STORED: self.txn.stamp()})
+
+    def get_job(self, job_id: str) -> JobRecord | None:
+        _, doc = self._get_record("jobs", job_id)
+        return stored_job(doc) if doc else None
+
+    def update_job(self, job: JobRecord) -> bool:
+        path, old = self._get_record("jobs", job.id)
+        if path is None or old is None or old["revision"] != job.revision - 1:
+            return False  # another worker took the job over (or it is gone)
+        self.txn.put(path, job_saved(job, old))
+        return True
+
+    def list_jobs(self, page: PageRequest) -> Page[JobRecord]:
+        docs, cursor = newest_page(self.txn.scan(self.home / "jobs"), page)
+        return Page([stored_job(doc) for doc in docs], cursor)
 
     # ------------------------------------------------------------------ the work queue
     def _task_docs(self, where: TaskFilter, now: datetime) -> list[Doc]:

@@ -10,6 +10,7 @@ from ...models.access import Role, Tenant, Token
 from ...models.contacts import Contact
 from ...models.events import Event
 from ...models.instances import WorkflowInstance, task_action
+from ...models.jobs import JobRecord
 from ...models.templates import TemplateVersion, WorkflowTemplate
 from .. import schema as s
 from ..phones import name_key, phone_digits
@@ -70,6 +71,14 @@ def instance_values(instance: WorkflowInstance) -> dict[str, Any]:
     return values
 
 
+def job_values(job: JobRecord) -> dict[str, Any]:
+    return job.model_dump(mode="python")
+
+
+def job(row: Row[Any]) -> JobRecord:
+    return JobRecord.model_validate(row._mapping)
+
+
 def event(row: Row[Any]) -> Event:
     return Event.model_validate({name: getattr(row, name) for name in Event.model_fields})
 
@@ -100,4 +109,9 @@ UPDATE_INSTANCE = (
         s.instances.c.revision == bindparam("w_revision"),
     )
     .returning(s.instances.c.pk)
+)
+UPDATE_JOB = update(s.jobs).where(
+    s.jobs.c.tenant == bindparam("w_tenant"),
+    s.jobs.c.id == bindparam("w_id"),
+    s.jobs.c.revision == bindparam("w_revision"),
 )

@@ -8,11 +8,13 @@ from datetime import datetime
 from sqlalchemy import Connection, and_, delete, func, insert, or_, select, update
 
 from ...models.access import Tenant
+from ...models.jobs import JobRecord, JobStatus
 from .. import schema as s
 from ..base import DueWork, Page, PageRequest, SystemTx, TokenRecord, Tx
+from ..jobs import claimed
 from ..paging import cut_page, time_id_cursor
 from . import rows
-from .tx import RowLocks
+from .tx import RowLocks, save_job
 
 
 class SqlSystemTx(SystemTx):
@@ -80,6 +82,19 @@ class SqlSystemTx(SystemTx):
         ).scalar_one()
         found = [t for t in (earliest, leased) if t is not None]
         return min(found) if found else None
+
+    # ------------------------------------------------------------------ the worker's jobs
+    def claim_job(self, now: datetime, worker_id: str, lease_until: datetime) -> JobRecord | None:
+        j = s.jobs.c  # along the partial ix_jobs_unfinished, whose condition is repeated word for word
+        free = or_(j.status == JobStatus.QUEUED.value, j.lease_until.is_(None), j.lease_until < now)
+        pick = select(s.jobs).where(s.UNFINISHED_JOBS_SQL, free).order_by(j.created_at, j.id).limit(1)
+        row = self.conn.execute(self.locks.skip_locked(pick, of=s.jobs)).first()
+        if row is None:
+            return None
+        job = claimed(rows.job(row), now, worker_id, lease_until)
+        if not save_job(self.conn, row.tenant, job):
+            raise RuntimeError(f"job {job.id} changed under a write lock (revision {job.revision})")
+        return job
 
     # ------------------------------------------------------------------ maintenance
     def count_instances_by_status(self) -> dict[str, int]:

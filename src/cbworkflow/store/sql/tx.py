@@ -20,10 +20,12 @@ from ...models.access import Token
 from ...models.contacts import Contact
 from ...models.events import Event
 from ...models.instances import MOVABLE, TERMINAL, WorkflowInstance
+from ...models.jobs import JobRecord
 from ...models.templates import Node, TemplateVersion, WorkflowTemplate
 from .. import schema as s
 from ..base import IdempotencyRecord, Page, PageRequest, Snapshot, SnapshotCache, TokenRecord, Tx
 from ..filters import ContactFilter, InstanceFilter, TaskFilter
+from ..jobs import FIXED as JOB_FIXED
 from ..paging import cut_page, int_cursor, name_cursor, time_cursor
 from ..phones import next_prefix, phone_query_digits
 from . import rows
@@ -37,8 +39,8 @@ class RowLocks:
         """Lock the rows read, for a read-modify-write."""
         return query
 
-    def skip_locked(self, query: Select[Any]) -> Select[Any]:
-        """Lock the rows picked, passing over rows another transaction holds."""
+    def skip_locked(self, query: Select[Any], of: Table = s.instances) -> Select[Any]:
+        """Lock the rows of `of` picked, passing over rows another transaction holds."""
         return query
 
 
@@ -50,6 +52,16 @@ def insert_unless_there(conn: Connection, statement: Any) -> bool:
     except IntegrityError:
         return False
     return True
+
+
+def save_job(conn: Connection, tenant: str, job: JobRecord) -> bool:
+    """Save every field of `tenant`'s stored job but the fixed ones, if its stored revision is the one before
+    `job`'s; false (nothing saved) otherwise."""
+    values = rows.job_values(job)
+    for fixed in JOB_FIXED:
+        del values[fixed]
+    where = {"w_tenant": tenant, "w_id": job.id, "w_revision": job.revision - 1}
+    return bool(conn.execute(rows.UPDATE_JOB, {**values, **where}).rowcount == 1)
 
 
 def _equal(query: Select[Any], pairs: Iterable[tuple[Any, Any]]) -> Select[Any]:
@@ -165,12 +177,20 @@ class SqlTx(Tx):
         e = s.events.c  # the contact's own events go with it; its instances' events stay with the instances
         return self._delete_with(CONTACTS, contact_id, s.events, e.contact_id == contact_id, e.instance_id.is_(None))
 
-    def list_contacts(self, where: ContactFilter, page: PageRequest) -> Page[Contact]:
+    def _contacts_where(self, query: Select[Any], where: ContactFilter) -> tuple[Select[Any], Any]:
+        """`query` over contacts narrowed to the tenant's that `where` picks; also the pair to page along."""
         c = s.contacts.c
         wanted = ((c.county, where.county), (c.organization, where.organization), (c.external_id, where.external_id))
-        query = _equal(select(s.contacts).where(c.tenant == self.tenant), wanted)
-        found, cursor = self._list(query, CONTACTS, where.tags, page)
+        return self.tags.having_all(_equal(query.where(c.tenant == self.tenant), wanted), CONTACTS, where.tags)
+
+    def list_contacts(self, where: ContactFilter, page: PageRequest) -> Page[Contact]:
+        query, order = self._contacts_where(select(s.contacts), where)
+        found, cursor = self._page(query, s.contacts, page, order)
         return Page(self._contacts(found), cursor)
+
+    def count_contacts(self, where: ContactFilter) -> int:
+        query, _ = self._contacts_where(select(func.count()).select_from(s.contacts), where)
+        return int(self.conn.execute(query).scalar_one())
 
     def search_contacts(self, query: str, page: PageRequest) -> Page[Contact]:
         """Portable fallback: a LIKE scan (backends override it with an index). `query` has 3+ characters."""
@@ -347,6 +367,31 @@ class SqlTx(Tx):
             .where(i.tenant == self.tenant, i.id == instance_id, i.worker_id == worker_id)
             .values(worker_id=None, worker_lease_until=None)
         )
+
+    def enrolled_contacts(self, template_id: str, contact_ids: Sequence[str]) -> set[str]:
+        if not contact_ids:
+            return set()
+        i = s.instances.c  # along ix_instances_enrolled, whose condition is repeated word for word
+        query = select(i.contact_id).where(
+            i.tenant == self.tenant, i.template_id == template_id, i.contact_id.in_(contact_ids), s.ENROLLED_SQL
+        )
+        return set(self.conn.execute(query.distinct()).scalars())
+
+    # ------------------------------------------------------------------ jobs
+    def insert_job(self, job: JobRecord) -> None:
+        self.conn.execute(insert(s.jobs), {**rows.job_values(job), "tenant": self.tenant})
+
+    def get_job(self, job_id: str) -> JobRecord | None:
+        j = s.jobs.c
+        row = self.conn.execute(self._locked(select(s.jobs).where(j.tenant == self.tenant, j.id == job_id))).first()
+        return rows.job(row) if row else None
+
+    def update_job(self, job: JobRecord) -> bool:
+        return save_job(self.conn, self.tenant, job)
+
+    def list_jobs(self, page: PageRequest) -> Page[JobRecord]:
+        found, cursor = self._page(select(s.jobs).where(s.jobs.c.tenant == self.tenant), s.jobs, page)
+        return Page([rows.job(r) for r in found], cursor)
 
     # ------------------------------------------------------------------ the work queue
     def _tasks(self, where: TaskFilter, now: datetime) -> Select[Any]:
