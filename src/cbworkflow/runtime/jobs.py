@@ -107,7 +107,7 @@ class JobRunner:
             if found is None or found.held_by != self.worker_id or found.status is not JobStatus.RUNNING:
                 return
             found.revision += 1
-            found.held_by, found.lease_until = None, self.clock.now()
+            found.held_by, found.lease_until = None, None  # no lease: free for any worker at once
             tx.update_job(found)
 
         await self.store.write(job.tenant, run)
