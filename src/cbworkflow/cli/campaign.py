@@ -26,10 +26,12 @@ def _principal(tenant: str) -> Principal:
 @app.command("enrol")
 def enrol(
     template: Annotated[str, typer.Argument(help="the template's id", metavar="TEMPLATE", show_default=False)],
-    tag: Annotated[str | None, typer.Option(help="only contacts with this tag", metavar="TAG")] = None,
-    county: Annotated[str | None, typer.Option(help="only contacts in this county", metavar="COUNTY")] = None,
+    tag: Annotated[str | None, typer.Option("--tag", help="only contacts with this tag", metavar="TAG")] = None,
+    county: Annotated[
+        str | None, typer.Option("--county", help="only contacts in this county", metavar="COUNTY")
+    ] = None,
     organization: Annotated[
-        str | None, typer.Option(help="only contacts of this organisation", metavar="ORGANIZATION")
+        str | None, typer.Option("--organization", help="only contacts of this organisation", metavar="ORGANIZATION")
     ] = None,
     start: Annotated[bool, typer.Option("--start", help="start each new instance at once")] = False,
     tenant: TenantOption = DEFAULT_TENANT,
