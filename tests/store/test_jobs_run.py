@@ -24,18 +24,11 @@ from cbworkflow.models.jobs import Job, JobStatus
 from cbworkflow.settings import Settings
 from cbworkflow.store.base import InstanceFilter, PageRequest, Tx
 from cbworkflow.wiring import SYSTEM, Services, bootstrap, build_services, job_runner
-from conftest import PostgresDatabase
+from conftest import PostgresDatabase, store_url
 
 TEMPLATE = "county-outreach-v1"
 BATCH = 10
 TENANT = SYSTEM.tenant
-
-
-def store_url(kind: str, tmp: Path, database: PostgresDatabase | None) -> str | None:
-    if kind == "postgresql":
-        assert database is not None
-        return database.url
-    return f"json:///{tmp / 'files'}" if kind == "json" else None
 
 
 class World:
