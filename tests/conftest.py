@@ -275,3 +275,10 @@ class PostgresDatabase:
 
         with psycopg.connect(self.admin_url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Slow tests (server processes, many rows) first, the order otherwise kept: under xdist they then run beside
+    the many short ones, instead of being what is left at the end on one core while the other idles."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
