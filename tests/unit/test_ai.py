@@ -403,17 +403,20 @@ def test_the_standalone_fake_follows_the_markers(sleeps: Sleeps) -> None:
         assert line.startswith("fake Anthropic API on http://127.0.0.1:")
         url = line.split(" on ")[1].strip()
         retrying = decider(url, sleeps)
-        once = decider(url, sleeps, max_attempts=1, timeout_s=0.3)
+        once = decider(url, sleeps, max_attempts=1, timeout_s=20)  # roomy: a loaded machine must not time it out
+        hasty = decider(url, sleeps, max_attempts=1, timeout_s=0.3)  # for the slow answer only
         outcomes = ["interested", "not_interested", "follow_up"]
 
         async def go() -> list[AIDecision]:
             try:
                 return [
-                    await (retrying if n < 5 else once).decide(prompt, outcomes) for n, prompt in enumerate(prompts)
+                    await (retrying if n < 5 else once if n < len(prompts) - 1 else hasty).decide(prompt, outcomes)
+                    for n, prompt in enumerate(prompts)
                 ]
             finally:
                 await retrying.close()
                 await once.close()
+                await hasty.close()
 
         prompts = [
             # with up to three attempts:
@@ -422,7 +425,7 @@ def test_the_standalone_fake_follows_the_markers(sleeps: Sleeps) -> None:
             "[fake:500x2] Notes: maybe later.",
             "[fake:429]",
             "[fake:529x1][fake:retry_after=0.25]",
-            # with one attempt, within 0.3 s:
+            # with one attempt (the last within 0.3 s):
             "[fake:401]",
             "[fake:refusal]",
             "[fake:max_tokens]",
