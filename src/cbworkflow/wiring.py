@@ -22,9 +22,11 @@ from .runtime.worker import Handlers, Worker
 from .services.access import DEFAULT_TENANT, AccessService
 from .services.bulk import BulkEnrolment
 from .services.contacts import ContactService
+from .services.diagrams import DiagramService
 from .services.idempotency import IdempotencyService
 from .services.instances import InstanceService
 from .services.jobs import JobService
+from .services.stats import StatsService
 from .services.tasks import TaskService
 from .services.templates import TemplateService
 from .settings import Settings
@@ -48,6 +50,8 @@ class Services:
     tasks: TaskService
     idempotency: IdempotencyService
     jobs: JobService
+    stats: StatsService
+    diagrams: DiagramService
     bulk: BulkEnrolment
 
 
@@ -81,6 +85,8 @@ async def build_services(settings: Settings, store: Store | None = None, clock: 
         tasks=TaskService(store, clock),
         idempotency=IdempotencyService(store, clock),
         jobs=jobs,
+        stats=StatsService(store),
+        diagrams=DiagramService(store, instances),
         bulk=bulk,
     )
 

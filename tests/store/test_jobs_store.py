@@ -399,11 +399,11 @@ def test_a_database_of_version_4_gets_jobs(kind: str, tmp_path: Path) -> None:
         with engine.begin() as conn:  # back to what version 4 made
             conn.exec_driver_sql("DROP TABLE jobs")
             conn.exec_driver_sql("DROP INDEX ix_instances_enrolled")
-            conn.exec_driver_sql("DELETE FROM schema_migrations WHERE version = 5")
+            conn.exec_driver_sql("DELETE FROM schema_migrations WHERE version >= 5")
         engine.dispose()
         upgraded = made.open()
         try:
-            assert asyncio.run(upgraded.migrate()) == [5]
+            assert asyncio.run(upgraded.migrate())[0] == 5
             assert asyncio.run(upgraded.migrate()) == []
             insert(upgraded, job(id="j1"))
             assert getattr(claim(upgraded), "id", None) == "j1"

@@ -41,6 +41,8 @@ OPERATION_IDS: dict[tuple[str, str], str] = {
     ("GET", "/api/workflows/{template_id}/versions"): "workflows_versions",
     ("POST", "/api/workflows/{template_id}/clone"): "workflows_clone",
     ("GET", "/api/workflows/{template_id}/validate"): "workflows_validate",
+    ("GET", "/api/workflows/{template_id}/stats"): "workflows_stats",
+    ("GET", "/api/workflows/{template_id}/diagram"): "workflows_diagram",
     ("GET", "/api/instances"): "instances_list",
     ("POST", "/api/instances"): "instances_create",
     ("POST", "/api/instances/bulk"): "instances_bulk_enrol",

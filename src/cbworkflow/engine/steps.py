@@ -125,7 +125,7 @@ def transition(
         b.emit(EventType.WAIT_COMPLETED, f"Wait ended by hand: {outcome}", {**data, "skipped": True}, node_id)
     else:
         b.emit(EventType.USER_ACTION, f"Recorded {outcome}" + (f": {note}" if note else ""), data, node_id)
-    b.emit(EventType.NODE_EXITED, f"Left {node.name or node_id} with {outcome}", {"outcome": outcome}, node_id)
+    b.exit(node_id, node, outcome)
     b.enter(node.transitions[outcome])
     return b.step()
 

@@ -239,6 +239,8 @@ class WorkflowInstance(ResponseModel):
     """The node it enters when it starts (frozen with the nodes)."""
     current_node: str | None = None
     """The id of the node it is at; null until it starts. A finished instance keeps the node it finished at."""
+    node_entered_at: Timestamp | None = None
+    """When it entered `current_node` (UTC, ISO 8601): how long it has been there. Null until it starts."""
     status: InstanceStatus
     """Where it is in its lifecycle."""
     state: JSONObject = Field(default_factory=dict)

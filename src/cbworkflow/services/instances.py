@@ -117,7 +117,8 @@ class InstanceService:
         return instance
 
     # ---------------------------------------------------------------- reads
-    def _readable(self, principal: Principal, instance: WorkflowInstance | None, instance_id: str) -> WorkflowInstance:
+    def readable(self, principal: Principal, instance: WorkflowInstance | None, instance_id: str) -> WorkflowInstance:
+        """The instance, if it exists and `principal` may read it (a volunteer: only while it holds it)."""
         if instance is None:
             raise NotFound(f"no instance with id {instance_id!r}")
         if principal.role is Role.VOLUNTEER and not instance.held_by_token(principal.token_id, self.clock.now()):
@@ -126,7 +127,7 @@ class InstanceService:
 
     async def get(self, principal: Principal, instance_id: str) -> WorkflowInstance:
         def run(tx: Tx) -> WorkflowInstance:
-            instance = self._readable(principal, tx.get_instance(instance_id), instance_id)
+            instance = self.readable(principal, tx.get_instance(instance_id), instance_id)
             page = tx.instance_events(instance_id, PageRequest(limit=TIMELINE_INLINE_LIMIT))
             instance.timeline = page.items
             return instance
@@ -138,7 +139,7 @@ class InstanceService:
 
     async def timeline(self, principal: Principal, instance_id: str, page: PageRequest) -> Page[Event]:
         def run(tx: Tx) -> Page[Event]:
-            self._readable(principal, tx.get_instance(instance_id), instance_id)
+            self.readable(principal, tx.get_instance(instance_id), instance_id)
             return tx.instance_events(instance_id, page)
 
         return await self.store.read(principal.tenant, run)
@@ -177,7 +178,7 @@ class InstanceService:
         decide: Callable[[Tx, WorkflowInstance], steps.Step | None],
     ) -> WorkflowInstance:
         def run(tx: Tx) -> WorkflowInstance:
-            instance = self._readable(principal, tx.get_instance(instance_id), instance_id)
+            instance = self.readable(principal, tx.get_instance(instance_id), instance_id)
             step = decide(tx, instance)
             if step is None:
                 return instance

@@ -39,6 +39,7 @@ from ..models.templates import Node, TemplateVersion, WorkflowTemplate
 from .filters import ContactFilter as ContactFilter  # services import the filters with the interface
 from .filters import InstanceFilter as InstanceFilter
 from .filters import TaskFilter as TaskFilter
+from .tallies import Count
 
 T = TypeVar("T")
 
@@ -242,6 +243,13 @@ class Tx(ABC):
     def append_events(self, events: Sequence[Event]) -> None: ...
     @abstractmethod
     def instance_events(self, instance_id: str, page: PageRequest, newest_first: bool = False) -> Page[Event]: ...
+
+    # --- campaign numbers ---
+    @abstractmethod
+    def workflow_counts(self, template_id: str, hours: tuple[int, int] | None) -> list[Count]:
+        """The template's counts (`tallies.py`), each summed: all-time, or what happened in the hours [first,
+        last) since 1970 (where instances are now is always the present)."""
+
     @abstractmethod
     def contact_events(self, contact_id: str, page: PageRequest) -> Page[Event]:
         """Every event of the contact's instances and the contact's own, newest first."""

@@ -11,10 +11,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from sqlalchemy import Connection, bindparam, inspect, select, update
+from sqlalchemy import Connection, bindparam, delete, func, inspect, select, update
 
 from . import schema
 from .phones import name_key
+from .sql.rows import event as event_of
+from .sql.tally_rows import write_tallies
+from .tallies import COUNTED_EVENTS, Tally
 
 Step = Callable[[Connection], None]
 
@@ -93,12 +96,51 @@ def _jobs(conn: Connection) -> None:
         schema.ENROLLED_INDEX.create(conn)
 
 
+def _tallies(conn: Connection) -> None:
+    """The campaign-number counts, and `node_entered_at` on instances; counts for what is already stored.
+
+    Where instances are now comes from one aggregate query; what happened (nodes entered and left, ends reached)
+    from the events, read in batches of 5,000 so no table is held in memory. Visits timed before this version have
+    no duration, so the medians start with the steps taken after it.
+    """
+    if "node_entered_at" not in {column["name"] for column in inspect(conn).get_columns("instances")}:
+        kind = schema.NODE_ENTERED_AT.type.compile(dialect=conn.dialect)
+        conn.exec_driver_sql(f"ALTER TABLE instances ADD COLUMN node_entered_at {kind}")
+    if inspect(conn).has_table("workflow_tallies"):
+        conn.execute(delete(schema.workflow_tallies))  # counted again below, from what is stored
+    else:
+        schema.workflow_tallies.create(conn)
+    i = schema.instances.c
+    placed = select(i.tenant, i.template_id, i.status, i.current_node, func.count()).group_by(
+        i.tenant, i.template_id, i.status, i.current_node
+    )
+    by_tenant: dict[str, Tally] = {}
+    for tenant, template_id, status, node, n in conn.execute(placed):
+        by_tenant.setdefault(tenant, Tally()).placed(template_id, status, node, n)
+    write_tallies(conn, by_tenant.items(), shard=0)
+    e = schema.events.c
+    kinds = [t.value for t in COUNTED_EVENTS]
+    last = 0
+    while True:
+        batch = conn.execute(
+            select(schema.events).where(e.seq > last, e.type.in_(kinds)).order_by(e.seq).limit(5_000)
+        ).all()
+        if not batch:
+            break
+        by_tenant = {}
+        for row in batch:
+            by_tenant.setdefault(row.tenant, Tally()).events([event_of(row)])
+        write_tallies(conn, by_tenant.items(), shard=0)
+        last = batch[-1].seq
+
+
 MIGRATIONS: list[tuple[int, str, Step]] = [
     (1, "initial tables", _initial),
     (2, "contact search index", _search_index),
     (3, "work queue, AI suggestions and worker leases on instances", _engine_columns),
     (4, "name keys for short-name search", _name_keys),
     (5, "jobs, and unfinished instances by template and contact", _jobs),
+    (6, "campaign-number counts, and when an instance entered its node", _tallies),
 ]
 LATEST = MIGRATIONS[-1][0]
 

@@ -24,6 +24,8 @@ from .sql import RowLocks, SqlStore, SqlTx
 
 log = logging.getLogger("cbworkflow.store")
 
+# Rows each campaign-number count is split over: concurrent steps at one node add to different rows.
+TALLY_SHARDS = 8
 # Serialises schema migrations of concurrently starting processes (any constant shared by them all).
 _MIGRATION_LOCK = 7_305_917_242
 
@@ -59,7 +61,7 @@ class PostgresStore(SqlStore):
             connect_args={"options": "-c plan_cache_mode=force_custom_plan"},
         )
         self._threads = ThreadPoolExecutor(max_workers=2 * pool_size, thread_name_prefix="cbw-postgres")
-        super().__init__(engine, tx_class=SqlTx, locks=PostgresLocks(), pools=[self._threads])
+        super().__init__(engine, tx_class=SqlTx, locks=PostgresLocks(), pools=[self._threads], shards=TALLY_SHARDS)
 
     def describe(self) -> str:
         return self._url.render_as_string(hide_password=True)

@@ -22,6 +22,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Table,
     Text,
@@ -235,10 +236,13 @@ ENROLLED_INDEX = Index(
     sqlite_where=ENROLLED_SQL,
 )
 
+NODE_ENTERED_AT: Column[Any] = Column("node_entered_at", UTCDateTime())  # added by migration 6: time spent at a node
+
 instances = _records(
     "instances",
     *_required_text(contact_id=64, template_id=64, template_version=40, snapshot_id=64),
     Column("current_node", String(64)),
+    NODE_ENTERED_AT,
     _required("status", String(20)),
     *_optional_text(paused_status=20, end_status=64),
     *(_required(name, Json) for name in ("state", "tags", "metadata")),
@@ -311,4 +315,22 @@ jobs = _records(
         postgresql_where=UNFINISHED_JOBS_SQL,
         sqlite_where=UNFINISHED_JOBS_SQL,
     ),
+)
+
+
+# Campaign numbers as counts (`tallies.py`), written by each step's transaction. A count is split over a few
+# `shard` rows on PostgreSQL, each transaction adding to one of them, so concurrent steps at the same node rarely
+# wait for each other's row lock; a question sums them. The primary key is the index the stats read walks.
+workflow_tallies = Table(
+    "workflow_tallies",
+    metadata,
+    _tenant(),
+    _required("template_id", String(64)),
+    _required("hour", Integer),  # hours since 1970 of a happening; 0 for the all-time counts
+    _required("metric", String(16)),
+    _required("node", String(64)),
+    _required("key", String(100)),
+    _required("shard", Integer),
+    _required("n", BigInteger),
+    PrimaryKeyConstraint("tenant", "template_id", "hour", "metric", "node", "key", "shard"),
 )

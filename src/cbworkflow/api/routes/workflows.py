@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from datetime import UTC, datetime
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Response
 
 from ...models.access import Principal
 from ...models.common import Page
+from ...models.stats import WorkflowStats
 from ...models.templates import (
     CloneRequest,
     TemplateCreate,
@@ -93,3 +95,64 @@ async def clone_template(
 async def validate_template(services: ServicesDep, principal: Reader, template_id: TemplateIdPath) -> ValidationReport:
     """The template's validation report: `errors` stop enrolment, `warnings` do not."""
     return await services.templates.validate(principal.tenant, record_id(template_id, "workflow template"))
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    """A time without a zone is taken as UTC, as every time the API writes is."""
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+
+@router.get("/{template_id}/stats", response_model=WorkflowStats, responses=error_responses(404))
+async def template_stats(
+    services: ServicesDep,
+    principal: Reader,
+    template_id: TemplateIdPath,
+    since: Annotated[
+        datetime | None,
+        Query(description="count only what happened from this time on (ISO 8601; rounded down to the hour)"),
+    ] = None,
+    until: Annotated[
+        datetime | None,
+        Query(description="count only what happened before this time (ISO 8601; rounded up to the hour)"),
+    ] = None,
+) -> WorkflowStats:
+    """Campaign numbers: per node, the instances there now, times entered, each outcome's count and the median
+    time spent; per status; per end status. `since`/`until` narrow what happened (not where instances are now)."""
+    tid = record_id(template_id, "workflow template")
+    return await services.stats.of_template(principal.tenant, tid, _utc(since), _utc(until))
+
+
+DIAGRAM_TYPES = {"svg": "image/svg+xml", "mermaid": "text/vnd.mermaid; charset=utf-8"}
+
+
+@router.get(
+    "/{template_id}/diagram",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "the drawing: an SVG picture, or Mermaid flowchart text",
+            "content": {
+                "image/svg+xml": {"schema": {"type": "string"}},
+                "text/vnd.mermaid": {"schema": {"type": "string"}},
+            },
+        },
+        **error_responses(404),
+    },
+)
+async def template_diagram(
+    services: ServicesDep,
+    principal: Reader,
+    template_id: TemplateIdPath,
+    format: Annotated[Literal["svg", "mermaid"], Query(description="`svg` (a picture) or `mermaid` (text)")] = "svg",
+    stats: Annotated[bool, Query(description="label each node with how many instances are there now")] = False,
+    instance_id: Annotated[
+        str | None,
+        Query(max_length=64, description="highlight this instance's path and current node, on the graph it runs on"),
+    ] = None,
+) -> Response:
+    """A picture of the template: nodes by type (shape and colour), outcomes on the edges, end statuses; with
+    `stats=true` the number of instances at each node, with `instance_id` one instance's way through it."""
+    tid = record_id(template_id, "workflow template")
+    iid = record_id(instance_id, "instance") if instance_id is not None else None
+    text = await services.diagrams.draw(principal, tid, format, stats=stats, instance_id=iid)
+    return Response(text, media_type=DIAGRAM_TYPES[format])

@@ -17,7 +17,7 @@ from typing import Any
 from ...ids import SLUG_RE
 from ...models.instances import MOVABLE, TERMINAL
 
-FORMAT = 1
+FORMAT = 2  # 2: campaign-number counts kept in <tenant>/tallies/
 STORED = "_stored"  # a per-record stamp of when it was first stored: breaks ties in lists, orders search results
 TIMELINE = "timeline"
 MOVABLE_STATUSES = frozenset(status.value for status in MOVABLE)

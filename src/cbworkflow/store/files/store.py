@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from ...errors import StoreError
 from ..base import SnapshotCache, Store, SystemTx, Tx
@@ -89,6 +89,13 @@ class JsonFileStore(Store):
                 if found.get("format", 0) > FORMAT:
                     raise StoreError(f"{self.root} was written by a newer cbworkflow (format {found['format']})")
                 applied = []
+                if found.get("format", 0) < 2:
+                    self.journal.recover()
+                    for home in self.layout.tenant_dirs():
+                        self.run_tenant(home.name, lambda tx: cast(FileTx, tx).count_stored(), writing=True)
+                    applied.append(2)
+                if applied:
+                    self.journal.apply([(marker, disk.encode({"kind": "cbworkflow-json-store", "format": FORMAT}))])
             else:
                 self.journal.apply([(marker, disk.encode({"kind": "cbworkflow-json-store", "format": FORMAT}))])
                 applied = [FORMAT]

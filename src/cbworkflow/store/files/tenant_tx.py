@@ -5,6 +5,7 @@ in step with the records."""
 from __future__ import annotations
 
 import heapq
+import json
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from datetime import datetime
@@ -23,6 +24,7 @@ from ..base import CLASH, IdempotencyRecord, Page, PageRequest, Snapshot, Snapsh
 from ..filters import ContactFilter, InstanceFilter, TaskFilter
 from ..paging import cut_page, int_cursor, name_cursor, time_cursor
 from ..phones import name_key, phone_digits, phone_query_digits
+from ..tallies import ALL_TIME, Count, Metric, Tally
 from . import disk
 from .docs import WORKER, Doc, event, fields, job_saved, newest_page, newest_stored, token_record
 from .docs import job as stored_job
@@ -310,6 +312,7 @@ class FileTx(Tx):
         doc = {**self._instance_fields(instance), "snapshot_id": snapshot_id, TIMELINE: [], STORED: self.txn.stamp()}
         self._insert_new(path, doc)
         self._sync_due(None, doc)
+        self._count_move(instance.template_id, None, doc)
         self.txn.put(links, {"instance_ids": [*self._links(instance.contact_id, lock=True), instance.id]})
 
     def update_instance(self, instance: WorkflowInstance) -> None:
@@ -322,6 +325,7 @@ class FileTx(Tx):
         doc = {**self._instance_fields(instance), **fixed, **keep}
         self.txn.put(path, doc)
         self._sync_due(old, doc)
+        self._count_move(old["template_id"], old, doc)
 
     def delete_instance(self, instance_id: str) -> bool:
         path, old = self._get_record("instances", instance_id)
@@ -329,6 +333,7 @@ class FileTx(Tx):
             return False
         self.txn.put(path, None)
         self._sync_due(old, None)
+        self._count_move(old["template_id"], old, None)
         links = self._record("contact-instances", old["contact_id"])
         if links is not None:
             kept = [i for i in self._links(old["contact_id"], lock=True) if i != instance_id]
@@ -470,6 +475,50 @@ class FileTx(Tx):
             if doc is None:
                 raise RuntimeError(f"events for {path.stem}, which is not stored")
             self.txn.put(path, {**doc, TIMELINE: [*doc[TIMELINE], *entries]})
+        tally = Tally()
+        tally.events(events)
+        self._add_counts(tally)
+
+    # ------------------------------------------------------------------ campaign numbers
+    def _count_move(self, template_id: str, old: Doc | None, new: Doc | None) -> None:
+        tally = Tally()
+        tally.moved(template_id, _place(old), _place(new))
+        self._add_counts(tally)
+
+    def _add_counts(self, tally: Tally) -> None:
+        """Add the changes to each template's counts file (`<tenant>/tallies/<template>.json`), in this commit."""
+        by_template: dict[str, list[tuple[str, int]]] = {}
+        for (template_id, metric, node, key, hour), n in tally.take():
+            by_template.setdefault(template_id, []).append((json.dumps([metric, node, key, hour]), n))
+        for template_id, changes in by_template.items():
+            path = _required(self._record("tallies", template_id), "template id")
+            counts = dict((self.txn.get(path) or {}).get("counts", {}))
+            for key, n in changes:
+                counts[key] = counts.get(key, 0) + n
+            self.txn.put(path, {"counts": {key: n for key, n in counts.items() if n}})
+
+    def count_stored(self) -> None:
+        """Count what the tenant's instances already hold (a store written before the counts were kept)."""
+        for doc in self.txn.scan(self.home / "instances"):
+            tally = Tally()
+            tally.moved(doc["template_id"], None, (doc["status"], doc["current_node"]))
+            tally.events(event(entry) for entry in doc[TIMELINE])
+            self._add_counts(tally)
+
+    def workflow_counts(self, template_id: str, hours: tuple[int, int] | None) -> list[Count]:
+        path = self._record("tallies", template_id)
+        stored = {} if path is None else (self.txn.peek(path) or {}).get("counts", {})
+        summed: dict[tuple[str, str, str], int] = {}
+        for packed, n in stored.items():
+            metric, node, key, hour = json.loads(packed)
+            if hours is None:
+                wanted = hour == ALL_TIME
+            else:
+                now_or_then = metric == Metric.PLACED if hour == ALL_TIME else hours[0] <= hour < hours[1]
+                wanted = now_or_then
+            if wanted:
+                summed[(metric, node, key)] = summed.get((metric, node, key), 0) + n
+        return [Count(metric, node, key, n) for (metric, node, key), n in summed.items()]
 
     def instance_events(self, instance_id: str, page: PageRequest, newest_first: bool = False) -> Page[Event]:
         path = self._record("instances", instance_id)
@@ -525,6 +574,10 @@ class FileTx(Tx):
         path, doc = self._idempotency(route, key)
         if doc is not None:
             self.txn.put(path, None)
+
+
+def _place(doc: Doc | None) -> tuple[str, str | None] | None:
+    return None if doc is None else (doc["status"], doc["current_node"])
 
 
 def _lease_runs(doc: Doc, now: datetime) -> bool:

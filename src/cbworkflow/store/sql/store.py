@@ -7,6 +7,7 @@ mapping driver errors to the store's, ping, close) is here once.
 
 from __future__ import annotations
 
+import random
 from abc import abstractmethod
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +20,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from ...errors import Conflict, StoreError
 from ..base import CLASH, UNAVAILABLE, SnapshotCache, Store, SystemTx, Tx
 from .system import SqlSystemTx
+from .tally_rows import write_tallies
 from .tx import RowLocks, SqlTx
 
 T = TypeVar("T")
@@ -27,36 +29,49 @@ X = TypeVar("X")
 
 class SqlStore(Store):
     def __init__(
-        self, engine: Engine, *, tx_class: type[SqlTx], locks: RowLocks, pools: list[ThreadPoolExecutor]
+        self,
+        engine: Engine,
+        *,
+        tx_class: type[SqlTx],
+        locks: RowLocks,
+        pools: list[ThreadPoolExecutor],
+        shards: int = 1,
     ) -> None:
         self._engine = engine
         self._tx_class = tx_class
         self._locks = locks
         self._pools = pools
         self._snapshots = SnapshotCache()
+        self.shards = shards
 
     @abstractmethod
     def _transaction(self, writing: bool) -> AbstractContextManager[Connection]:
         """A connection inside a transaction that commits when the block ends and rolls back on an exception."""
 
-    def _run(self, bind: Callable[[Connection], X], fn: Callable[[X], T], writing: bool) -> T:
+    def _run(self, bind: Callable[[Connection, list[SqlTx]], X], fn: Callable[[X], T], writing: bool) -> T:
         try:
             with self._transaction(writing) as conn:
-                return fn(bind(conn))
+                opened: list[SqlTx] = []
+                result = fn(bind(conn, opened))
+                if writing:  # the campaign numbers move in the same transaction as the steps they count
+                    write_tallies(conn, [(tx.tenant, tx.tally) for tx in opened], shard=random.randrange(self.shards))
+                return result
         except IntegrityError as exc:
             raise Conflict(CLASH) from exc
         except OperationalError as exc:
             raise StoreError(UNAVAILABLE) from exc
 
-    def _tenant_tx(self, conn: Connection, tenant: str, writing: bool) -> SqlTx:
-        return self._tx_class(conn, tenant, self._snapshots, self._locks, writing=writing)
+    def _tenant_tx(self, conn: Connection, tenant: str, writing: bool, opened: list[SqlTx]) -> SqlTx:
+        tx = self._tx_class(conn, tenant, self._snapshots, self._locks, writing=writing)
+        opened.append(tx)
+        return tx
 
     def run_tenant(self, tenant: str, fn: Callable[[Tx], T], writing: bool) -> T:
-        return self._run(lambda conn: self._tenant_tx(conn, tenant, writing), fn, writing)
+        return self._run(lambda conn, opened: self._tenant_tx(conn, tenant, writing, opened), fn, writing)
 
     def run_system(self, fn: Callable[[SystemTx], T], writing: bool) -> T:
-        def bind(conn: Connection) -> SystemTx:
-            return SqlSystemTx(conn, self._locks, lambda tenant: self._tenant_tx(conn, tenant, writing))
+        def bind(conn: Connection, opened: list[SqlTx]) -> SystemTx:
+            return SqlSystemTx(conn, self._locks, lambda tenant: self._tenant_tx(conn, tenant, writing, opened))
 
         return self._run(bind, fn, writing)
 

@@ -28,8 +28,10 @@ from ..filters import ContactFilter, InstanceFilter, TaskFilter
 from ..jobs import FIXED as JOB_FIXED
 from ..paging import cut_page, int_cursor, name_cursor, time_cursor
 from ..phones import next_prefix, phone_query_digits
+from ..tallies import Count, Tally, place_of
 from . import rows
 from .tags import CONTACTS, INSTANCES, TEMPLATES, Tagged, TagRows
+from .tally_rows import read_tallies
 
 
 class RowLocks:
@@ -88,6 +90,8 @@ class SqlTx(Tx):
         self.locks = locks
         self.writing = writing
         self.tags = TagRows(conn, tenant)
+        self.tally = Tally()  # the campaign-number changes of this transaction, written just before it commits
+        self._places: dict[str, tuple[str, str | None]] = {}  # (status, node) of instances read or written here
 
     # ------------------------------------------------------------------ helpers
     def _page(
@@ -309,6 +313,8 @@ class SqlTx(Tx):
     def _instances(self, found: Sequence[Row[Any]]) -> list[WorkflowInstance]:
         result = []
         for row in found:
+            if self.writing:
+                self._places[row.id] = (row.status, row.current_node)
             start_node, nodes = self._snapshot(row.snapshot_id)
             result.append(WorkflowInstance.model_validate({**row._mapping, "start_node": start_node, "nodes": nodes}))
         return result
@@ -324,8 +330,11 @@ class SqlTx(Tx):
         values["snapshot_id"] = snapshot_id
         pk = rows.inserted_pk(self.conn.execute(rows.INSERT_INSTANCE, values))
         self.tags.put(INSTANCES, pk, instance.tags, instance.created_at, replace=False)
+        self._places[instance.id] = place_of(instance)
+        self.tally.moved(instance.template_id, None, self._places[instance.id])
 
     def update_instance(self, instance: WorkflowInstance) -> None:
+        before = self._places.get(instance.id) or self._place(instance.id)
         values = rows.instance_values(instance)
         for fixed in ("tenant", "id", "contact_id", "template_id", "template_version", "created_at"):
             del values[fixed]
@@ -334,9 +343,25 @@ class SqlTx(Tx):
         if row is None:
             raise RuntimeError(f"instance {instance.id} changed under a write lock (revision {instance.revision})")
         self.tags.put(INSTANCES, row.pk, instance.tags, instance.created_at, replace=True)
+        self._places[instance.id] = place_of(instance)
+        self.tally.moved(instance.template_id, before, self._places[instance.id])
+
+    def _place(self, instance_id: str) -> tuple[str, str | None] | None:
+        i = s.instances.c
+        query = select(i.status, i.current_node).where(i.tenant == self.tenant, i.id == instance_id)
+        row = self.conn.execute(query).first()
+        return (row.status, row.current_node) if row else None
 
     def delete_instance(self, instance_id: str) -> bool:
-        return self._delete_with(INSTANCES, instance_id, s.events, s.events.c.instance_id == instance_id)
+        i = s.instances.c
+        query = select(i.template_id, i.status, i.current_node).where(i.tenant == self.tenant, i.id == instance_id)
+        found = self.conn.execute(query).first()
+        if not self._delete_with(INSTANCES, instance_id, s.events, s.events.c.instance_id == instance_id):
+            return False
+        if found is not None:
+            self.tally.moved(found.template_id, (found.status, found.current_node), None)
+        self._places.pop(instance_id, None)
+        return True
 
     def list_instances(self, where: InstanceFilter, page: PageRequest) -> Page[WorkflowInstance]:
         i = s.instances.c
@@ -436,6 +461,10 @@ class SqlTx(Tx):
             return
         values = [{**e.model_dump(mode="python"), "type": e.type.value, "tenant": self.tenant} for e in events]
         self.conn.execute(insert(s.events), values)
+        self.tally.events(events)
+
+    def workflow_counts(self, template_id: str, hours: tuple[int, int] | None) -> list[Count]:
+        return read_tallies(self.conn, self.tenant, template_id, hours)
 
     def _events(self, where: ColumnElement[bool], page: PageRequest, newest_first: bool) -> Page[Event]:
         e = s.events.c

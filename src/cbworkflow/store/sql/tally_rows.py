@@ -1,0 +1,54 @@
+"""The campaign-number counts in SQL: added in one upsert per transaction, summed by one indexed query."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import Connection, and_, func, or_, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from .. import schema as s
+from ..tallies import ALL_TIME, Count, Key, Metric, Tally
+
+KEY_COLUMNS = ["tenant", "template_id", "hour", "metric", "node", "key", "shard"]
+
+
+def write_tallies(conn: Connection, tallies: Iterable[tuple[str, Tally]], *, shard: int) -> None:
+    """Add each tenant's changes to the counts, in key order (concurrent writers then lock rows in one order)."""
+    merged: defaultdict[tuple[str, Key], int] = defaultdict(int)
+    for tenant, tally in tallies:
+        for key, n in tally.take():
+            merged[(tenant, key)] += n
+    values = [
+        {"tenant": tenant, "template_id": t, "metric": m, "node": node, "key": key, "hour": h, "shard": shard, "n": n}
+        for (tenant, (t, m, node, key, h)), n in sorted(merged.items())
+        if n
+    ]
+    if not values:
+        return
+    insert: Any = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    statement = insert(s.workflow_tallies).values(values)
+    statement = statement.on_conflict_do_update(
+        index_elements=KEY_COLUMNS, set_={"n": s.workflow_tallies.c.n + statement.excluded.n}
+    )
+    conn.execute(statement)
+
+
+def read_tallies(conn: Connection, tenant: str, template_id: str, hours: tuple[int, int] | None) -> list[Count]:
+    """The counts of a template summed over shards (and over `hours`, [first, last), when given; where
+    instances are now is always all-time)."""
+    c = s.workflow_tallies.c
+    if hours is None:
+        when = c.hour == ALL_TIME
+    else:
+        placed = and_(c.hour == ALL_TIME, c.metric == Metric.PLACED.value)
+        when = or_(placed, and_(c.hour >= max(hours[0], ALL_TIME + 1), c.hour < hours[1]))
+    query = (
+        select(c.metric, c.node, c.key, func.sum(c.n))
+        .where(c.tenant == tenant, c.template_id == template_id, when)
+        .group_by(c.metric, c.node, c.key)
+    )
+    return [Count(metric, node, key, int(n)) for metric, node, key, n in conn.execute(query)]
