@@ -29,12 +29,19 @@ def write_tallies(conn: Connection, tallies: Iterable[tuple[str, Tally]], *, sha
     ]
     if not values:
         return
-    insert: Any = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-    statement = insert(s.workflow_tallies).values(values)
-    statement = statement.on_conflict_do_update(
+    conn.execute(_UPSERT[conn.dialect.name], values)
+
+
+def _upsert(insert: Any) -> Any:
+    """Add `n` to a count, making its row when it is the first: built once per dialect, so SQLAlchemy compiles it
+    once and sends a transaction's rows as one executemany."""
+    statement = insert(s.workflow_tallies)
+    return statement.on_conflict_do_update(
         index_elements=KEY_COLUMNS, set_={"n": s.workflow_tallies.c.n + statement.excluded.n}
     )
-    conn.execute(statement)
+
+
+_UPSERT = {"postgresql": _upsert(pg_insert), "sqlite": _upsert(sqlite_insert)}
 
 
 def read_tallies(conn: Connection, tenant: str, template_id: str, hours: tuple[int, int] | None) -> list[Count]:
