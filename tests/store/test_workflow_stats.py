@@ -179,8 +179,9 @@ def _lower_median(values: list[float]) -> float:
     return ordered[(len(ordered) + 1) // 2 - 1]
 
 
-def _expected(instances: list[Any], events: list[Event]) -> dict[str, Any]:
-    """What the stats must say, counted from the instances and their events."""
+def _expected(instances: list[Any], events: list[Event], exits: list[Event] | None = None) -> dict[str, Any]:
+    """What the stats must say, counted from the instances and their events (the times spent from `exits`, when
+    they differ: a window's medians count the visits that ended on the days it touches)."""
     current: Counter[str] = Counter()
     statuses: Counter[str] = Counter()
     for instance in instances:
@@ -196,9 +197,13 @@ def _expected(instances: list[Any], events: list[Event]) -> dict[str, Any]:
             entered[event.node_id or ""] += 1
         elif event.type is EventType.NODE_EXITED:
             outcomes[event.node_id or ""][event.data["outcome"]] += 1
-            spent[event.node_id or ""].append(event.data["seconds"])
+            if exits is None:
+                spent[event.node_id or ""].append(event.data["seconds"])
         elif event.type is EventType.INSTANCE_COMPLETED:
             ends[event.data["end_status"]] += 1
+    for event in exits or []:
+        if event.type is EventType.NODE_EXITED:
+            spent[event.node_id or ""].append(event.data["seconds"])
     return {
         "current": current,
         "statuses": statuses,
@@ -244,12 +249,18 @@ def test_stats_agree_with_a_count_by_hand_over_a_thousand_random_walks(campaign:
     until = since + timedelta(hours=30)
     window = c.stats(since, until)
     assert (window.since, window.until) == (since, until)
-    inside = _expected(instances, [e for e in events if since <= e.timestamp < until])
+    day = since.replace(hour=0)
+    inside = _expected(
+        instances,
+        [e for e in events if since <= e.timestamp < until],
+        [e for e in events if day <= e.timestamp < until],
+    )
     assert sum(inside["entered"].values()) > 0
     _agree(window, {**inside, "current": _expected(instances, events)["current"]}, now_too=False)
     assert window.statuses == c.stats().statuses
     # Only `since`, only `until`, and a window before anything happened.
-    _agree(c.stats(since=since), _expected(instances, [e for e in events if e.timestamp >= since]), now_too=False)
+    after = _expected(instances, [e for e in events if e.timestamp >= since], [e for e in events if e.timestamp >= day])
+    _agree(c.stats(since=since), after, now_too=False)
     _agree(c.stats(until=until), _expected(instances, [e for e in events if e.timestamp < until]), now_too=False)
     empty = c.stats(START - timedelta(days=3), START - timedelta(days=2))
     assert all(n.entered == 0 and not n.outcomes and n.median_seconds is None for n in empty.nodes.values())

@@ -24,7 +24,7 @@ from ..base import CLASH, IdempotencyRecord, Page, PageRequest, Snapshot, Snapsh
 from ..filters import ContactFilter, InstanceFilter, TaskFilter
 from ..paging import cut_page, int_cursor, name_cursor, time_cursor
 from ..phones import name_key, phone_digits, phone_query_digits
-from ..tallies import ALL_TIME, Count, Metric, Tally
+from ..tallies import ALL_TIME, Count, Metric, Tally, in_window
 from . import disk
 from .docs import WORKER, Doc, event, fields, job_saved, newest_page, newest_stored, token_record
 from .docs import job as stored_job
@@ -514,8 +514,7 @@ class FileTx(Tx):
             if hours is None:
                 wanted = hour == ALL_TIME
             else:
-                now_or_then = metric == Metric.PLACED if hour == ALL_TIME else hours[0] <= hour < hours[1]
-                wanted = now_or_then
+                wanted = metric == Metric.PLACED if hour == ALL_TIME else in_window(metric, hour, hours)
             if wanted:
                 summed[(metric, node, key)] = summed.get((metric, node, key), 0) + n
         return [Count(metric, node, key, n) for (metric, node, key), n in summed.items()]

@@ -11,7 +11,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from .. import schema as s
-from ..tallies import ALL_TIME, Count, Key, Metric, Tally
+from ..tallies import ALL_TIME, Count, Key, Metric, Tally, day_of
 
 KEY_COLUMNS = ["tenant", "template_id", "hour", "metric", "node", "key", "shard"]
 
@@ -45,17 +45,21 @@ _UPSERT = {"postgresql": _upsert(pg_insert), "sqlite": _upsert(sqlite_insert)}
 
 
 def read_tallies(conn: Connection, tenant: str, template_id: str, hours: tuple[int, int] | None) -> list[Count]:
-    """The counts of a template summed over shards (and over `hours`, [first, last), when given; where
-    instances are now is always all-time)."""
+    """The counts of a template summed over shards: all-time, or what happened in the hours [first, last) (the
+    time-spent rows of the days they touch) with where instances are now. Each part is one range of the primary
+    key."""
     c = s.workflow_tallies.c
+    mine = (c.tenant == tenant, c.template_id == template_id)
     if hours is None:
-        when = c.hour == ALL_TIME
+        parts = [and_(*mine, c.hour == ALL_TIME)]
     else:
-        placed = and_(c.hour == ALL_TIME, c.metric == Metric.PLACED.value)
-        when = or_(placed, and_(c.hour >= max(hours[0], ALL_TIME + 1), c.hour < hours[1]))
-    query = (
-        select(c.metric, c.node, c.key, func.sum(c.n))
-        .where(c.tenant == tenant, c.template_id == template_id, when)
-        .group_by(c.metric, c.node, c.key)
-    )
-    return [Count(metric, node, key, int(n)) for metric, node, key, n in conn.execute(query)]
+        first, last = max(hours[0], ALL_TIME + 1), hours[1]
+        parts = [
+            and_(*mine, c.hour == ALL_TIME, c.metric == Metric.PLACED.value),
+            and_(*mine, c.hour >= max(day_of(first), ALL_TIME + 1), c.hour < last, or_(c.hour >= first, c.metric == Metric.SPENT.value)),
+        ]
+    found: list[Count] = []
+    for where in parts:
+        query = select(c.metric, c.node, c.key, func.sum(c.n)).where(where).group_by(c.metric, c.node, c.key)
+        found.extend(Count(metric, node, key, int(n)) for metric, node, key, n in conn.execute(query))
+    return found
