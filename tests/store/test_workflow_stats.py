@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import shutil
 import sqlite3
 from collections import Counter, defaultdict
 from collections.abc import Iterator
@@ -330,8 +331,8 @@ def test_a_json_store_of_format_1_gets_its_counts(tmp_path: Path) -> None:
         want = c.stats()
         c.close()
         root = tmp_path / "files"
-        for counts in root.glob("*/tallies/*.json"):
-            counts.unlink()
+        for counts in root.glob("*/tallies"):
+            shutil.rmtree(counts)
         marker = json.loads((root / "store.json").read_text())
         (root / "store.json").write_text(json.dumps({**marker, "format": 1}))
         c.open()

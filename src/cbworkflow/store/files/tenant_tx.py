@@ -24,7 +24,7 @@ from ..base import CLASH, IdempotencyRecord, Page, PageRequest, Snapshot, Snapsh
 from ..filters import ContactFilter, InstanceFilter, TaskFilter
 from ..paging import cut_page, int_cursor, name_cursor, time_cursor
 from ..phones import name_key, phone_digits, phone_query_digits
-from ..tallies import ALL_TIME, Count, Metric, Tally, in_window
+from ..tallies import ALL_TIME, Count, Metric, Tally, day_of, in_window
 from . import disk
 from .docs import WORKER, Doc, event, fields, job_saved, newest_page, newest_stored, token_record
 from .docs import job as stored_job
@@ -485,17 +485,24 @@ class FileTx(Tx):
         tally.moved(template_id, _place(old), _place(new))
         self._add_counts(tally)
 
+    def _counts_file(self, template_id: str, hour: int) -> Path:
+        """`<tenant>/tallies/<template>/all.json` for all-time counts, `.../<day's first hour>.json` for the
+        hours of one day: a step rewrites two small files, however long the campaign has run."""
+        folder = _required(self._record("tallies", template_id), "template id").with_suffix("")
+        return folder / ("all.json" if hour == ALL_TIME else f"{day_of(hour)}.json")
+
     def _add_counts(self, tally: Tally) -> None:
-        """Add the changes to each template's counts file (`<tenant>/tallies/<template>.json`), in this commit."""
-        by_template: dict[str, list[tuple[str, int]]] = {}
+        """Add the changes to the templates' counts files, in this commit."""
+        by_file: dict[Path, list[tuple[str, int]]] = {}
         for (template_id, metric, node, key, hour), n in tally.take():
-            by_template.setdefault(template_id, []).append((json.dumps([metric, node, key, hour]), n))
-        for template_id, changes in by_template.items():
-            path = _required(self._record("tallies", template_id), "template id")
+            path = self._counts_file(template_id, hour)
+            by_file.setdefault(path, []).append((json.dumps([metric, node, key, hour]), n))
+        for path, changes in by_file.items():
             counts = dict((self.txn.get(path) or {}).get("counts", {}))
             for key, n in changes:
                 counts[key] = counts.get(key, 0) + n
-            self.txn.put(path, {"counts": {key: n for key, n in counts.items() if n}})
+            kept = {key: n for key, n in counts.items() if n}
+            self.txn.put(path, {"counts": kept} if kept else None)
 
     def count_stored(self) -> None:
         """Count what the tenant's instances already hold (a store written before the counts were kept)."""
@@ -506,17 +513,25 @@ class FileTx(Tx):
             self._add_counts(tally)
 
     def workflow_counts(self, template_id: str, hours: tuple[int, int] | None) -> list[Count]:
-        path = self._record("tallies", template_id)
-        stored = {} if path is None else (self.txn.peek(path) or {}).get("counts", {})
+        if self._record("tallies", template_id) is None:
+            return []
+        everything = self._counts_file(template_id, ALL_TIME)
+        docs = [self.txn.peek(everything) or {}]
+        if hours is not None:  # the day files the window touches
+            first_day, last = day_of(max(hours[0], ALL_TIME + 1)), hours[1]
+            for path in sorted(everything.parent.glob("[0-9]*.json")):
+                if first_day <= int(path.stem) < last:
+                    docs.append(self.txn.peek(path) or {})
         summed: dict[tuple[str, str, str], int] = {}
-        for packed, n in stored.items():
-            metric, node, key, hour = json.loads(packed)
-            if hours is None:
-                wanted = hour == ALL_TIME
-            else:
-                wanted = metric == Metric.PLACED if hour == ALL_TIME else in_window(metric, hour, hours)
-            if wanted:
-                summed[(metric, node, key)] = summed.get((metric, node, key), 0) + n
+        for doc in docs:
+            for packed, n in doc.get("counts", {}).items():
+                metric, node, key, hour = json.loads(packed)
+                if hours is None:
+                    wanted = hour == ALL_TIME
+                else:
+                    wanted = metric == Metric.PLACED if hour == ALL_TIME else in_window(metric, hour, hours)
+                if wanted:
+                    summed[(metric, node, key)] = summed.get((metric, node, key), 0) + n
         return [Count(metric, node, key, n) for (metric, node, key), n in summed.items()]
 
     def instance_events(self, instance_id: str, page: PageRequest, newest_first: bool = False) -> Page[Event]:

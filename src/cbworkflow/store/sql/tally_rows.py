@@ -56,7 +56,12 @@ def read_tallies(conn: Connection, tenant: str, template_id: str, hours: tuple[i
         first, last = max(hours[0], ALL_TIME + 1), hours[1]
         parts = [
             and_(*mine, c.hour == ALL_TIME, c.metric == Metric.PLACED.value),
-            and_(*mine, c.hour >= max(day_of(first), ALL_TIME + 1), c.hour < last, or_(c.hour >= first, c.metric == Metric.SPENT.value)),
+            and_(
+                *mine,
+                c.hour >= max(day_of(first), ALL_TIME + 1),
+                c.hour < last,
+                or_(c.hour >= first, c.metric == Metric.SPENT.value),
+            ),
         ]
     found: list[Count] = []
     for where in parts:
