@@ -19,7 +19,8 @@ from ..clock import Clock
 from ..engine import steps
 from ..errors import InvalidInput
 from ..models.access import Principal
-from ..models.instances import BulkEnrol, BulkResult
+from ..models.events import Event
+from ..models.instances import BulkEnrol, BulkResult, WorkflowInstance
 from ..models.jobs import Job, JobKind, JobRecord
 from ..store.base import ContactFilter, PageRequest, Store, Tx
 from .instances import InstanceService, enrollable, pending_instance, template_snapshot
@@ -114,20 +115,22 @@ class BulkEnrolment:
         existing = tx.enrolled_contacts(template.id, ids) if ids else set()
         snapshot = template_snapshot(tx.tenant, template)
         tx.put_snapshot(snapshot)
-        enrolled = 0
+        made: list[WorkflowInstance] = []
+        events: list[Event] = []
         for contact_id in ids:
             if contact_id in existing:
                 continue
             instance = pending_instance(tx.tenant, contact_id, template, now)
             instance.state, instance.tags = dict(body.initial_state), list(body.tags)
-            tx.insert_instance(instance, snapshot.id)
-            tx.append_events(steps.created_events(instance, actor))
-            if body.start:
+            events.extend(steps.created_events(instance, actor))
+            if body.start:  # started before it is stored: one row written, not written and then changed
                 step = steps.start(instance, now, actor, ctx=self.instances.context(tx, instance))
-                tx.update_instance(step.instance)
-                tx.append_events(step.events)
-            enrolled += 1
-        return Batch(enrolled, consumed - enrolled, next_cursor)
+                instance = step.instance
+                events.extend(step.events)
+            made.append(instance)
+        tx.insert_instances(made, snapshot.id)  # the whole batch in a few statements
+        tx.append_events(events)
+        return Batch(len(made), consumed - len(made), next_cursor)
 
     def _next_ids(self, tx: Tx, body: BulkEnrol, cursor: str | None) -> tuple[list[str], int, str | None]:
         """The next batch's contact ids (those that still exist), how many it went through, and the cursor after."""

@@ -212,6 +212,12 @@ class Tx(ABC):
 
     @abstractmethod
     def insert_instance(self, instance: WorkflowInstance, snapshot_id: str) -> None: ...
+
+    def insert_instances(self, instances: Sequence[WorkflowInstance], snapshot_id: str) -> None:
+        """Insert new instances of one snapshot, as `insert_instance` each (a backend may use fewer statements)."""
+        for instance in instances:
+            self.insert_instance(instance, snapshot_id)
+
     @abstractmethod
     def update_instance(self, instance: WorkflowInstance) -> None:
         """Save every mutable field; `revision` must be one more than the stored one (else a bug: raises)."""

@@ -333,6 +333,24 @@ class SqlTx(Tx):
         self._places[instance.id] = place_of(instance)
         self.tally.moved(instance.template_id, None, self._places[instance.id])
 
+    def insert_instances(self, instances: Sequence[WorkflowInstance], snapshot_id: str) -> None:
+        """One INSERT for the rows (RETURNING their keys, in order) and one for all their tag rows."""
+        if not instances:
+            return
+        statement = insert(s.instances).returning(s.instances.c.pk, sort_by_parameter_order=True)
+        values = [{**rows.instance_values(instance), "snapshot_id": snapshot_id} for instance in instances]
+        pks = self.conn.execute(statement, values).scalars().all()
+        tag_rows = [
+            {"tenant": self.tenant, "tag": tag, "instance_pk": pk, "created_at": instance.created_at}
+            for pk, instance in zip(pks, instances, strict=True)
+            for tag in instance.tags
+        ]
+        if tag_rows:
+            self.conn.execute(insert(s.instance_tags), tag_rows)
+        for instance in instances:
+            self._places[instance.id] = place_of(instance)
+            self.tally.moved(instance.template_id, None, self._places[instance.id])
+
     def update_instance(self, instance: WorkflowInstance) -> None:
         before = self._places.get(instance.id) or self._place(instance.id)
         values = rows.instance_values(instance)
