@@ -17,7 +17,7 @@ class NodeStats(ResponseModel):
     outcomes: dict[str, int] = Field(default_factory=dict)
     """How many times instances left the node by each outcome."""
     median_seconds: float | None = None
-    """The median time an instance stayed at the node before leaving it, in seconds, within about 5%; null when
+    """The median time an instance stayed at the node before leaving it, in seconds, within about 10%; null when
     nothing has left it yet."""
 
 
