@@ -238,6 +238,66 @@ def run_ours(seed: Place, work: Path, contacts: int, batch_size: int) -> tuple[d
     }, place
 
 
+def run_killed(seed: Place, work: Path, contacts: int, batch_size: int) -> dict[str, Any]:
+    """SIGKILL the worker a third of the way through the job, start another: every contact enrolled once."""
+    place = Place(seed.kind, work, seed)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CBW_")}
+    env |= {
+        "CBW_DATABASE_URL": place.url,
+        "CBW_DATA_DIR": str(place.folder),
+        "CBW_LOG_LEVEL": "WARNING",
+        "CBW_JOB_BATCH_SIZE": str(batch_size),
+        "CBW_JOB_LEASE_S": "5",
+        "PYTHONPATH": os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH")) if p),
+    }
+
+    def worker() -> subprocess.Popen[bytes]:
+        command = [sys.executable, "-m", "cbworkflow", "worker"]
+        return subprocess.Popen(command, env=env, cwd=place.folder, stderr=subprocess.DEVNULL)
+
+    conn = place.connect()
+    try:
+        first = worker()
+        while True:
+            (progress,) = conn.execute("SELECT progress FROM jobs").fetchone()
+            done = (json.loads(progress) if isinstance(progress, str) else progress)["done"]
+            if done >= contacts // 3:
+                break
+            time.sleep(0.05)
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        killed_at = done
+        began = time.monotonic()
+        second = worker()
+        try:
+            while True:
+                status, result = conn.execute("SELECT status, result FROM jobs").fetchone()
+                if status in ("succeeded", "failed", "cancelled"):
+                    break
+                time.sleep(0.2)
+        finally:
+            second.send_signal(signal.SIGTERM)
+            second.wait(timeout=120)
+        (distinct,) = conn.execute("SELECT count(DISTINCT contact_id) FROM instances").fetchone()
+    finally:
+        conn.close()
+    counts = place.counts()
+    place.drop()
+    result = json.loads(result) if isinstance(result, str) else result
+    once = status == "succeeded" and counts["instances"] == distinct == contacts == result["enrolled"]
+    return {
+        "store": seed.kind,
+        "killed_after": killed_at,
+        "finished_in_s_after_restart": round(time.monotonic() - began, 1),
+        "status": status,
+        "result": result,
+        "instances": counts["instances"],
+        "distinct_contacts": distinct,
+        "events": counts["events"],
+        "every_contact_once": once and counts["events"] == EVENTS_PER_INSTANCE * contacts,
+    }
+
+
 @dataclass
 class Written:
     """The rows an enrolment wrote, as stored, to write again: columns and values of each table, by batch."""
@@ -459,6 +519,9 @@ def main() -> None:
     parser.add_argument("--stores", default="sqlite,postgresql")
     parser.add_argument("--batch-size", type=int, default=Settings.model_fields["job_batch_size"].default)
     parser.add_argument("--profile", action="store_true", help="profile one enrolment per store instead")
+    parser.add_argument(
+        "--kill", action="store_true", help="instead: SIGKILL the worker mid-job, restart, check each contact once"
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="cbw-bench-bulk-"))
     out = Path(__file__).parent / "results"
@@ -475,6 +538,13 @@ def main() -> None:
     }
     try:
         for kind in args.stores.split(","):
+            if args.kill:
+                seed = asyncio.run(make_seed(kind, work, args.contacts))
+                try:
+                    print(json.dumps(run_killed(seed, work, args.contacts, args.batch_size)))
+                finally:
+                    seed.drop()
+                continue
             if args.profile:
                 seed = asyncio.run(make_seed(kind, work, args.contacts))
                 try:
@@ -485,7 +555,7 @@ def main() -> None:
             results["stores"].append(measure(kind, work, args))
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    if args.profile:
+    if args.profile or args.kill:
         return
     (out / f"bulk-{stamp}.json").write_text(json.dumps(results, indent=2) + "\n")
     print(f"{'':<26}" + "".join(f"{r['store']:>34}" for r in results["stores"]))

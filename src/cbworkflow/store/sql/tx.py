@@ -337,16 +337,18 @@ class SqlTx(Tx):
         """One INSERT for the rows (RETURNING their keys, in order) and one for all their tag rows."""
         if not instances:
             return
-        statement = insert(s.instances).returning(s.instances.c.pk, sort_by_parameter_order=True)
         values = [{**rows.instance_values(instance), "snapshot_id": snapshot_id} for instance in instances]
-        pks = self.conn.execute(statement, values).scalars().all()
-        tag_rows = [
-            {"tenant": self.tenant, "tag": tag, "instance_pk": pk, "created_at": instance.created_at}
-            for pk, instance in zip(pks, instances, strict=True)
-            for tag in instance.tags
-        ]
-        if tag_rows:
+        if any(instance.tags for instance in instances):  # their tag rows need the keys: RETURNING them, in order
+            statement = insert(s.instances).returning(s.instances.c.pk, sort_by_parameter_order=True)
+            pks = self.conn.execute(statement, values).scalars().all()
+            tag_rows = [
+                {"tenant": self.tenant, "tag": tag, "instance_pk": pk, "created_at": instance.created_at}
+                for pk, instance in zip(pks, instances, strict=True)
+                for tag in instance.tags
+            ]
             self.conn.execute(insert(s.instance_tags), tag_rows)
+        else:  # a plain executemany, which the PostgreSQL driver pipelines
+            self.conn.execute(rows.INSERT_INSTANCE, values)
         for instance in instances:
             self._places[instance.id] = place_of(instance)
             self.tally.moved(instance.template_id, None, self._places[instance.id])
