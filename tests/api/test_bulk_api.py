@@ -91,3 +91,15 @@ def test_jobs_list_is_paged_and_an_unknown_job_is_404(tenant: Tenant) -> None:
         assert missing.status_code == 404
         assert missing.json()["detail"] == "no job with id '0a0b0c0d0e0f'"
     assert tenant.as_role("volunteer").get("/api/jobs").status_code == 403
+
+
+def test_bulk_gives_the_new_instances_their_tags(tenant: Tenant) -> None:
+    tenant.template()
+    contacts = [tenant.contact(name=f"Wave {i}", county="Tagford")["id"] for i in range(4)]
+    body = {"template_id": REFERENCE_ID, "contacts": {"county": "Tagford"}, "tags": ["wave-1", "spring"], "start": True}
+    assert tenant.admin.post(BULK, json=body).json() == {"enrolled": 4, "skipped": 0}
+    for contact_id in contacts:
+        (instance,) = instances_of(tenant, contact_id)
+        assert sorted(instance["tags"]) == ["spring", "wave-1"]
+    listed = tenant.admin.get("/api/instances", params={"tag": "wave-1", "template_id": REFERENCE_ID}).json()["items"]
+    assert sorted(i["contact_id"] for i in listed) == sorted(contacts)  # the tag rows a filter walks are there
