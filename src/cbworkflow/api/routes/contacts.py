@@ -89,10 +89,10 @@ IMPORT_TYPES = {
 }
 CSV_EXAMPLE = (
     "name,email,phone,county,external_id,tags,precinct\r\n"
-    "Ada Lovelace,ada@example.org,(555) 201-3344,Kent,crm-1,voter;volunteer,12\r\n"
-    "Grace Hopper,grace@example.org,+1 555 010 9999,Kent,crm-2,voter,14\r\n"
+    "Katherine Johnson,katherine@example.org,(555) 201-3344,Kent,crm-2001,voter;volunteer,12\r\n"
+    "Dorothy Vaughan,dorothy@example.org,+1 555 010 7777,Kent,crm-2002,voter,14\r\n"
 )
-JSONL_EXAMPLE = '{"name": "Ada Lovelace", "email": "ada@example.org", "external_id": "crm-1", "tags": ["voter"]}\n'
+JSONL_EXAMPLE = '{"name": "Mary Jackson", "email": "mary@example.org", "external_id": "crm-2003", "tags": ["voter"]}\n'
 IMPORT_BODY = {
     "required": True,
     "description": (
