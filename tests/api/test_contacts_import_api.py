@@ -128,11 +128,14 @@ def test_a_bom_and_json_lines_read_the_same(tenant: Tenant) -> None:
     assert [r["line"] for r in answer["rejections"]] == [4, 5]  # JSON lines: the file's own line numbers
     assert answer["rejections"][1]["reason"].startswith("county: Input should be a valid string")
     people = by_name(tenant)
-    assert people["Zoë Ünal"]["tags"] == ["jsonl"] and people["Zoë Ünal"]["metadata"] == {"shift": 2}
-    assert people["Lin"]["tags"] == ["a", "b"] and people["Lin"]["metadata"] == {"k": [1]}
+    assert people["Zoë Ünal"]["tags"] == ["jsonl"]
+    assert people["Zoë Ünal"]["metadata"] == {"shift": 2}
+    assert people["Lin"]["tags"] == ["a", "b"]
+    assert people["Lin"]["metadata"] == {"k": [1]}
     assert people["Lin"]["phone_e164"] == "+15552019999"
     other = tenant.admin.post(IMPORT, content=b'{"name": "Jo"}\n', headers={"Content-Type": "application/jsonl"})
-    assert other.status_code == 200 and other.json()["created"] == 1
+    assert other.status_code == 200
+    assert other.json()["created"] == 1
 
 
 @pytest.mark.parametrize(
@@ -327,7 +330,8 @@ def test_export_then_import_round_trips_in_csv_and_json_lines(tenant: Tenant, ma
         "updated_at",
     ]
     ada = next(row for row in rows if row[2] == "Ada")
-    assert ada[8] == "a;b" and json.loads(ada[9]) == {"nested": {"x": [1, "two"]}, "é": "ü"}
+    assert ada[8] == "a;b"
+    assert json.loads(ada[9]) == {"nested": {"x": [1, "two"]}, "é": "ü"}
 
 
 def test_export_takes_the_list_filters_and_pages_through_the_tenant(tenant: Tenant) -> None:
@@ -392,3 +396,18 @@ def test_the_same_idempotency_key_replays_the_answer(tenant: Tenant) -> None:
     assert other.status_code == 422  # the same key with another file
     dry = tenant.admin.post(IMPORT, content=b"name\nAda\n", headers=headers, params={"dry_run": "true"})
     assert dry.status_code == 422  # a dry run is another request
+
+
+def test_a_file_over_5000_rows_answers_202_with_a_job(tenant: Tenant) -> None:
+    """The job itself (a worker, a kill -9) is tests/system/test_contacts_import_jobs.py: this server runs none."""
+    rows = "".join(f"Voter {i},v{i}@example.org\n" for i in range(5_001))
+    asked = tenant.admin.post(IMPORT, content=("name,email\n" + rows).encode(), headers=CSV, params={"dry_run": "true"})
+    assert asked.status_code == 202, asked.text
+    job = asked.json()
+    assert asked.headers["location"] == f"/api/jobs/{job['id']}"
+    assert (job["kind"], job["status"], job["progress"]) == ("contacts_import", "queued", {"done": 0, "total": 5_001})
+    assert job["params"]["dry_run"] is True
+    assert tenant.admin.post(f"/api/jobs/{job['id']}/cancel").json()["status"] == "cancelled"
+    assert every_contact(tenant) == []
+    five_thousand = "name,email\n" + "".join(f"Voter {i},v{i}@example.org\n" for i in range(5_000))
+    assert send(tenant, five_thousand, dry_run="true")["created"] == 5_000  # up to 5,000: inside the request

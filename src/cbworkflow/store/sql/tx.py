@@ -394,7 +394,9 @@ class SqlTx(Tx):
             wanted.append(c.phone_e164.in_(phones))
         if not wanted:
             return []
-        query = select(s.contacts).where(c.tenant == self.tenant, or_(*wanted)).order_by(c.pk)
+        # The tenant in each branch, so each is one index's search (SQLite's MULTI-INDEX OR, PostgreSQL's BitmapOr)
+        branches = [and_(c.tenant == self.tenant, one) for one in wanted]
+        query = select(s.contacts).where(or_(*branches)).order_by(c.pk)
         return self._contacts(self.conn.execute(self._locked(query)).all())
 
     def contacts_with_instances(self, contact_ids: Sequence[str]) -> set[str]:
