@@ -411,3 +411,16 @@ def test_a_file_over_5000_rows_answers_202_with_a_job(tenant: Tenant) -> None:
     assert every_contact(tenant) == []
     five_thousand = "name,email\n" + "".join(f"Voter {i},v{i}@example.org\n" for i in range(5_000))
     assert send(tenant, five_thousand, dry_run="true")["created"] == 5_000  # up to 5,000: inside the request
+
+
+def test_a_refused_import_is_not_stored_and_can_be_sent_again(tenant: Tenant) -> None:
+    anonymous = tenant.server.client().post(IMPORT, content=b"name\nAda\n", headers=CSV)
+    assert anonymous.status_code == 401
+    assert anonymous.json()["detail"]
+    wrong = tenant.admin.post(
+        IMPORT, content=b"name\nCy\n", headers={"Content-Type": "text/plain", "Idempotency-Key": "k2"}
+    )
+    assert wrong.status_code == 415
+    right = tenant.admin.post(IMPORT, content=b"name\nCy\n", headers={**CSV, "Idempotency-Key": "k2"})
+    assert right.status_code == 200, right.text  # a 415 keeps no answer for the key
+    assert right.json()["created"] == 1

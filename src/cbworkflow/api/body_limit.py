@@ -16,6 +16,9 @@ from pathlib import Path
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..errors import CbwError
+from ..models.access import Role
+from ..models.imports import import_format
 from .json_guard import json_problem
 
 
@@ -43,6 +46,7 @@ def _json_unless_typed(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, 
 
 
 IMPORT_PATH = "/api/contacts/import"
+IMPORTERS = frozenset({Role.SUPERADMIN, Role.ADMIN, Role.STAFF})  # the route's roles (api/deps.py STAFF)
 
 
 async def _declared_too_large(scope: Scope, send: Send, limit: int, too_large: str) -> bool:
@@ -58,6 +62,25 @@ async def _declared_too_large(scope: Scope, send: Send, limit: int, too_large: s
                 await _reply(send, 413, too_large)
                 return True
     return False
+
+
+async def _may_import(scope: Scope) -> bool:
+    """Whether the caller may import and the body is of a type the route reads: otherwise not a byte of it is
+    written to disk (an unauthenticated client cannot fill the temporary folder). The principal found is kept for
+    the route, as the idempotency middleware does."""
+    headers = dict(scope["headers"])
+    if import_format(headers.get(b"content-type", b"").decode("latin-1")) is None:
+        return False
+    services = scope["app"].state.services
+    scheme, _, secret = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
+    try:
+        principal = await services.access.authenticate(secret.strip() if scheme.lower() == "bearer" else None)
+    except CbwError:
+        return False
+    if principal.role not in IMPORTERS:
+        return False
+    scope.setdefault("state", {})["principal"] = principal
+    return True
 
 
 class BodyLimit:
@@ -119,6 +142,9 @@ class BodyLimit:
             "split it, or import it with `cbworkflow contacts import`"
         )
         if await _declared_too_large(scope, send, self.import_limit, too_large):
+            return
+        if not await _may_import(scope):  # the route answers 401, 403 or 415 without the body: none is stored
+            await self.app(scope, receive, send)
             return
         handle, name = await asyncio.to_thread(tempfile.mkstemp, prefix="cbw-import-", suffix=".upload")
         path = Path(name)

@@ -20,6 +20,25 @@ class FileFormat(StrEnum):
     JSONL = "jsonl"
 
 
+# The body types `POST /api/contacts/import` reads (a `charset`, when given, must be UTF-8).
+IMPORT_TYPES = {
+    "text/csv": FileFormat.CSV,
+    "application/x-ndjson": FileFormat.JSONL,
+    "application/jsonl": FileFormat.JSONL,
+}
+
+
+def import_format(content_type: str) -> FileFormat | None:
+    """The format a `Content-Type` header names, or None when an import cannot read it."""
+    kind, _, parameters = content_type.partition(";")
+    found = IMPORT_TYPES.get(kind.strip().lower())
+    for parameter in parameters.split(";"):
+        key, _, value = parameter.partition("=")
+        if key.strip().lower() == "charset" and value.strip().strip('"').lower() not in ("utf-8", "utf8"):
+            return None
+    return found
+
+
 class Rejection(ResponseModel):
     """A row of the file that was not imported, and why."""
 

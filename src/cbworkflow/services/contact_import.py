@@ -195,7 +195,7 @@ class ContactImport:
     # ---------------------------------------------------------------- reading the file
     async def prepare(self, path: Path, fmt: FileFormat) -> Prepared:
         """The first pass, off the event loop: MalformedFile (422) when the file cannot be read as a whole."""
-        return await asyncio.to_thread(prepare, path, fmt, self.region, str(path.parent))
+        return await asyncio.to_thread(prepare, path, fmt, self.region)
 
     # ---------------------------------------------------------------- the request
     async def import_file(self, principal: Principal, path: Path, fmt: FileFormat, dry_run: bool) -> ImportResult | Job:

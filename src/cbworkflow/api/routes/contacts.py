@@ -15,7 +15,7 @@ from ...models.access import Principal
 from ...models.common import Page
 from ...models.contacts import Contact, ContactCreate, ContactPatch, ContactUpsert, ExternalId, SavedContact
 from ...models.events import Event
-from ...models.imports import FileFormat, ImportResult
+from ...models.imports import FileFormat, ImportResult, import_format
 from ...models.jobs import Job
 from ...services.contact_files import csv_header, csv_row, jsonl_row
 from ...store.base import ContactFilter
@@ -81,12 +81,6 @@ async def create_contact(services: ServicesDep, principal: Writer, body: Contact
     return await services.contacts.create(principal, body)
 
 
-# The body types an import accepts (the `charset`, when given, must be UTF-8).
-IMPORT_TYPES = {
-    "text/csv": FileFormat.CSV,
-    "application/x-ndjson": FileFormat.JSONL,
-    "application/jsonl": FileFormat.JSONL,
-}
 CSV_EXAMPLE = (
     "name,email,phone,county,external_id,tags,precinct\r\n"
     "Katherine Johnson,katherine@example.org,(555) 201-3344,Kent,crm-2001,voter;volunteer,12\r\n"
@@ -114,17 +108,8 @@ IMPORT_BODY = {
 
 def _import_format(request: Request) -> FileFormat:
     content_type = request.headers.get("content-type", "")
-    kind, _, parameters = content_type.partition(";")
-    fmt = IMPORT_TYPES.get(kind.strip().lower())
-    charset = next(
-        (
-            value.strip().strip('"').lower()
-            for key, _, value in (p.partition("=") for p in parameters.split(";"))
-            if key.strip().lower() == "charset"
-        ),
-        None,
-    )
-    if fmt is None or charset not in (None, "utf-8", "utf8"):
+    fmt = import_format(content_type)
+    if fmt is None:
         shown = content_type.strip() or "none"
         raise UnsupportedMediaType(
             f"Content-Type {shown!r} cannot be imported: send the file as text/csv, or as JSON lines with "
