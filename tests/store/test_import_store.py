@@ -19,7 +19,7 @@ from test_store import BACKENDS, SQLiteBackend, contact, run, store_url
 
 from cbworkflow.models.contacts import Contact
 from cbworkflow.models.instances import InstanceStatus
-from cbworkflow.store.base import Store, Tx
+from cbworkflow.store.base import ContactFilter, PageRequest, Store, Tx
 
 backend = test_store.backend
 store = test_store.store
@@ -134,3 +134,12 @@ def test_a_database_of_version_5_gets_staged_rows_and_match_indexes(kind: str, t
             assert "ix_contacts_phone_e164 (tenant=? AND phone_e164=?)" in details, details
     finally:
         made.cleanup()
+
+
+def test_insert_contacts_writes_a_batch_with_its_tags(store: Store) -> None:
+    made = [contact(cid=f"n{i}", name=f"New {i}", tags=["voter", f"wave-{i % 2}"], minutes=i) for i in range(5)]
+    run(store, "a", lambda tx: tx.insert_contacts(made))
+    run(store, "a", lambda tx: tx.insert_contacts([]))
+    listed = run(store, "a", lambda tx: tx.list_contacts(ContactFilter(tags=["wave-1"]), PageRequest()))
+    assert [c.id for c in listed.items] == ["n3", "n1"]  # newest first, found through their tag rows
+    assert run(store, "a", lambda tx: tx.get_contact("n4")) == made[4]

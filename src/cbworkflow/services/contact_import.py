@@ -260,14 +260,17 @@ class ContactImport:
         index = _Index(found)
         kept = tx.contacts_with_instances(sorted(ids - set(index.by_id))) if ids else set()
         outcomes: list[Outcome] = []
+        created: list[Contact] = []  # inserted together at the end (no row of the file can match another's)
         for item in items:
             if "reject" in item:
                 outcomes.append(Rejected(item["line"], item["reject"]))
                 continue
             try:
-                outcomes.append(self._row(tx, item, index, kept, dry_run=dry_run, actor=actor, now=now))
+                outcomes.append(self._row(tx, item, index, kept, created, dry_run=dry_run, actor=actor, now=now))
             except _Rejected as rejected:
                 outcomes.append(Rejected(item["line"], str(rejected)))
+        if created and not dry_run:
+            tx.insert_contacts(created)
         return outcomes
 
     def _match(self, item: dict[str, Any], index: _Index) -> tuple[Contact | None, str | None]:
@@ -318,6 +321,7 @@ class ContactImport:
         item: dict[str, Any],
         index: _Index,
         kept: set[str],
+        created_now: list[Contact],
         *,
         dry_run: bool,
         actor: str,
@@ -345,8 +349,7 @@ class ContactImport:
                     "updated_at": now,
                 }
             )
-            if not dry_run:
-                tx.insert_contact(created)
+            created_now.append(created)
             index.add(created)
             return Imported(line, created.id if (contact_id or not dry_run) else None, None, "created")
         if item["metadata"] == "merge":

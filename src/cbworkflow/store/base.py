@@ -280,6 +280,11 @@ class Tx(ABC):
         """Every contact of the tenant whose id, external id, email (`emails` are lower-case; compared without
         case) or `phone_e164` is one of those given: one indexed lookup for a batch of rows. Locked inside `write`."""
 
+    def insert_contacts(self, contacts: Sequence[Contact]) -> None:
+        """Insert new contacts, as `insert_contact` each (a backend may write them in fewer statements)."""
+        for contact in contacts:
+            self.insert_contact(contact)
+
     @abstractmethod
     def contacts_with_instances(self, contact_ids: Sequence[str]) -> set[str]:
         """Those of `contact_ids` that instances name (a deleted contact's instances are kept): ids a new contact

@@ -399,6 +399,20 @@ class SqlTx(Tx):
         query = select(s.contacts).where(or_(*branches)).order_by(c.pk)
         return self._contacts(self.conn.execute(self._locked(query)).all())
 
+    def insert_contacts(self, contacts: Sequence[Contact]) -> None:
+        """One INSERT for the rows (RETURNING their keys, in order) and one for all their tag rows."""
+        if not contacts:
+            return
+        statement = insert(s.contacts).returning(s.contacts.c.pk, sort_by_parameter_order=True)
+        pks = self.conn.execute(statement, [rows.contact_values(contact) for contact in contacts]).scalars().all()
+        tag_rows = [
+            {"tenant": self.tenant, "tag": tag, "contact_pk": pk, "created_at": contact.created_at}
+            for pk, contact in zip(pks, contacts, strict=True)
+            for tag in contact.tags
+        ]
+        if tag_rows:
+            self.conn.execute(insert(s.contact_tags), tag_rows)
+
     def contacts_with_instances(self, contact_ids: Sequence[str]) -> set[str]:
         if not contact_ids:
             return set()
