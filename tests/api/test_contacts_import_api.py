@@ -334,6 +334,7 @@ def test_export_then_import_round_trips_in_csv_and_json_lines(tenant: Tenant, ma
     assert json.loads(ada[9]) == {"nested": {"x": [1, "two"]}, "é": "ü"}
 
 
+@pytest.mark.slow
 def test_export_takes_the_list_filters_and_pages_through_the_tenant(tenant: Tenant) -> None:
     lines = "".join(
         f"Voter {i},v{i}@example.org,{'Kent' if i % 2 else 'Adams'},{'x' if i % 3 == 0 else ''}\n" for i in range(1_200)
@@ -368,6 +369,7 @@ def test_wrong_type_and_roles(tenant: Tenant) -> None:
     assert tenant.as_role("volunteer").get(EXPORT).status_code == 403
 
 
+@pytest.mark.slow
 def test_an_import_larger_than_its_limit_is_413_before_it_is_read(tenant: Tenant) -> None:
     address = urlsplit(tenant.server.base_url)
     request = (
@@ -398,6 +400,7 @@ def test_the_same_idempotency_key_replays_the_answer(tenant: Tenant) -> None:
     assert dry.status_code == 422  # a dry run is another request
 
 
+@pytest.mark.slow
 def test_a_file_over_5000_rows_answers_202_with_a_job(tenant: Tenant) -> None:
     """The job itself (a worker, a kill -9) is tests/system/test_contacts_import_jobs.py: this server runs none."""
     rows = "".join(f"Voter {i},v{i}@example.org\n" for i in range(5_001))
