@@ -214,7 +214,8 @@ class ContactImport:
     async def batches(self, tenant: str, actor: str, prepared: Prepared, report: Report) -> AsyncIterator[int]:
         """Import the prepared rows, one transaction per batch (a read one for a dry run), each batch's outcomes
         added to `report` once it has committed; yields each batch's number of rows."""
-        for chunk in prepared.chunks(self.batch_size):
+        chunks = prepared.chunks(self.batch_size)
+        while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:  # the file read off the loop
             run = partial(self.batch, items=chunk, dry_run=report.dry_run, actor=actor)
             if report.dry_run:
                 outcomes = await self.store.read(tenant, run)
