@@ -6,6 +6,7 @@ CbwError
 ├── InvalidInput      422  a value is wrong; names the field
 ├── Unauthorized      401  missing or unknown token
 ├── Forbidden         403  the token's role may not do this
+├── UnsupportedMediaType 415  a body of a type the route does not read
 └── StoreError        503  the store failed (not the client's fault)
 """
 
@@ -43,6 +44,10 @@ class Unauthorized(CbwError):
 
 class Forbidden(CbwError):
     status_code = 403
+
+
+class UnsupportedMediaType(CbwError):
+    status_code = 415
 
 
 class StoreError(CbwError):

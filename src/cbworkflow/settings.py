@@ -27,6 +27,8 @@ class Settings(BaseSettings):
     job_batch_size: int = Field(default=500, ge=1, le=10_000)  # items one transaction of a job handles
     bulk_inline_limit: int = Field(default=5_000, ge=0, le=1_000_000)  # larger bulk work becomes a job (202)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    import_max_bytes: int = Field(default=268_435_456, ge=1024)  # POST /api/contacts/import's own body limit
+    import_inline_limit: int = Field(default=5_000, ge=0, le=1_000_000)  # a larger file becomes a job (202)
     rate_limit: float = Field(default=100.0, ge=0)
     default_phone_region: str = "US"
     outbound_allow_private: bool = False

@@ -21,6 +21,7 @@ from .runtime.jobs import JobRunner
 from .runtime.worker import Handlers, Worker
 from .services.access import DEFAULT_TENANT, AccessService
 from .services.bulk import BulkEnrolment
+from .services.contact_import import ContactImport
 from .services.contacts import ContactService
 from .services.diagrams import DiagramService
 from .services.idempotency import IdempotencyService
@@ -53,6 +54,7 @@ class Services:
     stats: StatsService
     diagrams: DiagramService
     bulk: BulkEnrolment
+    imports: ContactImport
 
 
 SYSTEM = Principal(token_id="system", tenant=DEFAULT_TENANT, role=Role.SUPERADMIN, name="system")
@@ -88,6 +90,14 @@ async def build_services(settings: Settings, store: Store | None = None, clock: 
         stats=StatsService(store),
         diagrams=DiagramService(store, instances),
         bulk=bulk,
+        imports=ContactImport(
+            store,
+            clock,
+            jobs,
+            settings.default_phone_region,
+            batch_size=settings.job_batch_size,
+            inline_limit=settings.import_inline_limit,
+        ),
     )
 
 
@@ -139,6 +149,6 @@ def make_worker(services: Services, handlers: Handlers | None = None) -> Worker:
 
 def job_runner(services: Services, worker_id: str) -> JobRunner:
     """What runs jobs in a worker: each kind of job and the service whose batches do it."""
-    kinds = {JobKind.BULK_ENROL: services.bulk.job_batch}
+    kinds = {JobKind.BULK_ENROL: services.bulk.job_batch, JobKind.CONTACTS_IMPORT: services.imports.job_batch}
     lease = timedelta(seconds=services.settings.job_lease_s)
     return JobRunner(services.store, services.clock, kinds, worker_id=worker_id, lease=lease)

@@ -48,6 +48,18 @@ def body_example(spec: dict[str, Any], op: dict[str, Any]) -> dict[str, Any]:
     return example
 
 
+FILE_BODIES = {("POST", "/api/contacts/import")}  # a file as the body, in each of the types the route reads
+
+
+def file_examples(op: dict[str, Any]) -> dict[str, str]:
+    """The example of each content type of a file body."""
+    content = op["requestBody"]["content"]
+    assert "application/json" not in content
+    found = {kind: media.get("example") for kind, media in content.items()}
+    assert all(isinstance(example, str) and example for example in found.values()), found
+    return found  # type: ignore[return-value]
+
+
 # ------------------------------------------------------------------------------------------------ operation ids
 def test_every_operation_is_named_resource_verb_from_the_table(server: Server) -> None:
     spec = document(server)
@@ -138,6 +150,7 @@ SCENARIO: list[tuple[str, str, int]] = [
     ("POST", "/api/instances/{instance}/retry", 409),  # the example is right; the instance is not failed
     ("POST", "/api/events", 200),
     ("POST", "/api/instances/{instance}/cancel", 200),
+    ("POST", "/api/contacts/import", 200),
 ]
 
 
@@ -146,7 +159,7 @@ def template_path(path: str) -> str:
     path = re.sub(r"^/api/instances/\{instance\}", "/api/instances/{instance_id}", path)
     path = re.sub(r"^/api/workflows/(\{welcome\}|[a-z0-9-]+)", "/api/workflows/{template_id}", path)
     path = re.sub(r"^/api/contacts/by-external-id/.+", "/api/contacts/by-external-id/{external_id}", path)
-    return re.sub(r"^/api/contacts/(?!by-)[a-z0-9-]+", "/api/contacts/{contact_id}", path)
+    return re.sub(r"^/api/contacts/(?!by-|import$)[a-z0-9-]+", "/api/contacts/{contact_id}", path)
 
 
 def test_every_request_body_has_an_example_the_api_accepts(server: Server, tenant: Tenant) -> None:
@@ -157,6 +170,12 @@ def test_every_request_body_has_an_example_the_api_accepts(server: Server, tenan
     ids: dict[str, str] = {}
     for method, path, expected in SCENARIO:
         op = spec["paths"][template_path(path)][method.lower()]
+        if (method, path) in FILE_BODIES:
+            for kind, text in file_examples(op).items():
+                sent = tenant.admin.request(method, path, content=text.encode(), headers={"Content-Type": kind})
+                assert sent.status_code == expected, f"{method} {path} as {kind}: {sent.status_code} {sent.text}"
+                assert sent.json()["rejected"] == 0, sent.text
+            continue
         example = body_example(spec, op)
         url = path.format(**ids)
         answer = tenant.admin.request(method, url, json=example)
@@ -176,7 +195,11 @@ def test_a_client_generated_from_the_document_creates_and_reads_a_contact(
     server: Server, tenant: Tenant, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     (tmp_path / "openapi.json").write_text(httpx.get(f"{server.base_url}/openapi.json", timeout=10).text)
-    (tmp_path / "config.yaml").write_text("post_hooks: []\n")  # no formatter run over the generated code
+    # No formatter run over the generated code; a file body (the import's CSV or JSON lines) is sent as bytes, the
+    # generator's way for a content type it has no model of.
+    file_types = ("text/csv", "application/x-ndjson", "application/jsonl")
+    overrides = "".join(f"  {kind}: application/octet-stream\n" for kind in file_types)
+    (tmp_path / "config.yaml").write_text(f"post_hooks: []\ncontent_type_overrides:\n{overrides}")
     generator = Path(sys.executable).parent / "openapi-python-client"
     arguments = ["--path", "openapi.json", "--config", "config.yaml", "--meta", "none", "--output-path", "cbw_client"]
     made = subprocess.run(

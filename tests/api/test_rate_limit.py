@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -54,3 +55,19 @@ def test_a_busy_token_gets_429_with_retry_after(limited_server: str) -> None:
     assert int(refused[0].headers["retry-after"]) >= 1
     assert "too many requests" in refused[0].json()["detail"]
     assert httpx.get(f"{limited_server}/healthz").status_code == 200  # health checks are never limited
+
+
+@pytest.mark.slow
+def test_an_import_of_many_rows_is_one_request(limited_server: str) -> None:
+    rows = "name,email\n" + "".join(f"Voter {i},v{i}@example.org\n" for i in range(1_200))  # three batches
+    with httpx.Client(
+        base_url=limited_server, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=60
+    ) as client:
+        time.sleep(2.5)  # a full bucket: a burst of four
+        imported = client.post("/api/contacts/import", content=rows.encode(), headers={"Content-Type": "text/csv"})
+        assert imported.status_code == 200, imported.text
+        assert imported.json()["created"] == 1_200
+        exported = client.get("/api/contacts/export")
+        assert exported.status_code == 200
+        assert len(exported.text.splitlines()) == 1_201
+        assert [client.get("/api/contacts").status_code for _ in range(2)] == [200, 200]  # two of four left

@@ -87,7 +87,7 @@ def create_app(
     # (they see every answer, 413 and 429 too), the request id and access log (which also answers an exception
     # that escaped, so metrics see its status), the body limit, which buffers the body that idempotency hashes.
     app.add_middleware(Idempotency)
-    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes, import_limit=settings.import_max_bytes)
     app.add_middleware(RequestLog, fallback_routes=api_routes)
     app.add_middleware(MetricsMiddleware, metrics=metrics, fallback_routes=api_routes)
     return app

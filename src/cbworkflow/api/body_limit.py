@@ -1,11 +1,24 @@
-"""Refuse request bodies over `CBW_MAX_BODY_BYTES` with 413 before any route reads them."""
+"""Refuse request bodies over `CBW_MAX_BODY_BYTES` with 413 before any route reads them.
+
+`POST /api/contacts/import` is the one route whose body is a file: it may be far larger (`CBW_IMPORT_MAX_BYTES`),
+so it is streamed to a temporary file instead of being buffered, and the route reads it from there
+(`scope["state"]["import_file"]`); the file is removed once the answer is sent.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import json
+import os
+import tempfile
+from pathlib import Path
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..errors import CbwError
+from ..models.access import Role
+from ..models.imports import import_format
 from .json_guard import json_problem
 
 
@@ -32,28 +45,62 @@ def _json_unless_typed(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, 
     return [(k, v) for k, v in headers if k != b"content-type"] + [(b"content-type", b"application/json")]
 
 
+IMPORT_PATH = "/api/contacts/import"
+IMPORTERS = frozenset({Role.SUPERADMIN, Role.ADMIN, Role.STAFF})  # the route's roles (api/deps.py STAFF)
+
+
+async def _declared_too_large(scope: Scope, send: Send, limit: int, too_large: str) -> bool:
+    """Answer 400 for a Content-Length that is not a number, 413 for one over `limit`; true when answered."""
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            try:
+                declared = int(value)
+            except ValueError:
+                await _reply(send, 400, "Content-Length is not a number")
+                return True
+            if declared > limit:
+                await _reply(send, 413, too_large)
+                return True
+    return False
+
+
+async def _may_import(scope: Scope) -> bool:
+    """Whether the caller may import and the body is of a type the route reads: otherwise not a byte of it is
+    written to disk (an unauthenticated client cannot fill the temporary folder). The principal found is kept for
+    the route, as the idempotency middleware does."""
+    headers = dict(scope["headers"])
+    if import_format(headers.get(b"content-type", b"").decode("latin-1")) is None:
+        return False
+    services = scope["app"].state.services
+    scheme, _, secret = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
+    try:
+        principal = await services.access.authenticate(secret.strip() if scheme.lower() == "bearer" else None)
+    except CbwError:
+        return False
+    if principal.role not in IMPORTERS:
+        return False
+    scope.setdefault("state", {})["principal"] = principal
+    return True
+
+
 class BodyLimit:
     """Buffers the body (at most `limit` bytes) and replays it to the app, so no route sees an oversized one."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int, import_limit: int = 256 * 1024 * 1024) -> None:
         self.app = app
         self.limit = limit
+        self.import_limit = import_limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
             return
+        if scope["method"] == "POST" and scope["path"] == IMPORT_PATH:
+            await self._spool(scope, receive, send)
+            return
         too_large = f"the request body is larger than the limit of {self.limit} bytes"
-        for name, value in scope["headers"]:
-            if name == b"content-length":
-                try:
-                    declared = int(value)
-                except ValueError:
-                    await _reply(send, 400, "Content-Length is not a number")
-                    return
-                if declared > self.limit:
-                    await _reply(send, 413, too_large)
-                    return
+        if await _declared_too_large(scope, send, self.limit, too_large):
+            return
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -86,3 +133,51 @@ class BodyLimit:
             return await receive()
 
         await self.app(scope, replay, send)
+
+    async def _spool(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Stream an import's body to a temporary file (at most `import_limit` bytes), hashing it on the way for
+        `Idempotency-Key`; the route reads the file, which is removed after the answer."""
+        too_large = (
+            f"the file is larger than the import limit of {self.import_limit} bytes (CBW_IMPORT_MAX_BYTES); "
+            "split it, or import it with `cbworkflow contacts import`"
+        )
+        if await _declared_too_large(scope, send, self.import_limit, too_large):
+            return
+        if not await _may_import(scope):  # the route answers 401, 403 or 415 without the body: none is stored
+            await self.app(scope, receive, send)
+            return
+        handle, name = await asyncio.to_thread(tempfile.mkstemp, prefix="cbw-import-", suffix=".upload")
+        path = Path(name)
+        try:
+            digest = hashlib.sha256(scope.get("query_string", b"") + b"\n")  # a dry run is another request
+            size = 0
+            with os.fdopen(handle, "wb") as out:
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > self.import_limit:
+                        await _reply(send, 413, too_large)
+                        return
+                    if chunk:
+                        digest.update(chunk)
+                        await asyncio.to_thread(out.write, chunk)
+                    if not message.get("more_body", False):
+                        break
+            state = scope.setdefault("state", {})
+            state["import_file"] = path
+            state["raw_body_hash"] = digest.hexdigest()
+            done = False
+
+            async def empty() -> Message:
+                nonlocal done
+                if not done:
+                    done = True
+                    return {"type": "http.request", "body": b"", "more_body": False}
+                return await receive()
+
+            await self.app(scope, empty, send)
+        finally:
+            await asyncio.to_thread(path.unlink, True)

@@ -158,6 +158,7 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
         404: "No such record in this tenant",
         409: "Conflicts with the current state",
         413: "Request body too large",
+        415: "A body of a type this route does not read; the detail names the types it does",
         422: "Invalid input; the detail names the field",
         429: "Too many requests for this token; see Retry-After",
         503: "The store failed or is busy (not the client's fault); try again after Retry-After",

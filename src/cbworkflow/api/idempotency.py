@@ -46,10 +46,11 @@ class Idempotency:
             await self.app(scope, receive, send)  # the route answers 401
             return
         scope.setdefault("state", {})["principal"] = principal
-        body = scope.get("state", {}).get("raw_body", b"")
+        state = scope.get("state", {})
+        body_hash = state.get("raw_body_hash") or hashlib.sha256(state.get("raw_body", b"")).hexdigest()
         keys = services.idempotency
         try:
-            replay = await keys.begin(principal, route, key, hashlib.sha256(body).hexdigest())
+            replay = await keys.begin(principal, route, key, body_hash)
         except CbwError as refused:
             await _reply(send, refused.status_code, refused.detail)
             return

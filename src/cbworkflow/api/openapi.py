@@ -26,6 +26,8 @@ OPERATION_IDS: dict[tuple[str, str], str] = {
     ("GET", "/api/contacts"): "contacts_list",
     ("POST", "/api/contacts"): "contacts_create",
     ("GET", "/api/contacts/search"): "contacts_search",
+    ("POST", "/api/contacts/import"): "contacts_import",
+    ("GET", "/api/contacts/export"): "contacts_export",
     ("PUT", "/api/contacts/by-external-id/{external_id}"): "contacts_upsert_by_external_id",
     ("GET", "/api/contacts/{contact_id}"): "contacts_get",
     ("PATCH", "/api/contacts/{contact_id}"): "contacts_update",

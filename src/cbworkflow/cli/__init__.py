@@ -16,7 +16,10 @@ from typer._click import exceptions as usage  # Typer's own copy of Click
 from ..errors import CbwError
 from ..settings import SettingsError
 from ..store import UnsupportedStore
-from . import campaign  # noqa: F401  (registers enrol and jobs on the app)
+from . import (
+    campaign,  # noqa: F401  (registers enrol and jobs on the app)
+    contacts,  # noqa: F401  (registers contacts import and export)
+)
 from .commands import app
 from .files import CliError
 

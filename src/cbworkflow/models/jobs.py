@@ -30,9 +30,10 @@ UNFINISHED_JOBS = frozenset({JobStatus.QUEUED, JobStatus.RUNNING})
 
 
 class JobKind(StrEnum):
-    """What a job does: `bulk_enrol` (`POST /api/instances/bulk`)."""
+    """What a job does: `bulk_enrol` (`POST /api/instances/bulk`), `contacts_import` (`POST /api/contacts/import`)."""
 
     BULK_ENROL = "bulk_enrol"
+    CONTACTS_IMPORT = "contacts_import"
 
 
 class JobProgress(BaseModel):

@@ -83,6 +83,7 @@ class JobRunner:
             job.lease_until = now + self.lease
         else:
             job.finished_at, job.held_by, job.lease_until = now, None, None
+            tx.delete_job_rows(job.id)  # what it staged and did not read (a cancelled import's rest)
         if not tx.update_job(job):
             raise _NotMine
         return job
@@ -96,6 +97,7 @@ class JobRunner:
             found.status, found.error = JobStatus.FAILED, reason
             found.finished_at, found.held_by, found.lease_until = self.clock.now(), None, None
             tx.update_job(found)
+            tx.delete_job_rows(found.id)
 
         await self.store.write(job.tenant, run)
 

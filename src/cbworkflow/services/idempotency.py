@@ -24,7 +24,7 @@ from ..store.base import IdempotencyRecord, Store, Tx
 
 WINDOW = timedelta(hours=24)
 PURGE_EVERY = timedelta(minutes=10)
-NOT_KEPT = frozenset({401, 403, 404, 405, 413})
+NOT_KEPT = frozenset({401, 403, 404, 405, 413, 415})
 SECRET_FIELDS = ("token", "admin_token")
 
 ANOTHER_TOKEN = "this Idempotency-Key was already used by another token; use a new key"

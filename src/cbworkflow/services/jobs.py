@@ -22,9 +22,20 @@ class JobService:
         self.clock = clock
         self.notify: Callable[[], None] = lambda: None  # wakes this process's worker when a job was queued
 
-    async def queue(self, principal: Principal, kind: JobKind, params: dict[str, Any], total: int | None) -> Job:
+    async def queue(
+        self,
+        principal: Principal,
+        kind: JobKind,
+        params: dict[str, Any],
+        total: int | None,
+        *,
+        stage: Callable[[Tx, str], None] | None = None,
+    ) -> Job:
+        """Queue a job. `stage(tx, job_id)`, when given, writes what the job will read (an import's rows) in the
+        job's own transaction, before the job is saved with `params` as it leaves them."""
+        job_id = new_id()
         job = JobRecord(
-            id=new_id(),
+            id=job_id,
             tenant=principal.tenant,
             kind=kind,
             params=params,
@@ -33,12 +44,18 @@ class JobService:
             created_at=self.clock.now(),
         )
 
-        def run(tx: Tx) -> None:
-            tx.insert_job(job)
+        def run(tx: Tx) -> JobRecord:
+            if stage is None:
+                tx.insert_job(job)
+                return job
+            stage(tx, job_id)
+            staged = job.model_copy(update={"params": dict(params)})
+            tx.insert_job(staged)
+            return staged
 
-        await self.store.write(principal.tenant, run)
+        queued = await self.store.write(principal.tenant, run)
         self.notify()
-        return job.public()
+        return queued.public()
 
     async def get(self, tenant: str, job_id: str) -> Job:
         found = await self.store.read(tenant, lambda tx: tx.get_job(job_id))
@@ -64,6 +81,7 @@ class JobService:
             job.revision += 1
             if job.status is JobStatus.QUEUED:
                 job.status, job.finished_at = JobStatus.CANCELLED, now
+                tx.delete_job_rows(job_id)  # what it had staged (an import's rows) will never be read
             else:
                 job.cancel_requested = True
             if not tx.update_job(job):

@@ -286,6 +286,36 @@ class Tx(ABC):
         """Those of `contact_ids` that have an unfinished instance (pending, active, waiting or paused) of
         `template_id`: one indexed query for a whole batch."""
 
+    # --- contacts import (services/contact_import.py) ---
+    @abstractmethod
+    def find_contacts(
+        self, *, ids: Sequence[str], external_ids: Sequence[str], emails: Sequence[str], phones: Sequence[str]
+    ) -> list[Contact]:
+        """Every contact of the tenant whose id, external id, email (`emails` are lower-case; compared without
+        case) or `phone_e164` is one of those given: one indexed lookup for a batch of rows. Locked inside `write`."""
+
+    def insert_contacts(self, contacts: Sequence[Contact]) -> None:
+        """Insert new contacts, as `insert_contact` each (a backend may write them in fewer statements)."""
+        for contact in contacts:
+            self.insert_contact(contact)
+
+    @abstractmethod
+    def contacts_with_instances(self, contact_ids: Sequence[str]) -> set[str]:
+        """Those of `contact_ids` that instances name (a deleted contact's instances are kept): ids a new contact
+        may not take."""
+
+    @abstractmethod
+    def stage_job_rows(self, job_id: str, seq: int, items: Sequence[dict[str, Any]]) -> None:
+        """Keep chunk `seq` of what a job will read (JSON objects), until `delete_job_rows`."""
+
+    @abstractmethod
+    def job_rows(self, job_id: str, seq: int) -> list[dict[str, Any]] | None:
+        """Chunk `seq` of the job's staged rows; None when there is none (not staged, or deleted)."""
+
+    @abstractmethod
+    def delete_job_rows(self, job_id: str, seq: int | None = None) -> None:
+        """Delete chunk `seq` of the job's staged rows, or every chunk when `seq` is None."""
+
     # --- idempotency keys (plain records: the rules are the service's) ---
     @abstractmethod
     def get_idempotency(self, route: str, key: str) -> IdempotencyRecord | None:

@@ -334,3 +334,28 @@ workflow_tallies = Table(
     _required("n", BigInteger),
     PrimaryKeyConstraint("tenant", "template_id", "hour", "metric", "node", "key", "shard"),
 )
+
+# Contacts import: the indexed lookups of a batch of rows by email (compared without case) and by E.164 phone.
+# Written out (migration 7), not bound to the table: SQLite's index is on the column with NOCASE (reflection reads
+# it as a plain column), PostgreSQL's on lower(email), and queries repeat the same expression to use it.
+CONTACT_MATCH_INDEXES = {
+    "sqlite": [
+        "CREATE INDEX IF NOT EXISTS ix_contacts_email_nocase ON contacts (tenant, email COLLATE NOCASE)",
+        "CREATE INDEX IF NOT EXISTS ix_contacts_phone_e164 ON contacts (tenant, phone_e164)",
+    ],
+    "postgresql": [
+        "CREATE INDEX IF NOT EXISTS ix_contacts_email_lower ON contacts (tenant, lower(email))",
+        "CREATE INDEX IF NOT EXISTS ix_contacts_phone_e164 ON contacts (tenant, phone_e164)",
+    ],
+}
+
+# What a job reads, staged when it was queued (an import's rows, a chunk per row): the worker may be elsewhere.
+job_rows = Table(
+    "job_rows",
+    metadata,
+    _tenant(),
+    _required("job_id", String(64)),
+    _required("seq", Integer),
+    _required("chunk", Json),
+    UniqueConstraint("tenant", "job_id", "seq", name="uq_job_rows"),
+)

@@ -9,6 +9,7 @@
     <root>/<tenant>/snapshots/<hash>.json   frozen node maps, shared by instances of the same graph
     <root>/<tenant>/tokens/<id>.json        a token with the SHA-256 of its secret (never the secret)
     <root>/<tenant>/jobs/<id>.json          a background job (bulk enrolment), with the worker's lease on it
+    <root>/<tenant>/job-rows/<job id>/<seq>.json   a chunk a job staged (an import's rows), until it is read
     <root>/<tenant>/contact-instances/<contact id>.json   instance ids of a contact (kept after the contact goes)
     <root>/<tenant>/external-ids/<sha256>.json            which contact holds an external id
     <root>/<tenant>/idempotency/<sha256>.json

@@ -87,6 +87,14 @@ class Layout:
         name = file_name(version)
         return None if folder is None or name is None else folder / f"{name}.json"
 
+    def job_rows(self, tenant: str, job_id: str, seq: int | None = None) -> Path | None:
+        """`<tenant>/job-rows/<job id>/<seq>.json`: a chunk a job staged (the folder when `seq` is None)."""
+        name = file_name(job_id)
+        if name is None:
+            return None
+        folder = self.root / tenant / "job-rows" / name
+        return folder if seq is None else folder / f"{seq:09d}.json"
+
     # ------------------------------------------------------------------ across tenants
     def token_link(self, secret_hash: str) -> Path | None:
         """`.tokens/<hash>.json`: which tenant's token has this secret."""

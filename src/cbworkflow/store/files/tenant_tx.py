@@ -388,6 +388,57 @@ class FileTx(Tx):
             )
         }
 
+    # ------------------------------------------------------------------ contacts import
+    def find_contacts(
+        self, *, ids: Sequence[str], external_ids: Sequence[str], emails: Sequence[str], phones: Sequence[str]
+    ) -> list[Contact]:
+        """Ids and external ids through their files; emails and phones by one scan of the contacts (this store
+        has no index of them: docs/performance.md)."""
+        found: dict[str, Contact] = {}
+        for contact_id in ids:
+            contact = self.get_contact(contact_id)
+            if contact is not None:
+                found[contact.id] = contact
+        for external_id in external_ids:
+            contact = self.get_contact_by_external_id(external_id)
+            if contact is not None:
+                found[contact.id] = contact
+        wanted_emails, wanted_phones = set(emails), set(phones)
+        if wanted_emails or wanted_phones:
+            for doc in self.txn.scan(self.home / "contacts"):
+                email = doc.get("email")
+                if (email and email.lower() in wanted_emails) or doc.get("phone_e164") in wanted_phones:
+                    if doc["id"] not in found:
+                        contact = self.get_contact(doc["id"])  # locked in a write
+                        if contact is not None:
+                            found[contact.id] = contact
+        return list(found.values())
+
+    def contacts_with_instances(self, contact_ids: Sequence[str]) -> set[str]:
+        return {contact_id for contact_id in contact_ids if self._links(contact_id)}
+
+    def stage_job_rows(self, job_id: str, seq: int, items: Sequence[dict[str, Any]]) -> None:
+        path = _required(self.layout.job_rows(self.tenant, job_id, seq), "job id")
+        self.txn.put(path, {"job_id": job_id, "seq": seq, "items": list(items)})
+
+    def job_rows(self, job_id: str, seq: int) -> list[dict[str, Any]] | None:
+        path = self.layout.job_rows(self.tenant, job_id, seq)
+        doc = None if path is None else self.txn.get(path)
+        return None if doc is None else list(doc["items"])
+
+    def delete_job_rows(self, job_id: str, seq: int | None = None) -> None:
+        folder = self.layout.job_rows(self.tenant, job_id)
+        if folder is None:
+            return
+        if seq is not None:
+            paths = [folder / f"{seq:09d}.json"]
+        else:
+            paths = [folder / f"{doc['seq']:09d}.json" for doc in self.txn.scan(folder)]
+        for path in paths:
+            if self.txn.get(path) is not None:
+                self.txn.put(path, None)
+        self.txn.after_commit.append(lambda: disk.remove_empty_dir(folder))
+
     # ------------------------------------------------------------------ jobs
     def insert_job(self, job: JobRecord) -> None:
         path = _required(self._record("jobs", job.id), "job id")

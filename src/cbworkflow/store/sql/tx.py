@@ -422,6 +422,64 @@ class SqlTx(Tx):
         )
         return set(self.conn.execute(query.distinct()).scalars())
 
+    # ------------------------------------------------------------------ contacts import
+    def find_contacts(
+        self, *, ids: Sequence[str], external_ids: Sequence[str], emails: Sequence[str], phones: Sequence[str]
+    ) -> list[Contact]:
+        c = s.contacts.c
+        wanted: list[ColumnElement[bool]] = []
+        if ids:
+            wanted.append(c.id.in_(ids))
+        if external_ids:
+            wanted.append(c.external_id.in_(external_ids))
+        if emails:  # along ix_contacts_email_lower (PostgreSQL) or ix_contacts_email_nocase (SQLite)
+            postgres = self.conn.dialect.name == "postgresql"
+            wanted.append((func.lower(c.email) if postgres else c.email.collate("NOCASE")).in_(emails))
+        if phones:
+            wanted.append(c.phone_e164.in_(phones))
+        if not wanted:
+            return []
+        # The tenant in each branch, so each is one index's search (SQLite's MULTI-INDEX OR, PostgreSQL's BitmapOr)
+        branches = [and_(c.tenant == self.tenant, one) for one in wanted]
+        query = select(s.contacts).where(or_(*branches)).order_by(c.pk)
+        return self._contacts(self.conn.execute(self._locked(query)).all())
+
+    def insert_contacts(self, contacts: Sequence[Contact]) -> None:
+        """One INSERT for the rows (RETURNING their keys, in order) and one for all their tag rows."""
+        if not contacts:
+            return
+        statement = insert(s.contacts).returning(s.contacts.c.pk, sort_by_parameter_order=True)
+        pks = self.conn.execute(statement, [rows.contact_values(contact) for contact in contacts]).scalars().all()
+        tag_rows = [
+            {"tenant": self.tenant, "tag": tag, "contact_pk": pk, "created_at": contact.created_at}
+            for pk, contact in zip(pks, contacts, strict=True)
+            for tag in contact.tags
+        ]
+        if tag_rows:
+            self.conn.execute(insert(s.contact_tags), tag_rows)
+
+    def contacts_with_instances(self, contact_ids: Sequence[str]) -> set[str]:
+        if not contact_ids:
+            return set()
+        i = s.instances.c
+        query = select(i.contact_id).where(i.tenant == self.tenant, i.contact_id.in_(contact_ids)).distinct()
+        return set(self.conn.execute(query).scalars())
+
+    def stage_job_rows(self, job_id: str, seq: int, items: Sequence[dict[str, Any]]) -> None:
+        values = {"tenant": self.tenant, "job_id": job_id, "seq": seq, "chunk": list(items)}
+        self.conn.execute(insert(s.job_rows), values)
+
+    def job_rows(self, job_id: str, seq: int) -> list[dict[str, Any]] | None:
+        r = s.job_rows.c
+        query = select(r.chunk).where(r.tenant == self.tenant, r.job_id == job_id, r.seq == seq)
+        found = self.conn.execute(query).scalar_one_or_none()
+        return None if found is None else list(found)
+
+    def delete_job_rows(self, job_id: str, seq: int | None = None) -> None:
+        r = s.job_rows.c
+        statement = delete(s.job_rows).where(r.tenant == self.tenant, r.job_id == job_id)
+        self.conn.execute(statement if seq is None else statement.where(r.seq == seq))
+
     # ------------------------------------------------------------------ jobs
     def insert_job(self, job: JobRecord) -> None:
         self.conn.execute(insert(s.jobs), {**rows.job_values(job), "tenant": self.tenant})
