@@ -334,21 +334,10 @@ class SqlTx(Tx):
         self.tally.moved(instance.template_id, None, self._places[instance.id])
 
     def insert_instances(self, instances: Sequence[WorkflowInstance], snapshot_id: str) -> None:
-        """One INSERT for the rows (RETURNING their keys, in order) and one for all their tag rows."""
         if not instances:
             return
         values = [{**rows.instance_values(instance), "snapshot_id": snapshot_id} for instance in instances]
-        if any(instance.tags for instance in instances):  # their tag rows need the keys: RETURNING them, in order
-            statement = insert(s.instances).returning(s.instances.c.pk, sort_by_parameter_order=True)
-            pks = self.conn.execute(statement, values).scalars().all()
-            tag_rows = [
-                {"tenant": self.tenant, "tag": tag, "instance_pk": pk, "created_at": instance.created_at}
-                for pk, instance in zip(pks, instances, strict=True)
-                for tag in instance.tags
-            ]
-            self.conn.execute(insert(s.instance_tags), tag_rows)
-        else:  # a plain executemany, which the PostgreSQL driver pipelines
-            self.conn.execute(rows.INSERT_INSTANCE, values)
+        self.tags.insert_records(INSTANCES, values, instances)
         for instance in instances:
             self._places[instance.id] = place_of(instance)
             self.tally.moved(instance.template_id, None, self._places[instance.id])
@@ -445,18 +434,8 @@ class SqlTx(Tx):
         return self._contacts(self.conn.execute(self._locked(query)).all())
 
     def insert_contacts(self, contacts: Sequence[Contact]) -> None:
-        """One INSERT for the rows (RETURNING their keys, in order) and one for all their tag rows."""
-        if not contacts:
-            return
-        statement = insert(s.contacts).returning(s.contacts.c.pk, sort_by_parameter_order=True)
-        pks = self.conn.execute(statement, [rows.contact_values(contact) for contact in contacts]).scalars().all()
-        tag_rows = [
-            {"tenant": self.tenant, "tag": tag, "contact_pk": pk, "created_at": contact.created_at}
-            for pk, contact in zip(pks, contacts, strict=True)
-            for tag in contact.tags
-        ]
-        if tag_rows:
-            self.conn.execute(insert(s.contact_tags), tag_rows)
+        if contacts:
+            self.tags.insert_records(CONTACTS, [rows.contact_values(contact) for contact in contacts], contacts)
 
     def contacts_with_instances(self, contact_ids: Sequence[str]) -> set[str]:
         if not contact_ids:
