@@ -190,17 +190,22 @@ def status_line(path: Path, field: str) -> float:
     raise RuntimeError(f"no {field} in {path}")
 
 
-def run_ours(seed: Place, work: Path, contacts: int, batch_size: int) -> tuple[dict[str, Any], Place]:
-    """One `cbworkflow worker` runs the queued job on a copy of the seed; the copy is the caller's to drop."""
-    place = Place(seed.kind, work, seed)
+def worker_env(place: Place, batch_size: int) -> dict[str, str]:
+    """The environment of a `cbworkflow worker` on `place`, running the code this process imported."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CBW_")}
-    env |= {
+    return env | {
         "CBW_DATABASE_URL": place.url,
         "CBW_DATA_DIR": str(place.folder),
         "CBW_LOG_LEVEL": "WARNING",
         "CBW_JOB_BATCH_SIZE": str(batch_size),
         "PYTHONPATH": os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH")) if p),
     }
+
+
+def run_ours(seed: Place, work: Path, contacts: int, batch_size: int) -> tuple[dict[str, Any], Place]:
+    """One `cbworkflow worker` runs the queued job on a copy of the seed; the copy is the caller's to drop."""
+    place = Place(seed.kind, work, seed)
+    env = worker_env(place, batch_size)
     proc = subprocess.Popen(
         [sys.executable, "-m", "cbworkflow", "worker"], env=env, cwd=place.folder, stderr=subprocess.DEVNULL
     )
@@ -241,15 +246,7 @@ def run_ours(seed: Place, work: Path, contacts: int, batch_size: int) -> tuple[d
 def run_killed(seed: Place, work: Path, contacts: int, batch_size: int) -> dict[str, Any]:
     """SIGKILL the worker a third of the way through the job, start another: every contact enrolled once."""
     place = Place(seed.kind, work, seed)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CBW_")}
-    env |= {
-        "CBW_DATABASE_URL": place.url,
-        "CBW_DATA_DIR": str(place.folder),
-        "CBW_LOG_LEVEL": "WARNING",
-        "CBW_JOB_BATCH_SIZE": str(batch_size),
-        "CBW_JOB_LEASE_S": "5",
-        "PYTHONPATH": os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH")) if p),
-    }
+    env = worker_env(place, batch_size) | {"CBW_JOB_LEASE_S": "5"}  # the second worker takes over soon
 
     def worker() -> subprocess.Popen[bytes]:
         command = [sys.executable, "-m", "cbworkflow", "worker"]

@@ -8,14 +8,12 @@ Real processes on each store: `cbworkflow serve --no-worker` answers the API, `c
 from __future__ import annotations
 
 import asyncio
-import signal
 import subprocess
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-from test_jobs import BATCH, seed, wait_for, worker
+from test_jobs import BATCH, killed_and_resumed, seed, worker
 
 from cbworkflow.settings import Settings
 from cbworkflow.store.base import Tx
@@ -85,25 +83,9 @@ def test_an_import_job_survives_a_killed_worker_and_imports_every_row_once(kind:
         assert client.post(f"/api/jobs/{other['id']}/cancel").json()["status"] == "cancelled"
         assert staged_chunks(settings, other["id"]) == []
 
-        def read() -> dict[str, Any]:
-            answer = client.get(f"/api/jobs/{job['id']}")
-            assert answer.status_code == 200
-            found: dict[str, Any] = answer.json()
-            return found
-
-        workers.append(worker(tmp_path, url, log))
-        wait_for("a fifth of the job", lambda: read()["progress"]["done"] >= ROWS // 5, 120, log)
-        workers[0].send_signal(signal.SIGKILL)
-        workers[0].wait()
-        halfway = read()
-        assert halfway["status"] == "running"
-        assert 0 < halfway["progress"]["done"] < ROWS, "the job finished before the worker was killed"
+        halfway, done = killed_and_resumed(client, job["id"], ROWS, workers, lambda: worker(tmp_path, url, log), log)
         so_far = halfway["result"]
         assert so_far["created"] + so_far["updated"] + so_far["rejected"] == halfway["progress"]["done"]
-
-        workers.append(worker(tmp_path, url, log))
-        done = wait_for("the job's end", lambda: (found := read())["status"] != "running" and found, 180, log)
-        assert done["status"] == "succeeded", done
         result = done["result"]
         assert (result["created"], result["updated"], result["unchanged"], result["rejected"]) == (
             ROWS - EXISTING - len(BAD),
@@ -114,7 +96,6 @@ def test_an_import_job_survives_a_killed_worker_and_imports_every_row_once(kind:
         assert [r["line"] for r in result["rejections"]] == [i + 2 for i in BAD]  # the header is line 1
         assert len(result["rows"]) == 1_000
         assert result["rows_truncated"] is True
-        assert done["progress"] == {"done": ROWS, "total": ROWS}
         assert staged_chunks(settings, job["id"]) == []
 
         names: list[str] = []

@@ -81,6 +81,37 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float, log: Path) -> 
     raise AssertionError(f"{what} did not happen in {timeout} s; worker log:\n{log.read_text()[-3000:]}")
 
 
+def killed_and_resumed(
+    client: httpx.Client,
+    job_id: str,
+    total: int,
+    workers: list[subprocess.Popen[bytes]],
+    start: Callable[[], Any],
+    log: Path,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Run the job in a worker, SIGKILL it a fifth of the way, then let a second one finish: the job as it was
+    after the kill (still running, partly done) and at its end."""
+
+    def read() -> dict[str, Any]:
+        answer = client.get(f"/api/jobs/{job_id}")
+        assert answer.status_code == 200
+        found: dict[str, Any] = answer.json()
+        return found
+
+    workers.append(start())
+    wait_for("a fifth of the job", lambda: read()["progress"]["done"] >= total // 5, 120, log)
+    workers[-1].send_signal(signal.SIGKILL)
+    workers[-1].wait()
+    halfway = read()
+    assert halfway["status"] == "running"
+    assert 0 < halfway["progress"]["done"] < total, "the job finished before the worker was killed"
+    workers.append(start())
+    done = wait_for("the job's end", lambda: (found := read())["status"] != "running" and found, 180, log)
+    assert done["status"] == "succeeded", done
+    assert done["progress"] == {"done": total, "total": total}
+    return halfway, done
+
+
 @pytest.mark.parametrize("kind", ["sqlite", "postgresql", "json"])
 def test_a_bulk_job_survives_a_killed_worker_and_enrols_everyone_once(kind: str, tmp_path: Path) -> None:
     database = PostgresDatabase() if kind == "postgresql" else None
@@ -111,26 +142,11 @@ def test_a_bulk_job_survives_a_killed_worker_and_enrols_everyone_once(kind: str,
         assert cancelled.json()["status"] == "cancelled"
         assert client.post(f"/api/jobs/{other['id']}/cancel").status_code == 409
 
-        def read() -> dict[str, Any]:
-            answer = client.get(f"/api/jobs/{job['id']}")
-            assert answer.status_code == 200
-            found: dict[str, Any] = answer.json()
-            return found
-
-        workers.append(worker(tmp_path, url, log))
-        wait_for("a fifth of the job", lambda: read()["progress"]["done"] >= CONTACTS // 5, 120, log)
-        workers[0].send_signal(signal.SIGKILL)
-        workers[0].wait()
-        halfway = read()
-        assert halfway["status"] == "running"
-        assert 0 < halfway["progress"]["done"] < CONTACTS, "the job finished before the worker was killed"
+        halfway, done = killed_and_resumed(
+            client, job["id"], CONTACTS, workers, lambda: worker(tmp_path, url, log), log
+        )
         assert halfway["result"]["enrolled"] == halfway["progress"]["done"]  # counted with the batches
-
-        workers.append(worker(tmp_path, url, log))
-        done = wait_for("the job's end", lambda: (found := read())["status"] != "running" and found, 180, log)
-        assert done["status"] == "succeeded", done
         assert done["result"] == {"enrolled": CONTACTS, "skipped": 0}
-        assert done["progress"] == {"done": CONTACTS, "total": CONTACTS}
 
         enrolled: Counter[str] = Counter()
         cursor = None
