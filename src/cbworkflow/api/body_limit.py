@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -83,6 +84,28 @@ async def _may_import(scope: Scope) -> bool:
     return True
 
 
+class _Stopped(Exception):
+    """The client went away, or the body passed its limit (and 413 was sent): the request ends here."""
+
+
+async def _chunks(receive: Receive, send: Send, limit: int, too_large: str) -> AsyncIterator[bytes]:
+    """The body's chunks as they arrive; `_Stopped` once it passes `limit` (after answering 413) or the client
+    disconnects."""
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _Stopped
+        chunk: bytes = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            await _reply(send, 413, too_large)
+            raise _Stopped
+        yield chunk
+        if not message.get("more_body", False):
+            return
+
+
 class BodyLimit:
     """Buffers the body (at most `limit` bytes) and replays it to the app, so no route sees an oversized one."""
 
@@ -101,21 +124,10 @@ class BodyLimit:
         too_large = f"the request body is larger than the limit of {self.limit} bytes"
         if await _declared_too_large(scope, send, self.limit, too_large):
             return
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.limit:
-                await _reply(send, 413, too_large)
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
+        try:
+            body = b"".join([chunk async for chunk in _chunks(receive, send, self.limit, too_large)])
+        except _Stopped:
+            return
         scope.setdefault("state", {})["raw_body"] = body
         if body:
             scope["headers"] = _json_unless_typed(scope["headers"])
@@ -150,22 +162,14 @@ class BodyLimit:
         path = Path(name)
         try:
             digest = hashlib.sha256(scope.get("query_string", b"") + b"\n")  # a dry run is another request
-            size = 0
             with os.fdopen(handle, "wb") as out:
-                while True:
-                    message = await receive()
-                    if message["type"] == "http.disconnect":
-                        return
-                    chunk = message.get("body", b"")
-                    size += len(chunk)
-                    if size > self.import_limit:
-                        await _reply(send, 413, too_large)
-                        return
-                    if chunk:
-                        digest.update(chunk)
-                        await asyncio.to_thread(out.write, chunk)
-                    if not message.get("more_body", False):
-                        break
+                try:
+                    async for chunk in _chunks(receive, send, self.import_limit, too_large):
+                        if chunk:
+                            digest.update(chunk)
+                            await asyncio.to_thread(out.write, chunk)
+                except _Stopped:
+                    return
             state = scope.setdefault("state", {})
             state["import_file"] = path
             state["raw_body_hash"] = digest.hexdigest()
