@@ -1,6 +1,6 @@
 """Contacts import and export at campaign scale (issue 10: a voter file of 100,000 rows, 1% bad).
 
-    .venv/bin/python bench/bench_import.py [--rows 100000] [--stores sqlite,postgresql]
+    .venv/bin/python bench/bench_import.py [--rows 100000] [--runs 3] [--stores sqlite,postgresql]
         [--postgres postgresql://postgres@127.0.0.1:5432/postgres]
 
 For each store, on a fresh store, in-process through the services, as `cbworkflow contacts import` runs it:
@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import os
 import resource
+import statistics
 import sys
 import tempfile
 import time
@@ -171,27 +172,32 @@ async def baseline(services: Any, rows: int) -> float:
     return time.perf_counter() - started
 
 
+def _spread(values: list[float]) -> str:
+    return f"{statistics.median(values):,.0f} ({min(values):,.0f}-{max(values):,.0f})"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--runs", type=int, default=3, help="fresh stores per store kind; medians are reported")
     parser.add_argument("--stores", default="sqlite,postgresql")
     parser.add_argument("--postgres", default=POSTGRES)
     args = parser.parse_args()
     os.environ["CBW_BENCH_POSTGRES"] = args.postgres
-    results = []
-    with tempfile.TemporaryDirectory() as folder:
-        for kind in args.stores.split(","):
-            results.append(asyncio.run(run_store(kind, args.rows, Path(folder))))
-    print(f"{'store':<11}{'rows':>9}{'import/s':>11}{'again/s':>10}{'export/s':>10}{'baseline/s':>12}{'x':>6}{'MB':>7}")
-    for r in results:
-        ratio = r["baseline"] / r["import"]
-        print(
-            f"{r['store']:<11}{r['rows']:>9,}{r['import']:>11,.0f}{r['again']:>10,.0f}{r['export']:>10,.0f}"
-            f"{r['baseline']:>12,.0f}{ratio:>6.1f}{r['peak_mb']:>7.0f}"
-        )
-        print(
-            f"  first import (created, updated, unchanged, rejected): {r['import_counts']}; again: {r['again_counts']}"
-        )
+    results: dict[str, list[dict[str, Any]]] = {}
+    for kind in args.stores.split(","):
+        for _ in range(args.runs):
+            with tempfile.TemporaryDirectory() as folder:
+                results.setdefault(kind, []).append(asyncio.run(run_store(kind, args.rows, Path(folder))))
+    print(f"rows/s, median of {args.runs} runs (min-max); x = baseline / first import, median of the runs' ratios")
+    for kind, runs in results.items():
+        ratio = statistics.median(r["baseline"] / r["import"] for r in runs)
+        print(f"{kind} ({args.rows:,} rows):")
+        for label in ("import", "again", "export", "baseline"):
+            print(f"  {label:<9}{_spread([r[label] for r in runs]):>34}")
+        print(f"  x{ratio:>8.1f}   peak MB {max(r['peak_mb'] for r in runs):.0f}")
+        print(f"  first import (created, updated, unchanged, rejected): {runs[0]['import_counts']}")
+        print(f"  again: {runs[0]['again_counts']}")
     sys.stdout.flush()
 
 
