@@ -8,16 +8,19 @@ answers 409). Contact search uses `pg_trgm` GIN indexes on lower(name), lower(em
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import contextmanager
+from datetime import UTC
 from typing import Any
 
 from sqlalchemy import Connection, Table, create_engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.sql import Select
 
+from ..models.events import Event
 from . import migrations
 from . import schema as s
 from .sql import RowLocks, SqlStore, SqlTx
@@ -44,6 +47,26 @@ def engine_url(url: str) -> str:
     return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
 
 
+EVENT_COLUMNS = ("tenant", "id", "instance_id", "contact_id", "template_id", "type", "timestamp", "node_id", "actor")
+COPY_EVENTS_FROM = 100
+"""A batch of at least this many events (a bulk enrolment's) goes in by `COPY`, several times faster than inserts."""
+
+
+class PostgresTx(SqlTx):
+    def append_events(self, events: Sequence[Event]) -> None:
+        if len(events) < COPY_EVENTS_FROM:
+            super().append_events(events)
+            return
+        columns = ", ".join((*EVENT_COLUMNS, "data", "message"))
+        cursor = self.conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        with cursor.copy(f"COPY events ({columns}) FROM STDIN") as copy:  # in this transaction, in order
+            for e in events:
+                at = e.timestamp.astimezone(UTC)
+                values = (self.tenant, e.id, e.instance_id, e.contact_id, e.template_id, e.type.value, at)
+                copy.write_row((*values, e.node_id, e.actor, json.dumps(e.data), e.message))
+        self.tally.events(events)
+
+
 class PostgresStore(SqlStore):
     """Contact search is the shared LIKE scan: on PostgreSQL the `pg_trgm` indexes serve it."""
 
@@ -61,7 +84,7 @@ class PostgresStore(SqlStore):
             connect_args={"options": "-c plan_cache_mode=force_custom_plan"},
         )
         self._threads = ThreadPoolExecutor(max_workers=2 * pool_size, thread_name_prefix="cbw-postgres")
-        super().__init__(engine, tx_class=SqlTx, locks=PostgresLocks(), pools=[self._threads], shards=TALLY_SHARDS)
+        super().__init__(engine, tx_class=PostgresTx, locks=PostgresLocks(), pools=[self._threads], shards=TALLY_SHARDS)
 
     def describe(self) -> str:
         return self._url.render_as_string(hide_password=True)

@@ -1,0 +1,51 @@
+"""PostgreSQL writes a large batch of events (a bulk enrolment's) with `COPY`: what is read back is exactly what
+was appended, in order, whatever the text holds (quotes, backslashes, tabs, newlines, non-Latin letters)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+from cbworkflow.models.events import Event, EventType
+from cbworkflow.store.base import PageRequest
+from cbworkflow.store.postgres import COPY_EVENTS_FROM, PostgresStore
+from conftest import PostgresDatabase
+
+AWKWARD = 'a "quote", a \\ backslash, a\ttab,\na newline, \\N, Ωμέγα, 🗳️'
+
+
+def _events(n: int) -> list[Event]:
+    at = datetime(2026, 10, 1, 12, 0, tzinfo=UTC)
+    return [
+        Event(
+            id=f"e{i:04d}",
+            type=EventType.USER_NOTE if i % 2 else EventType.STATE_UPDATED,
+            timestamp=at + timedelta(microseconds=i),
+            node_id=None if i % 3 else "call",
+            actor="system",
+            data={"i": i, "text": AWKWARD, "nested": {"list": [1, None, True]}},
+            message=f"{AWKWARD} #{i}",
+            instance_id="inst-1",
+            contact_id="c-1",
+            template_id="tpl",
+        )
+        for i in range(n)
+    ]
+
+
+def test_a_copied_batch_reads_back_exactly_and_in_order() -> None:
+    database = PostgresDatabase()
+    store = PostgresStore(database.url, pool_size=2)
+    try:
+        asyncio.run(store.migrate())
+        written = _events(COPY_EVENTS_FROM * 3)
+        asyncio.run(store.write("t1", lambda tx: tx.append_events(written)))
+        asyncio.run(store.write("t1", lambda tx: tx.append_events(_events(3)[:1])))  # a small one: an insert
+        page = asyncio.run(store.read("t1", lambda tx: tx.instance_events("inst-1", PageRequest(limit=1000))))
+        assert page.items[: len(written)] == written
+        assert len(page.items) == len(written) + 1
+        other = asyncio.run(store.read("t2", lambda tx: tx.instance_events("inst-1", PageRequest(limit=10))))
+        assert other.items == []  # the tenant column was written
+    finally:
+        asyncio.run(store.close())
+        database.drop()
