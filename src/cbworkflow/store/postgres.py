@@ -8,7 +8,6 @@ answers 409). Contact search uses `pg_trgm` GIN indexes on lower(name), lower(em
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -23,7 +22,7 @@ from sqlalchemy.sql import Select
 from ..models.events import Event
 from . import migrations
 from . import schema as s
-from .sql import RowLocks, SqlStore, SqlTx
+from .sql import RowLocks, SqlStore, SqlTx, rows
 
 log = logging.getLogger("cbworkflow.store")
 
@@ -47,24 +46,12 @@ def engine_url(url: str) -> str:
     return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
 
 
-EVENT_COLUMNS = ("tenant", "id", "instance_id", "contact_id", "template_id", "type", "timestamp", "node_id", "actor")
-COPY_EVENTS_FROM = 100
-"""A batch of at least this many events (a bulk enrolment's) goes in by `COPY`, several times faster than inserts."""
-
-
 class PostgresTx(SqlTx):
-    def append_events(self, events: Sequence[Event]) -> None:
-        if len(events) < COPY_EVENTS_FROM:
-            super().append_events(events)
-            return
-        columns = ", ".join((*EVENT_COLUMNS, "data", "message"))
+    def _append_many(self, events: Sequence[Event]) -> None:
         cursor = self.conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        with cursor.copy(f"COPY events ({columns}) FROM STDIN") as copy:  # in this transaction, in order
+        with cursor.copy(f"COPY events ({', '.join(rows.EVENT_COLUMNS)}) FROM STDIN") as copy:  # in order
             for e in events:
-                at = e.timestamp.astimezone(UTC)
-                values = (self.tenant, e.id, e.instance_id, e.contact_id, e.template_id, e.type.value, at)
-                copy.write_row((*values, e.node_id, e.actor, json.dumps(e.data), e.message))
-        self.tally.events(events)
+                copy.write_row(rows.event_row(self.tenant, e, e.timestamp.astimezone(UTC)))
 
 
 class PostgresStore(SqlStore):

@@ -54,10 +54,14 @@ class UTCDateTime(TypeDecorator[datetime]):
             return None
         if value.tzinfo is None:
             raise ValueError("naive datetime given to the store")
-        value = value.astimezone(UTC)
         if dialect.name == "postgresql":
-            return value
-        return value.strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
+            return value.astimezone(UTC)
+        return self.stored_text(value)
+
+    @staticmethod
+    def stored_text(value: datetime) -> str:
+        """How SQLite keeps an aware time: fixed-width UTC text, which sorts as the times do."""
+        return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
 
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         if value is None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,18 +18,25 @@ from typing import Any
 
 from sqlalchemy import Connection, create_engine, event, select, text
 
+from ..models.events import Event
 from . import migrations
 from . import schema as s
 from .base import Page, PageRequest
 from .paging import cut_page, int_cursor
 from .phones import phone_query_digits
-from .sql import RowLocks, SqlStore, SqlTx
+from .sql import RowLocks, SqlStore, SqlTx, rows
 
 SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
 
 
 class SQLiteTx(SqlTx):
     """SQL shared with PostgreSQL, plus trigram full-text search."""
+
+    def _append_many(self, events: Sequence[Event]) -> None:
+        marks = ", ".join("?" * len(rows.EVENT_COLUMNS))
+        sql = f"INSERT INTO events ({', '.join(rows.EVENT_COLUMNS)}) VALUES ({marks})"
+        stored = [rows.event_row(self.tenant, e, s.UTCDateTime.stored_text(e.timestamp)) for e in events]
+        self.conn.connection.dbapi_connection.cursor().executemany(sql, stored)  # type: ignore[union-attr]
 
     def search_contacts(self, query: str, page: PageRequest) -> Page[Any]:
         q = query.strip()

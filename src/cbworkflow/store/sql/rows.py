@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from sqlalchemy import Row, bindparam, insert, update
@@ -115,3 +116,16 @@ UPDATE_JOB = update(s.jobs).where(
     s.jobs.c.id == bindparam("w_id"),
     s.jobs.c.revision == bindparam("w_revision"),
 )
+
+
+MANY_EVENTS = 100
+"""From this many events in one append (a bulk enrolment's batch), the backends write them past SQLAlchemy's
+per-row parameter processing: PostgreSQL by `COPY`, SQLite by the driver's executemany."""
+EVENT_COLUMNS: tuple[str, ...] = ("tenant", "id", "instance_id", "contact_id", "template_id", "type", "timestamp")
+EVENT_COLUMNS += ("node_id", "actor", "data", "message")
+
+
+def event_row(tenant: str, e: Event, timestamp: Any) -> tuple[Any, ...]:
+    """An event as `EVENT_COLUMNS` values; `timestamp` already as the backend stores it, `data` as JSON text."""
+    head = (tenant, e.id, e.instance_id, e.contact_id, e.template_id, e.type.value, timestamp, e.node_id, e.actor)
+    return (*head, json.dumps(e.data), e.message)

@@ -516,9 +516,17 @@ class SqlTx(Tx):
     def append_events(self, events: Sequence[Event]) -> None:
         if not events:
             return
+        if len(events) >= rows.MANY_EVENTS:
+            self._append_many(events)
+        else:
+            values = [{**e.model_dump(mode="python"), "type": e.type.value, "tenant": self.tenant} for e in events]
+            self.conn.execute(insert(s.events), values)
+        self.tally.events(events)
+
+    def _append_many(self, events: Sequence[Event]) -> None:
+        """A large batch of events (a bulk enrolment's); a backend may write it past SQLAlchemy, faster."""
         values = [{**e.model_dump(mode="python"), "type": e.type.value, "tenant": self.tenant} for e in events]
         self.conn.execute(insert(s.events), values)
-        self.tally.events(events)
 
     def workflow_counts(self, template_id: str, hours: tuple[int, int] | None) -> list[Count]:
         return read_tallies(self.conn, self.tenant, template_id, hours)

@@ -1,14 +1,20 @@
-"""PostgreSQL writes a large batch of events (a bulk enrolment's) with `COPY`: what is read back is exactly what
-was appended, in order, whatever the text holds (quotes, backslashes, tabs, newlines, non-Latin letters)."""
+"""A large batch of events (a bulk enrolment's) is written past SQLAlchemy (PostgreSQL: `COPY`; SQLite: the
+driver's executemany): what is read back is exactly what was appended, in order, whatever the text holds (quotes,
+backslashes, tabs, newlines, non-Latin letters)."""
 
 from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
 
 from cbworkflow.models.events import Event, EventType
 from cbworkflow.store.base import PageRequest
-from cbworkflow.store.postgres import COPY_EVENTS_FROM, PostgresStore
+from cbworkflow.store.postgres import PostgresStore
+from cbworkflow.store.sql.rows import MANY_EVENTS
+from cbworkflow.store.sqlite import SQLiteStore
 from conftest import PostgresDatabase
 
 AWKWARD = 'a "quote", a \\ backslash, a\ttab,\na newline, \\N, Ωμέγα, 🗳️'
@@ -33,12 +39,13 @@ def _events(n: int) -> list[Event]:
     ]
 
 
-def test_a_copied_batch_reads_back_exactly_and_in_order() -> None:
-    database = PostgresDatabase()
-    store = PostgresStore(database.url, pool_size=2)
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_a_large_batch_reads_back_exactly_and_in_order(kind: str, tmp_path: Path) -> None:
+    database = PostgresDatabase() if kind == "postgresql" else None
+    store = PostgresStore(database.url, pool_size=2) if database else SQLiteStore(tmp_path / "events.db")
     try:
         asyncio.run(store.migrate())
-        written = _events(COPY_EVENTS_FROM * 3)
+        written = _events(MANY_EVENTS * 3)
         asyncio.run(store.write("t1", lambda tx: tx.append_events(written)))
         asyncio.run(store.write("t1", lambda tx: tx.append_events(_events(3)[:1])))  # a small one: an insert
         page = asyncio.run(store.read("t1", lambda tx: tx.instance_events("inst-1", PageRequest(limit=1000))))
@@ -48,4 +55,5 @@ def test_a_copied_batch_reads_back_exactly_and_in_order() -> None:
         assert other.items == []  # the tenant column was written
     finally:
         asyncio.run(store.close())
-        database.drop()
+        if database is not None:
+            database.drop()
