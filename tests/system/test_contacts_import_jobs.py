@@ -13,12 +13,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from test_jobs import BATCH, killed_and_resumed, seed, worker
+from test_jobs import BATCH, killed_and_resumed, seed, shut_down, worker
 
 from cbworkflow.settings import Settings
 from cbworkflow.store.base import Tx
 from cbworkflow.wiring import SYSTEM, build_services
-from conftest import ADMIN_TOKEN, PostgresDatabase, free_port, start_server, stop_server, store_url
+from conftest import ADMIN_TOKEN, PostgresDatabase, free_port, start_server, store_url
 
 pytestmark = pytest.mark.slow
 
@@ -109,11 +109,4 @@ def test_an_import_job_survives_a_killed_worker_and_imports_every_row_once(kind:
         exported = client.get("/api/contacts/export", params={"format": "jsonl"}).text.splitlines()
         assert len(exported) == ROWS - len(BAD)
     finally:
-        client.close()
-        for proc in workers:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        stop_server(server)
-        if database is not None:
-            database.drop()
+        shut_down(client, workers, server, database)

@@ -81,6 +81,23 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float, log: Path) -> 
     raise AssertionError(f"{what} did not happen in {timeout} s; worker log:\n{log.read_text()[-3000:]}")
 
 
+def shut_down(
+    client: httpx.Client,
+    workers: list[subprocess.Popen[bytes]],
+    server: subprocess.Popen[bytes],
+    database: PostgresDatabase | None,
+) -> None:
+    """End what a job test started: its client, any worker still running, the server, its database."""
+    client.close()
+    for proc in workers:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    stop_server(server)
+    if database is not None:
+        database.drop()
+
+
 def killed_and_resumed(
     client: httpx.Client,
     job_id: str,
@@ -162,11 +179,4 @@ def test_a_bulk_job_survives_a_killed_worker_and_enrols_everyone_once(kind: str,
         listed = client.get("/api/jobs").json()["items"]
         assert [j["id"] for j in listed] == [other["id"], job["id"]]  # newest first
     finally:
-        client.close()
-        for proc in workers:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        stop_server(server)
-        if database is not None:
-            database.drop()
+        shut_down(client, workers, server, database)
