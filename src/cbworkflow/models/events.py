@@ -38,6 +38,14 @@ class EventType(StrEnum):
     EVENT_RECEIVED = "event_received"
     INSTANCE_RETRIED = "instance_retried"  # a failed instance entered again the node where it failed
     INSTANCE_MOVED = "instance_moved"  # an admin put the instance at another node (data: moved_from, reason)
+    INSTANCE_MIGRATED = "instance_migrated"  # moved onto a newer version of its template
+    GOAL_REACHED = "goal_reached"  # a template's goal happened for the contact: the instance ended `goal:<id>`
+    CONTACT_CREATED = "contact_created"  # contact-level events carry `contact_id` and no `instance_id`
+    CONTACT_UPDATED = "contact_updated"
+    CONTACT_TAG_ADDED = "contact_tag_added"
+    CONTACT_OPTED_OUT = "contact_opted_out"
+    CONTACT_OPTED_IN = "contact_opted_in"
+    DELIVERY_DISABLED = "delivery_disabled"  # a webhook subscription was disabled (data: subscription_id, reason)
 
 
 SYSTEM_ACTOR = "system"
@@ -68,6 +76,10 @@ class Event(ResponseModel):
     """The contact the event is about."""
     template_id: str | None = None
     """The template of the event's instance; null for contact-level events."""
+    sequence: int | None = None
+    """The event's place in its tenant's outbox: 1, 2, 3… in the order the changes that made them committed, with
+    no gaps. The live stream's `id:` and `Last-Event-ID`, and webhook deliveries, follow it. Null only while the
+    event is being written."""
 
 
 class EventPost(RequestModel):
