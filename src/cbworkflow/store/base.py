@@ -37,6 +37,7 @@ from ..models.instances import WorkflowInstance
 from ..models.jobs import JobRecord
 from ..models.templates import Node, TemplateVersion, WorkflowTemplate
 from .filters import ContactFilter as ContactFilter  # services import the filters with the interface
+from .filters import EventFilter as EventFilter
 from .filters import InstanceFilter as InstanceFilter
 from .filters import TaskFilter as TaskFilter
 from .tallies import Count
@@ -250,6 +251,24 @@ class Tx(ABC):
     @abstractmethod
     def instance_events(self, instance_id: str, page: PageRequest, newest_first: bool = False) -> Page[Event]: ...
 
+    # --- the outbox: every event of the tenant, by `Event.sequence` (assigned as the transaction commits) ---
+    @abstractmethod
+    def events_after(self, after: int, limit: int, where: EventFilter | None = None) -> list[Event]:
+        """The tenant's events with a `sequence` above `after` that match `where`, in sequence order, at most
+        `limit`. Committed sequences have no gaps, so a reader that remembers the last one it saw misses nothing."""
+
+    @abstractmethod
+    def last_sequence(self) -> int:
+        """The highest sequence the tenant's committed events hold (0 when there is none)."""
+
+    @abstractmethod
+    def outbox_cursor(self, name: str) -> int:
+        """How far the reader `name` (the subscriptions' fan-out) has come: the last sequence it handled, 0 at
+        first. Locked inside `write`, so two processes never handle the same events at once."""
+
+    @abstractmethod
+    def set_outbox_cursor(self, name: str, sequence: int) -> None: ...
+
     # --- campaign numbers ---
     @abstractmethod
     def workflow_counts(self, template_id: str, hours: tuple[int, int] | None) -> list[Count]:
@@ -373,6 +392,12 @@ class SystemTx(ABC):
         `revision` one more. Two workers never get the same job while its lease holds (PostgreSQL:
         `FOR UPDATE SKIP LOCKED`). None when there is no such job."""
 
+    # --- the outbox ---
+    @abstractmethod
+    def sequence_heads(self) -> dict[str, int]:
+        """Every tenant's last committed event sequence (tenants with no event left out): what a process polls to
+        learn that another one committed events."""
+
     # --- maintenance ---
     @abstractmethod
     def count_instances_by_status(self) -> dict[str, int]:
@@ -402,6 +427,15 @@ class Store(ABC):
 
     async def system_write(self, fn: Callable[[SystemTx], T]) -> T:
         return await self._off_loop(True, partial(self.run_system, fn, True))
+
+    def on_commit(self, listener: Callable[[dict[str, int]], None]) -> None:
+        """Call `listener` with `{tenant: last sequence}` after every commit that wrote events, on the committing
+        thread (the outbox's in-process wake-up: `runtime/outbox.py`). Never for a transaction that rolled back."""
+        self.__dict__.setdefault("_commit_listeners", []).append(listener)
+
+    def _committed(self, heads: dict[str, int]) -> None:
+        for listener in self.__dict__.get("_commit_listeners", ()):
+            listener(heads)
 
     async def migrate(self) -> list[int]:
         """Create or upgrade the schema; return the migration versions applied."""

@@ -37,3 +37,14 @@ class TaskFilter:
     county: str | None = None
     tag: str | None = None
     held_by: str | None = None  # only the tasks this token holds now
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    """Which events of the outbox a reader wants (the live stream's filters): every field given must match."""
+
+    instance_id: str | None = None
+    contact_id: str | None = None
+    template_id: str | None = None
+    types: Sequence[str] = ()  # any of them
+    held_by: str | None = None  # only events of instances this token holds now (a volunteer's stream)
