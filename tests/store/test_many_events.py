@@ -49,8 +49,10 @@ def test_a_large_batch_reads_back_exactly_and_in_order(kind: str, tmp_path: Path
         asyncio.run(store.write("t1", lambda tx: tx.append_events(written)))
         asyncio.run(store.write("t1", lambda tx: tx.append_events(_events(3)[:1])))  # a small one: an insert
         page = asyncio.run(store.read("t1", lambda tx: tx.instance_events("inst-1", PageRequest(limit=1000))))
-        assert page.items[: len(written)] == written
+        numbered = [e.model_copy(update={"sequence": n}) for n, e in enumerate(written, start=1)]
+        assert page.items[: len(written)] == numbered  # numbered in the outbox as they were written
         assert len(page.items) == len(written) + 1
+        assert page.items[-1].sequence == len(written) + 1
         other = asyncio.run(store.read("t2", lambda tx: tx.instance_events("inst-1", PageRequest(limit=10))))
         assert other.items == []  # the tenant column was written
     finally:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from sqlalchemy import Connection, bindparam, delete, func, inspect, select, update
+from sqlalchemy import BigInteger, Connection, bindparam, delete, func, inspect, select, update
 
 from . import schema
 from .phones import name_key
@@ -142,6 +142,27 @@ def _contacts_import(conn: Connection) -> None:
         conn.exec_driver_sql(statement)
 
 
+def _outbox(conn: Connection) -> None:
+    """Every stored event gets its tenant's sequence (in the order they were written), then the outbox tables."""
+    if "sequence" not in {column["name"] for column in inspect(conn).get_columns("events")}:
+        kind = BigInteger().compile(dialect=conn.dialect)
+        conn.exec_driver_sql(f"ALTER TABLE events ADD COLUMN sequence {kind}")
+    conn.exec_driver_sql(
+        "UPDATE events SET sequence = numbered.n FROM "
+        "(SELECT seq, row_number() OVER (PARTITION BY tenant ORDER BY seq) AS n FROM events) AS numbered "
+        "WHERE events.seq = numbered.seq AND events.sequence IS NULL"
+    )
+    if "ix_events_sequence" not in {index["name"] for index in inspect(conn).get_indexes("events")}:
+        next(i for i in schema.events.indexes if i.name == "ix_events_sequence").create(conn)
+    for table in (schema.event_sequences, schema.outbox_cursors):
+        if not inspect(conn).has_table(table.name):
+            table.create(conn)
+    conn.exec_driver_sql(
+        "INSERT INTO event_sequences (tenant, last) SELECT tenant, max(sequence) FROM events "
+        "WHERE sequence IS NOT NULL GROUP BY tenant ON CONFLICT (tenant) DO NOTHING"
+    )
+
+
 MIGRATIONS: list[tuple[int, str, Step]] = [
     (1, "initial tables", _initial),
     (2, "contact search index", _search_index),
@@ -150,6 +171,7 @@ MIGRATIONS: list[tuple[int, str, Step]] = [
     (5, "jobs, and unfinished instances by template and contact", _jobs),
     (6, "campaign-number counts, and when an instance entered its node", _tallies),
     (7, "staged job rows; contacts by email and phone for imports", _contacts_import),
+    (8, "the outbox: a sequence per tenant on events, and readers' cursors", _outbox),
 ]
 LATEST = MIGRATIONS[-1][0]
 

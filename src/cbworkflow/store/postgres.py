@@ -47,11 +47,11 @@ def engine_url(url: str) -> str:
 
 
 class PostgresTx(SqlTx):
-    def _append_many(self, events: Sequence[Event]) -> None:
+    def _append_many(self, events: Sequence[Event], first: int) -> None:
         cursor = self.conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         with cursor.copy(f"COPY events ({', '.join(rows.EVENT_COLUMNS)}) FROM STDIN") as copy:  # in order
-            for e in events:
-                copy.write_row(rows.event_row(self.tenant, e, e.timestamp.astimezone(UTC)))
+            for n, e in enumerate(events):
+                copy.write_row(rows.event_row(self.tenant, e, e.timestamp.astimezone(UTC), first + n))
 
 
 class PostgresStore(SqlStore):

@@ -280,8 +280,27 @@ events = Table(
     _required("actor", String(200)),
     _required("data", Json),
     _required("message", Text),
+    Column("sequence", BigInteger),  # the tenant's outbox order, given as the transaction commits (outbox.py)
     Index("ix_events_instance", "tenant", "instance_id", "seq"),
     Index("ix_events_contact", "tenant", "contact_id", "seq"),
+    Index("ix_events_sequence", "tenant", "sequence", unique=True),
+)
+
+# The outbox: each tenant's last event sequence, taken (and its row locked) just before a transaction commits, so
+# sequences become visible in order and without gaps; and how far each reader of the outbox has come.
+event_sequences = Table(
+    "event_sequences",
+    metadata,
+    Column("tenant", String(64), primary_key=True),
+    _required("last", BigInteger),
+)
+outbox_cursors = Table(
+    "outbox_cursors",
+    metadata,
+    _tenant(),
+    _required("name", String(64)),
+    _required("sequence", BigInteger),
+    PrimaryKeyConstraint("tenant", "name"),
 )
 
 idempotency_keys = Table(

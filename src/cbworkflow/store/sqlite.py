@@ -32,10 +32,13 @@ SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
 class SQLiteTx(SqlTx):
     """SQL shared with PostgreSQL, plus trigram full-text search."""
 
-    def _append_many(self, events: Sequence[Event]) -> None:
+    def _append_many(self, events: Sequence[Event], first: int) -> None:
         marks = ", ".join("?" * len(rows.EVENT_COLUMNS))
         sql = f"INSERT INTO events ({', '.join(rows.EVENT_COLUMNS)}) VALUES ({marks})"
-        stored = [rows.event_row(self.tenant, e, s.UTCDateTime.stored_text(e.timestamp)) for e in events]
+        stored = [
+            rows.event_row(self.tenant, e, s.UTCDateTime.stored_text(e.timestamp), first + n)
+            for n, e in enumerate(events)
+        ]
         self.conn.connection.dbapi_connection.cursor().executemany(sql, stored)  # type: ignore[union-attr]
 
     def search_contacts(self, query: str, page: PageRequest) -> Page[Any]:

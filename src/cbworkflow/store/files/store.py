@@ -55,6 +55,8 @@ class JsonFileStore(Store):
                 result = fn(bind(txn))
                 if writing:
                     txn.commit()
+                    if txn.heads:
+                        self._committed(dict(txn.heads))
                 return result
             except Busy as busy:
                 txn.release()

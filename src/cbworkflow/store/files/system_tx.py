@@ -117,6 +117,15 @@ class FileSystemTx(SystemTx):
             return job
         return None
 
+    # ------------------------------------------------------------------ the outbox
+    def sequence_heads(self) -> dict[str, int]:
+        heads = {}
+        for folder in self.layout.tenant_dirs():
+            head = self.txn.peek(folder / "outbox" / "head.json")
+            if head and head.get("last"):
+                heads[folder.name] = int(head["last"])
+        return heads
+
     # ------------------------------------------------------------------ maintenance
     def count_instances_by_status(self) -> dict[str, int]:
         counts: dict[str, int] = {}

@@ -29,6 +29,7 @@ from .counts import FileCounts
 from .docs import WORKER, Doc, event, fields, job_saved, newest_page, newest_stored, token_record
 from .docs import job as stored_job
 from .layout import FINISHED_STATUSES, MOVABLE_STATUSES, STORED, TIMELINE, Layout, parse_time
+from .outbox import FileOutbox
 from .transaction import FileTransaction
 
 
@@ -38,7 +39,7 @@ def _required(path: Path | None, what: str) -> Path:
     return path
 
 
-class FileTx(FileCounts, Tx):
+class FileTx(FileCounts, FileOutbox, Tx):
     """Reads and changes of one tenant's records, inside a `FileTransaction`."""
 
     def __init__(self, txn: FileTransaction, layout: Layout, snapshots: SnapshotCache, tenant: str) -> None:
@@ -163,6 +164,7 @@ class FileTx(FileCounts, Tx):
             return False
         self._free_external_id(old.get("external_id"), contact_id)
         self.txn.put(path, None)  # its own events go with it; its instances' events stay with the instances
+        self.blank_events(old[TIMELINE])
         return True
 
     def _contact_docs(self, where: ContactFilter) -> Iterator[Doc]:
@@ -332,6 +334,7 @@ class FileTx(FileCounts, Tx):
         if path is None or old is None:
             return False
         self.txn.put(path, None)
+        self.blank_events(old[TIMELINE])
         self._sync_due(old, None)
         self._count_move(old["template_id"], old, None)
         links = self._record("contact-instances", old["contact_id"])
@@ -510,17 +513,23 @@ class FileTx(FileCounts, Tx):
 
     # ------------------------------------------------------------------ events
     def append_events(self, events: Sequence[Event]) -> None:
+        if not events:
+            return
         by_file: dict[Path, list[Any]] = {}
+        numbered = []
         for added in events:
+            entry = {**added.model_dump(mode="json"), STORED: self.txn.stamp()}
+            numbered.append(entry)
             if added.instance_id is not None:
                 path = self._record("instances", added.instance_id)
             elif added.contact_id is not None:
                 path = self._record("contacts", added.contact_id)
             else:
-                raise RuntimeError(f"event {added.id} belongs to no instance and no contact")
+                continue  # a tenant-level event (a subscription disabled): in the outbox only
             if path is None:
                 raise RuntimeError(f"event {added.id} names a record that cannot exist")
-            by_file.setdefault(path, []).append({**added.model_dump(mode="json"), STORED: self.txn.stamp()})
+            by_file.setdefault(path, []).append(entry)
+        self.number_events(numbered)
         for path, entries in by_file.items():
             doc = self.txn.get(path)
             if doc is None:

@@ -54,6 +54,7 @@ class FileTransaction:
         self.seen: dict[Path, Any | None] = {}  # files read under their lock
         self.pending: dict[Path, Any | None] = {}  # new content; None deletes the file
         self.after_commit: list[Callable[[], None]] = []
+        self.heads: dict[str, int] = {}  # tenant → last event sequence this transaction wrote (the outbox)
 
     def _lock(self, path: Path) -> None:
         lock = disk.lock_file(path)
@@ -102,6 +103,11 @@ class FileTransaction:
             raise RuntimeError("a read transaction cannot change the store")
         self._lock(path)
         self.pending[path] = doc
+
+    def put_last(self, path: Path, doc: Any | None) -> None:
+        """`put`, and write this file after every other of the commit (the outbox's head, after its events)."""
+        self.put(path, doc)
+        self.pending[path] = self.pending.pop(path)
 
     def scan(self, folder: Path) -> Iterator[Doc]:
         """Every record in `folder`, as this transaction sees it (changes made in it included)."""

@@ -122,10 +122,10 @@ MANY_EVENTS = 100
 """From this many events in one append (a bulk enrolment's batch), the backends write them past SQLAlchemy's
 per-row parameter processing: PostgreSQL by `COPY`, SQLite by the driver's executemany."""
 EVENT_COLUMNS: tuple[str, ...] = ("tenant", "id", "instance_id", "contact_id", "template_id", "type", "timestamp")
-EVENT_COLUMNS += ("node_id", "actor", "data", "message")
+EVENT_COLUMNS += ("node_id", "actor", "data", "message", "sequence")
 
 
-def event_row(tenant: str, e: Event, timestamp: Any) -> tuple[Any, ...]:
+def event_row(tenant: str, e: Event, timestamp: Any, sequence: int) -> tuple[Any, ...]:
     """An event as `EVENT_COLUMNS` values; `timestamp` already as the backend stores it, `data` as JSON text."""
     head = (tenant, e.id, e.instance_id, e.contact_id, e.template_id, e.type.value, timestamp, e.node_id, e.actor)
-    return (*head, json.dumps(e.data), e.message)
+    return (*head, json.dumps(e.data), e.message, sequence)

@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from ...errors import Conflict, StoreError
 from ..base import CLASH, UNAVAILABLE, SnapshotCache, Store, SystemTx, Tx
+from .outbox import flush_events
 from .system import SqlSystemTx
 from .tally_rows import write_tallies
 from .tx import RowLocks, SqlTx
@@ -43,23 +44,28 @@ class SqlStore(Store):
         self._pools = pools
         self._snapshots = SnapshotCache()
         self.shards = shards
+        self.notifies = engine.dialect.name == "postgresql"  # other processes hear of new events (outbox.py)
 
     @abstractmethod
     def _transaction(self, writing: bool) -> AbstractContextManager[Connection]:
         """A connection inside a transaction that commits when the block ends and rolls back on an exception."""
 
     def _run(self, bind: Callable[[Connection, list[SqlTx]], X], fn: Callable[[X], T], writing: bool) -> T:
+        heads: dict[str, int] = {}
         try:
             with self._transaction(writing) as conn:
                 opened: list[SqlTx] = []
                 result = fn(bind(conn, opened))
                 if writing:  # the campaign numbers move in the same transaction as the steps they count
                     write_tallies(conn, [(tx.tenant, tx.tally) for tx in opened], shard=random.randrange(self.shards))
-                return result
+                    heads = flush_events(conn, opened, notify=self.notifies)  # last: its lock is the hottest
         except IntegrityError as exc:
             raise Conflict(CLASH) from exc
         except OperationalError as exc:
             raise StoreError(UNAVAILABLE) from exc
+        if heads:
+            self._committed(heads)
+        return result
 
     def _tenant_tx(self, conn: Connection, tenant: str, writing: bool, opened: list[SqlTx]) -> SqlTx:
         tx = self._tx_class(conn, tenant, self._snapshots, self._locks, writing=writing)

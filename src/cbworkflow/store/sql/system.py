@@ -96,6 +96,11 @@ class SqlSystemTx(SystemTx):
             raise RuntimeError(f"job {job.id} changed under a write lock (revision {job.revision})")
         return job
 
+    # ------------------------------------------------------------------ the outbox
+    def sequence_heads(self) -> dict[str, int]:
+        q = s.event_sequences.c
+        return {str(tenant): int(last) for tenant, last in self.conn.execute(select(q.tenant, q.last)).all()}
+
     # ------------------------------------------------------------------ maintenance
     def count_instances_by_status(self) -> dict[str, int]:
         i = s.instances.c

@@ -30,6 +30,7 @@ from ..paging import cut_page, int_cursor, name_cursor, time_cursor
 from ..phones import next_prefix, phone_query_digits
 from ..tallies import Count, Tally, place_of
 from . import rows
+from .outbox import OutboxRows
 from .tags import CONTACTS, INSTANCES, TEMPLATES, Tagged, TagRows
 from .tally_rows import read_tallies
 
@@ -78,7 +79,7 @@ def _created_key(row: Row[Any]) -> tuple[str, int]:
     return row.created_at.isoformat(), row.pk
 
 
-class SqlTx(Tx):
+class SqlTx(OutboxRows, Tx):
     """A transaction on one SQLAlchemy connection, scoped to a tenant."""
 
     def __init__(
@@ -92,6 +93,7 @@ class SqlTx(Tx):
         self.tags = TagRows(conn, tenant)
         self.tally = Tally()  # the campaign-number changes of this transaction, written just before it commits
         self._places: dict[str, tuple[str, str | None]] = {}  # (status, node) of instances read or written here
+        self.pending_events: list[Event] = []  # written, numbered, just before the commit (outbox.py)
 
     # ------------------------------------------------------------------ helpers
     def _page(
@@ -179,6 +181,7 @@ class SqlTx(Tx):
 
     def delete_contact(self, contact_id: str) -> bool:
         e = s.events.c  # the contact's own events go with it; its instances' events stay with the instances
+        self.pending_events = [k for k in self.pending_events if k.instance_id or k.contact_id != contact_id]
         return self._delete_with(CONTACTS, contact_id, s.events, e.contact_id == contact_id, e.instance_id.is_(None))
 
     def _contacts_where(self, query: Select[Any], where: ContactFilter) -> tuple[Select[Any], Any]:
@@ -367,6 +370,7 @@ class SqlTx(Tx):
         found = self.conn.execute(query).first()
         if not self._delete_with(INSTANCES, instance_id, s.events, s.events.c.instance_id == instance_id):
             return False
+        self.pending_events = [k for k in self.pending_events if k.instance_id != instance_id]
         if found is not None:
             self.tally.moved(found.template_id, (found.status, found.current_node), None)
         self._places.pop(instance_id, None)
@@ -512,40 +516,9 @@ class SqlTx(Tx):
         row = self.conn.execute(self.locks.skip_locked(query.order_by(i.task_since, i.pk).limit(1))).first()
         return self._instances([row])[0] if row else None
 
-    # ------------------------------------------------------------------ events
-    def append_events(self, events: Sequence[Event]) -> None:
-        if not events:
-            return
-        if len(events) >= rows.MANY_EVENTS:
-            self._append_many(events)
-        else:
-            values = [{**e.model_dump(mode="python"), "type": e.type.value, "tenant": self.tenant} for e in events]
-            self.conn.execute(insert(s.events), values)
-        self.tally.events(events)
-
-    def _append_many(self, events: Sequence[Event]) -> None:
-        """A large batch of events (a bulk enrolment's); a backend may write it past SQLAlchemy, faster."""
-        values = [{**e.model_dump(mode="python"), "type": e.type.value, "tenant": self.tenant} for e in events]
-        self.conn.execute(insert(s.events), values)
-
+    # ------------------------------------------------------------------ campaign numbers
     def workflow_counts(self, template_id: str, hours: tuple[int, int] | None) -> list[Count]:
         return read_tallies(self.conn, self.tenant, template_id, hours)
-
-    def _events(self, where: ColumnElement[bool], page: PageRequest, newest_first: bool) -> Page[Event]:
-        e = s.events.c
-        query = select(s.events).where(e.tenant == self.tenant, where)
-        if page.cursor is not None:
-            last = int_cursor(page.cursor)
-            query = query.where(e.seq < last if newest_first else e.seq > last)
-        query = query.order_by(e.seq.desc() if newest_first else e.seq).limit(page.limit + 1)
-        found, cursor = cut_page(self.conn.execute(query).all(), page.limit, lambda row: (row.seq,))
-        return Page([rows.event(r) for r in found], cursor)
-
-    def instance_events(self, instance_id: str, page: PageRequest, newest_first: bool = False) -> Page[Event]:
-        return self._events(s.events.c.instance_id == instance_id, page, newest_first)
-
-    def contact_events(self, contact_id: str, page: PageRequest) -> Page[Event]:
-        return self._events(s.events.c.contact_id == contact_id, page, newest_first=True)
 
     # ------------------------------------------------------------------ idempotency keys
     def _key(self, route: str, key: str) -> ColumnElement[bool]:
