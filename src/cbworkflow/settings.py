@@ -21,6 +21,7 @@ class Settings(BaseSettings):
     database_url: str | None = None
     admin_token: str | None = Field(default=None, min_length=16)
     worker_poll_interval: float = Field(default=1.0, gt=0, le=3600)
+    outbox_poll_interval: float = Field(default=0.5, gt=0, le=60)  # how often a process looks for others' events
     worker_lease_s: float = Field(default=300.0, ge=1, le=86_400)  # how long a worker holds work it claimed
     worker_concurrency: int = Field(default=8, ge=1, le=256)  # pieces of work one worker runs at once
     job_lease_s: float = Field(default=60.0, ge=1, le=86_400)  # a job of a worker that died is taken over after this

@@ -18,6 +18,7 @@ from .models.jobs import JobKind
 from .models.templates import TemplateCreate
 from .runtime.handlers import DefaultHandlers, automatic_actions
 from .runtime.jobs import JobRunner
+from .runtime.outbox import OutboxSignal
 from .runtime.worker import Handlers, Worker
 from .services.access import DEFAULT_TENANT, AccessService
 from .services.bulk import BulkEnrolment
@@ -55,6 +56,7 @@ class Services:
     diagrams: DiagramService
     bulk: BulkEnrolment
     imports: ContactImport
+    outbox: OutboxSignal  # heard only once started (`await services.outbox.start()`): by the app and the worker
 
 
 SYSTEM = Principal(token_id="system", tenant=DEFAULT_TENANT, role=Role.SUPERADMIN, name="system")
@@ -98,6 +100,7 @@ async def build_services(settings: Settings, store: Store | None = None, clock: 
             batch_size=settings.job_batch_size,
             inline_limit=settings.import_inline_limit,
         ),
+        outbox=OutboxSignal(store, poll_interval=settings.outbox_poll_interval),
     )
 
 

@@ -43,6 +43,7 @@ def create_app(
                 "no ANTHROPIC_API_KEY: AI decisions will not ask a model; each takes its fallback or waits for a person"
             )
         app.state.services = services
+        await services.outbox.start()
         stop = asyncio.Event()
         running = None
         if run_worker:
@@ -54,6 +55,7 @@ def create_app(
             stop.set()
             if running is not None:
                 await running
+            await services.outbox.stop()
             await services.store.close()
 
     app = FastAPI(

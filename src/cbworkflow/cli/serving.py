@@ -143,6 +143,7 @@ def worker(settings: Settings) -> int:
 
     async def run() -> int:
         services = await build_services(settings)
+        await services.outbox.start()
         try:
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
@@ -151,6 +152,7 @@ def worker(settings: Settings) -> int:
             await make_worker(services).run(stop)
             return 0
         finally:
+            await services.outbox.stop()
             await services.store.close()
 
     return asyncio.run(run())

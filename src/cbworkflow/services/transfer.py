@@ -39,6 +39,8 @@ from .instances import snapshot_of
 BATCH = 500
 KINDS = ("contacts", "templates", "instances", "tokens")
 
+OUTBOX_ONLY = {"sequence"}  # the store that imports the events numbers them anew, in its own outbox
+
 
 class TransferError(Exception):
     """A file cannot be imported; the message names the file and the problem."""
@@ -158,7 +160,7 @@ async def export_tenant(store: Store, tenant: str, out: Path, *, replace: bool =
             counts.counts["contacts"] += 1
             async for event in _each(store, tenant, partial(_contact_events_of, contact.id)):
                 if event.instance_id is None:
-                    events_file.write(event.model_dump_json() + "\n")
+                    events_file.write(event.model_dump_json(exclude=OUTBOX_ONLY) + "\n")
     async for template in _each(store, tenant, _all_templates):
         versions = [v async for v in _each(store, tenant, partial(_versions_of, template.id))]
         data = template.model_dump(mode="json")
@@ -168,7 +170,7 @@ async def export_tenant(store: Store, tenant: str, out: Path, *, replace: bool =
     async for instance in _each(store, tenant, _all_instances):
         timeline = [e async for e in _each(store, tenant, partial(_events_of, instance.id))]
         data = instance.model_dump(mode="json")
-        data["timeline"] = [e.model_dump(mode="json") for e in timeline]
+        data["timeline"] = [e.model_dump(mode="json", exclude=OUTBOX_ONLY) for e in timeline]
         _write_json(out / "instances" / f"{instance.id}.json", data)
         counts.counts["instances"] += 1
     async for token in _each(store, tenant, _all_tokens):

@@ -73,6 +73,10 @@ class PostgresStore(SqlStore):
         self._threads = ThreadPoolExecutor(max_workers=2 * pool_size, thread_name_prefix="cbw-postgres")
         super().__init__(engine, tx_class=PostgresTx, locks=PostgresLocks(), pools=[self._threads], shards=TALLY_SHARDS)
 
+    def listen_dsn(self) -> str:
+        """Where a plain psycopg connection (the outbox's LISTEN) finds the database."""
+        return self._url.set(drivername="postgresql").render_as_string(hide_password=False)
+
     def describe(self) -> str:
         return self._url.render_as_string(hide_password=True)
 

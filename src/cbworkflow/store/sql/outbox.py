@@ -19,13 +19,14 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, insert, select, text
-from sqlalchemy.sql import ColumnElement
+from sqlalchemy.sql import ColumnElement, Select
 
 from ...models.events import Event
 from .. import schema as s
 from ..base import Page, PageRequest
 from ..filters import EventFilter
 from ..paging import cut_page, int_cursor
+from ..tallies import Tally
 from . import rows
 
 if TYPE_CHECKING:
@@ -75,8 +76,12 @@ class OutboxRows:
     conn: Connection
     tenant: str
     pending_events: list[Event]
+    tally: Tally
 
-    def append_events(self: SqlTx, events: Sequence[Event]) -> None:
+    def _locked(self, query: Select[Any]) -> Select[Any]:
+        raise NotImplementedError  # SqlTx's: FOR UPDATE where the backend locks rows
+
+    def append_events(self, events: Sequence[Event]) -> None:
         if events:
             self.pending_events.extend(events)
             self.tally.events(events)
@@ -125,7 +130,7 @@ class OutboxRows:
         found = self.conn.execute(select(q.last).where(q.tenant == self.tenant)).scalar()
         return int(found or 0)
 
-    def outbox_cursor(self: SqlTx, name: str) -> int:
+    def outbox_cursor(self, name: str) -> int:
         c = s.outbox_cursors.c
         query = select(c.sequence).where(c.tenant == self.tenant, c.name == name)
         found = self.conn.execute(self._locked(query)).scalar()

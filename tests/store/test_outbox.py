@@ -1,0 +1,204 @@
+"""The outbox contract, on every backend: events numbered per tenant as their transaction commits, with no gap
+and in commit order; nothing numbered for a rollback; readers' filters and cursors; the commit listener."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import test_store
+from test_store import BACKENDS, Backend, contact, event, instance, run, system
+
+from cbworkflow.models.events import Event, EventType
+from cbworkflow.models.instances import InstanceStatus
+from cbworkflow.runtime.outbox import OutboxSignal
+from cbworkflow.store.base import EventFilter, Store, Tx
+from cbworkflow.store.postgres import PostgresStore
+
+store = test_store.store
+backend = test_store.backend
+
+
+def _instance_with_events(tx: Tx, cid: str, n: int, kind: EventType = EventType.USER_NOTE) -> Any:
+    tx.insert_contact(contact(tx.tenant, cid=cid))
+    inst = instance(tx, cid)
+    tx.append_events([event(inst, kind) for _ in range(n)])
+    return inst
+
+
+def _sequences(found: list[Event]) -> list[int | None]:
+    return [e.sequence for e in found]
+
+
+def test_events_are_numbered_per_tenant_from_one(store: Store) -> None:
+    run(store, "a", lambda tx: _instance_with_events(tx, "c1", 3))
+    run(store, "b", lambda tx: _instance_with_events(tx, "c1", 2))
+    run(store, "a", lambda tx: _instance_with_events(tx, "c2", 2))
+    assert _sequences(run(store, "a", lambda tx: tx.events_after(0, 100), write=False)) == [1, 2, 3, 4, 5]
+    assert _sequences(run(store, "b", lambda tx: tx.events_after(0, 100), write=False)) == [1, 2]
+    assert _sequences(run(store, "a", lambda tx: tx.events_after(3, 1), write=False)) == [4]
+    assert _sequences(run(store, "a", lambda tx: tx.events_after(1, 100, until=3), write=False)) == [2, 3]
+    assert run(store, "a", lambda tx: tx.last_sequence(), write=False) == 5
+    assert run(store, "c", lambda tx: tx.last_sequence(), write=False) == 0
+    heads = system(store, lambda stx: stx.sequence_heads(), write=False)
+    assert heads == {"a": 5, "b": 2}
+    timeline = run(store, "a", lambda tx: tx.contact_events("c2", test_store.PageRequest()), write=False)
+    assert sorted(_sequences(timeline.items)) == [4, 5]  # the timeline shows the same numbers
+
+
+def test_a_rolled_back_change_takes_no_number(store: Store) -> None:
+    run(store, "a", lambda tx: _instance_with_events(tx, "c1", 2))
+
+    def fails(tx: Tx) -> None:
+        _instance_with_events(tx, "c2", 3)
+        raise RuntimeError("changed my mind")
+
+    with pytest.raises(RuntimeError):
+        run(store, "a", fails)
+    run(store, "a", lambda tx: _instance_with_events(tx, "c3", 1))
+    found = run(store, "a", lambda tx: tx.events_after(0, 100), write=False)
+    assert _sequences(found) == [1, 2, 3]
+    assert {e.contact_id for e in found} == {"c1", "c3"}
+
+
+def test_readers_filter_the_outbox(store: Store) -> None:
+    first = run(store, "a", lambda tx: _instance_with_events(tx, "c1", 2))
+    second = run(store, "a", lambda tx: _instance_with_events(tx, "c2", 1, EventType.NODE_ENTERED))
+    run(store, "a", lambda tx: tx.append_events([event(None, EventType.CONTACT_UPDATED, contact_id="c1")]))
+
+    def after(where: EventFilter) -> list[int | None]:
+        return _sequences(run(store, "a", lambda tx: tx.events_after(0, 100, where), write=False))
+
+    assert after(EventFilter(instance_id=first.id)) == [1, 2]
+    assert after(EventFilter(contact_id="c1")) == [1, 2, 4]
+    assert after(EventFilter(template_id="tpl")) == [1, 2, 3]
+    assert after(EventFilter(types=["node_entered", "contact_updated"])) == [3, 4]
+    assert after(EventFilter(held_by="volunteer-1")) == []
+    held = second.model_copy(update={"held_by": "volunteer-1", "revision": 1, "status": InstanceStatus.ACTIVE})
+    run(store, "a", lambda tx: tx.update_instance(held))
+    assert after(EventFilter(held_by="volunteer-1")) == [3]
+    assert after(EventFilter(contact_id="nobody")) == []
+
+
+def test_a_tenant_level_event_is_in_the_outbox_only(store: Store) -> None:
+    lone = event(None, EventType.DELIVERY_DISABLED).model_copy(update={"contact_id": None})
+    run(store, "a", lambda tx: tx.append_events([lone]))
+    found = run(store, "a", lambda tx: tx.events_after(0, 10), write=False)
+    assert [(e.id, e.sequence, e.instance_id, e.contact_id) for e in found] == [(lone.id, 1, None, None)]
+
+
+def test_deleted_records_take_their_events_out_of_the_outbox(store: Store) -> None:
+    gone = run(store, "a", lambda tx: _instance_with_events(tx, "c1", 2))
+    run(store, "a", lambda tx: _instance_with_events(tx, "c2", 1))
+    run(store, "a", lambda tx: tx.append_events([event(None, EventType.CONTACT_UPDATED, contact_id="c2")]))
+    run(store, "a", lambda tx: tx.delete_instance(gone.id))
+    assert _sequences(run(store, "a", lambda tx: tx.events_after(0, 10), write=False)) == [3, 4]
+    run(store, "a", lambda tx: tx.delete_contact("c2"))
+    assert _sequences(run(store, "a", lambda tx: tx.events_after(0, 10), write=False)) == [3]
+    run(store, "a", lambda tx: _instance_with_events(tx, "c3", 1))
+    assert _sequences(run(store, "a", lambda tx: tx.events_after(0, 10), write=False)) == [3, 5]  # never reused
+
+
+def test_cursors_remember_how_far_a_reader_came(store: Store) -> None:
+    assert run(store, "a", lambda tx: tx.outbox_cursor("subscriptions")) == 0
+    run(store, "a", lambda tx: tx.set_outbox_cursor("subscriptions", 7))
+    assert run(store, "a", lambda tx: tx.outbox_cursor("subscriptions")) == 7
+    assert run(store, "b", lambda tx: tx.outbox_cursor("subscriptions")) == 0
+    assert run(store, "a", lambda tx: tx.outbox_cursor("stream")) == 0
+
+
+def test_the_commit_listener_hears_commits_not_rollbacks(store: Store) -> None:
+    heard: list[dict[str, int]] = []
+    store.on_commit(heard.append)
+    run(store, "a", lambda tx: _instance_with_events(tx, "c1", 2))
+    run(store, "a", lambda tx: tx.insert_contact(contact("a", cid="quiet")))  # no event: nothing to say
+
+    def fails(tx: Tx) -> None:
+        _instance_with_events(tx, "c2", 1)
+        raise RuntimeError("no")
+
+    with pytest.raises(RuntimeError):
+        run(store, "a", fails)
+    run(store, "b", lambda tx: _instance_with_events(tx, "c1", 1))
+    assert heard == [{"a": 2}, {"b": 1}]
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+def shared(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    made = BACKENDS[request.param](tmp_path)
+    yield made
+    made.cleanup()
+
+
+def test_concurrent_writers_commit_in_sequence_order_without_gaps(shared: Backend) -> None:
+    """Writers in threads (two store objects: two processes' worth of connections) while a reader follows the
+    outbox: every batch it reads starts right after the last one it saw, and in the end it has them all."""
+    writers_store, reader_store = shared.open(), shared.open()
+    asyncio.run(writers_store.migrate())
+    per_writer, writers = 15, 4
+    done = threading.Event()
+    problems: list[str] = []
+    seen: list[int] = []
+
+    def write(n: int) -> None:
+        for k in range(per_writer):
+            run(writers_store, "a", lambda tx, k=k: _instance_with_events(tx, f"w{n}-{k}", 1 + k % 3))
+
+    def read() -> None:
+        last = 0
+        while True:
+            finished = done.is_set()
+            found = run(reader_store, "a", lambda tx, last=last: tx.events_after(last, 1000), write=False)
+            for e in found:
+                if e.sequence != last + 1:
+                    problems.append(f"after {last} came {e.sequence}")
+                last = e.sequence or last
+                seen.append(last)
+            if finished and not found:
+                return
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(writers)]
+    reader = threading.Thread(target=read)
+    reader.start()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    done.set()
+    reader.join()
+    try:
+        total = writers * sum(1 + k % 3 for k in range(per_writer))
+        assert problems == []
+        assert seen == list(range(1, total + 1))
+    finally:
+        asyncio.run(writers_store.close())
+        asyncio.run(reader_store.close())
+
+
+def test_the_signal_hears_another_store_object_commit(shared: Backend) -> None:
+    """What another process commits wakes this one: by LISTEN/NOTIFY on PostgreSQL, by polling elsewhere."""
+    here, elsewhere = shared.open(), shared.open()
+    listens = isinstance(here, PostgresStore)  # then only NOTIFY can wake it within the test's time
+
+    async def go() -> None:
+        await here.migrate()
+        signal = OutboxSignal(here, poll_interval=600 if listens else 0.2)
+        await signal.start()
+        try:
+            assert signal.head("a") == 0
+            await elsewhere.write("a", lambda tx: _instance_with_events(tx, "c1", 2))
+            assert await signal.wait_past("a", 0, timeout=20)
+            assert signal.head("a") == 2
+            assert not await signal.wait_past("a", 2, timeout=0.3)  # nothing new
+            await here.write("a", lambda tx: _instance_with_events(tx, "c2", 1))  # this process's own: at once
+            assert signal.head("a") == 3
+        finally:
+            await signal.stop()
+            await here.close()
+            await elsewhere.close()
+
+    asyncio.run(go())
