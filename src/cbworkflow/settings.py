@@ -21,6 +21,8 @@ class Settings(BaseSettings):
     database_url: str | None = None
     admin_token: str | None = Field(default=None, min_length=16)
     worker_poll_interval: float = Field(default=1.0, gt=0, le=3600)
+    stream_heartbeat_s: float = Field(default=15.0, gt=0, le=300)  # a comment line this often keeps proxies open
+    stream_send_timeout_s: float = Field(default=30.0, gt=0, le=600)  # a client that takes no data this long is cut
     outbox_poll_interval: float = Field(default=0.5, gt=0, le=60)  # how often a process looks for others' events
     worker_lease_s: float = Field(default=300.0, ge=1, le=86_400)  # how long a worker holds work it claimed
     worker_concurrency: int = Field(default=8, ge=1, le=256)  # pieces of work one worker runs at once

@@ -29,6 +29,7 @@ from .services.idempotency import IdempotencyService
 from .services.instances import InstanceService
 from .services.jobs import JobService
 from .services.stats import StatsService
+from .services.stream import EventStream
 from .services.tasks import TaskService
 from .services.templates import TemplateService
 from .settings import Settings
@@ -57,6 +58,7 @@ class Services:
     bulk: BulkEnrolment
     imports: ContactImport
     outbox: OutboxSignal  # heard only once started (`await services.outbox.start()`): by the app and the worker
+    stream: EventStream
 
 
 SYSTEM = Principal(token_id="system", tenant=DEFAULT_TENANT, role=Role.SUPERADMIN, name="system")
@@ -78,6 +80,7 @@ async def build_services(settings: Settings, store: Store | None = None, clock: 
         batch_size=settings.job_batch_size,
         inline_limit=settings.bulk_inline_limit,
     )
+    outbox = OutboxSignal(store, poll_interval=settings.outbox_poll_interval)
     return Services(
         settings=settings,
         store=store,
@@ -100,7 +103,8 @@ async def build_services(settings: Settings, store: Store | None = None, clock: 
             batch_size=settings.job_batch_size,
             inline_limit=settings.import_inline_limit,
         ),
-        outbox=OutboxSignal(store, poll_interval=settings.outbox_poll_interval),
+        outbox=outbox,
+        stream=EventStream(store, outbox, heartbeat_s=settings.stream_heartbeat_s),
     )
 
 

@@ -20,7 +20,7 @@ from .idempotency import Idempotency
 from .metrics import Metrics, MetricsMiddleware
 from .rate_limit import RateLimiter
 from .request_log import RequestLog
-from .routes import admin, contacts, events, instances, jobs, tasks, workflows
+from .routes import admin, contacts, events, instances, jobs, stream, tasks, workflows
 
 log = logging.getLogger("cbworkflow")
 
@@ -80,6 +80,7 @@ def create_app(
         instances.router,
         tasks.router,
         events.router,
+        stream.router,
         jobs.router,
     )
     for router in routers:

@@ -66,6 +66,7 @@ OPERATION_IDS: dict[tuple[str, str], str] = {
     ("POST", "/api/tasks/claim"): "tasks_claim",
     ("POST", "/api/tasks/{instance_id}/release"): "tasks_release",
     ("POST", "/api/events"): "events_post",
+    ("GET", "/api/stream"): "events_stream",
     ("GET", "/api/jobs"): "jobs_list",
     ("GET", "/api/jobs/{job_id}"): "jobs_get",
     ("POST", "/api/jobs/{job_id}/cancel"): "jobs_cancel",

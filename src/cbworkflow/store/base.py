@@ -253,9 +253,12 @@ class Tx(ABC):
 
     # --- the outbox: every event of the tenant, by `Event.sequence` (assigned as the transaction commits) ---
     @abstractmethod
-    def events_after(self, after: int, limit: int, where: EventFilter | None = None) -> list[Event]:
-        """The tenant's events with a `sequence` above `after` that match `where`, in sequence order, at most
-        `limit`. Committed sequences have no gaps, so a reader that remembers the last one it saw misses nothing."""
+    def events_after(
+        self, after: int, limit: int, where: EventFilter | None = None, until: int | None = None
+    ) -> list[Event]:
+        """The tenant's events with a `sequence` above `after` (and at most `until`) that match `where`, in
+        sequence order, at most `limit`. Committed sequences come in order without gaps (only events deleted with
+        their record leave holes), so a reader that remembers the last one it saw misses nothing."""
 
     @abstractmethod
     def last_sequence(self) -> int:
