@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import test_store
+from sqlalchemy import create_engine
 from test_store import BACKENDS, Backend, contact, event, instance, run, system
 
 from cbworkflow.models.events import Event, EventType
@@ -202,3 +203,38 @@ def test_the_signal_hears_another_store_object_commit(shared: Backend) -> None:
             await elsewhere.close()
 
     asyncio.run(go())
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_events_stored_before_the_outbox_get_their_numbers(kind: str, tmp_path: Path) -> None:
+    """Migration 8 numbers the events a version without the outbox stored, per tenant in the order written, and
+    later events go on from there."""
+    made = BACKENDS[kind](tmp_path)
+    try:
+        old = made.open()
+        asyncio.run(old.migrate())
+        run(old, "a", lambda tx: _instance_with_events(tx, "c1", 3))
+        run(old, "b", lambda tx: _instance_with_events(tx, "c1", 2))
+        run(old, "a", lambda tx: _instance_with_events(tx, "c2", 1))
+        asyncio.run(old.close())
+        engine = create_engine(test_store.store_url(made))
+        with engine.begin() as conn:  # back to what version 7 made
+            conn.exec_driver_sql("DROP INDEX ix_events_sequence")
+            conn.exec_driver_sql("UPDATE events SET sequence = NULL")
+            conn.exec_driver_sql("DROP TABLE event_sequences")
+            conn.exec_driver_sql("DROP TABLE outbox_cursors")
+            conn.exec_driver_sql("DELETE FROM schema_migrations WHERE version >= 8")
+        engine.dispose()
+        upgraded = made.open()
+        try:
+            assert 8 in asyncio.run(upgraded.migrate())
+            found = run(upgraded, "a", lambda tx: tx.events_after(0, 100), write=False)
+            assert _sequences(found) == [1, 2, 3, 4]
+            assert [e.contact_id for e in found] == ["c1", "c1", "c1", "c2"]
+            assert _sequences(run(upgraded, "b", lambda tx: tx.events_after(0, 100), write=False)) == [1, 2]
+            run(upgraded, "a", lambda tx: _instance_with_events(tx, "c3", 1))
+            assert run(upgraded, "a", lambda tx: tx.last_sequence(), write=False) == 5
+        finally:
+            asyncio.run(upgraded.close())
+    finally:
+        made.cleanup()
