@@ -13,16 +13,13 @@ A reader asks `head(tenant)` for the last sequence known and `wait(timeout)` for
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import threading
-from typing import Any
+from collections.abc import Callable
 
 from ..store.base import Store
 
 log = logging.getLogger("cbworkflow.outbox")
-
-CHANNEL = "cbw_outbox"  # as store/sql/outbox.py notifies
 
 
 class OutboxSignal:
@@ -94,9 +91,11 @@ class OutboxSignal:
         self._loop = asyncio.get_running_loop()
         self.advance(await self.store.system_read(lambda tx: tx.sequence_heads()))
         self._tasks.append(asyncio.create_task(self._poll(), name="cbw-outbox-poll"))
-        dsn = _listen_dsn(self.store)
-        if dsn is not None:
-            self._listener = threading.Thread(target=self._listen, args=(dsn,), name="cbw-outbox-listen", daemon=True)
+        listen = getattr(self.store, "listen_for_commits", None)  # a store that hears other processes (PostgreSQL)
+        if callable(listen):
+            self._listener = threading.Thread(
+                target=self._listen, args=(listen,), name="cbw-outbox-listen", daemon=True
+            )
             self._listener.start()
 
     async def stop(self) -> None:
@@ -121,34 +120,15 @@ class OutboxSignal:
             except Exception as exc:  # the store is down for a moment: try again next time
                 log.warning("outbox: could not read the event sequences: %s", exc)
 
-    def _listen(self, dsn: str) -> None:
-        import psycopg
-
+    def _listen(self, listen: Callable[[Callable[[dict[str, int]], None], threading.Event], None]) -> None:
         delay = 0.5
         while not self._stop.is_set():
             try:
-                with psycopg.connect(dsn, autocommit=True) as conn:
-                    conn.execute(f"LISTEN {CHANNEL}")
-                    delay = 0.5
-                    while not self._stop.is_set():
-                        for note in conn.notifies(timeout=0.5):
-                            self._from_any_thread(_heads_of(note.payload))
+                listen(self._from_any_thread, self._stop)
+                delay = 0.5
             except Exception as exc:  # dropped: the poll covers the gap; reconnect with a growing pause
                 if self._stop.is_set():
                     return
-                log.warning("outbox: LISTEN connection lost (%s); reconnecting", exc)
+                log.warning("outbox: the connection that listens for other processes' events was lost (%s)", exc)
                 self._stop.wait(delay)
                 delay = min(delay * 2, 10.0)
-
-
-def _heads_of(payload: str) -> dict[str, int]:
-    try:
-        found: Any = json.loads(payload)
-        return {str(k): int(v) for k, v in found.items()} if isinstance(found, dict) else {}
-    except (ValueError, TypeError):
-        return {}
-
-
-def _listen_dsn(store: Store) -> str | None:
-    dsn = getattr(store, "listen_dsn", None)
-    return dsn() if callable(dsn) else None

@@ -8,13 +8,16 @@ answers 409). Contact search uses `pg_trgm` GIN indexes on lower(name), lower(em
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC
 from typing import Any
 
+import psycopg
 from sqlalchemy import Connection, Table, create_engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.sql import Select
@@ -23,6 +26,7 @@ from ..models.events import Event
 from . import migrations
 from . import schema as s
 from .sql import RowLocks, SqlStore, SqlTx, rows
+from .sql.outbox import NOTIFY_CHANNEL
 
 log = logging.getLogger("cbworkflow.store")
 
@@ -73,9 +77,18 @@ class PostgresStore(SqlStore):
         self._threads = ThreadPoolExecutor(max_workers=2 * pool_size, thread_name_prefix="cbw-postgres")
         super().__init__(engine, tx_class=PostgresTx, locks=PostgresLocks(), pools=[self._threads], shards=TALLY_SHARDS)
 
-    def listen_dsn(self) -> str:
-        """Where a plain psycopg connection (the outbox's LISTEN) finds the database."""
-        return self._url.set(drivername="postgresql").render_as_string(hide_password=False)
+    def listen_for_commits(self, heard: Callable[[dict[str, int]], None], stop: threading.Event) -> None:
+        """Call `heard` with `{tenant: last sequence}` each time any process commits events, until `stop` is set
+        (on a connection of its own, `LISTEN`ing to what `sql/outbox.py` notifies). Raises when the connection
+        drops; the caller reconnects."""
+        dsn = self._url.set(drivername="postgresql").render_as_string(hide_password=False)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+            while not stop.is_set():
+                for note in conn.notifies(timeout=0.5):
+                    heads = _heads_of(note.payload)
+                    if heads:
+                        heard(heads)
 
     def describe(self) -> str:
         return self._url.render_as_string(hide_password=True)
@@ -100,3 +113,11 @@ class PostgresStore(SqlStore):
             with self._engine.connect() as conn:
                 conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("ANALYZE")
         return applied
+
+
+def _heads_of(payload: str) -> dict[str, int]:
+    try:
+        found: Any = json.loads(payload)
+        return {str(k): int(v) for k, v in found.items()} if isinstance(found, dict) else {}
+    except (ValueError, TypeError, AttributeError):
+        return {}

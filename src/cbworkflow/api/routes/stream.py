@@ -16,7 +16,14 @@ from ..errors import api_errors, error_responses
 router = APIRouter(prefix="/api/stream", tags=["events"], responses=api_errors())
 
 Reader = Annotated[Principal, Depends(allow(*READERS, Role.VOLUNTEER, doing="read the event stream"))]
-IdQuery = Annotated[str | None, Query(min_length=1, max_length=64)]
+InstanceQuery = Annotated[str | None, Query(min_length=1, max_length=64, description="only this instance's events")]
+ContactQuery = Annotated[
+    str | None,
+    Query(min_length=1, max_length=64, description="only this contact's events (its own and its instances')"),
+]
+TemplateQuery = Annotated[
+    str | None, Query(min_length=1, max_length=64, description="only events of this template's instances")
+]
 
 STREAM_ANSWER: dict[int | str, dict[str, Any]] = {
     200: {
@@ -31,9 +38,9 @@ STREAM_ANSWER: dict[int | str, dict[str, Any]] = {
 async def stream(
     services: ServicesDep,
     principal: Reader,
-    instance_id: IdQuery = None,
-    contact_id: IdQuery = None,
-    template_id: IdQuery = None,
+    instance_id: InstanceQuery = None,
+    contact_id: ContactQuery = None,
+    template_id: TemplateQuery = None,
     type: Annotated[
         list[str] | None, Query(max_length=40, description="event types (repeat, or comma-separated); any of them")
     ] = None,
