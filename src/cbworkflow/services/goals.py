@@ -30,6 +30,7 @@ class GoalReached:
     instance_id: str
     template_id: str
     goal: str
+    contact_id: str
 
 
 def reach_goals(
@@ -64,7 +65,7 @@ def reach_goals(
             for instance in mine:
                 _complete(tx, instance, goal, happening, now, actor)
                 done.add(instance.id)
-                reached.append(GoalReached(instance.id, instance.template_id, goal.id))
+                reached.append(GoalReached(instance.id, instance.template_id, goal.id, instance.contact_id))
     return reached
 
 

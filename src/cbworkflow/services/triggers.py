@@ -11,7 +11,9 @@ pays one query per batch. A trigger whose happening matches and whose `where` is
   `"reenter": true`; and since two processes may raise the same trigger for one contact at once, the instance
   carries the enrolment key `<template>:<contact>`, which the store keeps unique among unfinished instances
   (`Tx.insert_enrolments`): the second transaction inserts nothing.
-- one instance per contact and template per change, however many of its triggers match.
+- one instance per contact and template per change, however many of its triggers match; none when the same
+  change completed the contact's run of that template by a goal (a goal and a trigger on one event end the run,
+  they do not start it again).
 - a `where` that fails or runs out of time, or a template that cannot enrol (validation errors), does not fire;
   the error is answered to the caller and kept on the template (`trigger_errors`), never silent.
 """
@@ -76,8 +78,11 @@ class Reactions:
             return Reaction()
         errors = ErrorLog(now)
         reaction = Reaction(goals_reached=reach_goals(tx, hooks, happenings, errors, now=now, actor=actor))
+        ended = {(g.template_id, g.contact_id) for g in reaction.goals_reached}
         for template in hooks:
             chosen = self._chosen(template, happenings, errors, now)
+            for contact_id in [c for c in chosen if (template.template_id, c) in ended]:
+                del chosen[contact_id]  # the change ended its run by a goal: it does not start it again
             if chosen:
                 self._enrol(tx, template.template_id, chosen, errors, reaction, now, actor)
         errors.keep(tx, hooks)
