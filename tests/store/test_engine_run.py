@@ -18,6 +18,7 @@ import pytest
 
 from cbworkflow.clock import FakeClock
 from cbworkflow.models.contacts import ContactCreate
+from cbworkflow.models.events import EventPost
 from cbworkflow.models.instances import InstanceCreate, TransitionRequest, WorkflowInstance
 from cbworkflow.models.templates import TemplateCreate
 from cbworkflow.runtime.ai import AIDecision
@@ -298,9 +299,10 @@ def test_event_waits_are_resumed_by_their_event_or_time_out(engine: Engine) -> N
         answered, silent = await engine.enrol(first, "rsvp"), await engine.enrol(second, "rsvp")
         waiting = await engine.get(answered)
         assert (waiting.waiting_for, waiting.wake_at) == ("event:rsvp_received", engine.clock.now() + timedelta(days=7))
-        assert await engine.services.instances.receive_event(SYSTEM, "other", {}, contact_id=first) == []
-        resumed = await engine.services.instances.receive_event(SYSTEM, "rsvp_received", {"seats": 2}, contact_id=first)
-        assert resumed == [answered]
+        events = engine.services.events
+        assert (await events.post(SYSTEM, EventPost(name="other", contact_id=first))).resumed == []
+        answer = await events.post(SYSTEM, EventPost(name="rsvp_received", contact_id=first, data={"seats": 2}))
+        assert answer.resumed == [answered]
         came = await engine.get(answered)
         assert (came.status.value, came.end_status) == ("completed", "came")
         received = next(e for e in came.timeline if e.type.value == "event_received")

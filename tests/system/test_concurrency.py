@@ -151,7 +151,7 @@ def test_thirty_simultaneous_contact_tags_are_all_kept(tenant: Tenant) -> None:
     assert sorted(now["tags"]) == tags
     assert len(now["tags"]) == 30
     timeline = all_items(tenant.admin, f"/api/contacts/{contact['id']}/timeline")
-    added = [e for e in timeline if e["type"] == "tag_added"]
+    added = [e for e in timeline if e["type"] == "contact_tag_added"]
     assert len(added) == 30
     assert all(e.get("instance_id") is None for e in added)
 
@@ -281,7 +281,7 @@ def test_two_processes_adding_200_tags_lose_none(tenant: Tenant, second_server: 
                 assert sorted(get_ok(client, f"/api/contacts/{contact['id']}")["tags"]) == tags
     for contact in contacts:
         timeline = all_items(tenant.admin, f"/api/contacts/{contact['id']}/timeline")
-        assert sum(1 for e in timeline if e["type"] == "tag_added") == 100
+        assert sum(1 for e in timeline if e["type"] == "contact_tag_added") == 100
 
 
 @pytest.mark.slow

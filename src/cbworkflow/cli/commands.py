@@ -198,7 +198,7 @@ def templates_load(
         for path, body in bodies:
             template = await services.templates.create(principal, body, replace=True)
             print(f"{path}: loaded {template.id} {template.version} into tenant {tenant}")
-            report = validate_template(body.start_node, body.nodes, body.triggers)
+            report = validate_template(body.start_node, body.nodes, body.triggers, body.goals)
             if not report.valid:
                 print(
                     f"{path}: saved as a draft with {len(report.errors)} error(s); no contact can be enrolled until "
@@ -218,7 +218,7 @@ def templates_validate(
     from ..validation import validate_template
 
     body = files.read_template(path)
-    report = validate_template(body.start_node, body.nodes, body.triggers)
+    report = validate_template(body.start_node, body.nodes, body.triggers, body.goals)
     for kind, items in (("error", report.errors), ("warning", report.warnings)):
         for item in items:
             where = f" [{item.node}]" if item.node else ""

@@ -2,7 +2,8 @@
 
 - end: the instance completes;
 - heuristic decision: the expression is evaluated at once in the sandbox and the engine goes on;
-- action with an executor, AI decision, webhook: due at once (`wake_at`), for the worker;
+- action with an executor (`emit_event` always has one), AI decision, webhook: due at once (`wake_at`), for the
+  worker;
 - wait: due when its time comes (`wake_at`), or when its event arrives (`waiting_for: event:<name>`);
 - action without an executor, manual decision: a task for a person (`task_since`).
 The engine keeps going through nodes that complete at once, and fails the instance when one step visits more
@@ -26,6 +27,7 @@ from ..ids import new_id
 from ..models.events import SYSTEM_ACTOR, Event, EventType
 from ..models.instances import InstanceStatus, WorkflowInstance
 from ..models.templates import (
+    EMIT_EVENT,
     ActionNode,
     AIRule,
     DecisionNode,
@@ -176,8 +178,8 @@ class StepBuilder:
             return None
         if isinstance(node, ActionNode):
             inst.status = InstanceStatus.ACTIVE
-            if node.action in self.ctx.automatic_actions:
-                inst.wake_at = self.now  # the worker runs the executor
+            if node.action in self.ctx.automatic_actions or node.action == EMIT_EVENT:
+                inst.wake_at = self.now  # the worker runs the executor (`emit_event`'s is built in: always)
             else:
                 inst.task_since = self.now  # a person does it
             return None

@@ -54,12 +54,13 @@ def _update_state(b: StepBuilder, updates: dict[str, Any] | None, extra: dict[st
         b.emit(EventType.STATE_UPDATED, "State updated", {"updates": updates, **extra}, node_id)
 
 
-def created_events(instance: WorkflowInstance, actor: str) -> list[Event]:
+def created_events(instance: WorkflowInstance, actor: str, extra: dict[str, Any] | None = None) -> list[Event]:
+    """The `instance_created` event; `extra` adds to its data (a trigger-started instance names its trigger)."""
     b = StepBuilder(instance, instance.created_at, actor)
     b.emit(
         EventType.INSTANCE_CREATED,
         f"Enrolled in {instance.template_id} {instance.template_version}",
-        {"template_version": instance.template_version},
+        {"template_version": instance.template_version, **(extra or {})},
     )
     return b.events
 
@@ -173,6 +174,33 @@ def cancel(
         data,
         instance.current_node,
     )
+    return b.step()
+
+
+def reach_goal(
+    instance: WorkflowInstance, goal_id: str, now: datetime, actor: str, data: dict[str, Any] | None = None
+) -> Step:
+    """A goal of the template happened for the contact: the unfinished instance is completed at once, wherever it
+    is, with end status `goal:<id>`; its timer, task and pending automatic work are dropped with it (the worker's
+    result for an older revision is then stale, and dropped too)."""
+    if instance.status in TERMINAL:
+        raise Conflict(f"cannot complete an instance that is {instance.status.value}; it has already finished")
+    b = StepBuilder(instance, now, actor)
+    inst = b.instance
+    end_status = f"goal:{goal_id}"
+    inst.status = InstanceStatus.COMPLETED
+    inst.end_status = end_status
+    inst.completed_at = now
+    inst.paused_status = None
+    inst.wake_at = None
+    inst.waiting_for = None
+    inst.task_since = None
+    inst.held_by = None
+    inst.lease_expires_at = None
+    inst.suggestion = None
+    node_id = instance.current_node
+    b.emit(EventType.GOAL_REACHED, f"Goal {goal_id} reached", {"goal": goal_id, **(data or {})}, node_id)
+    b.emit(EventType.INSTANCE_COMPLETED, f"Completed ({end_status})", {"end_status": end_status}, node_id)
     return b.step()
 
 

@@ -8,6 +8,7 @@ from typing import Annotated
 from pydantic import ConfigDict, Field, StringConstraints
 
 from .common import BoundedObject, JSONObject, RequestModel, ResponseModel, Slug, Timestamp
+from .templates import TriggerError
 
 
 class EventType(StrEnum):
@@ -93,19 +94,40 @@ class EventPost(RequestModel):
 
     name: Slug
     """The event's name, a slug: instances at a wait node whose condition is `{"type": "event", "event": name}`
-    are resumed (outcome `received`)."""
+    are resumed (outcome `received`); templates' `event` triggers and goals with this name fire for the contact."""
     contact_id: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
-    """Only this contact's waiting instances (404 if there is no such contact)."""
+    """The contact it happened to: only its waiting instances are resumed, and triggers and goals fire for it (404
+    if there is no such contact). Without it (and without `instance_id`) the event is the tenant's: every
+    waiting instance is resumed, and no trigger or goal fires (they need a contact)."""
     instance_id: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
-    """Only this instance (404 if there is no such instance; 422 if it is not an instance of `contact_id`)."""
+    """Only this instance is resumed (404 if there is no such instance; 422 if it is not an instance of
+    `contact_id`); triggers and goals fire for its contact."""
     data: BoundedObject = Field(default_factory=dict)
     """Any JSON object (at most 64 KiB as JSON), kept in the `event_received` event of each instance resumed."""
 
 
+class GoalResult(ResponseModel):
+    """An instance a goal completed."""
+
+    instance_id: str
+    """The instance, now `completed` with `end_status` `goal:<goal>`."""
+    template_id: str
+    """Its template, whose goal it was."""
+    goal: str
+    """The goal's id."""
+
+
 class EventResult(ResponseModel):
-    """The answer of `POST /api/events`: which instances the event resumed."""
+    """The answer of `POST /api/events`: what the event touched, all in one transaction."""
 
     name: str
     """The event's name, as posted."""
     resumed: list[str]
     """The ids of the instances it resumed (at most 1,000 per request); empty when none was waiting for it."""
+    started: list[str] = Field(default_factory=list)
+    """The ids of the instances its `event` triggers started for the contact."""
+    goals_reached: list[GoalResult] = Field(default_factory=list)
+    """The instances the templates' goals completed (`end_status` `goal:<id>`)."""
+    trigger_errors: list[TriggerError] = Field(default_factory=list)
+    """Triggers and goals that could not run for this event (a `where` that failed, a template that cannot
+    enrol); each is also kept on its template (`trigger_errors` of `GET /api/workflows/{id}`)."""

@@ -282,6 +282,9 @@ class WorkflowInstance(ResponseModel):
     """A model's choice awaiting a person's confirmation, `{"outcome", "reason"}`; null otherwise."""
     revision: int = 0
     """A counter the server raises with every change of the instance."""
+    enrol_key: str | None = Field(default=None, exclude=True)
+    """`<template id>:<contact id>` while a trigger-started instance is unfinished: the store keeps these unique in
+    the tenant, so one contact is never enrolled twice by concurrent triggers. Not shown by the API."""
 
     def held_by_token(self, token_id: str, now: datetime) -> bool:
         """True while `token_id` holds this instance as a task (claimed, lease not run out)."""

@@ -160,6 +160,83 @@ class Trigger(BaseModel):
     """True: enrol the contact even when it already has an unfinished instance of this template."""
 
 
+GoalId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,58}$")]
+"""A goal's id: a slug short enough that `goal:<id>` fits an end status (64 characters)."""
+
+
+class Goal(BaseModel):
+    """An exit that stops the flow: when its event happens for a contact, every unfinished instance of the template
+    for that contact is completed at once with `end_status` `goal:<id>` (workflows.md § Goals)."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+    id: GoalId
+    """The goal's id, a slug of at most 59 characters, unique in the template; instances end `goal:<id>`."""
+    on: Literal["event", "tag_added", "contact_created"]
+    """What reaches the goal: a custom event (`POST /api/events`, or an `emit_event` step), a tag added to the
+    contact, or the contact's creation."""
+    event: str | None = None
+    """For `event`: the name of the custom event."""
+    tag: Slug | None = None
+    """For `tag_added`: the tag."""
+    where: str | None = None
+    """A heuristic expression over `contact` and `event` (`event.name`, `event.data`) that must be true; null:
+    always."""
+
+
+EMIT_EVENT = "emit_event"
+"""The action of the built-in `event` executor: always automatic, whatever the deployment's executors are."""
+
+
+class EmitEventConfig(BaseModel):
+    """The `action_config` of an `emit_event` action: the custom event it raises, as `POST /api/events` would."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+    event: Slug
+    """The custom event's name."""
+    data: BoundedObject = Field(default_factory=dict)
+    """The event's data (placeholders such as `{contact.name}` in its strings are filled in)."""
+    to: Literal["contact", "tenant"] = "contact"
+    """`contact`: the instance's contact (its waiting instances, triggers and goals); `tenant`: every instance of
+    the tenant waiting for the event."""
+
+
+class TriggerError(BaseModel):
+    """A trigger or goal that could not run for a contact (its `where` failed, or the template cannot enrol)."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True)
+    at: Timestamp
+    """When it happened (UTC, ISO 8601)."""
+    kind: Literal["trigger", "goal"]
+    """A trigger (which enrols) or a goal (which completes)."""
+    which: str
+    """The trigger's number in `triggers` (1 for the first), or the goal's id."""
+    on: str
+    """What it listens for (`contact_created`, `tag_added`, `event`)."""
+    message: str
+    """What went wrong, in words the template's author can act on."""
+    contact_id: str | None = None
+    """The contact it was evaluated for."""
+
+
+class TemplateHooks(BaseModel):
+    """What a template listens for (its triggers and goals), read for every contact change without its graph."""
+
+    template_id: str
+    triggers: list[Trigger] = Field(default_factory=list)
+    goals: list[Goal] = Field(default_factory=list)
+    trigger_errors: list[TriggerError] = Field(default_factory=list)
+
+
+def hooks_of(triggers: list[Trigger], goals: list[Goal]) -> dict[str, Any] | None:
+    """What a store keeps of a template's triggers and goals beside its body; None when it has neither."""
+    if not triggers and not goals:
+        return None
+    return {
+        "triggers": [t.model_dump(mode="json") for t in triggers],
+        "goals": [g.model_dump(mode="json") for g in goals],
+    }
+
+
 class TemplateFields(RequestModel):
     """What a template author writes (the JSON of `examples/county-outreach-v1.json`)."""
 
@@ -175,6 +252,8 @@ class TemplateFields(RequestModel):
     """The graph: node id (a slug) to node, at most 2,000 nodes. Each node's `type` says which fields it has."""
     triggers: list[Trigger] = Field(default_factory=list)
     """Rules that enrol contacts in this template by themselves."""
+    goals: list[Goal] = Field(default_factory=list)
+    """Exits that complete every unfinished instance of the template for a contact when their event happens."""
     tags: Tags = Field(default_factory=list)
     """Slugs that group templates (at most 100); duplicates are dropped."""
     metadata: BoundedObject = Field(default_factory=dict)
@@ -241,6 +320,8 @@ class TemplatePatch(RequestModel):
     """The whole new graph, replacing every node (at most 2,000); `null` leaves it as it is."""
     triggers: list[Trigger] | None = None
     """The whole new list of triggers; `null` leaves it as it is (`[]` removes them all)."""
+    goals: list[Goal] | None = None
+    """The whole new list of goals; `null` leaves it as it is (`[]` removes them all)."""
     tags: Tags | None = None
     """The whole new list of tags (slugs, at most 100); `null` leaves it as it is."""
     metadata: BoundedObject | None = None
@@ -279,6 +360,11 @@ class WorkflowTemplate(ResponseModel):
     """The graph: node id to node."""
     triggers: list[Trigger] = Field(default_factory=list)
     """Rules that enrol contacts in this template by themselves."""
+    goals: list[Goal] = Field(default_factory=list)
+    """Exits that complete the contact's unfinished instances of this template when their event happens."""
+    trigger_errors: list[TriggerError] = Field(default_factory=list)
+    """The latest triggers and goals that could not run (newest first, at most 10): a `where` that failed, a
+    template that cannot enrol. Kept beside the template: recording one does not change its version."""
     tags: list[str] = Field(default_factory=list)
     """The template's tags (slugs)."""
     metadata: JSONObject = Field(default_factory=dict)

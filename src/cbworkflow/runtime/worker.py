@@ -20,13 +20,15 @@ import secrets
 import socket
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any, Protocol
 
 from ..clock import Clock
 from ..engine import steps
 from ..models.events import EventType
 from ..models.instances import MOVABLE, WorkflowInstance
-from ..models.templates import ActionNode, AIRule, DecisionNode, WaitNode, WebhookNode
+from ..models.templates import EMIT_EVENT, ActionNode, AIRule, DecisionNode, WaitNode, WebhookNode
+from ..services.triggers import Reactions
 from ..store.base import DueWork, PageRequest, Store, Tx
 from ..validation import host_from_placeholder
 from .ai import AIDecision
@@ -101,11 +103,13 @@ class Worker:
         concurrency: int = 8,
         worker_id: str | None = None,
         jobs: Callable[[str], JobRunner] | None = None,
+        reactions: Reactions | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
         self.handlers = handlers
         self.automatic_actions = automatic_actions
+        self.reactions = reactions or Reactions(automatic_actions)  # what emit_event's events make templates do
         self.poll_interval = poll_interval
         self.lease = lease
         self.id = worker_id or f"{socket.gethostname()[:40]}-{secrets.token_hex(4)}"
@@ -264,6 +268,10 @@ class Worker:
             call = await asyncio.to_thread(render_call, raw, data)
             result = await self.handlers.call_webhook(_webhook_call(node, call, visit))
             await self._finish(work, result, started)
+        elif isinstance(node, ActionNode) and node.action == EMIT_EVENT:  # built in, no I/O: in the step's transaction
+            config = await asyncio.to_thread(render_call, node.action_config, data)
+            details = {"started_at": started.isoformat()}
+            await self._apply(work, None, in_tx=partial(self._emit, config=config, details=details))
         elif isinstance(node, ActionNode) and node.action in self.automatic_actions:
             config = await asyncio.to_thread(render_call, node.action_config, data)
             result = await self.handlers.run_action(_action_request(instance, node, config, contact, visit))
@@ -282,21 +290,45 @@ class Worker:
         details = {**result.details(), "started_at": started.isoformat()}
         await self._apply(work, lambda i, now, ctx: steps.action_finished(i, result.outcome, details, now, ctx))
 
-    async def _apply(
-        self, work: DueWork, step: Callable[[WorkflowInstance, datetime, steps.Context], steps.Step]
+    def _emit(
+        self,
+        tx: Tx,
+        instance: WorkflowInstance,
+        now: datetime,
+        ctx: steps.Context,
+        *,
+        config: Any,
+        details: dict[str, Any],
     ) -> None:
+        from ..executors.event import emit_step
+
+        emit_step(tx, self.reactions, instance, config, details, now, ctx)  # the worker looks again after each item
+
+    async def _apply(
+        self,
+        work: DueWork,
+        step: Callable[[WorkflowInstance, datetime, steps.Context], steps.Step] | None,
+        in_tx: Callable[[Tx, WorkflowInstance, datetime, steps.Context], None] | None = None,
+    ) -> None:
+        """Apply `step` if the instance is still at the revision claimed; or let `in_tx` apply it, and more, in
+        the same transaction (emit_event)."""
         now = self.clock.now()
 
         def run(tx: Tx) -> bool:
             instance = tx.get_instance(work.instance_id)
             if instance is None or instance.revision != work.revision or instance.status not in MOVABLE:
-                return False  # someone moved, paused or cancelled it meanwhile: this work is stale
+                return False  # someone moved, paused, cancelled or completed it meanwhile: this work is stale
 
             def contact() -> dict[str, Any] | None:
                 found = tx.get_contact(instance.contact_id)
                 return found.model_dump(mode="json") if found else None
 
-            made = step(instance, now, steps.Context(self.automatic_actions, contact))
+            ctx = steps.Context(self.automatic_actions, contact)
+            if in_tx is not None:
+                in_tx(tx, instance, now, ctx)
+                return True
+            assert step is not None
+            made = step(instance, now, ctx)
             tx.update_instance(made.instance)
             tx.append_events(made.events)
             return True

@@ -31,9 +31,11 @@ from ..models.contacts import Contact
 from ..models.imports import REJECTIONS_SHOWN, ROWS_SHOWN, FileFormat, ImportResult
 from ..models.jobs import Job, JobKind, JobRecord
 from ..store.base import ContactFilter, Page, PageRequest, Store, Tx
+from .contact_events import change_events, happenings
 from .contact_files import Prepared, prepare
-from .contacts import tag_event
+from .happenings import Happening
 from .jobs import JobService
+from .triggers import Reactions
 
 COMPARED = ("name", "email", "phone", "phone_e164", "county", "organization", "role", "external_id", "tags", "metadata")
 EXPORT_PAGE = 500
@@ -184,11 +186,13 @@ class ContactImport:
         *,
         batch_size: int = 500,
         inline_limit: int = 5_000,
+        reactions: Reactions | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
         self.jobs = jobs
         self.region = phone_region
+        self.reactions = reactions or Reactions()
         self.batch_size = batch_size
         self.inline_limit = inline_limit
 
@@ -222,6 +226,8 @@ class ContactImport:
             else:
                 outcomes = await self.store.write(tenant, run)
             report.add(outcomes)
+            if not report.dry_run:
+                self.reactions.wake()  # instances its triggers started may have work due now
             yield len(chunk)
 
     async def queue(self, principal: Principal, prepared: Prepared, fmt: FileFormat, dry_run: bool) -> Job:
@@ -262,17 +268,31 @@ class ContactImport:
         kept = tx.contacts_with_instances(sorted(ids - set(index.by_id))) if ids else set()
         outcomes: list[Outcome] = []
         created: list[Contact] = []  # inserted together at the end (no row of the file can match another's)
+        changed: list[tuple[Contact, Contact]] = []  # (before, after) of the contacts updated
         for item in items:
             if "reject" in item:
                 outcomes.append(Rejected(item["line"], item["reject"]))
                 continue
             try:
-                outcomes.append(self._row(tx, item, index, kept, created, dry_run=dry_run, actor=actor, now=now))
+                outcomes.append(self._row(tx, item, index, kept, created, changed, dry_run=dry_run, now=now))
             except _Rejected as rejected:
                 outcomes.append(Rejected(item["line"], str(rejected)))
-        if created and not dry_run:
+        if not dry_run:
             tx.insert_contacts(created)
+            self._changes(tx, created, changed, actor, now)
         return outcomes
+
+    def _changes(
+        self, tx: Tx, created: list[Contact], changed: list[tuple[Contact, Contact]], actor: str, now: datetime
+    ) -> None:
+        """The batch's contact-level events, and what its changes make the templates do, in one go each: events
+        in one append, goals and triggers over the whole batch (enrolling in batches, as bulk enrolment does)."""
+        pairs: list[tuple[Contact | None, Contact]] = [(None, contact) for contact in created]
+        pairs += changed
+        events = [event for before, after in pairs for event in change_events(before, after, now, actor, "import")]
+        tx.append_events(events)
+        happened: list[Happening] = [h for before, after in pairs for h in happenings(before, after)]
+        self.reactions.react(tx, happened, now=now, actor=actor)
 
     def _match(self, item: dict[str, Any], index: _Index) -> tuple[Contact | None, str | None]:
         fields = item["fields"]
@@ -323,9 +343,9 @@ class ContactImport:
         index: _Index,
         kept: set[str],
         created_now: list[Contact],
+        changed: list[tuple[Contact, Contact]],
         *,
         dry_run: bool,
-        actor: str,
         now: datetime,
     ) -> Imported:
         fields = dict(item["fields"])
@@ -363,9 +383,7 @@ class ContactImport:
         updated.updated_at = now
         if not dry_run:
             tx.update_contact(updated)
-            events = [tag_event(updated, t, True, now, actor) for t in updated.tags if t not in contact.tags]
-            events += [tag_event(updated, t, False, now, actor) for t in contact.tags if t not in updated.tags]
-            tx.append_events(events)
+            changed.append((contact, updated))
         index.remove(contact)
         index.add(updated)
         return Imported(line, contact.id, how, "updated")

@@ -1,8 +1,12 @@
-"""Contacts: create, change, tag, upsert from another CRM, delete (cascading to their instances), search."""
+"""Contacts: create, change, tag, upsert from another CRM, delete (cascading to their instances), search.
+
+Every change writes its contact-level events (`contact_events.py`) and lets the templates react to it (goals,
+triggers: `triggers.py`) in its own transaction."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import TypeVar
 
 import phonenumbers
 
@@ -12,9 +16,13 @@ from ..errors import Conflict, Forbidden, InvalidInput, NotFound
 from ..ids import new_id
 from ..models.access import Principal, Role
 from ..models.contacts import Contact, ContactCreate, ContactFields, ContactPatch, FieldWarning, SavedContact
-from ..models.events import Event, EventType
+from ..models.events import Event
 from ..store.base import ContactFilter, InstanceFilter, Page, PageRequest, Store, Tx
 from ..store.phones import name_key
+from .contact_events import change_events, happenings, tag_event
+from .triggers import Reaction, Reactions
+
+T = TypeVar("T")
 
 
 def to_e164(phone: str | None, region: str) -> str | None:
@@ -48,28 +56,28 @@ def saved(contact: Contact, phone_given: bool, region: str) -> SavedContact:
     return SavedContact(**contact.model_dump(), warnings=warnings)
 
 
-def tag_event(contact: Contact, tag: str, added: bool, now: Any, actor: str) -> Event:
-    """A contact-level timeline event (no instance)."""
-    return Event(
-        id=new_id(),
-        type=EventType.TAG_ADDED if added else EventType.TAG_REMOVED,
-        timestamp=now,
-        actor=actor,
-        data={"tag": tag},
-        message=("Tagged " if added else "Untagged ") + tag,
-        contact_id=contact.id,
-    )
-
-
 MAX_TAGS = 100  # as many as a contact body may carry
 MIN_SUBSTRING_SEARCH = 3  # a trigram index answers substrings of three characters or more
 
 
 class ContactService:
-    def __init__(self, store: Store, clock: Clock, phone_region: str) -> None:
+    def __init__(self, store: Store, clock: Clock, phone_region: str, reactions: Reactions | None = None) -> None:
         self.store = store
         self.clock = clock
         self.region = phone_region
+        self.reactions = reactions or Reactions()
+
+    def _changed(self, tx: Tx, before: Contact | None, after: Contact, actor: str, source: str) -> Reaction:
+        """After `tx` stored the contact: its contact-level events, and what its change makes the templates do
+        (goals reached, triggers fired), in the same transaction."""
+        now = after.updated_at
+        tx.append_events(change_events(before, after, now, actor, source))
+        return self.reactions.react(tx, happenings(before, after), now=now, actor=actor)
+
+    async def _write(self, tenant: str, run: Callable[[Tx], tuple[T, Reaction]]) -> T:
+        result, reaction = await self.store.write(tenant, run)
+        self.reactions.done(reaction)
+        return result
 
     def _check_external_id(self, tx: Tx, external_id: str | None, contact_id: str) -> None:
         if external_id is None:
@@ -77,12 +85,6 @@ class ContactService:
         other = tx.get_contact_by_external_id(external_id)
         if other is not None and other.id != contact_id:
             raise Conflict(f"external_id {external_id!r} already belongs to contact {other.id}")
-
-    def _tag_events(self, before: list[str], after: list[str], contact: Contact, actor: str) -> list[Event]:
-        now = self.clock.now()
-        added = [tag_event(contact, t, True, now, actor) for t in after if t not in before]
-        removed = [tag_event(contact, t, False, now, actor) for t in before if t not in after]
-        return added + removed
 
     # ---------------------------------------------------------------- reads
     async def get(self, principal: Principal, contact_id: str) -> Contact:
@@ -138,7 +140,7 @@ class ContactService:
     async def create(self, principal: Principal, body: ContactCreate) -> SavedContact:
         contact = self._new(principal.tenant, body.id or new_id(), body)
 
-        def run(tx: Tx) -> Contact:
+        def run(tx: Tx) -> tuple[Contact, Reaction]:
             if tx.get_contact(contact.id) is not None:
                 raise Conflict(f"a contact with id {contact.id!r} already exists")
             if tx.list_instances(InstanceFilter(contact_id=contact.id), PageRequest(limit=1)).items:
@@ -147,9 +149,9 @@ class ContactService:
                 )
             self._check_external_id(tx, contact.external_id, contact.id)
             tx.insert_contact(contact)
-            return contact
+            return contact, self._changed(tx, None, contact, principal.token_id, "api")
 
-        return saved(await self.store.write(principal.tenant, run), True, self.region)
+        return saved(await self._write(principal.tenant, run), True, self.region)
 
     async def patch(self, principal: Principal, contact_id: str, body: ContactPatch) -> SavedContact:
         changes = body.model_dump(include=body.model_fields_set)
@@ -159,7 +161,7 @@ class ContactService:
             if key in changes and changes[key] is None:
                 changes[key] = [] if key == "tags" else {}
 
-        def run(tx: Tx) -> Contact:
+        def run(tx: Tx) -> tuple[Contact, Reaction]:
             contact = tx.get_contact(contact_id)
             if contact is None:
                 raise NotFound(f"no contact with id {contact_id!r}")
@@ -168,10 +170,9 @@ class ContactService:
                 updated.phone_e164 = to_e164(updated.phone, self.region)
             self._check_external_id(tx, updated.external_id, contact_id)
             tx.update_contact(updated)
-            tx.append_events(self._tag_events(contact.tags, updated.tags, updated, principal.token_id))
-            return updated
+            return updated, self._changed(tx, contact, updated, principal.token_id, "api")
 
-        return saved(await self.store.write(principal.tenant, run), "phone" in changes, self.region)
+        return saved(await self._write(principal.tenant, run), "phone" in changes, self.region)
 
     async def upsert_by_external_id(
         self, principal: Principal, external_id: str, fields: ContactFields
@@ -179,38 +180,38 @@ class ContactService:
         """Create or replace the contact with this external id; returns (contact, created)."""
         fields = fields.model_copy(update={"external_id": external_id})
 
-        def run(tx: Tx) -> tuple[Contact, bool]:
+        def run(tx: Tx) -> tuple[tuple[Contact, bool], Reaction]:
             existing = tx.get_contact_by_external_id(external_id)
             if existing is None:
                 contact = self._new(principal.tenant, new_id(), fields)
                 tx.insert_contact(contact)
-                return contact, True
+                return (contact, True), self._changed(tx, None, contact, principal.token_id, "upsert")
             replacement = self._new(principal.tenant, existing.id, fields)
             replacement.created_at = existing.created_at
             replacement.workflow_instance_ids = existing.workflow_instance_ids
             tx.update_contact(replacement)
-            tx.append_events(self._tag_events(existing.tags, replacement.tags, replacement, principal.token_id))
-            return replacement, False
+            return (replacement, False), self._changed(tx, existing, replacement, principal.token_id, "upsert")
 
-        contact, created = await self.store.write(principal.tenant, run)
+        contact, created = await self._write(principal.tenant, run)
         return saved(contact, True, self.region), created
 
     async def change_tag(self, principal: Principal, contact_id: str, tag: str, add: bool) -> Contact:
-        def run(tx: Tx) -> Contact:
+        def run(tx: Tx) -> tuple[Contact, Reaction]:
             contact = tx.get_contact(contact_id)
             if contact is None:
                 raise NotFound(f"no contact with id {contact_id!r}")
             if (tag in contact.tags) == add:
-                return contact
+                return contact, Reaction()
             if add and len(contact.tags) >= MAX_TAGS:
                 raise Conflict(f"contact {contact_id!r} already has {MAX_TAGS} tags, the most a contact may have")
             tags = [*contact.tags, tag] if add else [t for t in contact.tags if t != tag]
-            updated = contact.model_copy(update={"tags": tags, "updated_at": self.clock.now()})
+            now = self.clock.now()
+            updated = contact.model_copy(update={"tags": tags, "updated_at": now})
             tx.update_contact(updated)
-            tx.append_events([tag_event(updated, tag, add, updated.updated_at, principal.token_id)])
-            return updated
+            tx.append_events([tag_event(updated, tag, add, now, principal.token_id)])
+            return updated, self.reactions.react(tx, happenings(contact, updated), now=now, actor=principal.token_id)
 
-        return await self.store.write(principal.tenant, run)
+        return await self._write(principal.tenant, run)
 
     async def delete(self, principal: Principal, contact_id: str, cascade: bool) -> None:
         """Delete a contact. Unfinished instances block it (409) unless `cascade`, which cancels them first.

@@ -7,7 +7,6 @@ the store; the engine's status checks then answer 409 to whoever comes second.
 
 from __future__ import annotations
 
-import builtins
 import hashlib
 import json
 from collections.abc import Callable
@@ -90,9 +89,6 @@ def enrollable(tx: Tx, template_id: str) -> WorkflowTemplate:
             errors=[e.model_dump() for e in report.errors],
         )
     return template
-
-
-MAX_EVENT_TARGETS = 1000  # instances one POST /api/events may resume; more is a bulk job
 
 
 class InstanceService:
@@ -295,51 +291,6 @@ class InstanceService:
         return await self._change(
             principal, instance_id, lambda _tx, i: steps.change_tag(i, tag, add, now, principal.token_id)
         )
-
-    async def receive_event(
-        self,
-        principal: Principal,
-        name: str,
-        data: dict[str, object],
-        contact_id: str | None = None,
-        instance_id: str | None = None,
-    ) -> builtins.list[str]:
-        """Resume the instances waiting for event `name`: the one given, the contact's, or all of the tenant's.
-
-        Each instance moves in its own transaction, so one failing does not hold back the others."""
-        waiting = f"event:{name}"
-
-        def targets(tx: Tx) -> builtins.list[str]:
-            if instance_id is not None:
-                found = tx.get_instance(instance_id)
-                if found is None:
-                    raise NotFound(f"no instance with id {instance_id!r}")
-                if contact_id is not None and found.contact_id != contact_id:
-                    raise InvalidInput(f"instance {instance_id!r} is not an instance of contact {contact_id!r}")
-                return [found.id] if found.waiting_for == waiting and found.status is InstanceStatus.WAITING else []
-            if contact_id is not None and tx.get_contact(contact_id) is None:
-                raise NotFound(f"no contact with id {contact_id!r}")
-            where = InstanceFilter(contact_id=contact_id, status=InstanceStatus.WAITING.value, waiting_for=waiting)
-            return [i.id for i in tx.list_instances(where, PageRequest(limit=MAX_EVENT_TARGETS)).items]
-
-        now = self.clock.now()
-        resumed = []
-        for target in await self.store.read(principal.tenant, targets):
-
-            def fire(tx: Tx, target: str = target) -> bool:
-                instance = tx.get_instance(target)
-                if instance is None or instance.waiting_for != waiting or instance.status is not InstanceStatus.WAITING:
-                    return False  # moved on meanwhile
-                step = steps.receive_event(instance, name, data, now, principal.token_id, self.context(tx, instance))
-                tx.update_instance(step.instance)
-                tx.append_events(step.events)
-                return True
-
-            if await self.store.write(principal.tenant, fire):
-                resumed.append(target)
-        if resumed:
-            self.notify()
-        return resumed
 
 
 LEAVING = (EventType.NODE_EXITED, EventType.INSTANCE_MOVED)  # events whose node_id is a node the instance left

@@ -23,7 +23,7 @@ from ..validation import validate_template
 
 
 def report_for(template: WorkflowTemplate) -> ValidationReport:
-    return validate_template(template.start_node, template.nodes, template.triggers)
+    return validate_template(template.start_node, template.nodes, template.triggers, template.goals)
 
 
 def _keep_version(tx: Tx, template: WorkflowTemplate) -> None:

@@ -35,7 +35,7 @@ from ..models.contacts import Contact
 from ..models.events import Event
 from ..models.instances import WorkflowInstance
 from ..models.jobs import JobRecord
-from ..models.templates import Node, TemplateVersion, WorkflowTemplate
+from ..models.templates import Node, TemplateHooks, TemplateVersion, TriggerError, WorkflowTemplate
 from .filters import ContactFilter as ContactFilter  # services import the filters with the interface
 from .filters import EventFilter as EventFilter
 from .filters import InstanceFilter as InstanceFilter
@@ -307,6 +307,23 @@ class Tx(ABC):
     def enrolled_contacts(self, template_id: str, contact_ids: Sequence[str]) -> set[str]:
         """Those of `contact_ids` that have an unfinished instance (pending, active, waiting or paused) of
         `template_id`: one indexed query for a whole batch."""
+
+    # --- triggers and goals (services/triggers.py, services/goals.py) ---
+    @abstractmethod
+    def template_hooks(self) -> list[TemplateHooks]:
+        """The triggers, goals and latest trigger errors of each of the tenant's templates that has triggers or
+        goals, by id, without their graphs: a small indexed read, made by every change of a contact."""
+
+    @abstractmethod
+    def record_trigger_errors(self, template_id: str, errors: list[TriggerError]) -> None:
+        """Replace the template's latest trigger errors; its body, version and `updated_at` stay as they are."""
+
+    @abstractmethod
+    def insert_enrolments(self, instances: Sequence[WorkflowInstance], snapshot_id: str) -> set[str]:
+        """Insert new instances of one snapshot, but not one whose `enrol_key` an unfinished instance of the tenant
+        holds (committed, or written by a concurrent transaction: this one waits for it); returns the ids inserted.
+        An instance without an `enrol_key` is always inserted. The keys are a uniqueness rule of the store, so two
+        processes enrolling one contact at once make one instance."""
 
     # --- contacts import (services/contact_import.py) ---
     @abstractmethod

@@ -163,6 +163,35 @@ def _outbox(conn: Connection) -> None:
     )
 
 
+def _triggers(conn: Connection) -> None:
+    """Templates' triggers and goals beside their bodies (and their partial index), the latest trigger errors, and
+    the enrolment key of trigger-started instances with its partial unique index."""
+    have = {column["name"] for column in inspect(conn).get_columns("templates")}
+    for column in schema.TEMPLATE_HOOK_COLUMNS:
+        if column.name not in have:
+            kind = column.type.compile(dialect=conn.dialect)
+            conn.exec_driver_sql(f"ALTER TABLE templates ADD COLUMN {column.name} {kind}")
+    t = schema.templates.c
+    last = 0
+    while True:  # the hooks of templates stored before, in batches
+        batch = conn.execute(select(t.pk, t.body).where(t.pk > last).order_by(t.pk).limit(1_000)).all()
+        if not batch:
+            break
+        for pk, body in batch:
+            triggers, goals = body.get("triggers") or [], body.get("goals") or []
+            if triggers or goals:
+                hooks = {"triggers": triggers, "goals": goals}
+                conn.execute(update(schema.templates).where(t.pk == pk).values(hooks=hooks))
+        last = batch[-1].pk
+    if schema.HOOKED_INDEX.name not in {index["name"] for index in inspect(conn).get_indexes("templates")}:
+        schema.HOOKED_INDEX.create(conn)
+    if "enrol_key" not in {column["name"] for column in inspect(conn).get_columns("instances")}:
+        kind = schema.ENROL_KEY.type.compile(dialect=conn.dialect)
+        conn.exec_driver_sql(f"ALTER TABLE instances ADD COLUMN enrol_key {kind}")
+    if schema.ENROL_KEY_INDEX.name not in {index["name"] for index in inspect(conn).get_indexes("instances")}:
+        schema.ENROL_KEY_INDEX.create(conn)
+
+
 MIGRATIONS: list[tuple[int, str, Step]] = [
     (1, "initial tables", _initial),
     (2, "contact search index", _search_index),
@@ -172,6 +201,7 @@ MIGRATIONS: list[tuple[int, str, Step]] = [
     (6, "campaign-number counts, and when an instance entered its node", _tallies),
     (7, "staged job rows; contacts by email and phone for imports", _contacts_import),
     (8, "the outbox: a sequence per tenant on events, and readers' cursors", _outbox),
+    (10, "triggers and goals of templates, trigger errors, enrolment keys of instances", _triggers),
 ]
 LATEST = MIGRATIONS[-1][0]
 

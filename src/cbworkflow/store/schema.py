@@ -173,13 +173,22 @@ contacts = _records(
 
 contact_tags = _tag_table("contact_tags", "contact_pk")
 
+# Added by migration 10: what a template listens for (its triggers and goals, NULL when it has none), read on every
+# contact change along a partial index that holds only such templates; and the latest of them that could not run.
+NullableJson = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
+TEMPLATE_HOOK_COLUMNS = [Column("hooks", NullableJson), Column("trigger_errors", NullableJson)]
+HOOKED_SQL = text("hooks IS NOT NULL")  # written out, as the partial index's condition must be repeated
+HOOKED_INDEX = Index("ix_templates_hooked", "tenant", postgresql_where=HOOKED_SQL, sqlite_where=HOOKED_SQL)
+
 templates = _records(
     "templates",
     _required("version", String(40)),
     _required("body", Json),
     _required("tags", Json),
     *_created_updated(),
+    *TEMPLATE_HOOK_COLUMNS,
     _newest_first("templates", "created"),
+    HOOKED_INDEX,
 )
 
 template_versions = Table(
@@ -242,6 +251,20 @@ ENROLLED_INDEX = Index(
 
 NODE_ENTERED_AT: Column[Any] = Column("node_entered_at", UTCDateTime())  # added by migration 6: time spent at a node
 
+# Added by migration 10: `<template id>:<contact id>` on an unfinished instance a trigger started, unique in the
+# tenant, so two transactions raising the same trigger for one contact at once make one instance (the second's
+# INSERT … ON CONFLICT DO NOTHING inserts nothing). Cleared when the instance ends: the contact may enter again.
+ENROL_KEY: Column[Any] = Column("enrol_key", String(200))
+ENROL_KEY_SQL = text("enrol_key IS NOT NULL")
+ENROL_KEY_INDEX = Index(
+    "uq_instances_enrol_key",
+    "tenant",
+    "enrol_key",
+    unique=True,
+    postgresql_where=ENROL_KEY_SQL,
+    sqlite_where=ENROL_KEY_SQL,
+)
+
 instances = _records(
     "instances",
     *_required_text(contact_id=64, template_id=64, template_version=40, snapshot_id=64),
@@ -256,6 +279,7 @@ instances = _records(
     Column("lease_expires_at", UTCDateTime()),
     _required("revision", Integer),
     *INSTANCE_WORK_COLUMNS,
+    ENROL_KEY,
     _newest_first("instances", "created"),
     _newest_first("instances", "contact", "contact_id"),
     _newest_first("instances", "template", "template_id"),
@@ -263,6 +287,7 @@ instances = _records(
     _newest_first("instances", "node", "current_node"),
     *INSTANCE_WORK_INDEXES,
     ENROLLED_INDEX,
+    ENROL_KEY_INDEX,
 )
 
 instance_tags = _tag_table("instance_tags", "instance_pk")

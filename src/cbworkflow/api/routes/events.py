@@ -1,4 +1,5 @@
-"""`POST /api/events`: custom events that resume the instances waiting for them (api.md § Events)."""
+"""`POST /api/events`: custom events that resume the instances waiting for them, reach goals and fire triggers
+(api.md § Events)."""
 
 from __future__ import annotations
 
@@ -18,9 +19,8 @@ Staff = Annotated[Principal, Depends(allow(*STAFF, doing="send events"))]
 
 @router.post("", response_model=EventResult, responses=error_responses(404))
 async def post_event(services: ServicesDep, principal: Staff, body: EventPost) -> EventResult:
-    """Resume instances waiting for `name`: the instance given, or the contact's, or every one in the tenant
-    (at most 1,000 per request). Answers which instances moved."""
-    resumed = await services.instances.receive_event(
-        principal, body.name, body.data, contact_id=body.contact_id, instance_id=body.instance_id
-    )
-    return EventResult(name=body.name, resumed=resumed)
+    """Raise a custom event: resume the instances waiting for `name` (the instance given, or the contact's, or
+    every one in the tenant; at most 1,000 per request), complete the contact's instances whose template has a
+    goal on it, and start instances whose template has a trigger on it, all in one transaction. Answers what it
+    touched, and the triggers and goals that could not run (their `where` failed)."""
+    return await services.events.post(principal, body)

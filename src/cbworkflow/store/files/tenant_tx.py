@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from ...models.events import Event
 from ...models.instances import WorkflowInstance, task_action
 from ...models.jobs import JobRecord
 from ...models.templates import Node, TemplateVersion, WorkflowTemplate
-from ..base import CLASH, IdempotencyRecord, Page, PageRequest, Snapshot, SnapshotCache, TokenRecord, Tx
+from ..base import CLASH, Page, PageRequest, Snapshot, SnapshotCache, TokenRecord, Tx
 from ..filters import ContactFilter, InstanceFilter, TaskFilter
 from ..paging import cut_page, int_cursor, name_cursor, time_cursor
 from ..phones import name_key, phone_digits, phone_query_digits
@@ -28,6 +27,8 @@ from . import disk
 from .counts import FileCounts
 from .docs import WORKER, Doc, event, fields, job_saved, newest_page, newest_stored, token_record
 from .docs import job as stored_job
+from .hooks import FileHooks, enrol_key_field
+from .keys import FileKeys
 from .layout import FINISHED_STATUSES, MOVABLE_STATUSES, STORED, TIMELINE, Layout, parse_time
 from .outbox import FileOutbox
 from .transaction import FileTransaction
@@ -39,7 +40,7 @@ def _required(path: Path | None, what: str) -> Path:
     return path
 
 
-class FileTx(FileCounts, FileOutbox, Tx):
+class FileTx(FileHooks, FileKeys, FileCounts, FileOutbox, Tx):
     """Reads and changes of one tenant's records, inside a `FileTransaction`."""
 
     def __init__(self, txn: FileTransaction, layout: Layout, snapshots: SnapshotCache, tenant: str) -> None:
@@ -221,21 +222,25 @@ class FileTx(FileCounts, FileOutbox, Tx):
 
     def insert_template(self, template: WorkflowTemplate) -> None:
         path = _required(self._record("templates", template.id), "template id")
-        self._insert_new(path, {**template.model_dump(mode="json"), STORED: self.txn.stamp()})
+        doc = {**template.model_dump(mode="json"), "trigger_errors": [], STORED: self.txn.stamp()}
+        self._insert_new(path, doc)
+        self._sync_hooks(template, template.id)
 
     def update_template(self, template: WorkflowTemplate) -> None:
         path = _required(self._record("templates", template.id), "template id")
         old = self.txn.get(path)
         if old is None:
             raise RuntimeError(f"template {template.id} is not stored")
-        kept = {"created_at": old["created_at"], STORED: old[STORED]}
+        kept = {"created_at": old["created_at"], "trigger_errors": old.get("trigger_errors", []), STORED: old[STORED]}
         self.txn.put(path, {**template.model_dump(mode="json"), **kept})
+        self._sync_hooks(template, template.id)
 
     def delete_template(self, template_id: str) -> bool:
         path, doc = self._get_record("templates", template_id)
         if path is None or doc is None:
             return False
         self.txn.put(path, None)
+        self._sync_hooks(None, template_id)
         versions = self.layout.versions_dir(self.tenant, template_id)
         assert versions is not None
         for version_doc in list(self.txn.scan(versions)):
@@ -297,7 +302,7 @@ class FileTx(FileCounts, FileOutbox, Tx):
 
     @staticmethod
     def _instance_fields(instance: WorkflowInstance) -> Doc:
-        return instance.model_dump(mode="json", exclude={"nodes", "timeline", "start_node"})
+        return instance.model_dump(mode="json", exclude={"nodes", "timeline", "start_node"}) | enrol_key_field(instance)
 
     def _sync_due(self, old: Doc | None, new: Doc | None) -> None:
         """Keep the instance's `.due/` entry in step with its wake time and status."""
@@ -327,6 +332,7 @@ class FileTx(FileCounts, FileOutbox, Tx):
         doc = {**self._instance_fields(instance), **fixed, **keep}
         self.txn.put(path, doc)
         self._sync_due(old, doc)
+        self._sync_enrol_key(old, doc)
         self._count_move(old["template_id"], old, doc)
 
     def delete_instance(self, instance_id: str) -> bool:
@@ -336,6 +342,7 @@ class FileTx(FileCounts, FileOutbox, Tx):
         self.txn.put(path, None)
         self.blank_events(old[TIMELINE])
         self._sync_due(old, None)
+        self._sync_enrol_key(old, None)
         self._count_move(old["template_id"], old, None)
         links = self._record("contact-instances", old["contact_id"])
         if links is not None:
@@ -562,37 +569,6 @@ class FileTx(FileCounts, FileOutbox, Tx):
         after = None if page.cursor is None else int_cursor(page.cursor)
         chosen, cursor = newest_stored(found, page, after)
         return Page([event(entry) for entry in chosen], cursor)
-
-    # ------------------------------------------------------------------ idempotency keys
-    def _idempotency(self, route: str, key: str) -> tuple[Path, Doc | None]:
-        path = self.layout.idempotency(self.tenant, route, key)
-        doc = self.txn.get(path)
-        if doc is not None and (doc["route"], doc["key"]) != (route, key):
-            doc = None
-        return path, doc
-
-    def get_idempotency(self, route: str, key: str) -> IdempotencyRecord | None:
-        _, doc = self._idempotency(route, key)
-        if doc is None:
-            return None
-        return IdempotencyRecord(**{**doc, "created_at": parse_time(doc["created_at"])})
-
-    def insert_idempotency(self, record: IdempotencyRecord) -> bool:
-        path, doc = self._idempotency(record.route, record.key)
-        if doc is not None:
-            return False
-        self.txn.put(path, {**asdict(record), "created_at": record.created_at.isoformat()})
-        return True
-
-    def finish_idempotency(self, route: str, key: str, status_code: int, body: str) -> None:
-        path, doc = self._idempotency(route, key)
-        if doc is not None:
-            self.txn.put(path, {**doc, "done": True, "status_code": status_code, "body": body})
-
-    def delete_idempotency(self, route: str, key: str) -> None:
-        path, doc = self._idempotency(route, key)
-        if doc is not None:
-            self.txn.put(path, None)
 
 
 def _lease_runs(doc: Doc, now: datetime) -> bool:

@@ -10,13 +10,14 @@ from sqlalchemy import Row, bindparam, insert, update
 from ...models.access import Role, Tenant, Token
 from ...models.contacts import Contact
 from ...models.events import Event
-from ...models.instances import WorkflowInstance, task_action
+from ...models.instances import TERMINAL, WorkflowInstance, task_action
 from ...models.jobs import JobRecord
 from ...models.templates import TemplateVersion, WorkflowTemplate
 from .. import schema as s
 from ..phones import name_key, phone_digits
 
-_TEMPLATE_BODY_FIELDS = {"name", "description", "version", "start_node", "nodes", "triggers", "tags", "metadata"}
+_TEMPLATE_BODY_FIELDS = {"name", "description", "version", "start_node", "nodes", "triggers", "goals", "tags"}
+_TEMPLATE_BODY_FIELDS |= {"metadata"}
 
 
 def tenant(row: Row[Any]) -> Tenant:
@@ -47,7 +48,7 @@ def contact_values(contact: Contact) -> dict[str, Any]:
 
 def template(row: Row[Any]) -> WorkflowTemplate:
     fields = {"id": row.id, "tenant": row.tenant, "created_at": row.created_at, "updated_at": row.updated_at}
-    return WorkflowTemplate.model_validate({**row.body, **fields})
+    return WorkflowTemplate.model_validate({**row.body, **fields, "trigger_errors": row.trigger_errors or []})
 
 
 def template_body(found: WorkflowTemplate) -> dict[str, Any]:
@@ -66,6 +67,7 @@ def template_version(row: Row[Any]) -> TemplateVersion:
 def instance_values(instance: WorkflowInstance) -> dict[str, Any]:
     """The row of an instance. Every save ends a worker's lease: the work it held was for the old revision."""
     values = instance.model_dump(exclude={"nodes", "timeline", "start_node"}, mode="python")
+    values["enrol_key"] = None if instance.status in TERMINAL else instance.enrol_key  # free again once it ends
     values["task_action"] = task_action(instance)
     values["worker_id"] = None
     values["worker_lease_until"] = None

@@ -21,7 +21,7 @@ from ...models.contacts import Contact
 from ...models.events import Event
 from ...models.instances import MOVABLE, TERMINAL, WorkflowInstance
 from ...models.jobs import JobRecord
-from ...models.templates import Node, TemplateVersion, WorkflowTemplate
+from ...models.templates import Node, TemplateVersion, WorkflowTemplate, hooks_of
 from .. import schema as s
 from ..base import IdempotencyRecord, Page, PageRequest, Snapshot, SnapshotCache, TokenRecord, Tx
 from ..filters import ContactFilter, InstanceFilter, TaskFilter
@@ -30,6 +30,7 @@ from ..paging import cut_page, int_cursor, name_cursor, time_cursor
 from ..phones import next_prefix, phone_query_digits
 from ..tallies import Count, Tally, place_of
 from . import rows
+from .hooks import HookRows
 from .outbox import OutboxRows
 from .tags import CONTACTS, INSTANCES, TEMPLATES, Tagged, TagRows
 from .tally_rows import read_tallies
@@ -79,7 +80,7 @@ def _created_key(row: Row[Any]) -> tuple[str, int]:
     return row.created_at.isoformat(), row.pk
 
 
-class SqlTx(OutboxRows, Tx):
+class SqlTx(HookRows, OutboxRows, Tx):
     """A transaction on one SQLAlchemy connection, scoped to a tenant."""
 
     def __init__(
@@ -245,7 +246,9 @@ class SqlTx(OutboxRows, Tx):
     @staticmethod
     def _template_values(template: WorkflowTemplate) -> dict[str, Any]:
         body = rows.template_body(template)
-        return {"version": template.version, "body": body, "tags": template.tags, "updated_at": template.updated_at}
+        values = {"version": template.version, "body": body, "tags": template.tags, "updated_at": template.updated_at}
+        values["hooks"] = hooks_of(template.triggers, template.goals)  # what contact changes read (hooks.py)
+        return values
 
     def update_template(self, template: WorkflowTemplate) -> None:
         t = s.templates.c
