@@ -122,7 +122,13 @@ def test_an_event_resumes_the_instances_waiting_for_it(tenant: Tenant) -> None:
     assert first["waiting_for"] == "event:rsvp_received"
     one = tenant.admin.post("/api/events", json={"name": "rsvp_received", "contact_id": first["contact_id"]})
     assert one.status_code == 200, one.text
-    assert one.json() == {"name": "rsvp_received", "resumed": [first["id"]]}
+    assert one.json() == {
+        "name": "rsvp_received",
+        "resumed": [first["id"]],
+        "started": [],
+        "goals_reached": [],
+        "trigger_errors": [],
+    }
     done = tenant.admin.get(f"/api/instances/{first['id']}").json()
     assert (done["status"], done["end_status"]) == ("completed", "came")
     assert tenant.admin.get(f"/api/instances/{second['id']}").json()["status"] == "waiting"
