@@ -30,6 +30,7 @@ from .docs import WORKER, Doc, event, fields, job_saved, newest_page, newest_sto
 from .docs import job as stored_job
 from .layout import FINISHED_STATUSES, MOVABLE_STATUSES, STORED, TIMELINE, Layout, parse_time
 from .outbox import FileOutbox
+from .subscriptions import FileSubscriptions
 from .transaction import FileTransaction
 
 
@@ -39,7 +40,7 @@ def _required(path: Path | None, what: str) -> Path:
     return path
 
 
-class FileTx(FileCounts, FileOutbox, Tx):
+class FileTx(FileCounts, FileOutbox, FileSubscriptions, Tx):
     """Reads and changes of one tenant's records, inside a `FileTransaction`."""
 
     def __init__(self, txn: FileTransaction, layout: Layout, snapshots: SnapshotCache, tenant: str) -> None:
