@@ -20,7 +20,7 @@ from .idempotency import Idempotency
 from .metrics import Metrics, MetricsMiddleware
 from .rate_limit import RateLimiter
 from .request_log import RequestLog
-from .routes import admin, contacts, events, instances, jobs, tasks, workflows
+from .routes import admin, contacts, events, instances, jobs, subscriptions, tasks, workflows
 
 log = logging.getLogger("cbworkflow")
 
@@ -81,6 +81,7 @@ def create_app(
         tasks.router,
         events.router,
         jobs.router,
+        subscriptions.router,
     )
     for router in routers:
         app.include_router(router)

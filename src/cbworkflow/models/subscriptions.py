@@ -13,7 +13,9 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from ..ids import new_id
 from .common import RequestModel, ResponseModel, Timestamp
+from .events import SYSTEM_ACTOR, Event, EventType
 
 ALL_EVENTS = "*"
 MAX_URL_LENGTH = 2048
@@ -53,6 +55,23 @@ class SubscriptionRecord(BaseModel):
 
     def public(self) -> Subscription:
         return Subscription.model_validate(self.model_dump(exclude={"tenant", "secret", "after_sequence"}))
+
+    def disable(self, reason: str, now: datetime, actor: str = SYSTEM_ACTOR) -> Event:
+        """Disable it (in place), and the tenant-level `delivery_disabled` event that says so."""
+        self.enabled, self.disabled_reason, self.updated_at = False, reason, now
+        return Event(
+            id=new_id(),
+            type=EventType.DELIVERY_DISABLED,
+            timestamp=now,
+            actor=actor,
+            data={"subscription_id": self.id, "reason": reason},
+            message=f"Webhook subscription {self.id} disabled: {reason}",
+        )
+
+    def enable(self, now: datetime) -> None:
+        """Enable it again (in place), with a clean slate: no reason, no failures counted."""
+        self.enabled, self.disabled_reason, self.updated_at = True, None, now
+        self.failure_count, self.failing_since = 0, None
 
 
 class Subscription(ResponseModel):
@@ -143,6 +162,12 @@ class DeliveryRecord(BaseModel):
     lease_until: datetime | None = None
     body: str  # the exact JSON text signed and sent
     created_at: datetime
+    redelivered_at: datetime | None = None  # the last redelivery asked for: the retry schedule starts again there
+
+    def attempts_in_round(self) -> int:
+        """Attempts since the delivery was made, or since it was last redelivered."""
+        since = self.redelivered_at
+        return len(self.attempts) if since is None else sum(1 for a in self.attempts if a.at >= since)
 
     def public(self) -> Delivery:
         return Delivery.model_validate(self.model_dump(include=set(Delivery.model_fields)))
@@ -168,3 +193,5 @@ class Delivery(ResponseModel):
     """When it will be tried next (pending only)."""
     created_at: Timestamp
     """When the event was taken up for this subscription."""
+    redelivered_at: Timestamp | None = None
+    """When a redelivery was last asked for (the retry schedule starts again then); null if never."""

@@ -411,6 +411,7 @@ deliveries = _records(
     Column("lease_until", UTCDateTime()),
     _required("body", Text),
     _required("created_at", UTCDateTime()),
+    Column("redelivered_at", UTCDateTime()),
     UniqueConstraint("tenant", "subscription_id", "event_sequence", name="uq_deliveries_event"),
     # The sender's claim: pending deliveries by due time (sent and failed ones cost nothing).
     Index(

@@ -32,6 +32,7 @@ class _Locks(Protocol):
 PENDING: ColumnElement[str] = literal_column(
     "'pending'"
 )  # written out, so the partial indexes' condition matches the query's
+_MUTABLE = ("status", "attempts", "next_attempt_at", "held_by", "lease_until", "redelivered_at")
 CANDIDATES = 4  # rows looked at per delivery wanted: some belong to subscriptions at their concurrency limit
 
 
@@ -114,7 +115,7 @@ class SubscriptionRows:
     def update_delivery(self, record: DeliveryRecord) -> None:
         d = s.deliveries.c
         values = _delivery_values(record)
-        changed = {key: values[key] for key in ("status", "attempts", "next_attempt_at", "held_by", "lease_until")}
+        changed = {key: values[key] for key in _MUTABLE}
         statement = update(s.deliveries).where(d.tenant == self.tenant, d.id == record.id).values(**changed)
         if self.conn.execute(statement).rowcount != 1:
             raise RuntimeError(f"delivery {record.id} is not stored")
