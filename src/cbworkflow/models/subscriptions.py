@@ -92,7 +92,9 @@ class Subscription(ResponseModel):
     failing_since: Timestamp | None = None
     """When the current run of failures began; null when the last attempt succeeded."""
     created_at: Timestamp
+    """When it was made (UTC, ISO 8601)."""
     updated_at: Timestamp
+    """When it last changed: by an admin, or by the sender (failures counted, disabled)."""
 
 
 class SubscriptionCreated(Subscription):
@@ -106,7 +108,9 @@ class SubscriptionCreate(RequestModel):
     """Body of `POST /api/subscriptions`."""
 
     model_config = ConfigDict(
-        json_schema_extra={"examples": [{"url": "https://crm.example.org/hooks/cbw", "events": ["node_entered"]}]}
+        json_schema_extra={
+            "examples": [{"url": "https://crm.example.org/hooks/cbw", "events": ["node_entered", "instance_completed"]}]
+        }
     )
 
     url: Url
@@ -121,6 +125,8 @@ class SubscriptionCreate(RequestModel):
 
 class SubscriptionPatch(RequestModel):
     """Body of `PATCH /api/subscriptions/{id}`: the fields given change."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"events": ["*"], "enabled": True}]})
 
     url: Url | None = None
     """A new URL, checked as on creation."""

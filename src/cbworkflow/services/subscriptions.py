@@ -7,6 +7,7 @@ It is shown once, in the answer that made the subscription.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import secrets
@@ -28,7 +29,7 @@ from ..models.subscriptions import (
     SubscriptionPatch,
     SubscriptionRecord,
 )
-from ..outbound import OutboundError, resolve_allowed
+from ..outbound import OutboundBlocked, OutboundError, resolve_allowed
 from ..outbound.guard import Resolver
 from ..store.base import Page, PageRequest, Store, Tx
 from ..urls import UrlError, check_url
@@ -36,6 +37,7 @@ from ..urls import UrlError, check_url
 SECRET_PREFIX = "whsec_"
 SECRET_BYTES = 32  # generated secrets; given ones may have 24 to 64 (the Standard Webhooks recommendation)
 FAN_OUT_CURSOR = "subscriptions"  # runtime/deliveries.py's outbox cursor, locked while a subscription is made
+RESOLVE_TIMEOUT_S = 5.0  # how long a save waits for DNS to vet the URL's addresses
 KNOWN_EVENTS = frozenset(t.value for t in EventType)
 
 
@@ -78,16 +80,22 @@ class SubscriptionService:
         self.notify: Callable[[], None] = lambda: None  # wakes this process's sender after a redelivery
 
     async def check_url(self, url: str) -> str:
-        """An http(s) URL the outbound guard lets the worker call (any address when private ones are allowed)."""
+        """An http(s) URL the outbound guard lets the worker call (any address when private ones are allowed).
+
+        A name that does not resolve now is accepted: DNS may be down for a moment, and the guard runs again on
+        every attempt, so an address it refuses is never called; the delivery log then says why."""
         try:
             checked = check_url(url)
         except UrlError as exc:
             raise InvalidInput(f"url: {exc.reason}") from None
         if not self.allow_private:
             try:
-                await resolve_allowed(checked.host, checked.port, False, resolver=self.resolver)
-            except OutboundError as exc:
+                async with asyncio.timeout(RESOLVE_TIMEOUT_S):
+                    await resolve_allowed(checked.host, checked.port, False, resolver=self.resolver)
+            except OutboundBlocked as exc:
                 raise InvalidInput(f"url: the worker may not call it ({exc.reason})") from None
+            except (OutboundError, TimeoutError):
+                pass
         return url
 
     async def create(self, principal: Principal, body: SubscriptionCreate) -> SubscriptionCreated:
