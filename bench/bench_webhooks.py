@@ -9,7 +9,9 @@ Per store, each figure the median of `--runs` runs on a fresh store (min-max bes
   `cbworkflow worker` process (default settings: 32 in flight, 4 per subscription) fans them out and sends them to
   a receiver in its own process (uvicorn, answers 204). Rate = deliveries / (last attempt - first attempt); the
   wall time from the worker's start (its start-up and the fan-out included) is reported too.
-  **Baseline, same run:** plain `httpx` POSTing the same bodies to the same receiver, 32 at a time, no store.
+  **Baselines, same run, no store:** the same number of POSTs to the same receiver through the engine's outbound
+  client, 4 at a time (one subscription's share) and 32 (the worker's), and with one plain keep-alive `httpx`
+  client, one at a time.
 - **transitions/s**: `InstanceService.transition` one after another in one process, as `bench_core.py` measures
   it: bare (no fan-out or sender running), with the fan-out and sender running in the same process and no
   subscription, and with them delivering every event to 3 subscriptions while the transitions run.
@@ -46,6 +48,7 @@ from cbworkflow.models.contacts import Contact
 from cbworkflow.models.events import Event, EventType
 from cbworkflow.models.instances import TransitionRequest
 from cbworkflow.models.subscriptions import DeliveryStatus, SubscriptionCreate
+from cbworkflow.outbound import send
 from cbworkflow.services.instances import new_instance
 from cbworkflow.settings import Settings
 from cbworkflow.store import open_store
@@ -237,16 +240,26 @@ def succeeded(tx: Tx, times: bool) -> tuple[int, Any, Any]:
     return count, first, last
 
 
-async def raw_posts(url: str, total: int, concurrency: int = 32) -> float:
-    """Baseline: the same number of POSTs of a delivery-sized body, `concurrency` at a time, no store."""
-    body = json.dumps({"type": "user_note", "timestamp": "2026-01-01T00:00:00+00:00", "data": {"x": "y" * 400}})
+BODY = json.dumps({"type": "user_note", "timestamp": "2026-01-01T00:00:00+00:00", "data": {"x": "y" * 400}})
+
+
+async def raw_posts(url: str, total: int, concurrency: int, *, outbound: bool) -> float:
+    """Baselines: `total` POSTs of a delivery-sized body, `concurrency` at a time, no store. `outbound`: through
+    the engine's outbound client as the sender calls it (the guard, a client per call); else one plain
+    keep-alive `httpx` client (faster one at a time; its pool is slower than a client per call at 32)."""
     queue = list(range(total))
+    headers = {"Content-Type": "application/json"}
     async with httpx.AsyncClient(limits=httpx.Limits(max_connections=concurrency)) as client:
 
         async def one() -> None:
             while queue:
                 queue.pop()
-                (await client.post(url, content=body, headers={"Content-Type": "application/json"})).raise_for_status()
+                if outbound:
+                    answer = await send("POST", url, headers=headers, content=BODY.encode(), allow_private=True,
+                                        max_redirects=0, timeout_s=15)  # fmt: skip
+                    assert answer.status_code == 204
+                else:
+                    (await client.post(url, content=BODY, headers=headers)).raise_for_status()
 
         began = time.perf_counter()
         await asyncio.gather(*(one() for _ in range(concurrency)))
@@ -300,9 +313,11 @@ def main() -> None:
     receiver = Receiver(work)
     results: dict[str, Any] = {"started": datetime.now(UTC).isoformat(), "args": vars(args), "stores": {}}
     try:
-        raw = [asyncio.run(raw_posts(receiver.url, args.deliveries)) for _ in range(args.runs)]
-        results["raw_posts_per_s"] = summary(raw)
-        print(f"baseline: plain httpx POSTs/s {summary(raw)}", flush=True)
+        for name, concurrency, outbound in (("httpx_1", 1, False), ("outbound_4", 4, True), ("outbound_32", 32, True)):
+            raw = [asyncio.run(raw_posts(receiver.url, args.deliveries, concurrency, outbound=outbound))
+                   for _ in range(args.runs)]  # fmt: skip
+            results[f"raw_posts_per_s_{name}"] = summary(raw)
+            print(f"baseline {name}: POSTs/s {summary(raw)}", flush=True)
         for kind in args.stores.split(","):
             found: dict[str, Any] = {}
             for subs in (1, 8):
@@ -311,9 +326,13 @@ def main() -> None:
                 found[f"wall_s_{subs}_subscriptions"] = [r["wall_s"] for r in runs]
                 found[f"deliveries_{subs}_subscriptions"] = runs[0]["deliveries"]
                 print(kind, subs, "subscriptions:", found[f"deliveries_per_s_{subs}_subscriptions"], flush=True)
-            for mode in ("bare", "idle", "subscribed"):
-                rates = [transitions_run(kind, work, receiver, args.transitions, mode) for _ in range(args.runs)]
-                found[f"transitions_per_s_{mode}"] = summary(rates)
+            modes = ("bare", "idle", "subscribed")
+            rates: dict[str, list[float]] = {mode: [] for mode in modes}
+            for _ in range(args.runs):  # the modes in turn, so a drift of the machine touches each alike
+                for mode in modes:
+                    rates[mode].append(transitions_run(kind, work, receiver, args.transitions, mode))
+            for mode in modes:
+                found[f"transitions_per_s_{mode}"] = summary(rates[mode])
                 print(kind, "transitions", mode, found[f"transitions_per_s_{mode}"], flush=True)
             results["stores"][kind] = found
     finally:

@@ -54,6 +54,7 @@ MAX_ATTEMPTS = len(RETRY_DELAYS) + 1
 JITTER = 0.1  # each wait drawn in ±10 % of its length
 RETRY_AFTER_CAP = timedelta(hours=10)
 FAILING_FOR = timedelta(days=5)  # a subscription whose every attempt failed this long is disabled
+COALESCE_S = 0.02  # how long the fan-out lets commits gather after the first wakes it
 MAX_RESPONSE_BYTES = 64 * 1024  # what is read of an answer (its status is what counts)
 ERROR_TEXT = 200  # characters of a failed answer's body kept in the attempt's error
 
@@ -190,6 +191,17 @@ def record_attempt(
 
 
 # ---------------------------------------------------------------------------------------------------- the sender
+@dataclass
+class _Result:
+    """An attempt made, waiting to be recorded; `done` says whether it was."""
+
+    delivery: DeliveryRecord
+    at: datetime
+    outcome: Outcome
+    draw: float
+    done: asyncio.Future[bool]
+
+
 class Sender:
     """Sends claimed deliveries, at most `concurrency` at a time (and `per_subscription` per subscription)."""
 
@@ -222,6 +234,8 @@ class Sender:
         self._in_flight: dict[tuple[str, str], int] = {}
         self._running: set[asyncio.Task[None]] = set()
         self._woken = asyncio.Event()
+        self._results: list[_Result] = []  # attempts made, waiting to be recorded
+        self._recording = False  # a delivery is writing the batch now
 
     def wake(self) -> None:
         """Deliveries were made or redelivered in this process: look now. On the event loop."""
@@ -278,17 +292,42 @@ class Sender:
             self._woken.set()  # room for one more, and the next of its instance may go now
 
     async def deliver(self, due: DueDelivery) -> None:
-        """Send one claimed delivery and record the attempt."""
+        """Send one claimed delivery and record the attempt (with those that finished meanwhile: one transaction
+        per tenant for a batch, so a busy sender does not take a write per message)."""
         delivery = due.delivery
         at = self.clock.now()
         outcome = await self.attempt(due, at)
-        draw = self.draw()
-        recorded = await self.store.write(
-            delivery.tenant,
-            lambda tx: record_attempt(tx, delivery, self.worker_id, at, outcome, self.clock.now(), draw),
-        )
-        if not recorded:
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._results.append(_Result(delivery, at, outcome, self.draw(), done))
+        if not self._recording:
+            self._recording = True
+            try:
+                while self._results:
+                    batch, self._results = self._results, []
+                    await self._record(batch)
+            finally:
+                self._recording = False
+        if not await done:
             log.info("deliveries: delivery %s was taken over while it was sent; attempt not recorded", delivery.id)
+
+    async def _record(self, batch: list[_Result]) -> None:
+        by_tenant: dict[str, list[_Result]] = {}
+        for result in batch:
+            by_tenant.setdefault(result.delivery.tenant, []).append(result)
+        for tenant, results in by_tenant.items():
+
+            def write(tx: Tx, results: list[_Result] = results) -> list[bool]:
+                now = self.clock.now()
+                return [record_attempt(tx, r.delivery, self.worker_id, r.at, r.outcome, now, r.draw) for r in results]
+
+            try:
+                saved = await self.store.write(tenant, write)
+            except Exception as exc:  # each waiting delivery fails alike; their leases run out and they go again
+                for r in results:
+                    r.done.set_exception(exc)
+                continue
+            for r, ok in zip(results, saved, strict=True):
+                r.done.set_result(ok)
 
     async def attempt(self, due: DueDelivery, at: datetime) -> Outcome:
         """One POST of the delivery, signed for `at`."""
@@ -357,15 +396,24 @@ class Deliveries:
                 behind = any(self.signal.head(t) > seen for t, seen in self._cursors.items())
                 if not busy and not behind:
                     await _wait_signal(self.signal, stop, self.poll_interval)
+                    await asyncio.sleep(COALESCE_S)  # a burst of commits: one fan-out for them all
         finally:
             await sending
 
     async def fan_out_once(self) -> bool:
-        """Every tenant whose events are past its cursor, fanned out; true when any delivery was made."""
+        """Every tenant whose events are past its cursor, fanned out; true when any delivery was made.
+
+        A tenant with no enabled subscription costs one read, no write: its cursor stays where it is, and a
+        subscription made (or enabled) later starts after the events already committed (`after_sequence`)."""
         heads = await self.store.system_read(lambda stx: stx.sequence_heads())
         made = 0
         for tenant, head in heads.items():
-            while head > self._cursors.get(tenant, -1):
+            if head <= self._cursors.get(tenant, -1):
+                continue
+            if not await self.store.read(tenant, lambda tx: bool(tx.enabled_subscriptions())):
+                self._cursors[tenant] = head
+                continue
+            while True:
                 reached, count, more = await self.store.write(tenant, partial(fan_out, now=self.clock.now()))
                 self._cursors[tenant] = reached
                 made += count

@@ -144,6 +144,10 @@ class SubscriptionService:
             record = tx.get_subscription(subscription_id)
             if record is None:
                 raise NotFound(f"no subscription with id {subscription_id!r}")
+            if patch.enabled is True and not record.enabled:
+                # What was committed while it was disabled is not sent to it (as for a new subscription).
+                tx.outbox_cursor(FAN_OUT_CURSOR)
+                record.after_sequence = max(record.after_sequence, tx.last_sequence())
             if url is not None:
                 record.url = url
             if events is not None:
