@@ -29,6 +29,13 @@ class Settings(BaseSettings):
     job_lease_s: float = Field(default=60.0, ge=1, le=86_400)  # a job of a worker that died is taken over after this
     job_batch_size: int = Field(default=500, ge=1, le=10_000)  # items one transaction of a job handles
     bulk_inline_limit: int = Field(default=5_000, ge=0, le=1_000_000)  # larger bulk work becomes a job (202)
+    # Webhook deliveries (docs/webhooks.md): requests in flight per process, and per subscription in a process (a
+    # slow receiver holds only its own share); each attempt's timeout; how long a sender holds a delivery it claimed
+    # (longer than the timeout: a delivery whose sender died is sent again after it).
+    webhook_concurrency: int = Field(default=32, ge=1, le=1024)
+    webhook_subscription_concurrency: int = Field(default=4, ge=1, le=256)
+    webhook_timeout_s: float = Field(default=15.0, gt=0, le=120)
+    webhook_lease_s: float = Field(default=60.0, ge=1, le=3600)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     import_max_bytes: int = Field(default=268_435_456, ge=1024)  # POST /api/contacts/import's own body limit
     import_inline_limit: int = Field(default=5_000, ge=0, le=1_000_000)  # a larger file becomes a job (202)

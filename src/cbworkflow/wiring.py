@@ -16,6 +16,7 @@ from .clock import Clock
 from .models.access import Principal, Role
 from .models.jobs import JobKind
 from .models.templates import TemplateCreate
+from .runtime.deliveries import Deliveries, Sender
 from .runtime.handlers import DefaultHandlers, automatic_actions
 from .runtime.jobs import JobRunner
 from .runtime.outbox import OutboxSignal
@@ -31,6 +32,7 @@ from .services.instances import InstanceService
 from .services.jobs import JobService
 from .services.stats import StatsService
 from .services.stream import EventStream
+from .services.subscriptions import SubscriptionService
 from .services.tasks import TaskService
 from .services.templates import TemplateService
 from .services.triggers import Reactions
@@ -59,6 +61,7 @@ class Services:
     diagrams: DiagramService
     bulk: BulkEnrolment
     imports: ContactImport
+    subscriptions: SubscriptionService
     outbox: OutboxSignal  # heard only once started (`await services.outbox.start()`): by the app and the worker
     stream: EventStream
     reactions: Reactions
@@ -113,6 +116,7 @@ async def build_services(settings: Settings, store: Store | None = None, clock: 
         stream=EventStream(store, outbox, heartbeat_s=settings.stream_heartbeat_s),
         reactions=reactions,
         events=EventService(store, clock, reactions),
+        subscriptions=SubscriptionService(store, clock, allow_private=settings.outbound_allow_private),
     )
 
 
@@ -160,7 +164,29 @@ def make_worker(services: Services, handlers: Handlers | None = None) -> Worker:
     )
     services.instances.notify = worker.wake
     services.jobs.notify = worker.wake
+    deliveries = make_deliveries(services, worker.id)
+    worker.companions.append(deliveries.run)
+    services.subscriptions.notify = deliveries.sender.wake
     return worker
+
+
+def make_deliveries(services: Services, worker_id: str) -> Deliveries:
+    """The webhook fan-out and sender of a worker, from the settings."""
+    settings = services.settings
+    sender = Sender(
+        services.store,
+        services.clock,
+        worker_id=worker_id,
+        allow_private=settings.outbound_allow_private,
+        timeout_s=settings.webhook_timeout_s,
+        lease=timedelta(seconds=settings.webhook_lease_s),
+        concurrency=settings.webhook_concurrency,
+        per_subscription=settings.webhook_subscription_concurrency,
+        poll_interval=settings.worker_poll_interval,
+    )
+    return Deliveries(
+        services.store, services.clock, services.outbox, sender, poll_interval=settings.worker_poll_interval
+    )
 
 
 def job_runner(services: Services, worker_id: str) -> JobRunner:

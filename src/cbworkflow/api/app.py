@@ -20,7 +20,7 @@ from .idempotency import Idempotency
 from .metrics import Metrics, MetricsMiddleware
 from .rate_limit import RateLimiter
 from .request_log import RequestLog
-from .routes import admin, contacts, events, instances, jobs, stream, tasks, workflows
+from .routes import admin, contacts, events, instances, jobs, stream, subscriptions, tasks, workflows
 
 log = logging.getLogger("cbworkflow")
 
@@ -82,6 +82,7 @@ def create_app(
         events.router,
         stream.router,
         jobs.router,
+        subscriptions.router,
     )
     for router in routers:
         app.include_router(router)

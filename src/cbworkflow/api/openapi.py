@@ -70,6 +70,13 @@ OPERATION_IDS: dict[tuple[str, str], str] = {
     ("GET", "/api/jobs"): "jobs_list",
     ("GET", "/api/jobs/{job_id}"): "jobs_get",
     ("POST", "/api/jobs/{job_id}/cancel"): "jobs_cancel",
+    ("GET", "/api/subscriptions"): "subscriptions_list",
+    ("POST", "/api/subscriptions"): "subscriptions_create",
+    ("GET", "/api/subscriptions/{subscription_id}"): "subscriptions_get",
+    ("PATCH", "/api/subscriptions/{subscription_id}"): "subscriptions_update",
+    ("DELETE", "/api/subscriptions/{subscription_id}"): "subscriptions_delete",
+    ("GET", "/api/subscriptions/{subscription_id}/deliveries"): "subscriptions_deliveries",
+    ("POST", "/api/subscriptions/{subscription_id}/deliveries/{delivery_id}/redeliver"): "subscriptions_redeliver",
 }
 
 

@@ -18,7 +18,7 @@ import asyncio
 import logging
 import secrets
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, Protocol
@@ -119,6 +119,8 @@ class Worker:
         self.jobs = jobs(self.id) if jobs else None  # one job at a time, beside the instances' work
         self._job: asyncio.Task[bool] | None = None
         self._look_for_jobs_at = 0.0  # loop time of the next look for a job (at most one look per poll)
+        # Loops that run beside the instances' work until `stop` (the webhook deliveries: runtime/deliveries.py).
+        self.companions: list[Callable[[asyncio.Event], Coroutine[Any, Any, None]]] = []
 
     def wake(self) -> None:
         """New due work in this process: look now instead of at the next poll. Safe from any thread."""
@@ -133,6 +135,7 @@ class Worker:
     async def run(self, stop: asyncio.Event) -> None:
         self._loop = asyncio.get_running_loop()
         log.info("worker %s started", self.id)
+        beside = [asyncio.create_task(companion(stop)) for companion in self.companions]
         while not stop.is_set():
             self._take_up_a_job(stop)
             try:
@@ -146,6 +149,9 @@ class Worker:
         if self._job is not None:
             await asyncio.gather(self._job, return_exceptions=True)
         await self.drain()
+        for done in await asyncio.gather(*beside, return_exceptions=True):
+            if isinstance(done, BaseException):
+                log.error("worker: a loop beside the work failed", exc_info=done)
         await self.handlers.close()
         log.info("worker %s stopped", self.id)
 

@@ -21,7 +21,7 @@ import asyncio
 import threading
 from abc import ABC, abstractmethod
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -35,6 +35,7 @@ from ..models.contacts import Contact
 from ..models.events import Event
 from ..models.instances import WorkflowInstance
 from ..models.jobs import JobRecord
+from ..models.subscriptions import DeliveryRecord, DeliveryStatus, SubscriptionRecord
 from ..models.templates import Node, TemplateHooks, TemplateVersion, TriggerError, WorkflowTemplate
 from .filters import ContactFilter as ContactFilter  # services import the filters with the interface
 from .filters import EventFilter as EventFilter
@@ -68,6 +69,15 @@ class DueWork:
     tenant: str
     instance_id: str
     revision: int
+
+
+@dataclass(frozen=True)
+class DueDelivery:
+    """A delivery claimed by a sender, with what sending it needs from its subscription."""
+
+    delivery: DeliveryRecord
+    url: str
+    secret: str
 
 
 @dataclass
@@ -355,6 +365,47 @@ class Tx(ABC):
     def delete_job_rows(self, job_id: str, seq: int | None = None) -> None:
         """Delete chunk `seq` of the job's staged rows, or every chunk when `seq` is None."""
 
+    # --- webhook subscriptions and their deliveries (models/subscriptions.py) ---
+    @abstractmethod
+    def insert_subscription(self, record: SubscriptionRecord) -> None: ...
+    @abstractmethod
+    def get_subscription(self, subscription_id: str) -> SubscriptionRecord | None:
+        """None when this tenant has no such subscription; locked inside `write`."""
+
+    @abstractmethod
+    def update_subscription(self, record: SubscriptionRecord) -> None:
+        """Save every field of a stored subscription but `tenant`, `id` and `created_at`."""
+
+    @abstractmethod
+    def delete_subscription(self, subscription_id: str) -> bool:
+        """Delete the subscription and all its deliveries."""
+
+    @abstractmethod
+    def list_subscriptions(self, page: PageRequest) -> Page[SubscriptionRecord]:
+        """The tenant's subscriptions, newest first."""
+
+    @abstractmethod
+    def enabled_subscriptions(self) -> list[SubscriptionRecord]:
+        """Every enabled subscription of the tenant (what the fan-out matches events against)."""
+
+    @abstractmethod
+    def insert_deliveries(self, records: Sequence[DeliveryRecord]) -> None:
+        """New deliveries; at most one per (subscription, event sequence), else `Conflict`."""
+
+    @abstractmethod
+    def get_delivery(self, subscription_id: str, delivery_id: str) -> DeliveryRecord | None:
+        """None unless the subscription has that delivery; locked inside `write`."""
+
+    @abstractmethod
+    def update_delivery(self, record: DeliveryRecord) -> None:
+        """Save its status, attempts, next attempt and lease."""
+
+    @abstractmethod
+    def list_deliveries(
+        self, subscription_id: str, status: DeliveryStatus | None, page: PageRequest
+    ) -> Page[DeliveryRecord]:
+        """The subscription's deliveries (of that status, when given), newest first."""
+
     # --- idempotency keys (plain records: the rules are the service's) ---
     @abstractmethod
     def get_idempotency(self, route: str, key: str) -> IdempotencyRecord | None:
@@ -411,6 +462,24 @@ class SystemTx(ABC):
         leased to `worker_id` until `lease_until`: saved `running`, `held_by` set, `started_at` set if unset,
         `revision` one more. Two workers never get the same job while its lease holds (PostgreSQL:
         `FOR UPDATE SKIP LOCKED`). None when there is no such job."""
+
+    # --- webhook deliveries ---
+    @abstractmethod
+    def claim_deliveries(
+        self,
+        now: datetime,
+        worker_id: str,
+        lease_until: datetime,
+        limit: int,
+        in_flight: Mapping[tuple[str, str], int],
+        per_subscription: int,
+    ) -> list[DueDelivery]:
+        """Claim up to `limit` deliveries that may be sent now, earliest due first, each leased to `worker_id`
+        until `lease_until`. Eligible: pending, due, no live lease, its subscription enabled, and no earlier
+        pending delivery (lower event sequence) of the same subscription and order key, so one instance's
+        messages go out one at a time and in order. A subscription with `in_flight[(tenant, id)]` deliveries
+        being sent gets at most `per_subscription` minus that many. Two senders never get the same delivery while
+        its lease holds (PostgreSQL: `FOR UPDATE SKIP LOCKED`)."""
 
     # --- the outbox ---
     @abstractmethod

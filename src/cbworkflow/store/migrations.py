@@ -163,6 +163,13 @@ def _outbox(conn: Connection) -> None:
     )
 
 
+def _subscriptions(conn: Connection) -> None:
+    """Webhook subscriptions and their deliveries, with their indexes."""
+    for table in (schema.subscriptions, schema.deliveries):
+        if not inspect(conn).has_table(table.name):
+            table.create(conn)
+
+
 def _triggers(conn: Connection) -> None:
     """Templates' triggers and goals beside their bodies (and their partial index), the latest trigger errors, and
     the enrolment key of trigger-started instances with its partial unique index."""
@@ -201,6 +208,7 @@ MIGRATIONS: list[tuple[int, str, Step]] = [
     (6, "campaign-number counts, and when an instance entered its node", _tallies),
     (7, "staged job rows; contacts by email and phone for imports", _contacts_import),
     (8, "the outbox: a sequence per tenant on events, and readers' cursors", _outbox),
+    (9, "webhook subscriptions and deliveries", _subscriptions),
     (10, "triggers and goals of templates, trigger errors, enrolment keys of instances", _triggers),
 ]
 LATEST = MIGRATIONS[-1][0]

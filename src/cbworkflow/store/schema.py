@@ -407,3 +407,55 @@ job_rows = Table(
     _required("chunk", Json),
     UniqueConstraint("tenant", "job_id", "seq", name="uq_job_rows"),
 )
+
+# Webhook subscriptions (migration 9): the secret is kept as given, since signing each delivery needs it.
+subscriptions = _records(
+    "subscriptions",
+    _required("url", String(2048)),
+    _required("events", Json),
+    _required("secret", String(200)),
+    _required("enabled", Boolean),
+    Column("disabled_reason", String(500)),
+    _required("failure_count", Integer),
+    Column("failing_since", UTCDateTime()),
+    _required("after_sequence", BigInteger),  # events up to this outbox sequence came before it: not sent to it
+    *_created_updated(),
+    _newest_first("subscriptions", "created"),
+)
+
+# One message (an event) to one subscription. Written out, not bound: a partial index serves a query only when the
+# query repeats its condition literally.
+PENDING_DELIVERIES_SQL = text("status = 'pending'")
+deliveries = _records(
+    "deliveries",
+    *_required_text(subscription_id=64, webhook_id=64, event_type=40, order_key=80, status=20),
+    _required("event_sequence", BigInteger),
+    _required("attempts", Json),
+    Column("next_attempt_at", UTCDateTime()),
+    Column("held_by", String(64)),
+    Column("lease_until", UTCDateTime()),
+    _required("body", Text),
+    _required("created_at", UTCDateTime()),
+    Column("redelivered_at", UTCDateTime()),
+    UniqueConstraint("tenant", "subscription_id", "event_sequence", name="uq_deliveries_event"),
+    # The sender's claim: pending deliveries by due time (sent and failed ones cost nothing).
+    Index(
+        "ix_deliveries_due",
+        "next_attempt_at",
+        postgresql_where=PENDING_DELIVERIES_SQL,
+        sqlite_where=PENDING_DELIVERIES_SQL,
+    ),
+    # The order check: is an earlier delivery of this subscription and instance still pending?
+    Index(
+        "ix_deliveries_queue",
+        "tenant",
+        "subscription_id",
+        "order_key",
+        "event_sequence",
+        postgresql_where=PENDING_DELIVERIES_SQL,
+        sqlite_where=PENDING_DELIVERIES_SQL,
+    ),
+    # The log, newest first, with or without a status filter.
+    _newest_first("deliveries", "log", "subscription_id"),
+    _newest_first("deliveries", "log_status", "subscription_id", "status"),
+)

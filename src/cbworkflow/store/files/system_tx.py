@@ -16,6 +16,7 @@ from ..paging import time_id_cursor
 from .docs import Doc, fields, job_free, job_saved, lease_free, newest_page, token_record
 from .docs import job as stored_job
 from .layout import Layout, hashed, parse_time
+from .subscriptions import FileDeliveryClaims
 from .tenant_tx import FileTx
 from .transaction import FileTransaction
 
@@ -24,7 +25,7 @@ def _tenant_key(doc: Doc) -> tuple[datetime, Any]:
     return parse_time(doc["created_at"]), doc["id"]
 
 
-class FileSystemTx(SystemTx):
+class FileSystemTx(FileDeliveryClaims, SystemTx):
     def __init__(self, txn: FileTransaction, layout: Layout, snapshots: SnapshotCache) -> None:
         self.txn = txn
         self.layout = layout

@@ -31,6 +31,7 @@ from .hooks import FileHooks, enrol_key_field
 from .keys import FileKeys
 from .layout import FINISHED_STATUSES, MOVABLE_STATUSES, STORED, TIMELINE, Layout, parse_time
 from .outbox import FileOutbox
+from .subscriptions import FileSubscriptions
 from .transaction import FileTransaction
 
 
@@ -40,7 +41,7 @@ def _required(path: Path | None, what: str) -> Path:
     return path
 
 
-class FileTx(FileHooks, FileKeys, FileCounts, FileOutbox, Tx):
+class FileTx(FileHooks, FileKeys, FileCounts, FileOutbox, FileSubscriptions, Tx):
     """Reads and changes of one tenant's records, inside a `FileTransaction`."""
 
     def __init__(self, txn: FileTransaction, layout: Layout, snapshots: SnapshotCache, tenant: str) -> None:

@@ -14,10 +14,11 @@ from ..base import DueWork, Page, PageRequest, SystemTx, TokenRecord, Tx
 from ..jobs import claimed
 from ..paging import cut_page, time_id_cursor
 from . import rows
+from .deliveries import DeliveryClaims
 from .tx import RowLocks, save_job
 
 
-class SqlSystemTx(SystemTx):
+class SqlSystemTx(DeliveryClaims, SystemTx):
     """A transaction on one connection, over every tenant; `for_tenant` gives a tenant's `Tx` on the same one."""
 
     def __init__(self, conn: Connection, locks: RowLocks, tenant_tx: Callable[[str], Tx]) -> None:

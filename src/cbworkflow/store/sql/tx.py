@@ -30,6 +30,7 @@ from ..paging import cut_page, int_cursor, name_cursor, time_cursor
 from ..phones import next_prefix, phone_query_digits
 from ..tallies import Count, Tally, place_of
 from . import rows
+from .deliveries import SubscriptionRows
 from .hooks import HookRows
 from .outbox import OutboxRows
 from .tags import CONTACTS, INSTANCES, TEMPLATES, Tagged, TagRows
@@ -80,7 +81,7 @@ def _created_key(row: Row[Any]) -> tuple[str, int]:
     return row.created_at.isoformat(), row.pk
 
 
-class SqlTx(HookRows, OutboxRows, Tx):
+class SqlTx(HookRows, OutboxRows, SubscriptionRows, Tx):
     """A transaction on one SQLAlchemy connection, scoped to a tenant."""
 
     def __init__(
