@@ -151,7 +151,8 @@ def test_every_event_is_delivered_signed_once_and_in_order_per_instance(hooks: H
     stored = hooks.run(hooks.services.store.read(SYSTEM.tenant, lambda tx: tx.events_after(0, 1000, EventFilter())))
     wanted = [e for e in stored if (e.sequence or 0) > hooks.run(_after(hooks, sub.id))]
     assert sorted(b["data"]["id"] for b in bodies) == sorted(e.id for e in wanted)  # each once, nothing before
-    assert {b["data"]["instance_id"] for b in bodies} == {first, second, before}
+    assert {b["data"]["instance_id"] for b in bodies} == {first, second, before, None}  # None: contact events
+    assert {b["type"] for b in bodies if b["data"]["instance_id"] is None} == {"contact_created"}
     for instance_id in (first, second, before):
         of_it = [b["data"]["sequence"] for b in bodies if b["data"]["instance_id"] == instance_id]
         assert of_it == sorted(of_it)  # in order per instance
