@@ -1,7 +1,7 @@
 """Webhook deliveries: how fast a worker delivers to a local receiver, and what the outbox costs a transition.
 
     .venv/bin/python bench/bench_webhooks.py [--deliveries 2000] [--transitions 1000] [--runs 3]
-                                            [--stores sqlite,postgresql]
+                                            [--stores sqlite,postgresql] [--parts deliveries,transitions]
 
 Per store, each figure the median of `--runs` runs on a fresh store (min-max beside it):
 - **deliveries/s**, 1 and 8 subscriptions: `--deliveries` messages in all (spread over 50 instances, so the order
@@ -308,25 +308,27 @@ def main() -> None:
     parser.add_argument("--transitions", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--stores", default="sqlite,postgresql")
+    parser.add_argument("--parts", default="deliveries,transitions", help="which figures to measure")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="cbw-bench-hooks-"))
     receiver = Receiver(work)
     results: dict[str, Any] = {"started": datetime.now(UTC).isoformat(), "args": vars(args), "stores": {}}
     try:
-        for name, concurrency, outbound in (("httpx_1", 1, False), ("outbound_4", 4, True), ("outbound_32", 32, True)):
+        baselines = (("httpx_1", 1, False), ("outbound_4", 4, True), ("outbound_32", 32, True))
+        for name, concurrency, outbound in baselines if "deliveries" in args.parts else ():
             raw = [asyncio.run(raw_posts(receiver.url, args.deliveries, concurrency, outbound=outbound))
                    for _ in range(args.runs)]  # fmt: skip
             results[f"raw_posts_per_s_{name}"] = summary(raw)
             print(f"baseline {name}: POSTs/s {summary(raw)}", flush=True)
         for kind in args.stores.split(","):
             found: dict[str, Any] = {}
-            for subs in (1, 8):
+            for subs in (1, 8) if "deliveries" in args.parts else ():
                 runs = [deliveries_run(kind, work, receiver, subs, args.deliveries) for _ in range(args.runs)]
                 found[f"deliveries_per_s_{subs}_subscriptions"] = summary([r["per_s"] for r in runs])
                 found[f"wall_s_{subs}_subscriptions"] = [r["wall_s"] for r in runs]
                 found[f"deliveries_{subs}_subscriptions"] = runs[0]["deliveries"]
                 print(kind, subs, "subscriptions:", found[f"deliveries_per_s_{subs}_subscriptions"], flush=True)
-            modes = ("bare", "idle", "subscribed")
+            modes = ("bare", "idle", "subscribed") if "transitions" in args.parts else ()
             rates: dict[str, list[float]] = {mode: [] for mode in modes}
             for _ in range(args.runs):  # the modes in turn, so a drift of the machine touches each alike
                 for mode in modes:

@@ -278,3 +278,19 @@ def test_tenants_do_not_see_each_others_deliveries_but_one_sender_serves_them_al
     run(store, "b", lambda tx: (tx.insert_subscription(b), tx.insert_deliveries([delivery(b, 1, "i1")])))
     assert sorted(d.delivery.tenant for d in claim(store)) == ["a", "b"]
     assert run(store, "a", lambda tx: tx.get_subscription(b.id)) is None
+
+
+def test_a_backlog_of_a_subscription_at_its_limit_does_not_starve_another(store: Store) -> None:
+    busy, other = subscription(), subscription()
+    backlog = [delivery(busy, n, f"i{n}") for n in range(1, 41)]  # forty instances, each due first
+    waiting = delivery(other, 1, "i1", next_attempt_at=T0 + timedelta(seconds=1))
+
+    def insert(tx: Tx) -> None:
+        tx.insert_subscription(busy)
+        tx.insert_subscription(other)
+        tx.insert_deliveries([*backlog, waiting])
+
+    run(store, "a", insert)
+    now = T0 + timedelta(seconds=2)
+    found = claim(store, now=now, limit=1, busy={("a", busy.id): 4}, per_subscription=4)
+    assert [d.delivery.id for d in found] == [waiting.id]

@@ -243,6 +243,7 @@ class Sender:
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
+            self._woken.clear()  # before the claim: a delivery that finishes while it runs wakes the nap below
             try:
                 claimed = await self.run_once()
             except Exception:  # the store is down, say: try again after a nap
@@ -363,7 +364,7 @@ def _ms(began: float) -> float:
 
 
 async def _nap(woken: asyncio.Event, stop: asyncio.Event, timeout: float) -> None:
-    woken.clear()
+    """Until `woken` (cleared by the caller before it last looked for work), `stop`, or `timeout` seconds."""
     waits = [asyncio.ensure_future(woken.wait()), asyncio.ensure_future(stop.wait())]
     try:
         await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
@@ -383,36 +384,53 @@ class Deliveries:
         self.sender = sender
         self.poll_interval = poll_interval
         self._cursors: dict[str, int] = {}  # how far this process last saw each tenant's fan-out
+        self._quiet: set[str] = set()  # tenants with no enabled subscription at the last full look
 
     async def run(self, stop: asyncio.Event) -> None:
         sending = asyncio.create_task(self.sender.run(stop))
+        loop = asyncio.get_running_loop()
+        next_full = 0.0
         try:
             while not stop.is_set():
+                full = loop.time() >= next_full
+                if full:
+                    next_full = loop.time() + self.poll_interval
                 try:
-                    busy = await self.fan_out_once()
+                    busy = await self.fan_out_once(everything=full)
                 except Exception:
                     log.exception("deliveries: the fan-out failed")
                     busy = False
-                behind = any(self.signal.head(t) > seen for t, seen in self._cursors.items())
-                if not busy and not behind:
-                    await _wait_signal(self.signal, stop, self.poll_interval)
+                if not busy and not self._behind():
+                    await _wait_signal(self.signal, stop, max(0.0, next_full - loop.time()))
                     await asyncio.sleep(COALESCE_S)  # a burst of commits: one fan-out for them all
         finally:
             await sending
 
-    async def fan_out_once(self) -> bool:
-        """Every tenant whose events are past its cursor, fanned out; true when any delivery was made.
+    def _behind(self) -> bool:
+        """A tenant with subscriptions has committed events this process has not fanned out."""
+        return any(self.signal.head(t) > seen for t, seen in self._cursors.items() if t not in self._quiet)
 
-        A tenant with no enabled subscription costs one read, no write: its cursor stays where it is, and a
-        subscription made (or enabled) later starts after the events already committed (`after_sequence`)."""
-        heads = await self.store.system_read(lambda stx: stx.sequence_heads())
+    async def fan_out_once(self, everything: bool = True) -> bool:
+        """Tenants whose events are past their cursor, fanned out; true when any delivery was made.
+
+        `everything`: every tenant, as the store knows them (what `run` does once a poll interval). Otherwise
+        only the tenants the outbox signal says moved and that had subscriptions at the last full look: a tenant
+        without one costs a read a poll interval, whatever its traffic, and no write. Its cursor stays, and a
+        subscription made or enabled later starts after the events already committed (`after_sequence`), so
+        waiting for the next full look loses nothing."""
+        if everything:
+            heads = await self.store.system_read(lambda stx: stx.sequence_heads())
+        else:
+            heads = {t: self.signal.head(t) for t in self._cursors if t not in self._quiet}
         made = 0
         for tenant, head in heads.items():
             if head <= self._cursors.get(tenant, -1):
                 continue
             if not await self.store.read(tenant, lambda tx: bool(tx.enabled_subscriptions())):
                 self._cursors[tenant] = head
+                self._quiet.add(tenant)
                 continue
+            self._quiet.discard(tenant)
             while True:
                 reached, count, more = await self.store.write(tenant, partial(fan_out, now=self.clock.now()))
                 self._cursors[tenant] = reached

@@ -164,6 +164,11 @@ class DeliveryClaims:
             .order_by(d.next_attempt_at, d.pk)
             .limit(limit * CANDIDATES)
         )
+        # Subscriptions at their limit are left out in the query, not after it: a backlog of theirs must not fill
+        # every candidate row and starve the other subscriptions (a slow receiver holds up only itself).
+        full = [key for key, busy in in_flight.items() if busy >= per_subscription]
+        if full:
+            pick = pick.where(~or_(*(and_(d.tenant == tenant, d.subscription_id == sid) for tenant, sid in full)))
         room = dict(in_flight)
         chosen: list[int] = []
         for pk, tenant, subscription_id in self.conn.execute(self.locks.skip_locked(pick, of=s.deliveries)):
