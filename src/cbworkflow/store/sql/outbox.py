@@ -78,8 +78,9 @@ class OutboxRows:
     pending_events: list[Event]
     tally: Tally
 
-    def _locked(self, query: Select[Any]) -> Select[Any]:
-        raise NotImplementedError  # SqlTx's: FOR UPDATE where the backend locks rows
+    if TYPE_CHECKING:  # SqlTx's own: FOR UPDATE where the backend locks rows
+
+        def _locked(self, query: Select[Any]) -> Select[Any]: ...
 
     def append_events(self, events: Sequence[Event]) -> None:
         if events:
