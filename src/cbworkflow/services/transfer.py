@@ -158,9 +158,11 @@ async def export_tenant(store: Store, tenant: str, out: Path, *, replace: bool =
         async for contact in _each(store, tenant, _all_contacts):
             _write_json(out / "contacts" / f"{contact.id}.json", contact.model_dump(mode="json"))
             counts.counts["contacts"] += 1
-            async for event in _each(store, tenant, partial(_contact_events_of, contact.id)):
-                if event.instance_id is None:
-                    events_file.write(event.model_dump_json(exclude=OUTBOX_ONLY) + "\n")
+            own = [
+                e async for e in _each(store, tenant, partial(_contact_events_of, contact.id)) if e.instance_id is None
+            ]
+            for event in reversed(own):  # oldest first, as they happened: an import appends them in file order
+                events_file.write(event.model_dump_json(exclude=OUTBOX_ONLY) + "\n")
     async for template in _each(store, tenant, _all_templates):
         versions = [v async for v in _each(store, tenant, partial(_versions_of, template.id))]
         data = template.model_dump(mode="json")
