@@ -165,12 +165,17 @@ def _populate(settings: Settings) -> None:
     asyncio.run(go())
 
 
+def _content(path: Path) -> Any:
+    """A file as data: JSON parsed, JSON lines parsed line by line (PostgreSQL's JSONB keeps no key order)."""
+    if path.suffix == ".json":
+        return json.loads(path.read_text())
+    if path.suffix == ".jsonl":
+        return [json.loads(line) for line in path.read_text().splitlines()]
+    return path.read_text()
+
+
 def _tree(folder: Path) -> dict[str, Any]:
-    return {
-        str(p.relative_to(folder)): (json.loads(p.read_text()) if p.suffix == ".json" else p.read_text())
-        for p in sorted(folder.rglob("*"))
-        if p.is_file()
-    }
+    return {str(p.relative_to(folder)): _content(p) for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def test_export_import_round_trip(tmp_path: Path, capsys: pytest.CaptureFixture[str], data_dir: Path) -> None:
