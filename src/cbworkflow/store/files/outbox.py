@@ -19,7 +19,7 @@ from .docs import Doc, event, fields
 from .layout import file_name
 from .transaction import FileTransaction
 
-SEGMENT = 256
+SEGMENT = 32  # a commit rewrites the last segment: small enough to stay cheap, large enough to read in few files
 
 
 class FileOutbox:
