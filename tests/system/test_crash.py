@@ -31,7 +31,8 @@ pytestmark = pytest.mark.slow
 
 TOKEN = "crash-test-superadmin-token-0123456789"
 TEMPLATE = "county-outreach-v1"  # loaded into tenant `default` on the first start
-LOAD_SECONDS = 1.5
+LOAD_SECONDS = 1.5  # at least this long under load before the kill
+LOAD_LIMIT_S = 20.0  # and longer on a slow machine, until the load has done enough to mean something
 SHARED_TLS = ssl.create_default_context()
 
 
@@ -71,6 +72,16 @@ class Scenario:
     read_back: dict[str, tuple[int, Any]] = field(default_factory=dict)  # instance id -> (status, body) after restart
     errors: dict[str, list[str]] = field(default_factory=dict)  # "contacts" or a tenant -> unexpected answers
     killed_with: int | None = None
+    progress: dict[str, int] = field(default_factory=dict)  # answers acknowledged so far: "contacts" or a tenant
+
+    def count(self, what: str, lock: Any) -> None:
+        with lock:
+            self.progress[what] = self.progress.get(what, 0) + 1
+
+    def enough_load(self, lock: Any) -> bool:
+        """What the test below asks of the load before the kill (the counts of answers acknowledged so far)."""
+        with lock:
+            return self.progress.get("contacts", 0) >= 20 and self.progress.get("default", 0) >= 3
 
 
 def create_contacts(server: ServerProcess, index: int, stop: threading.Event, scenario: Scenario, lock: Any) -> None:
@@ -85,6 +96,7 @@ def create_contacts(server: ServerProcess, index: int, stop: threading.Event, sc
                 if answer.status_code != 201:
                     raise AssertionError(f"{answer.status_code} {answer.text[:200]}")
                 acked.append((answer.json()["id"], name))
+                scenario.count("contacts", lock)
     except httpx.HTTPError:
         pass  # the server was killed under us
     except Exception as exc:
@@ -116,6 +128,7 @@ def enrol_and_move(
                 if move.status_code != 200:
                     raise AssertionError(f"{move.status_code} {move.text[:200]}")
                 moved.append(created[-1])
+                scenario.count(tenant, lock)
     except httpx.HTTPError:
         pass
     except Exception as exc:
@@ -192,6 +205,9 @@ def scenario(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
         for thread in threads:
             thread.start()
         time.sleep(LOAD_SECONDS)
+        deadline = time.monotonic() + LOAD_LIMIT_S
+        while time.monotonic() < deadline and not result.enough_load(lock):
+            time.sleep(0.1)
         before.sigkill()
         result.killed_with = before.process.returncode
         stop.set()
