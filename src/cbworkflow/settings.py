@@ -40,6 +40,7 @@ class Settings(BaseSettings):
     import_max_bytes: int = Field(default=268_435_456, ge=1024)  # POST /api/contacts/import's own body limit
     import_inline_limit: int = Field(default=5_000, ge=0, le=1_000_000)  # a larger file becomes a job (202)
     rate_limit: float = Field(default=100.0, ge=0)
+    session_hours: float = Field(default=12.0, gt=0, le=24 * 90)  # a web session ends this long after its last use
     default_phone_region: str = "US"
     outbound_allow_private: bool = False
     executors: str = ""

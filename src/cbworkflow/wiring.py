@@ -30,12 +30,14 @@ from .services.diagrams import DiagramService
 from .services.idempotency import IdempotencyService
 from .services.instances import InstanceService
 from .services.jobs import JobService
+from .services.sessions import SessionService
 from .services.stats import StatsService
 from .services.stream import EventStream
 from .services.subscriptions import SubscriptionService
 from .services.tasks import TaskService
 from .services.templates import TemplateService
 from .services.triggers import Reactions
+from .services.users import UserService
 from .settings import Settings
 from .store import open_store
 from .store.base import Store
@@ -66,6 +68,8 @@ class Services:
     stream: EventStream
     reactions: Reactions
     events: EventService
+    users: UserService
+    sessions: SessionService
 
 
 SYSTEM = Principal(token_id="system", tenant=DEFAULT_TENANT, role=Role.SUPERADMIN, name="system")
@@ -117,6 +121,8 @@ async def build_services(settings: Settings, store: Store | None = None, clock: 
         reactions=reactions,
         events=EventService(store, clock, reactions),
         subscriptions=SubscriptionService(store, clock, allow_private=settings.outbound_allow_private),
+        users=UserService(store, clock),
+        sessions=SessionService(store, clock, timedelta(hours=settings.session_hours)),
     )
 
 

@@ -41,7 +41,7 @@ RULES = (
         "only the edge speaks HTTP to browsers",
         (PACKAGE,),
         WEB,
-        (f"{PACKAGE}.api", f"{PACKAGE}.cli", f"{PACKAGE}.wiring"),
+        (f"{PACKAGE}.api", f"{PACKAGE}.web", f"{PACKAGE}.cli", f"{PACKAGE}.wiring"),
     ),
     Rule(
         "the engine decides and does no I/O",

@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from .. import web
 from ..clock import Clock
 from ..runtime.worker import Handlers
 from ..settings import Settings
@@ -20,7 +21,7 @@ from .idempotency import Idempotency
 from .metrics import Metrics, MetricsMiddleware
 from .rate_limit import RateLimiter
 from .request_log import RequestLog
-from .routes import admin, contacts, events, instances, jobs, stream, subscriptions, tasks, workflows
+from .routes import admin, contacts, events, instances, jobs, stream, subscriptions, tasks, users, workflows
 
 log = logging.getLogger("cbworkflow")
 
@@ -83,9 +84,11 @@ def create_app(
         stream.router,
         jobs.router,
         subscriptions.router,
+        users.router,
     )
     for router in routers:
         app.include_router(router)
+    web.install(app)
     api_routes = [route for router in routers for route in router.routes]  # to name answers made before routing
     # Each add_middleware wraps the ones before it: the last added is the outermost. From the outside in: metrics
     # (they see every answer, 413 and 429 too), the request id and access log (which also answers an exception

@@ -129,7 +129,7 @@ class BodyLimit:
         except _Stopped:
             return
         scope.setdefault("state", {})["raw_body"] = body
-        if body:
+        if body and scope["path"].startswith("/api/"):  # the web pages' forms stay forms
             scope["headers"] = _json_unless_typed(scope["headers"])
             problem = json_problem(body)
             if problem:

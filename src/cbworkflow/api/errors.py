@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -121,10 +121,20 @@ def error_response(app: Any, exc: Exception, method: str, path: str) -> JSONResp
     return unexpected_error_response(app, exc, method, path)
 
 
+def _page(request: Request, status_code: int, detail: str) -> Response | None:
+    """The web pages' error page, when a browser asked for a page (`web/`, which installs the hook)."""
+    wants_page = getattr(request.app.state, "wants_page", None)
+    if wants_page is None or not wants_page(request):
+        return None
+    response: Response = request.app.state.page_error(request, status_code, detail)
+    return response
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(CbwError)
-    async def _cbw(request: Request, exc: CbwError) -> JSONResponse:
-        return cbw_error_response(request.app, exc)
+    async def _cbw(request: Request, exc: CbwError) -> Response:
+        answer = cbw_error_response(request.app, exc)
+        return _page(request, exc.status_code, exc.detail) or answer
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -135,13 +145,14 @@ def install(app: FastAPI) -> None:
         return JSONResponse(body, status_code=status)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         detail = exc.detail if isinstance(exc.detail, str) else "request failed"
         if exc.status_code == 404 and detail == "Not Found":
             detail = "no such route or record"
         elif exc.status_code == 405:
             detail = "this method is not allowed on this route"
-        return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=exc.headers)
+        page = _page(request, exc.status_code, "no such page" if exc.status_code == 404 else detail)
+        return page or JSONResponse({"detail": detail}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

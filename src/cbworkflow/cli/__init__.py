@@ -19,6 +19,7 @@ from ..store import UnsupportedStore
 from . import (
     campaign,  # noqa: F401  (registers enrol and jobs on the app)
     contacts,  # noqa: F401  (registers contacts import and export)
+    people,  # noqa: F401  (registers users create and list)
 )
 from .commands import app
 from .files import CliError

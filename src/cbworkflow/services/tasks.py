@@ -65,6 +65,17 @@ class TaskService:
 
         return await self.store.read(principal.tenant, run)
 
+    async def held(self, principal: Principal) -> Task | None:
+        """The oldest task the caller holds now (whatever its role): what the volunteer screen shows again after a
+        reload, before it claims another."""
+        now = self.clock.now()
+
+        def run(tx: Tx) -> Task | None:
+            found = tx.list_tasks(TaskFilter(held_by=principal.token_id), now, PageRequest(limit=1)).items
+            return task_of(tx, found[0]) if found else None
+
+        return await self.store.read(principal.tenant, run)
+
     async def claim(self, principal: Principal, query: TaskQuery) -> Task | None:
         now = self.clock.now()
 

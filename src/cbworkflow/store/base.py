@@ -37,6 +37,7 @@ from ..models.instances import WorkflowInstance
 from ..models.jobs import JobRecord
 from ..models.subscriptions import DeliveryRecord, DeliveryStatus, SubscriptionRecord
 from ..models.templates import Node, TemplateHooks, TemplateVersion, TriggerError, WorkflowTemplate
+from ..models.users import SessionRecord, User, UserRecord
 from .filters import ContactFilter as ContactFilter  # services import the filters with the interface
 from .filters import EventFilter as EventFilter
 from .filters import InstanceFilter as InstanceFilter
@@ -159,6 +160,42 @@ class Tx(ABC):
     def list_tokens(self, page: PageRequest) -> Page[Token]: ...
     @abstractmethod
     def delete_token(self, token_id: str) -> bool: ...
+
+    # --- people who sign in to the web pages, and their sessions (models/users.py) ---
+    @abstractmethod
+    def insert_user(self, record: UserRecord) -> None:
+        """Raises Conflict (CLASH) when the id, or the email (by `email_key`), is already this tenant's."""
+
+    @abstractmethod
+    def get_user(self, user_id: str) -> UserRecord | None:
+        """Locked inside `write`."""
+
+    @abstractmethod
+    def get_user_by_email(self, email_key: str) -> UserRecord | None: ...
+    @abstractmethod
+    def update_user(self, record: UserRecord) -> None:
+        """Password, invitation, name, role; the email and id never change."""
+
+    @abstractmethod
+    def list_users(self, page: PageRequest) -> Page[User]:
+        """This tenant's people, newest first."""
+
+    @abstractmethod
+    def delete_user(self, user_id: str) -> bool:
+        """The person and every session of theirs; False when there was none."""
+
+    @abstractmethod
+    def insert_session(self, record: SessionRecord) -> None: ...
+    @abstractmethod
+    def get_session(self, session_id: str) -> SessionRecord | None:
+        """As stored, expired or not: the caller compares `expires_at` and the secret's hash."""
+
+    @abstractmethod
+    def update_session(self, record: SessionRecord) -> None:
+        """A new `expires_at` (a session in use is kept alive)."""
+
+    @abstractmethod
+    def delete_session(self, session_id: str) -> bool: ...
 
     # --- contacts ---
     @abstractmethod
@@ -443,6 +480,10 @@ class SystemTx(ABC):
     # --- authentication ---
     @abstractmethod
     def find_token_by_hash(self, secret_hash: str) -> TokenRecord | None: ...
+    @abstractmethod
+    def find_users_by_email(self, email_key: str, limit: int) -> list[UserRecord]:
+        """Everyone who signs in with this address, in any tenant (an address may serve several campaigns): at
+        most `limit`, oldest first."""
 
     # --- the worker's due work ---
     @abstractmethod
@@ -495,6 +536,10 @@ class SystemTx(ABC):
     @abstractmethod
     def purge_idempotency(self, before: datetime) -> int:
         """Forget keys stored before `before`, in every tenant; returns how many."""
+
+    @abstractmethod
+    def purge_sessions(self, before: datetime) -> int:
+        """Forget sessions whose `expires_at` is before `before`, in every tenant; returns how many."""
 
 
 # What every backend answers when a write breaks a unique key, and when the store cannot be reached.
