@@ -199,6 +199,14 @@ def _triggers(conn: Connection) -> None:
         schema.ENROL_KEY_INDEX.create(conn)
 
 
+def _people(conn: Connection) -> None:
+    """People who sign in to the web pages, and their sessions, with their indexes (step 1 made them already on a
+    database created at this version or later)."""
+    for table in (schema.users, schema.sessions):
+        if not inspect(conn).has_table(table.name):
+            table.create(conn)
+
+
 MIGRATIONS: list[tuple[int, str, Step]] = [
     (1, "initial tables", _initial),
     (2, "contact search index", _search_index),
@@ -210,6 +218,7 @@ MIGRATIONS: list[tuple[int, str, Step]] = [
     (8, "the outbox: a sequence per tenant on events, and readers' cursors", _outbox),
     (9, "webhook subscriptions and deliveries", _subscriptions),
     (10, "triggers and goals of templates, trigger errors, enrolment keys of instances", _triggers),
+    (11, "people who sign in to the web pages, and their sessions", _people),
 ]
 LATEST = MIGRATIONS[-1][0]
 

@@ -459,3 +459,31 @@ deliveries = _records(
     _newest_first("deliveries", "log", "subscription_id"),
     _newest_first("deliveries", "log_status", "subscription_id", "status"),
 )
+
+# People who sign in to the web pages (migration 11): the address as given and its case-folded key (unique in the
+# tenant; indexed alone too, for sign-in by address across tenants, oldest first), the argon2 hash of the password
+# (NULL while invited) and the SHA-256 of a pending invitation's secret.
+users = _records(
+    "users",
+    *_required_text(email=320, email_key=320, name=200, role=20, status=20),
+    *_optional_text(password_hash=255, invitation_hash=128),
+    Column("invitation_expires_at", UTCDateTime()),
+    _required("created_at", UTCDateTime()),
+    UniqueConstraint("tenant", "email_key", name="uq_users_tenant_email_key"),
+    Index("ix_users_email_key", "email_key", "created_at", "pk"),
+    _newest_first("users", "created"),
+)
+
+# Signed-in browsers: the SHA-256 of the cookie's secret (never the secret) and the token their forms carry. By
+# person, for removing someone with their sessions; by expiry, for the purge of expired ones.
+sessions = Table(
+    "sessions",
+    metadata,
+    _tenant(),
+    *_required_text(id=64, user_id=64, secret_hash=128, csrf_token=128),
+    _required("created_at", UTCDateTime()),
+    _required("expires_at", UTCDateTime()),
+    PrimaryKeyConstraint("tenant", "id"),
+    Index("ix_sessions_user", "tenant", "user_id"),
+    Index("ix_sessions_expires", "expires_at"),
+)

@@ -8,12 +8,16 @@
     <root>/<tenant>/template-versions/<template id>/<version>.json
     <root>/<tenant>/snapshots/<hash>.json   frozen node maps, shared by instances of the same graph
     <root>/<tenant>/tokens/<id>.json        a token with the SHA-256 of its secret (never the secret)
+    <root>/<tenant>/users/<id>.json         a person who signs in: the password's argon2 hash, an invitation's SHA-256
+    <root>/<tenant>/sessions/<id>.json      a signed-in browser: the SHA-256 of its cookie's secret, its CSRF token
     <root>/<tenant>/jobs/<id>.json          a background job (bulk enrolment), with the worker's lease on it
     <root>/<tenant>/job-rows/<job id>/<seq>.json   a chunk a job staged (an import's rows), until it is read
     <root>/<tenant>/contact-instances/<contact id>.json   instance ids of a contact (kept after the contact goes)
     <root>/<tenant>/external-ids/<sha256>.json            which contact holds an external id
     <root>/<tenant>/idempotency/<sha256>.json
     <root>/.tokens/<secret hash>.json       token lookup by hash, across tenants
+    <root>/.user-emails/<sha256 of the email key>/<tenant>.json   who in that tenant signs in with the address
+                                            (the tenant's uniqueness check, and sign-in by address across tenants)
     <root>/.due/<wake time>.<tenant>.<id>.json   instances whose work comes due, in time order (for the worker)
     <root>/.journal/                        multi-file commits in flight
 
@@ -36,7 +40,8 @@ choice. The worker's questions (what is due, and when next) read only the `.due/
 
 The modules, along these seams: `disk` (file I/O and locks), `journal`, `layout` (where each record lives),
 `docs` (stored documents and pages over them), `transaction` (locks and pending changes), `tenant_tx` (one
-tenant's `Tx`), `system_tx` (the `SystemTx`), `store` (`JsonFileStore`).
+tenant's `Tx`, with its parts: `keys`, `counts`, `outbox`, `hooks`, `subscriptions`, `people`), `system_tx` (the
+`SystemTx`), `store` (`JsonFileStore`).
 """
 
 from __future__ import annotations

@@ -68,7 +68,8 @@ class Layout:
 
     # ------------------------------------------------------------------ records of a tenant
     def record(self, tenant: str, folder: str, record_id: str) -> Path | None:
-        """`<tenant>/<folder>/<id>.json`: contacts, instances, templates, snapshots, tokens, contact-instances, jobs."""
+        """`<tenant>/<folder>/<id>.json`: contacts, instances, templates, snapshots, tokens, contact-instances, jobs,
+        users, sessions."""
         name = file_name(record_id)
         return None if name is None else self.root / tenant / folder / f"{name}.json"
 
@@ -100,6 +101,14 @@ class Layout:
         """`.tokens/<hash>.json`: which tenant's token has this secret."""
         name = file_name(secret_hash)
         return None if name is None else self.root / ".tokens" / f"{name}.json"
+
+    def user_emails(self, email_key: str) -> Path:
+        """`.user-emails/<sha256 of the email key>/`: a link per tenant that has a person signing in with it."""
+        return self.root / ".user-emails" / hashed(email_key)
+
+    def user_email(self, email_key: str, tenant: str) -> Path:
+        """`.user-emails/<sha256 of the email key>/<tenant>.json`: which person of `tenant` has the address."""
+        return self.user_emails(email_key) / f"{tenant}.json"
 
     def due_entry(self, doc: dict[str, Any] | None) -> Path | None:
         """The `.due/` entry of an instance whose work can come due. It is named by the wake time, so listing that

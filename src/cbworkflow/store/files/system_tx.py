@@ -1,5 +1,5 @@
-"""The calls that span tenants, over the JSON files: tenants, token lookup by hash, the worker's `.due/` index,
-and maintenance scans of every tenant's folder."""
+"""The calls that span tenants, over the JSON files: tenants, token lookup by hash, people by address (through
+`.user-emails/`), the worker's `.due/` index, and maintenance scans of every tenant's folder."""
 
 from __future__ import annotations
 
@@ -10,12 +10,14 @@ from ...errors import Conflict, InvalidInput
 from ...ids import SLUG_RE
 from ...models.access import Tenant
 from ...models.jobs import JobRecord
+from ...models.users import UserRecord
 from ..base import CLASH, DueWork, Page, PageRequest, SnapshotCache, SystemTx, TokenRecord, Tx
 from ..jobs import claimed
 from ..paging import time_id_cursor
 from .docs import Doc, fields, job_free, job_saved, lease_free, newest_page, token_record
 from .docs import job as stored_job
-from .layout import Layout, hashed, parse_time
+from .layout import STORED, Layout, hashed, parse_time
+from .people import user_record
 from .subscriptions import FileDeliveryClaims
 from .tenant_tx import FileTx
 from .transaction import FileTransaction
@@ -66,6 +68,18 @@ class FileSystemTx(FileDeliveryClaims, SystemTx):
         path = self.layout.record(link["tenant"], "tokens", link["id"])
         doc = None if path is None else self.txn.peek(path)
         return token_record(doc) if doc and doc["secret_hash"] == secret_hash else None
+
+    def find_users_by_email(self, email_key: str, limit: int) -> list[UserRecord]:
+        """Through the address's `.user-emails/` folder: a link per tenant that has someone with it."""
+        found = []
+        for link in self.txn.scan(self.layout.user_emails(email_key)):
+            tenant = str(link.get("tenant"))
+            path = self.layout.record(tenant, "users", str(link.get("id"))) if SLUG_RE.match(tenant) else None
+            doc = None if path is None else self.txn.peek(path)
+            if doc is not None and doc.get("email_key") == email_key and link.get("email_key") == email_key:
+                found.append(doc)
+        found.sort(key=lambda doc: (parse_time(doc["created_at"]), doc[STORED]))
+        return [user_record(doc) for doc in found[:limit]]
 
     # ------------------------------------------------------------------ the worker's due work
     def claim_due(self, now: datetime, worker_id: str, lease_until: datetime, limit: int) -> list[DueWork]:
@@ -141,5 +155,20 @@ class FileSystemTx(FileDeliveryClaims, SystemTx):
             for doc in list(self.txn.scan(folder / "idempotency")):
                 if parse_time(doc["created_at"]) < before:
                     self.txn.put(folder / "idempotency" / f"{hashed(doc['route'], doc['key'])}.json", None)
+                    gone += 1
+        return gone
+
+    def purge_sessions(self, before: datetime) -> int:
+        """A scan of every tenant's `sessions/` folder: a known cost of this store, which is for small deployments.
+        Each expired session is looked at again under its lock, so one kept alive meanwhile stays."""
+        gone = 0
+        for folder in self.layout.tenant_dirs():
+            for doc in list(self.txn.scan(folder / "sessions")):
+                path = self.layout.record(folder.name, "sessions", str(doc.get("id")))
+                if path is None or parse_time(doc["expires_at"]) >= before:
+                    continue
+                current = self.txn.get(path)
+                if current is not None and parse_time(current["expires_at"]) < before:
+                    self.txn.put(path, None)
                     gone += 1
         return gone

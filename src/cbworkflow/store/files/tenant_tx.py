@@ -1,6 +1,6 @@
 """One tenant's transaction over the JSON files: every path it touches is under `<root>/<tenant>/`, except the
-two indexes that span tenants by nature (`.tokens/` for lookup by hash, `.due/` for the worker), which it keeps
-in step with the records."""
+indexes that span tenants by nature (`.tokens/` for lookup by hash, `.user-emails/` for signing in by address,
+`.due/` and `.deliveries/` for the worker), which it keeps in step with the records."""
 
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ from .hooks import FileHooks, enrol_key_field
 from .keys import FileKeys
 from .layout import FINISHED_STATUSES, MOVABLE_STATUSES, STORED, TIMELINE, Layout, parse_time
 from .outbox import FileOutbox
+from .people import FilePeople
 from .subscriptions import FileSubscriptions
 from .transaction import FileTransaction
 
@@ -41,7 +42,7 @@ def _required(path: Path | None, what: str) -> Path:
     return path
 
 
-class FileTx(FileHooks, FileKeys, FileCounts, FileOutbox, FileSubscriptions, Tx):
+class FileTx(FileHooks, FileKeys, FileCounts, FileOutbox, FilePeople, FileSubscriptions, Tx):
     """Reads and changes of one tenant's records, inside a `FileTransaction`."""
 
     def __init__(self, txn: FileTransaction, layout: Layout, snapshots: SnapshotCache, tenant: str) -> None:

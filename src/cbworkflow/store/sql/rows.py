@@ -13,6 +13,7 @@ from ...models.events import Event
 from ...models.instances import TERMINAL, WorkflowInstance, task_action
 from ...models.jobs import JobRecord
 from ...models.templates import TemplateVersion, WorkflowTemplate
+from ...models.users import SessionRecord, User, UserRecord, email_key
 from .. import schema as s
 from ..phones import name_key, phone_digits
 
@@ -37,6 +38,29 @@ def token_values(record_token: Token, secret_hash: str) -> dict[str, Any]:
         "secret_hash": secret_hash,
         "created_at": record_token.created_at,
     }
+
+
+def user_values(tenant_id: str, record: UserRecord) -> dict[str, Any]:
+    """The row of a person of `tenant_id`: the user's fields, the key their address is matched by, the hashes."""
+    values = record.user.model_dump(mode="python")
+    values["tenant"] = tenant_id
+    values["role"], values["status"] = record.user.role.value, record.user.status.value
+    values["email_key"] = email_key(record.user.email)
+    values["password_hash"], values["invitation_hash"] = record.password_hash, record.invitation_hash
+    return values
+
+
+def user(row: Row[Any]) -> UserRecord:
+    found = User.model_validate(row._mapping)
+    return UserRecord(user=found, password_hash=row.password_hash, invitation_hash=row.invitation_hash)
+
+
+def session_values(tenant_id: str, record: SessionRecord) -> dict[str, Any]:
+    return {**record.model_dump(mode="python"), "tenant": tenant_id}
+
+
+def session(row: Row[Any]) -> SessionRecord:
+    return SessionRecord.model_validate(row._mapping)
 
 
 def contact_values(contact: Contact) -> dict[str, Any]:

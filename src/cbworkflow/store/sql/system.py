@@ -9,6 +9,7 @@ from sqlalchemy import Connection, and_, delete, func, insert, or_, select, upda
 
 from ...models.access import Tenant
 from ...models.jobs import JobRecord, JobStatus
+from ...models.users import UserRecord
 from .. import schema as s
 from ..base import DueWork, Page, PageRequest, SystemTx, TokenRecord, Tx
 from ..jobs import claimed
@@ -55,6 +56,11 @@ class SqlSystemTx(DeliveryClaims, SystemTx):
     def find_token_by_hash(self, secret_hash: str) -> TokenRecord | None:
         row = self.conn.execute(select(s.tokens).where(s.tokens.c.secret_hash == secret_hash)).first()
         return TokenRecord(token=rows.token(row), secret_hash=row.secret_hash) if row else None
+
+    def find_users_by_email(self, email_key: str, limit: int) -> list[UserRecord]:
+        u = s.users.c  # along ix_users_email_key, in its order
+        query = select(s.users).where(u.email_key == email_key).order_by(u.created_at, u.pk).limit(limit)
+        return [rows.user(row) for row in self.conn.execute(query)]
 
     # ------------------------------------------------------------------ the worker's due work
     def claim_due(self, now: datetime, worker_id: str, lease_until: datetime, limit: int) -> list[DueWork]:
@@ -110,4 +116,8 @@ class SqlSystemTx(DeliveryClaims, SystemTx):
 
     def purge_idempotency(self, before: datetime) -> int:
         done = self.conn.execute(delete(s.idempotency_keys).where(s.idempotency_keys.c.created_at < before))
+        return int(done.rowcount)
+
+    def purge_sessions(self, before: datetime) -> int:
+        done = self.conn.execute(delete(s.sessions).where(s.sessions.c.expires_at < before))  # ix_sessions_expires
         return int(done.rowcount)

@@ -33,6 +33,7 @@ from . import rows
 from .deliveries import SubscriptionRows
 from .hooks import HookRows
 from .outbox import OutboxRows
+from .people import PeopleRows
 from .tags import CONTACTS, INSTANCES, TEMPLATES, Tagged, TagRows
 from .tally_rows import read_tallies
 
@@ -81,7 +82,7 @@ def _created_key(row: Row[Any]) -> tuple[str, int]:
     return row.created_at.isoformat(), row.pk
 
 
-class SqlTx(HookRows, OutboxRows, SubscriptionRows, Tx):
+class SqlTx(HookRows, OutboxRows, PeopleRows, SubscriptionRows, Tx):
     """A transaction on one SQLAlchemy connection, scoped to a tenant."""
 
     def __init__(
