@@ -31,6 +31,12 @@ def person(tenant: Tenant, role: str, email: str | None = None, password: str | 
     return answer
 
 
+def invitation_path(made: dict[str, Any]) -> str:
+    """The path of an invitation link (the link itself is on CBW_PUBLIC_URL, not the test server's port)."""
+    link: str = made["invitation_url"]
+    return link[link.index("/invite/") :]
+
+
 def browser(tenant: Tenant) -> httpx.Client:
     """A client that behaves like a browser: keeps cookies, asks for HTML, sends its origin, never follows
     redirects by itself (tests look at them). Closed with the tenant's other clients."""

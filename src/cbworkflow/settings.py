@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -40,6 +41,7 @@ class Settings(BaseSettings):
     import_max_bytes: int = Field(default=268_435_456, ge=1024)  # POST /api/contacts/import's own body limit
     import_inline_limit: int = Field(default=5_000, ge=0, le=1_000_000)  # a larger file becomes a job (202)
     rate_limit: float = Field(default=100.0, ge=0)
+    public_url: str = "http://localhost:8000"  # where people reach the service (links in invitations)
     session_hours: float = Field(default=12.0, gt=0, le=24 * 90)  # a web session ends this long after its last use
     default_phone_region: str = "US"
     outbound_allow_private: bool = False
@@ -69,6 +71,13 @@ class Settings(BaseSettings):
     sms_account_sid: str | None = None
     sms_auth_token: str | None = None
     sms_from: str | None = None
+
+    @field_validator("public_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not re.fullmatch(r"https?://[^/\s?#]+(/[^\s?#]*)?", value):
+            raise ValueError("an http:// or https:// address such as https://outreach.example.org")
+        return value.rstrip("/")
 
     @field_validator("default_phone_region")
     @classmethod

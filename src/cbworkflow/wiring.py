@@ -121,7 +121,7 @@ async def build_services(settings: Settings, store: Store | None = None, clock: 
         reactions=reactions,
         events=EventService(store, clock, reactions),
         subscriptions=SubscriptionService(store, clock, allow_private=settings.outbound_allow_private),
-        users=UserService(store, clock),
+        users=UserService(store, clock, settings.public_url),
         sessions=SessionService(store, clock, timedelta(hours=settings.session_hours)),
     )
 

@@ -34,7 +34,7 @@ def test_without_a_password_the_answer_holds_an_invitation_link_once(tenant: Ten
     made = tenant.admin.post("/api/users", json={"email": "kim@example.org", "name": "Kim", "role": "staff"})
     assert made.status_code == 201, made.text
     link = made.json()["invitation_url"]
-    assert link.startswith(f"/invite/{tenant.id}.")
+    assert link.startswith(f"http://localhost:8000/invite/{tenant.id}.")  # on CBW_PUBLIC_URL
     user = made.json()["user"]
     assert user["status"] == "invited"
     assert user["invitation_expires_at"] > user["created_at"]

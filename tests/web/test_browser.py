@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from conftest import ONE_STORE, Tenant, unavailable
-from pages import PASSWORD, person
+from pages import PASSWORD, invitation_path, person
 
 pytestmark = [ONE_STORE, pytest.mark.slow]
 
@@ -133,7 +133,7 @@ def test_the_organisers_dashboard_and_the_error_page(chromium: Any, tenant: Tena
     invited = person(tenant, "volunteer", password=None)
     for size in (PHONE, DESKTOP):
         screen = Screen(chromium, tenant.server.base_url, size, "organiser")
-        screen.page.goto(invited["invitation_url"])
+        screen.page.goto(invitation_path(invited))
         assert screen.page.get_by_label("Password again").count() == 1
         screen.shot("invite")
         screen.sign_in(organiser["user"]["email"])

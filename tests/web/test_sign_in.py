@@ -8,7 +8,7 @@ from collections.abc import Callable
 import httpx
 
 from conftest import Tenant
-from pages import PASSWORD, browser, form_token, person, sign_in, signed_in, text_of
+from pages import PASSWORD, browser, form_token, invitation_path, person, sign_in, signed_in, text_of
 
 
 def test_a_page_without_a_session_sends_the_browser_to_sign_in(tenant: Tenant) -> None:
@@ -128,7 +128,7 @@ def test_failed_sign_ins_are_limited_per_account(tenant: Tenant) -> None:
 
 def test_an_invitation_link_sets_a_password_once(tenant: Tenant) -> None:
     made = person(tenant, "volunteer", password=None)
-    link = made["invitation_url"]
+    link = invitation_path(made)
     client = browser(tenant)
     assert sign_in(client, made["user"]["email"], PASSWORD).status_code == 401  # no password yet
     page = client.get(link)

@@ -57,12 +57,12 @@ def test_a_volunteer_claims_records_and_gets_the_next_task_at_once(tenant: Tenan
     assert "Grace Hopper" in text_of(after)  # the next task, claimed at once
     timeline = tenant.admin.get(f"/api/instances/{first['id']}/timeline").json()["items"]
     action = next(e for e in timeline if e["type"] == "user_action")
-    assert action["actor"] == f"user:{user['id']}"
+    assert action["actor"] == user["id"]
     assert "rang twice" in str(action["data"])
     moved = tenant.admin.get(f"/api/instances/{first['id']}").json()
     assert moved["current_node"] == "schedule_door"
     held = tenant.admin.get("/api/tasks", params={"template_id": second["template_id"]}).json()["items"]
-    assert {t["instance_id"]: t["held_by"] for t in held}[second["id"]] == f"user:{user['id']}"
+    assert {t["instance_id"]: t["held_by"] for t in held}[second["id"]] == user["id"]
 
 
 def test_a_reload_shows_the_held_task_instead_of_claiming_another(tenant: Tenant) -> None:

@@ -31,7 +31,6 @@ def _read_password() -> str:
 @users.command("create")
 def users_create(
     email: Annotated[str, typer.Option("--email", help="the address they sign in with", show_default=False)],
-    name: Annotated[str, typer.Option("--name", help="their name, as pages show it", show_default=False)],
     role: Annotated[UserRole, typer.Option("--role", help="what they may do", show_default=False)],
     password: Annotated[
         bool,
@@ -41,15 +40,15 @@ def users_create(
             "without it, an invitation link valid 7 days is printed",
         ),
     ] = False,
-    base_url: Annotated[
-        str, typer.Option("--base-url", help="the server's address, to print the invitation link in full")
-    ] = "http://localhost:8000",
+    name: Annotated[
+        str | None, typer.Option("--name", help="their name, as pages show it (default: the address before @)")
+    ] = None,
     tenant: TenantOption = DEFAULT_TENANT,
 ) -> int:
     """Add a person who signs in to the web pages of TENANT."""
     secret = _read_password() if password else None
     try:
-        body = UserCreate(email=email, name=name, role=role, password=secret)
+        body = UserCreate(email=email, name=name or email.split("@")[0], role=role, password=secret)
     except ValidationError as exc:
         raise _bad_value(
             exc, {"email": "--email", "name": "--name", "role": "--role", "password": "--password"}
@@ -60,7 +59,7 @@ def users_create(
         user = created.user
         print(f"added {user.email} ({user.role.value}) to {tenant} as {user.id}")
         if created.invitation_url:
-            print(f"invitation (valid 7 days, shown this once): {base_url.rstrip('/')}{created.invitation_url}")
+            print(f"invitation link (valid 7 days, shown this once): {created.invitation_url}")
         return 0
 
     return _run(run)

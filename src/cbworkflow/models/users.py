@@ -80,7 +80,7 @@ class UserCreated(BaseModel):
     user: User
     """The person as stored."""
     invitation_url: str | None = None
-    """Where they choose a password (a path on this server, valid 7 days): shown only in this answer."""
+    """Where they choose a password (on `CBW_PUBLIC_URL`, valid 7 days): shown only in this answer."""
 
 
 def email_key(email: str) -> str:

@@ -15,7 +15,7 @@ import threading
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from ..clock import Clock
 from ..errors import CbwError
@@ -26,6 +26,7 @@ from ..store.base import Store, SystemTx, Tx
 from .access import hash_secret
 from .users import actor_of, password_matches
 
+PURGE_EVERY = timedelta(hours=1)  # expired sessions are forgotten by a sign-in at most this often
 REFRESH_EVERY = timedelta(minutes=5)  # a session's expiry moves forward at most this often (one write)
 MAX_ACCOUNTS_PER_EMAIL = 20  # one address may sign in to several tenants; this many at most are tried
 
@@ -124,6 +125,7 @@ class SessionService:
         self.clock = clock
         self.lifetime = lifetime
         self.limits = limits or SignInLimits()
+        self._last_purge: datetime | None = None
 
     async def sign_in(
         self, email: str, password: str, client: str, tenant: str | None = None
@@ -144,6 +146,7 @@ class SessionService:
             self.limits.failed(key, client)
             return None
         self.limits.succeeded(key)
+        await self.purge_if_due()
         if len(matching) > 1:
             names = await self.store.system_read(lambda stx: _tenant_names(stx, [r.user.tenant for r in matching]))
             return ChooseTenant(names)
@@ -198,9 +201,12 @@ class SessionService:
     async def sign_out(self, caller: WebCaller) -> None:
         await self.store.write(caller.user.tenant, lambda tx: tx.delete_session(caller.session_id))
 
-    async def purge(self) -> int:
-        """Forget expired sessions in every tenant; returns how many."""
+    async def purge_if_due(self) -> int:
+        """Forget expired sessions in every tenant, at most every PURGE_EVERY; returns how many."""
         now = self.clock.now()
+        if self._last_purge is not None and now - self._last_purge < PURGE_EVERY:
+            return 0
+        self._last_purge = now
         return await self.store.system_write(lambda stx: stx.purge_sessions(now))
 
 

@@ -63,8 +63,9 @@ def check_password(password: str) -> str:
 
 
 def actor_of(user_id: str) -> str:
-    """What a person's actions are recorded as (`actor` in the timeline, `held_by` on a task)."""
-    return f"user:{user_id}"
+    """What a person's actions are recorded as (`actor` in the timeline, `held_by` on a task): their id, as
+    workflows.md § Events says; ids are drawn from 48 random bits, so it names no token too."""
+    return user_id
 
 
 @dataclass(frozen=True)
@@ -87,9 +88,10 @@ class Invitation:
 
 
 class UserService:
-    def __init__(self, store: Store, clock: Clock) -> None:
+    def __init__(self, store: Store, clock: Clock, public_url: str = "http://localhost:8000") -> None:
         self.store = store
         self.clock = clock
+        self.public_url = public_url.rstrip("/")
 
     async def create(self, principal: Principal | None, tenant: str, body: UserCreate) -> UserCreated:
         """`principal` None means the local CLI. Only admins add people, and only in their own tenant."""
@@ -119,7 +121,7 @@ class UserService:
             tx.insert_user(record)
 
         await self.store.write(tenant, run)
-        link = f"/invite/{Invitation(tenant, user_id, secret)}" if secret else None
+        link = f"{self.public_url}/invite/{Invitation(tenant, user_id, secret)}" if secret else None
         return UserCreated(user=user, invitation_url=link)
 
     async def list(self, tenant: str, page: PageRequest) -> Page[User]:

@@ -13,7 +13,7 @@ from fastapi import FastAPI, Request
 from starlette.responses import RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
 
-from . import dashboard, sign_in, volunteer
+from . import admin, contacts, dashboard, instances, sign_in, volunteer, workflows
 from .auth import SignInRequired, login_url
 from .templating import render
 
@@ -45,8 +45,8 @@ def page_error(request: Request, status_code: int, detail: str) -> Response:
 
 
 def install(app: FastAPI) -> None:
-    for router in (sign_in.router, dashboard.router, volunteer.router):
-        app.include_router(router)
+    for module in (sign_in, dashboard, volunteer, contacts, workflows, instances, admin):
+        app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=str(files("cbworkflow.web") / "static")), name="static")
     app.state.page_error = page_error
     app.state.wants_page = wants_page
