@@ -7,72 +7,15 @@ look at (the README says where).
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import ONE_STORE, Tenant, unavailable
-from pages import PASSWORD, invitation_path, person
+from browsing import DESKTOP, PHONE, Screen, chromium  # noqa: F401  (the fixture)
+from conftest import ONE_STORE, Tenant
+from pages import invitation_path, person
 
 pytestmark = [ONE_STORE, pytest.mark.slow]
-
-CHROMIUM = Path("/usr/bin/chromium")
-SHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-PHONE = {"width": 360, "height": 740}
-DESKTOP = {"width": 1280, "height": 800}
-
-
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Any]:
-    if not CHROMIUM.exists() and shutil.which("chromium") is None:
-        unavailable("Chromium is not installed (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
-
-
-class Screen:
-    """One browser context at one size; every dialog (an `alert` that escaped) is recorded, and fails the test."""
-
-    def __init__(self, chromium: Any, base_url: str, size: dict[str, int], name: str) -> None:
-        self.context = chromium.new_context(viewport=size, base_url=base_url)
-        self.page = self.context.new_page()
-        self.dialogs: list[str] = []
-        self.page.on("dialog", lambda dialog: (self.dialogs.append(dialog.message), dialog.dismiss()))
-        self.size = size
-        self.name = name
-
-    def shot(self, what: str) -> None:
-        SHOTS.mkdir(parents=True, exist_ok=True)
-        self.page.screenshot(path=str(SHOTS / f"{what}-{self.size['width']}.png"), full_page=True)
-
-    def sign_in(self, email: str, password: str = PASSWORD) -> None:
-        self.page.goto("/login")
-        self.page.get_by_label("Email").fill(email)
-        self.page.get_by_label("Password").fill(password)
-        self.page.get_by_role("button", name="Sign in").click()
-        self.page.wait_for_load_state()
-
-    def close(self) -> None:
-        self.context.close()
-
 
 # What the volunteer records at each step, per voter: three paths through the reference template.
 PLAN = {
@@ -84,7 +27,7 @@ ENDS = {"Ada Declines": "declined", "Ben Postcard": "success", "Cleo Lost": "fai
 
 
 @pytest.mark.parametrize("size", [PHONE, DESKTOP], ids=["phone", "desktop"])
-def test_a_volunteer_works_the_queue_to_the_end(chromium: Any, tenant: Tenant, size: dict[str, int]) -> None:
+def test_a_volunteer_works_the_queue_to_the_end(chromium: Any, tenant: Tenant, size: dict[str, int]) -> None:  # noqa: F811
     instances = {}
     for name in PLAN:
         contact = tenant.contact(name=name, phone="(555) 201-3344", metadata={"address": "12 Elm St", "city": "Dover"})
@@ -126,7 +69,7 @@ def test_a_volunteer_works_the_queue_to_the_end(chromium: Any, tenant: Tenant, s
     screen.close()
 
 
-def test_the_organisers_dashboard_and_the_error_page(chromium: Any, tenant: Tenant) -> None:
+def test_the_organisers_dashboard_and_the_error_page(chromium: Any, tenant: Tenant) -> None:  # noqa: F811
     for name in ("Dee", "Eve"):
         tenant.instance(tenant.contact(name=name)["id"], start=True)
     organiser = person(tenant, "admin")
@@ -148,7 +91,7 @@ def test_the_organisers_dashboard_and_the_error_page(chromium: Any, tenant: Tena
         screen.close()
 
 
-def test_hostile_text_runs_no_script(chromium: Any, tenant: Tenant) -> None:
+def test_hostile_text_runs_no_script(chromium: Any, tenant: Tenant) -> None:  # noqa: F811
     hostile = [
         "<script>alert(1)</script>",
         '"><img src=x onerror=alert(2)>',
