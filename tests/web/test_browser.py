@@ -84,6 +84,13 @@ def test_the_organisers_dashboard_and_the_error_page(chromium: Any, tenant: Tena
         row = screen.page.locator("tr", has_text="Initial phone call")
         assert row.locator("td").inner_text() == "2"
         screen.shot("dashboard")
+        screen.page.goto("/admin")
+        screen.page.locator("#token-name").fill("Phone bank desk")
+        screen.page.locator("#token-role").select_option("staff")
+        screen.page.get_by_role("button", name="Create token").click()
+        assert screen.page.get_by_role("heading", name="New staff token: Phone bank desk").count() == 1
+        assert screen.page.locator("code.copy").inner_text().startswith("cbw_")
+        screen.shot("admin")
         screen.page.goto("/no-such-page")
         assert screen.page.get_by_role("heading", name="Not found").count() == 1
         screen.shot("error")

@@ -26,6 +26,7 @@ OPERATION_IDS: dict[tuple[str, str], str] = {
     ("POST", "/api/users"): "users_create",
     ("GET", "/api/users"): "users_list",
     ("GET", "/api/users/{user_id}"): "users_get",
+    ("PATCH", "/api/users/{user_id}"): "users_update",
     ("DELETE", "/api/users/{user_id}"): "users_delete",
     ("GET", "/api/contacts"): "contacts_list",
     ("POST", "/api/contacts"): "contacts_create",

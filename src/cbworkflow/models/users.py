@@ -72,6 +72,17 @@ class UserCreate(RequestModel):
     """A first password, 10 to 200 characters; absent: an invitation link is returned instead."""
 
 
+class UserPatch(RequestModel):
+    """Body of `PATCH /api/users/{id}` (admin): a new role or name; the email never changes."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"role": "staff"}]})
+
+    role: UserRole | None = None
+    """`admin`, `staff`, `volunteer` or `viewer`: takes effect at the person's next request."""
+    name: DisplayName | None = None
+    """The person's name, 1 to 200 characters."""
+
+
 class UserCreated(BaseModel):
     """The answer of `POST /api/users`: the person, and their invitation link when no password was given."""
 

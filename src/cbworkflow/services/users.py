@@ -25,6 +25,7 @@ from ..models.users import (
     User,
     UserCreate,
     UserCreated,
+    UserPatch,
     UserRecord,
     UserStatus,
     email_key,
@@ -132,6 +133,22 @@ class UserService:
         if record is None:
             raise NotFound(f"no person with id {user_id!r}")
         return record.user
+
+    async def change(self, tenant: str, user_id: str, body: UserPatch) -> User:
+        """A new role or name, at once: a signed-in person's next request sees it (sessions read the person)."""
+
+        def run(tx: Tx) -> User:
+            record = tx.get_user(user_id)
+            if record is None:
+                raise NotFound(f"no person with id {user_id!r}")
+            changes = body.model_dump(exclude_none=True)
+            if not changes:
+                return record.user
+            record.user = record.user.model_copy(update=changes)
+            tx.update_user(record)
+            return record.user
+
+        return await self.store.write(tenant, run)
 
     async def delete(self, tenant: str, user_id: str) -> None:
         """The person can no longer sign in, and every session of theirs ends now (the same transaction)."""

@@ -1,7 +1,220 @@
-"""Placeholder: the admin pages are being built."""
+"""/admin, for a tenant's admins: people (invite, change a role, remove), API tokens (create, revoke), and webhook
+subscriptions with their deliveries (create, enable or disable, redeliver).
+
+A secret (an invitation link, a token, a subscription's signing secret) is shown once, on the page that answers
+the form that made it, and never again. Tenant settings come with the campaign rules (contact hours, caps).
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Request
+from pydantic import ValidationError
+from starlette.responses import RedirectResponse, Response
+
+from ..errors import CbwError, NotFound
+from ..ids import ID_RE
+from ..models.access import Role, TokenCreate
+from ..models.subscriptions import DeliveryStatus, SubscriptionCreate, SubscriptionPatch
+from ..models.users import UserCreate, UserPatch
+from ..store.base import PageRequest
+from .auth import WebCaller, checked_form, role_in, services_of
+from .templating import render
 
 router = APIRouter(include_in_schema=False)
+Admin = Annotated[WebCaller, Depends(role_in(Role.ADMIN, doing="manage people, tokens and subscriptions"))]
+IdPath = Annotated[str, Path(max_length=64)]
+SAID = {
+    "role": "The role is changed; it applies from their next click.",
+    "removed": "Removed: they are signed out everywhere.",
+    "revoked": "The token is revoked: requests with it are refused from now on.",
+    "enabled": "The subscription is on again.",
+    "disabled": "The subscription is off: nothing more is sent to it.",
+    "redelivered": "The message will be sent again shortly.",
+    "deleted": "The subscription is deleted.",
+    "off": "The subscription is off: turn it on before sending a message again.",
+}
+TOKEN_ROLES = [role.value for role in Role if role is not Role.SUPERADMIN]
+
+
+def _problem(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "the form"
+    return f"{where}: {first['msg']}"
+
+
+def _page_request(value: str | None) -> PageRequest:
+    return PageRequest(limit=50, cursor=value[:512] if value else None)
+
+
+def _id(value: str, kind: str) -> str:
+    if not ID_RE.fullmatch(value):
+        raise NotFound(f"no {kind} with id {value[:80]!r}")
+    return value
+
+
+async def _admin_page(request: Request, caller: WebCaller, *, status_code: int = 200, **shown: Any) -> Response:
+    services = services_of(request)
+    tenant = caller.principal.tenant
+    query = request.query_params
+    people = await services.users.list(tenant, _page_request(query.get("people")))
+    tokens = await services.access.list_tokens(tenant, _page_request(query.get("tokens")))
+    subscriptions = await services.subscriptions.list(tenant, _page_request(query.get("subscriptions")))
+    context: dict[str, Any] = {
+        "people": people,
+        "tokens": tokens,
+        "subscriptions": subscriptions,
+        "roles": TOKEN_ROLES,
+        "said": SAID.get(query.get("said", "")),
+        "error": None,
+        "invitation": None,
+        "new_token": None,
+        "new_subscription": None,
+        "form": {},
+    }
+    context.update(shown)
+    return render(request, "admin.html", caller=caller, status_code=status_code, **context)
+
+
+def _done(said: str, anchor: str, target: str = "/admin") -> Response:
+    return RedirectResponse(f"{target}?said={said}#{anchor}", status_code=303)
+
+
+@router.get("/admin")
+async def admin_page(request: Request, caller: Admin) -> Response:
+    return await _admin_page(request, caller)
+
+
+# ---------------------------------------------------------------------------------------------------- people
+@router.post("/admin/people")
+async def invite(request: Request, caller: Admin) -> Response:
+    form = await checked_form(request, caller)
+    fields = {key: form.get(key, "").strip() for key in ("email", "name", "role")}
+    try:
+        body = UserCreate.model_validate({**fields, "name": fields["name"] or fields["email"].split("@")[0]})
+        made = await services_of(request).users.create(caller.principal, caller.principal.tenant, body)
+    except ValidationError as exc:
+        return await _admin_page(request, caller, status_code=422, error=_problem(exc), form=fields)
+    except CbwError as exc:
+        if exc.status_code >= 500:
+            raise
+        return await _admin_page(request, caller, status_code=exc.status_code, error=exc.detail, form=fields)
+    return await _admin_page(request, caller, status_code=201, invitation=made)
+
+
+@router.post("/admin/people/{user_id}/role")
+async def change_role(request: Request, caller: Admin, user_id: IdPath) -> Response:
+    form = await checked_form(request, caller)
+    if user_id == caller.user.id:
+        return await _admin_page(request, caller, status_code=409, error="You cannot change your own role here.")
+    try:
+        body = UserPatch.model_validate({"role": form.get("role", "")})
+    except ValidationError as exc:
+        return await _admin_page(request, caller, status_code=422, error=_problem(exc))
+    await services_of(request).users.change(caller.principal.tenant, _id(user_id, "person"), body)
+    return _done("role", "people")
+
+
+@router.post("/admin/people/{user_id}/remove")
+async def remove(request: Request, caller: Admin, user_id: IdPath) -> Response:
+    await checked_form(request, caller)
+    if user_id == caller.user.id:
+        return await _admin_page(request, caller, status_code=409, error="You cannot remove yourself.")
+    await services_of(request).users.delete(caller.principal.tenant, _id(user_id, "person"))
+    return _done("removed", "people")
+
+
+# ---------------------------------------------------------------------------------------------------- tokens
+@router.post("/admin/tokens")
+async def create_token(request: Request, caller: Admin) -> Response:
+    form = await checked_form(request, caller)
+    fields = {"role": form.get("role", ""), "name": form.get("name", "").strip() or None}
+    try:
+        body = TokenCreate.model_validate(fields)
+        if body.role is Role.SUPERADMIN:
+            return await _admin_page(request, caller, status_code=422, error="role: not a role for this page")
+    except ValidationError as exc:
+        return await _admin_page(request, caller, status_code=422, error=_problem(exc))
+    made = await services_of(request).access.create_token(caller.principal, body)
+    return await _admin_page(request, caller, status_code=201, new_token=made)
+
+
+@router.post("/admin/tokens/{token_id}/revoke")
+async def revoke_token(request: Request, caller: Admin, token_id: IdPath) -> Response:
+    await checked_form(request, caller)
+    await services_of(request).access.revoke_token(caller.principal, caller.principal.tenant, _id(token_id, "token"))
+    return _done("revoked", "tokens")
+
+
+# ---------------------------------------------------------------------------------------------------- subscriptions
+@router.post("/admin/subscriptions")
+async def create_subscription(request: Request, caller: Admin) -> Response:
+    form = await checked_form(request, caller)
+    fields = {"url": form.get("url", "").strip(), "events": form.get("events", "").strip() or "*"}
+    events = [name.strip() for name in fields["events"].replace("\n", ",").split(",") if name.strip()]
+    try:
+        body = SubscriptionCreate.model_validate({"url": fields["url"], "events": events})
+        made = await services_of(request).subscriptions.create(caller.principal, body)
+    except ValidationError as exc:
+        return await _admin_page(request, caller, status_code=422, error=_problem(exc), form=fields)
+    except CbwError as exc:
+        if exc.status_code >= 500:
+            raise
+        return await _admin_page(request, caller, status_code=exc.status_code, error=exc.detail, form=fields)
+    return await _admin_page(request, caller, status_code=201, new_subscription=made)
+
+
+@router.get("/admin/subscriptions/{subscription_id}")
+async def subscription_page(request: Request, caller: Admin, subscription_id: IdPath) -> Response:
+    services = services_of(request)
+    tenant = caller.principal.tenant
+    subscription = await services.subscriptions.get(tenant, _id(subscription_id, "subscription"))
+    wanted = request.query_params.get("status") or None
+    status = DeliveryStatus(wanted) if wanted in {s.value for s in DeliveryStatus} else None
+    deliveries = await services.subscriptions.deliveries(
+        tenant, subscription.id, status, _page_request(request.query_params.get("cursor"))
+    )
+    return render(
+        request,
+        "admin_subscription.html",
+        caller=caller,
+        subscription=subscription,
+        deliveries=deliveries,
+        status=status.value if status else "",
+        statuses=[s.value for s in DeliveryStatus],
+        said=SAID.get(request.query_params.get("said", "")),
+        error=None if wanted is None or status else "Status: choose pending, succeeded or failed.",
+    )
+
+
+@router.post("/admin/subscriptions/{subscription_id}/enabled")
+async def switch_subscription(request: Request, caller: Admin, subscription_id: IdPath) -> Response:
+    form = await checked_form(request, caller)
+    enabled = form.get("enabled") == "true"
+    await services_of(request).subscriptions.update(
+        caller.principal, _id(subscription_id, "subscription"), SubscriptionPatch(enabled=enabled)
+    )
+    return _done("enabled" if enabled else "disabled", "top", f"/admin/subscriptions/{subscription_id}")
+
+
+@router.post("/admin/subscriptions/{subscription_id}/delete")
+async def delete_subscription(request: Request, caller: Admin, subscription_id: IdPath) -> Response:
+    await checked_form(request, caller)
+    await services_of(request).subscriptions.delete(caller.principal, _id(subscription_id, "subscription"))
+    return _done("deleted", "subscriptions")
+
+
+@router.post("/admin/subscriptions/{subscription_id}/deliveries/{delivery_id}/redeliver")
+async def redeliver(request: Request, caller: Admin, subscription_id: IdPath, delivery_id: IdPath) -> Response:
+    await checked_form(request, caller)
+    target = f"/admin/subscriptions/{_id(subscription_id, 'subscription')}"
+    try:
+        await services_of(request).subscriptions.redeliver(
+            caller.principal, subscription_id, _id(delivery_id, "delivery")
+        )
+    except CbwError as exc:
+        if exc.status_code != 409:
+            raise
+        return RedirectResponse(f"{target}?said=off#deliveries", status_code=303)
+    return _done("redelivered", "deliveries", target)

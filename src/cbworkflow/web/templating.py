@@ -49,7 +49,10 @@ def render(
     """The page `template` for `caller` (None on the sign-in pages). Its server time is kept for the access log and
     the `Server-Timing` header."""
     started = time.perf_counter()
-    html = environment.get_template(template).render(request=request, caller=caller, **context)
+    # `csrf_token` too, for macros: inside a Jinja macro `caller` names the macro's call block, not our caller.
+    html = environment.get_template(template).render(
+        request=request, caller=caller, csrf_token=caller.csrf_token if caller else "", **context
+    )
     response = HTMLResponse(html, status_code=status_code)
     response.headers.update(PAGE_HEADERS)
     response.headers["Server-Timing"] = f"render;dur={(time.perf_counter() - started) * 1000:.1f}"

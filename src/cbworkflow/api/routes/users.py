@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Path, Response
 
 from ...models.access import Principal
 from ...models.common import Page
-from ...models.users import User, UserCreate, UserCreated
+from ...models.users import User, UserCreate, UserCreated, UserPatch
 from ..deps import ADMINS, PagingDep, ServicesDep, allow, record_id
 from ..errors import api_errors, error_responses
 
@@ -36,6 +36,12 @@ async def list_users(services: ServicesDep, principal: Admin, page: PagingDep) -
 async def get_user(services: ServicesDep, principal: Admin, user_id: UserIdPath) -> User:
     """One person."""
     return await services.users.get(principal.tenant, record_id(user_id, "person"))
+
+
+@router.patch("/{user_id}", response_model=User, responses=error_responses(404))
+async def change_user(services: ServicesDep, principal: Admin, user_id: UserIdPath, body: UserPatch) -> User:
+    """A new role or name; it takes effect at the person's next request, signed in or not."""
+    return await services.users.change(principal.tenant, record_id(user_id, "person"), body)
 
 
 @router.delete("/{user_id}", status_code=204, responses=error_responses(404))
