@@ -153,6 +153,8 @@ SCENARIO: list[tuple[str, str, int]] = [
     ("POST", "/api/contacts/import", 200),
     ("POST", "/api/subscriptions", 201),
     ("PATCH", "/api/subscriptions/{subscription}", 200),
+    ("POST", "/api/users", 201),
+    ("PATCH", "/api/users/{user}", 200),
 ]
 
 
@@ -160,6 +162,7 @@ def template_path(path: str) -> str:
     """The document's path for a scenario path (`/api/contacts/ada-lovelace` is `/api/contacts/{contact_id}`)."""
     path = re.sub(r"^/api/instances/\{instance\}", "/api/instances/{instance_id}", path)
     path = path.replace("/api/subscriptions/{subscription}", "/api/subscriptions/{subscription_id}")
+    path = path.replace("/api/users/{user}", "/api/users/{user_id}")
     path = re.sub(r"^/api/workflows/(\{welcome\}|[a-z0-9-]+)", "/api/workflows/{template_id}", path)
     path = re.sub(r"^/api/contacts/by-external-id/.+", "/api/contacts/by-external-id/{external_id}", path)
     return re.sub(r"^/api/contacts/(?!by-|import$)[a-z0-9-]+", "/api/contacts/{contact_id}", path)
@@ -189,6 +192,8 @@ def test_every_request_body_has_an_example_the_api_accepts(server: Server, tenan
             ids["instance"] = answer.json()["id"]
         elif path == "/api/subscriptions":
             ids["subscription"] = answer.json()["id"]
+        elif path == "/api/users":
+            ids["user"] = answer.json()["user"]["id"]
     tenants = spec["paths"]["/api/tenants"]["post"]
     with server.client(server.admin_token) as root:
         created = root.post("/api/tenants", json=body_example(spec, tenants))

@@ -29,6 +29,8 @@ class UserRole(StrEnum):
 
 
 class UserStatus(StrEnum):
+    """Whether a person may sign in yet: `invited` (no password chosen) or `active`."""
+
     INVITED = "invited"  # made without a password: waits for its invitation link to be used
     ACTIVE = "active"  # has a password and may sign in
 
