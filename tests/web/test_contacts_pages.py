@@ -268,6 +268,8 @@ def test_a_file_over_the_pages_limit_is_refused_before_it_is_read(tenant: Tenant
     big = "name\n" + "".join(f"Person {i:07d}\n" for i in range(80_000))
     refused = upload(client, big)
     assert refused.status_code == 413
+    assert refused.headers["content-type"].startswith("text/html")  # a page for the browser, not JSON
+    assert "cbworkflow contacts import" in text_of(refused)
     assert tenant.admin.get("/api/contacts").json()["items"] == []
 
 

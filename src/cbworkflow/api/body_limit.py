@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import html
 import json
 import os
 import tempfile
@@ -22,14 +23,30 @@ from ..models.access import Role
 from ..models.imports import import_format
 from .json_guard import json_problem
 
+PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1"><title>Not sent · cbworkflow</title>
+<link rel="stylesheet" href="/static/app.css"></head><body><main><section class="card narrow"><h1>Not sent</h1>
+<p role="alert">{detail}.</p><p>Go back to change it, or <a href="/">start again</a>.</p>
+</section></main></body></html>"""
 
-async def _reply(send: Send, status: int, detail: str) -> None:
-    body = json.dumps({"detail": detail}).encode()
+
+def wants_page(scope: Scope) -> bool:
+    """A browser sending a page's form (outside /api): its errors are a page, not JSON."""
+    accept = dict(scope["headers"]).get(b"accept", b"")
+    return not scope["path"].startswith("/api/") and b"text/html" in accept
+
+
+async def _reply(send: Send, status: int, detail: str, page: bool = False) -> None:
+    if page:
+        text = html.escape(detail[:1].upper() + detail[1:])
+        body, kind = PAGE.replace("{detail}", text).encode(), b"text/html; charset=utf-8"
+    else:
+        body, kind = json.dumps({"detail": detail}).encode(), b"application/json"
     await send(
         {
             "type": "http.response.start",
             "status": status,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            "headers": [(b"content-type", kind), (b"content-length", str(len(body)).encode())],
         }
     )
     await send({"type": "http.response.body", "body": body})
@@ -57,10 +74,10 @@ async def _declared_too_large(scope: Scope, send: Send, limit: int, too_large: s
             try:
                 declared = int(value)
             except ValueError:
-                await _reply(send, 400, "Content-Length is not a number")
+                await _reply(send, 400, "Content-Length is not a number", wants_page(scope))
                 return True
             if declared > limit:
-                await _reply(send, 413, too_large)
+                await _reply(send, 413, too_large, wants_page(scope))
                 return True
     return False
 
@@ -88,7 +105,7 @@ class _Stopped(Exception):
     """The client went away, or the body passed its limit (and 413 was sent): the request ends here."""
 
 
-async def _chunks(receive: Receive, send: Send, limit: int, too_large: str) -> AsyncIterator[bytes]:
+async def _chunks(receive: Receive, send: Send, limit: int, too_large: str, page: bool = False) -> AsyncIterator[bytes]:
     """The body's chunks as they arrive; `_Stopped` once it passes `limit` (after answering 413) or the client
     disconnects."""
     size = 0
@@ -99,7 +116,7 @@ async def _chunks(receive: Receive, send: Send, limit: int, too_large: str) -> A
         chunk: bytes = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            await _reply(send, 413, too_large)
+            await _reply(send, 413, too_large, page)
             raise _Stopped
         yield chunk
         if not message.get("more_body", False):
@@ -121,11 +138,17 @@ class BodyLimit:
         if scope["method"] == "POST" and scope["path"] == IMPORT_PATH:
             await self._spool(scope, receive, send)
             return
+        page = wants_page(scope)
         too_large = f"the request body is larger than the limit of {self.limit} bytes"
+        if page:
+            too_large = (
+                f"what you sent is larger than {self.limit // 1024} KiB, the most a page takes; "
+                "a bigger contacts file goes through `cbworkflow contacts import` or the API"
+            )
         if await _declared_too_large(scope, send, self.limit, too_large):
             return
         try:
-            body = b"".join([chunk async for chunk in _chunks(receive, send, self.limit, too_large)])
+            body = b"".join([chunk async for chunk in _chunks(receive, send, self.limit, too_large, page)])
         except _Stopped:
             return
         scope.setdefault("state", {})["raw_body"] = body
