@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from ..clock import Clock
 from ..engine import steps
+from ..engine.entering import AI_ACTOR
 from ..errors import Conflict, Forbidden, InvalidInput, NotFound
-from ..ids import new_id
+from ..ids import ID_RE, new_id
 from ..models.access import Principal, Role
-from ..models.events import Event, EventType
+from ..models.contacts import Contact
+from ..models.events import SYSTEM_ACTOR, Event, EventType
 from ..models.instances import (
     TERMINAL,
     InstanceCreate,
@@ -33,6 +36,36 @@ from ..store.base import InstanceFilter, Page, PageRequest, Snapshot, Store, Tx
 from .templates import report_for
 
 TIMELINE_INLINE_LIMIT = 500  # events embedded in GET /instances/{id}; the rest via /timeline
+MAX_NAMES = 500  # contacts or actors named in one read (a page shows at most a few hundred)
+
+
+@dataclass(frozen=True)
+class InstancePage:
+    """What the instance's web page shows, read in one transaction: the instance (without its embedded timeline),
+    its contact and template when they still exist, one page of its timeline (oldest first), and who did what."""
+
+    instance: WorkflowInstance
+    contact: Contact | None
+    template: WorkflowTemplate | None
+    timeline: Page[Event]
+    actors: dict[str, str]  # an event's actor -> a name a person reads
+
+
+def actor_names(tx: Tx, actors: Collection[str]) -> dict[str, str]:
+    """Names for the actors of events: a person's name, an API token's name, the engine or the model."""
+    names: dict[str, str] = {}
+    for actor in list(dict.fromkeys(actors))[:MAX_NAMES]:
+        if actor == SYSTEM_ACTOR:
+            names[actor] = "the system"
+        elif actor == AI_ACTOR:
+            names[actor] = "the AI"
+        elif not ID_RE.fullmatch(actor):
+            continue
+        elif (user := tx.get_user(actor)) is not None:
+            names[actor] = user.user.name
+        elif (token := tx.get_token_record(actor)) is not None:
+            names[actor] = f"API token {token.token.name}" if token.token.name else "an API token"
+    return names
 
 
 def snapshot_of(tenant: str, start_node: str, nodes: dict[str, object]) -> Snapshot:
@@ -139,6 +172,43 @@ class InstanceService:
             return tx.instance_events(instance_id, page)
 
         return await self.store.read(principal.tenant, run)
+
+    async def summary(self, principal: Principal, instance_id: str) -> WorkflowInstance:
+        """The instance alone (no timeline): one lookup, for a page that follows it live."""
+        return await self.store.read(
+            principal.tenant, lambda tx: self.readable(principal, tx.get_instance(instance_id), instance_id)
+        )
+
+    async def page(self, principal: Principal, instance_id: str, timeline: PageRequest) -> InstancePage:
+        """The instance with its contact, its template, one page of its timeline and the names of those who acted
+        (for the web page), in one read."""
+
+        def run(tx: Tx) -> InstancePage:
+            instance = self.readable(principal, tx.get_instance(instance_id), instance_id)
+            events = tx.instance_events(instance_id, timeline)
+            return InstancePage(
+                instance,
+                tx.get_contact(instance.contact_id),
+                tx.get_template(instance.template_id),
+                events,
+                actor_names(tx, [e.actor for e in events.items] + ([instance.held_by] if instance.held_by else [])),
+            )
+
+        return await self.store.read(principal.tenant, run)
+
+    async def contact_names(self, tenant: str, contact_ids: Collection[str]) -> dict[str, str]:
+        """The names of these contacts (at most MAX_NAMES; a contact deleted since is left out), in one read: a
+        list page names the contact of each instance it shows."""
+
+        def run(tx: Tx) -> dict[str, str]:
+            found = (tx.get_contact(i) for i in list(dict.fromkeys(contact_ids))[:MAX_NAMES])
+            return {contact.id: contact.name for contact in found if contact is not None}
+
+        return await self.store.read(tenant, run)
+
+    async def actor_names(self, tenant: str, actors: Collection[str]) -> dict[str, str]:
+        """Names for the actors of events (`actor_names`), in one read."""
+        return await self.store.read(tenant, lambda tx: actor_names(tx, actors))
 
     # ---------------------------------------------------------------- create / delete
     async def create(self, principal: Principal, body: InstanceCreate) -> WorkflowInstance:
