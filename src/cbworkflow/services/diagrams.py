@@ -53,6 +53,18 @@ class DiagramService:
         self.store = store
         self.instances = instances
 
+    async def counts(self, tenant: str, template_id: str) -> dict[str, int]:
+        """The numbers the drawing puts on each node of the template (`drawn_counts`), for a page to list beside
+        it."""
+
+        def read(tx: Tx) -> dict[str, int]:
+            template = tx.get_template(template_id)
+            if template is None:
+                raise NotFound(f"no workflow template with id {template_id!r}")
+            return drawn_counts(template.nodes, tx.workflow_counts(template_id, None))
+
+        return await self.store.read(tenant, read)
+
     async def draw(
         self, principal: Principal, template_id: str, kind: str, *, stats: bool = False, instance_id: str | None = None
     ) -> str:

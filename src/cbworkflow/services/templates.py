@@ -11,6 +11,7 @@ from ..models.access import Principal
 from ..models.templates import (
     CloneRequest,
     TemplateCreate,
+    TemplateFields,
     TemplatePatch,
     TemplateVersion,
     ValidationReport,
@@ -61,6 +62,11 @@ class TemplateService:
 
     async def validate(self, tenant: str, template_id: str) -> ValidationReport:
         return report_for(await self.get(tenant, template_id))
+
+    def check(self, body: TemplateFields) -> ValidationReport:
+        """The validation report of a template that is not saved (the pages' JSON editor checks an edit before
+        saving it): the same judgement as `validate`, without a store."""
+        return validate_template(body.start_node, body.nodes, body.triggers, body.goals)
 
     async def create(self, principal: Principal, body: TemplateCreate, *, replace: bool = False) -> WorkflowTemplate:
         """Store a new template. With `replace` (template files loaded by the CLI) an existing id is updated."""
