@@ -509,3 +509,31 @@ def test_an_instance_whose_contact_and_template_were_deleted_still_shows(tenant:
     assert "Cancelled" in text
     assert "there is no drawing" in text
     assert "<img" not in page.text
+
+
+def test_the_live_timeline_ends_when_the_person_is_removed(tenant: Tenant) -> None:
+    """The stream checks the session before each event: a removed person (or a signed-out session) gets nothing
+    more, even on a stream opened before."""
+    instance = started(tenant)
+    client, person = signed_in(tenant, "viewer")
+    page = ok(client.get(f"/instances/{instance['id']}"))
+    after = re.search(r'data-after="(\d+)"', page.text)
+    assert after
+    got: list[Json] = []
+    opened = threading.Event()
+
+    def listen() -> None:
+        with client.stream(
+            "GET", f"/instances/{instance['id']}/events", params={"after": after.group(1)}, timeout=20
+        ) as answer:
+            opened.set()
+            got.extend(read_messages(answer, 1))
+
+    listening = threading.Thread(target=listen)
+    listening.start()
+    assert opened.wait(20)
+    assert tenant.admin.delete(f"/api/users/{person['id']}").status_code == 204
+    ok(tenant.admin.post(f"/api/instances/{instance['id']}/notes", json={"text": "after the removal"}))
+    listening.join(30)
+    assert not listening.is_alive()  # the server ended the stream
+    assert got == []

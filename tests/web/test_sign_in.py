@@ -3,7 +3,9 @@ CSRF, session fixation, sign-out and removal ending sessions at once, failed sig
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
@@ -121,7 +123,8 @@ def test_failed_sign_ins_are_limited_per_account(tenant: Tenant) -> None:
         assert sign_in(client, made["user"]["email"], "wrong password here").status_code == 401
     blocked = sign_in(client, made["user"]["email"])  # even the right password, for now
     assert blocked.status_code == 429
-    assert "too many failed sign-ins" in text_of(blocked)
+    assert "Too many failed sign-ins" in text_of(blocked)
+    assert blocked.headers["retry-after"]
     other = person(tenant, "staff")
     assert sign_in(browser(tenant), other["user"]["email"]).status_code == 303
 
@@ -192,3 +195,59 @@ def test_unknown_pages_answer_a_page_and_the_api_json(tenant: Tenant) -> None:
     api = httpx.get(f"{tenant.server.base_url}/api/nothing", headers={"Accept": "text/html"})
     assert api.status_code in (401, 404)
     assert api.headers["content-type"].startswith("application/json")
+
+
+def test_a_burst_of_simultaneous_guesses_is_limited_like_a_sequence(tenant: Tenant) -> None:
+    """Every attempt is counted as it starts: 20 guesses sent at once get at most 5 password checks."""
+    made = person(tenant, "staff")
+    client = browser(tenant)
+    token = form_token(client.get("/login"))
+    fields = {"csrf": token, "email": made["user"]["email"]}
+
+    def guess(i: int) -> int:
+        return client.post("/login", data={**fields, "password": f"wrong guess {i}"}).status_code
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        answers = list(pool.map(guess, range(20)))
+    assert answers.count(401) <= 5, answers
+    assert answers.count(429) >= 15, answers
+
+
+def test_another_tenants_account_cannot_clear_the_failures_of_an_address(make_tenant: Callable[[], Tenant]) -> None:
+    """An admin who adds the victim's address to their own tenant, with a password they know, signing in with it
+    does not give them more guesses at the victim's account."""
+    victim_tenant, attacker_tenant = make_tenant(), make_tenant()
+    email = f"victim-{victim_tenant.id}@example.org"
+    person(victim_tenant, "staff", email=email, password="the victim's password")
+    person(attacker_tenant, "viewer", email=email, password="attacker knows this")
+    answers = []
+    for _ in range(3):
+        for i in range(2):
+            answers.append(sign_in(browser(attacker_tenant), email, f"guess {i}").status_code)
+        own = sign_in(browser(attacker_tenant), email, "attacker knows this", tenant=attacker_tenant.id)
+        answers.append(own.status_code)
+    assert 429 in answers, answers
+
+
+def test_an_invitation_link_is_not_written_to_the_log(tenant: Tenant) -> None:
+    made = person(tenant, "volunteer", password=None)
+    link = invitation_path(made)
+    assert browser(tenant).get(link).status_code == 200
+    secret = link.rsplit(".", 1)[1]
+    deadline = time.monotonic() + 10
+    while link.rsplit(".", 1)[0] not in (log := (tenant.server.data_dir / "server.log").read_text()):
+        assert time.monotonic() < deadline, "no access line for the invitation"  # written once answered
+        time.sleep(0.05)
+    assert secret not in log  # ...without the secret
+
+
+def test_a_link_to_logout_from_elsewhere_asks_first(tenant: Tenant) -> None:
+    client, _ = signed_in(tenant, "staff")
+    for headers in ({"Sec-Fetch-Site": "cross-site"}, {}, {"Referer": "https://evil.example/"}):
+        asked = client.get("/logout", headers=headers)
+        assert asked.status_code == 200, headers
+        assert "Sign out?" in text_of(asked)
+        assert client.get("/").status_code == 200  # still signed in
+    done = client.get("/logout", headers={"Sec-Fetch-Site": "same-origin"})
+    assert done.status_code == 303
+    assert client.get("/").status_code == 303

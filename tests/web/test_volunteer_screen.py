@@ -115,13 +115,15 @@ def test_the_claim_filters_ride_along(tenant: Tenant) -> None:
 
 
 def test_what_a_user_typed_is_shown_as_text(tenant: Tenant) -> None:
-    started(tenant, name=HOSTILE, tags=["x"], metadata={"address": HOSTILE})
+    started(tenant, name=HOSTILE, tags=["x"], metadata={"address": HOSTILE}, email="spy?bcc=me%40evil.example@ex.org")
     client, _ = signed_in(tenant, "volunteer")
     page = claim(client)
     assert "<script>alert(1)</script>" not in page.text
     assert "<img src=x" not in page.text
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page.text
     assert HOSTILE in text_of(page)
+    assert 'href="mailto:spy?bcc' not in page.text  # an address cannot add hidden recipients to the mail link
+    assert 'href="mailto:spy%3Fbcc%3Dme%2540evil.example%40ex.org"' in page.text
 
 
 def test_a_stale_page_does_not_record_twice(tenant: Tenant) -> None:

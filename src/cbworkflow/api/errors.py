@@ -103,7 +103,7 @@ def cbw_error_response(app: Any, exc: CbwError) -> JSONResponse:
     elif exc.status_code == 429:
         headers = {"Retry-After": str(body.pop("retry_after"))}
     elif exc.status_code == 503:
-        headers = {"Retry-After": str(STORE_RETRY_AFTER_S)}
+        headers = {"Retry-After": str(body.pop("retry_after", STORE_RETRY_AFTER_S))}
     return JSONResponse(body, status_code=exc.status_code, headers=headers)
 
 

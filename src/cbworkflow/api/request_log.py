@@ -88,6 +88,10 @@ class RequestLog:
                 logs.request_id.reset(context)
 
 
+# `/invite/<tenant>.<id>.<secret>`: the secret is a password until used, so logs keep only the tenant and id.
+INVITATION_SECRET = re.compile(r"^(/invite/[^/.]*\.[^/.]*\.)[^/]+")
+
+
 def _log_access(scope: Scope, route: str, status: int, seconds: float) -> None:
     if status >= 500 or not status:
         level = logging.WARNING
@@ -97,7 +101,7 @@ def _log_access(scope: Scope, route: str, status: int, seconds: float) -> None:
         level = logging.INFO
     if not access_log.isEnabledFor(level):
         return
-    path = scope["path"][:MAX_LOGGED_PATH]
+    path = INVITATION_SECRET.sub(r"\1…", scope["path"])[:MAX_LOGGED_PATH]  # no invitation secret in logs
     fields: dict[str, Any] = {
         "method": scope["method"],
         "path": path,

@@ -9,6 +9,7 @@ address and per account (`SignInLimits`), in this process.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import secrets
 import threading
@@ -28,7 +29,9 @@ from .users import actor_of, password_matches
 
 PURGE_EVERY = timedelta(hours=1)  # expired sessions are forgotten by a sign-in at most this often
 REFRESH_EVERY = timedelta(minutes=5)  # a session's expiry moves forward at most this often (one write)
+LONGEST = timedelta(days=7)  # a session ends this long after sign-in however much it is used (a stolen cookie too)
 MAX_ACCOUNTS_PER_EMAIL = 20  # one address may sign in to several tenants; this many at most are tried
+CHECKS_AT_LEAST = 2  # password checks a sign-in makes whatever the address (see sign_in)
 
 
 class SignInThrottled(CbwError):
@@ -63,7 +66,10 @@ class WebCaller:
 
 class SignInLimits:
     """At most `per_account` failed sign-ins per address typed, and `per_client` per client address, in any
-    `window`: past that, sign-ins from there are refused until the oldest failure leaves the window."""
+    `window`: past that, sign-ins from there are refused until the oldest failure leaves the window.
+
+    Each attempt is counted as it starts (`reserve`, under the lock), so a burst of simultaneous tries is limited
+    like a sequence of them; a sign-in that succeeds takes its own attempt back (`succeeded`)."""
 
     def __init__(
         self, per_account: int = 5, per_client: int = 20, window: float = 900.0, tracked: int = 50_000
@@ -75,41 +81,45 @@ class SignInLimits:
         self._tracked = tracked
         self._lock = threading.Lock()
 
-    def _wait(self, key: str, limit: int, now: float) -> float:
-        times = self._failures.get(key)
-        if times is None:
-            return 0.0
+    def _live(self, key: str, now: float) -> deque[float]:
+        times = self._failures.pop(key, None) or deque(maxlen=max(self.per_account, self.per_client))
         while times and times[0] <= now - self.window:
             times.popleft()
-        return times[0] + self.window - now if len(times) >= limit else 0.0
+        self._failures[key] = times  # most recently used last: the oldest keys are forgotten first
+        return times
 
-    def check(self, account: str, client: str) -> None:
+    def reserve(self, account: str, client: str) -> float:
+        """Count an attempt for the address and the client, or raise SignInThrottled when either is at its
+        limit (nothing counted then). Returns the attempt's stamp, for `succeeded`."""
         now = time.monotonic()
         with self._lock:
-            wait = max(
-                self._wait(f"account:{account}", self.per_account, now),
-                self._wait(f"client:{client}", self.per_client, now),
-            )
-        if wait > 0:
+            mine, theirs = self._live(f"account:{account}", now), self._live(f"client:{client}", now)
+            waits = [
+                times[0] + self.window - now
+                for times, limit in ((mine, self.per_account), (theirs, self.per_client))
+                if len(times) >= limit
+            ]
+            if not waits:
+                mine.append(now)
+                theirs.append(now)
+            while len(self._failures) > self._tracked:
+                self._failures.popitem(last=False)
+        if waits:
+            wait = max(waits)
             minutes = max(1, round(wait / 60))
             raise SignInThrottled(
                 f"too many failed sign-ins; try again in {minutes} minute{'s' if minutes > 1 else ''}",
                 retry_after=int(wait) + 1,
             )
+        return now
 
-    def failed(self, account: str, client: str) -> None:
-        now = time.monotonic()
+    def succeeded(self, account: str, client: str, stamp: float) -> None:
+        """The attempt made at `stamp` was right: it does not count as a failure."""
         with self._lock:
             for key in (f"account:{account}", f"client:{client}"):
-                times = self._failures.pop(key, None) or deque(maxlen=max(self.per_account, self.per_client))
-                times.append(now)
-                self._failures[key] = times
-            while len(self._failures) > self._tracked:
-                self._failures.popitem(last=False)
-
-    def succeeded(self, account: str) -> None:
-        with self._lock:
-            self._failures.pop(f"account:{account}", None)
+                times = self._failures.get(key)
+                if times is not None and stamp in times:
+                    times.remove(stamp)
 
 
 def _parse_cookie(value: str) -> tuple[str, str, str] | None:
@@ -131,21 +141,24 @@ class SessionService:
         self, email: str, password: str, client: str, tenant: str | None = None
     ) -> SignedIn | ChooseTenant | None:
         """A new session when the address and password fit one account (or the one in `tenant`); the tenants to
-        choose from when they fit several; None when they fit none (a failure, counted against the address and
-        the client). SignInThrottled past the limits, before any password is checked."""
+        choose from when they fit several; None when they fit none. Every attempt counts against the address and
+        the client until it succeeds (SignInThrottled past the limits, before any password is checked)."""
         key = email_key(email)[:320]
-        self.limits.check(key, client)
+        stamp = self.limits.reserve(key, client)
         found: list[UserRecord] = await self.store.system_read(
             lambda stx: stx.find_users_by_email(key, MAX_ACCOUNTS_PER_EMAIL)
         )
-        candidates = [r for r in found if r.user.status is UserStatus.ACTIVE and tenant in (None, r.user.tenant)]
-        matching = [r for r in candidates if await password_matches(r.password_hash, password)]
-        if not candidates:
-            await password_matches(None, password)  # as slow as a wrong password: no hint the address is unknown
+        active = [r for r in found if r.user.status is UserStatus.ACTIVE]
+        candidates = [r for r in active if tenant in (None, r.user.tenant)]
+        # At least two checks, side by side: an address in one tenant costs what an address in two costs, and
+        # an unknown one the same (no hint of how many campaigns it signs in to).
+        hashes = [r.password_hash for r in candidates] + [None] * max(0, CHECKS_AT_LEAST - len(candidates))
+        fits = await asyncio.gather(*(password_matches(h, password) for h in hashes))
+        matching = [r for r, fit in zip(candidates, fits, strict=False) if fit]
         if not matching:
-            self.limits.failed(key, client)
             return None
-        self.limits.succeeded(key)
+        if len(matching) == len(active):  # right for every account of the address: not a guess at another's
+            self.limits.succeeded(key, client, stamp)
         await self.purge_if_due()
         if len(matching) > 1:
             names = await self.store.system_read(lambda stx: _tenant_names(stx, [r.user.tenant for r in matching]))
@@ -181,7 +194,7 @@ class SessionService:
             session = tx.get_session(session_id)
             if session is None or not hmac.compare_digest(session.secret_hash, hash_secret(secret)):
                 return None
-            if session.expires_at <= now:
+            if session.expires_at <= now or session.created_at + LONGEST <= now:
                 return None
             user = tx.get_user(session.user_id)
             if user is None or user.user.status is not UserStatus.ACTIVE:
@@ -193,7 +206,7 @@ class SessionService:
             return None
         session, user = found
         if session.expires_at - now < self.lifetime - REFRESH_EVERY:
-            renewed = session.model_copy(update={"expires_at": now + self.lifetime})
+            renewed = session.model_copy(update={"expires_at": min(now + self.lifetime, session.created_at + LONGEST)})
             await self.store.write(tenant, lambda tx: tx.update_session(renewed))
         principal = Principal(token_id=actor_of(user.id), tenant=user.tenant, role=user.role.role, name=user.name)
         return WebCaller(user, principal, session.id, session.csrf_token)

@@ -10,14 +10,17 @@ from __future__ import annotations
 import asyncio
 import hmac
 import secrets
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TypeVar
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from ..clock import Clock
-from ..errors import Conflict, Forbidden, InvalidInput, NotFound
+from ..errors import CbwError, Conflict, Forbidden, InvalidInput, NotFound
 from ..ids import ID_RE, SLUG_RE, new_id
 from ..models.access import Principal, Role
 from ..models.users import (
@@ -33,14 +36,37 @@ from ..models.users import (
 from ..store.base import Page, PageRequest, Store, Tx
 from .access import hash_secret
 
+T = TypeVar("T")
 INVITATION_DAYS = 7
 _hasher = PasswordHasher()
 # Verified against when an address is unknown, so a wrong address costs as long as a wrong password.
 _DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+# Password hashing has threads of its own (each hash takes 64 MiB and tens of milliseconds of a core), so a flood
+# of sign-ins neither takes the threads other work runs on nor the memory: past MAX_WAITING hashes queued, a
+# sign-in is refused at once with 503 (try again in a few seconds).
+PASSWORD_THREADS = 2
+MAX_WAITING = 16
+_threads = ThreadPoolExecutor(max_workers=PASSWORD_THREADS, thread_name_prefix="password")
+_queued = 0
+
+
+class PasswordsBusy(CbwError):
+    status_code = 503
+
+
+async def _on_password_threads(work: Callable[[], T]) -> T:
+    global _queued
+    if _queued >= MAX_WAITING:
+        raise PasswordsBusy("too many sign-ins at once; try again in a few seconds", retry_after=5)
+    _queued += 1
+    try:
+        return await asyncio.get_running_loop().run_in_executor(_threads, work)
+    finally:
+        _queued -= 1
 
 
 async def hash_password(password: str) -> str:
-    return await asyncio.to_thread(_hasher.hash, password)
+    return await _on_password_threads(lambda: _hasher.hash(password))
 
 
 async def password_matches(password_hash: str | None, password: str) -> bool:
@@ -52,7 +78,7 @@ async def password_matches(password_hash: str | None, password: str) -> bool:
         except (VerificationError, InvalidHashError):
             return False
 
-    return await asyncio.to_thread(check)
+    return await _on_password_threads(check)
 
 
 def check_password(password: str) -> str:

@@ -46,20 +46,18 @@ def services_of(request: Request) -> Services:
     return services
 
 
+def over_tls(request: Request) -> bool:
+    """Cookies are Secure when the request came over TLS, or when people reach the service at an https address
+    (`CBW_PUBLIC_URL`) through a proxy that does not say so."""
+    return request.url.scheme == "https" or services_of(request).settings.public_url.startswith("https://")
+
+
 def set_cookie(request: Request, response: Response, name: str, value: str, max_age: int | None) -> None:
-    response.set_cookie(
-        name,
-        value,
-        max_age=max_age,
-        path="/",
-        httponly=True,
-        samesite="lax",
-        secure=request.url.scheme == "https",
-    )
+    response.set_cookie(name, value, max_age=max_age, path="/", httponly=True, samesite="lax", secure=over_tls(request))
 
 
 def clear_cookie(request: Request, response: Response, name: str) -> None:
-    response.delete_cookie(name, path="/", httponly=True, samesite="lax", secure=request.url.scheme == "https")
+    response.delete_cookie(name, path="/", httponly=True, samesite="lax", secure=over_tls(request))
 
 
 async def current_caller(request: Request) -> WebCaller:

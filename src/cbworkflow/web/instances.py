@@ -31,7 +31,7 @@ from ..models.templates import WorkflowTemplate
 from ..services.instances import InstancePage
 from ..services.stream import StreamRequest
 from ..store.base import InstanceFilter, PageRequest
-from .auth import WebCaller, checked_form, role_in, services_of
+from .auth import SESSION_COOKIE, WebCaller, checked_form, role_in, services_of
 from .templating import humanize, render
 
 router = APIRouter(include_in_schema=False)
@@ -380,9 +380,13 @@ async def instance_events(
     after = last_event_id or request.query_params.get("after")
     where, start = await services.stream.open(principal, StreamRequest(instance_id=iid, last_event_id=after))
 
+    cookie = request.cookies.get(SESSION_COOKIE)
+
     async def messages() -> AsyncIterator[dict[str, str]]:
         actors: dict[str, str] = {}
         async for event in services.stream.follow(principal.tenant, where, start):
+            if await services.sessions.caller(cookie) is None:
+                return  # signed out, removed or expired since the stream opened: nothing more for this browser
             try:
                 instance = await services.instances.summary(principal, iid)
             except NotFound:

@@ -4,12 +4,13 @@ from an invitation link."""
 from __future__ import annotations
 
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Path, Request
 from starlette.responses import RedirectResponse, Response
 
 from ..errors import CbwError
-from ..services.sessions import ChooseTenant, SignedIn
+from ..services.sessions import LONGEST, ChooseTenant, SignedIn
 from .auth import (
     SESSION_COOKIE,
     SIGN_IN_COOKIE,
@@ -50,11 +51,14 @@ def _sign_in_page(
     return response
 
 
-def _signed_in(request: Request, signed: SignedIn, next_path: str) -> Response:
-    """Straight to where they were going, with a brand-new session id (never one the browser already had)."""
+async def _signed_in(request: Request, signed: SignedIn, next_path: str) -> Response:
+    """Straight to where they were going, with a brand-new session id (never one the browser already had, which
+    ends here). The cookie lasts as long as a session can; the store ends it sooner when it is not used."""
+    previous = await services_of(request).sessions.caller(request.cookies.get(SESSION_COOKIE))
+    if previous is not None:
+        await services_of(request).sessions.sign_out(previous)
     response = RedirectResponse(safe_next(next_path), status_code=303)
-    max_age = int(services_of(request).sessions.lifetime.total_seconds())
-    set_cookie(request, response, SESSION_COOKIE, signed.cookie, max_age=max_age)
+    set_cookie(request, response, SESSION_COOKIE, signed.cookie, max_age=int(LONGEST.total_seconds()))
     clear_cookie(request, response, SIGN_IN_COOKIE)
     return response
 
@@ -82,9 +86,12 @@ async def login(request: Request) -> Response:
     try:
         result = await services_of(request).sessions.sign_in(email, password, client, form.get("tenant") or None)
     except CbwError as exc:
-        if exc.status_code != 429:
+        if exc.status_code not in (429, 503):
             raise
-        return _sign_in_page(request, next_path=next_path, email=email, error=exc.detail, status_code=429)
+        message = exc.detail[:1].upper() + exc.detail[1:] + "."
+        response = _sign_in_page(request, next_path=next_path, email=email, error=message, status_code=exc.status_code)
+        response.headers["Retry-After"] = str(exc.extra.get("retry_after", 5))
+        return response
     if result is None:
         return _sign_in_page(
             request,
@@ -95,7 +102,7 @@ async def login(request: Request) -> Response:
         )
     if isinstance(result, ChooseTenant):
         return _sign_in_page(request, next_path=next_path, email=email, tenants=result.tenants)
-    return _signed_in(request, result, next_path)
+    return await _signed_in(request, result, next_path)
 
 
 @router.post("/logout")
@@ -116,13 +123,22 @@ async def logout_link(request: Request) -> Response:
     caller = await services_of(request).sessions.caller(request.cookies.get(SESSION_COOKIE))
     if caller is None:
         response: Response = RedirectResponse("/login", status_code=303)
-    elif request.headers.get("sec-fetch-site", "same-origin") in ("same-origin", "none"):
+    elif _from_here(request):
         await services_of(request).sessions.sign_out(caller)
         response = RedirectResponse("/login", status_code=303)
     else:
         return render(request, "logout.html", caller=caller)
     clear_cookie(request, response, SESSION_COOKIE)
     return response
+
+
+def _from_here(request: Request) -> bool:
+    """The browser says the link was on this site, or typed: `Sec-Fetch-Site`, else a `Referer` of this site."""
+    site = request.headers.get("sec-fetch-site")
+    if site is not None:
+        return site in ("same-origin", "none")
+    referer = urlsplit(request.headers.get("referer") or "")
+    return f"{referer.scheme}://{referer.netloc}" == f"{request.url.scheme}://{request.url.netloc}"
 
 
 @router.get("/invite/{link}")
@@ -161,4 +177,4 @@ async def accept_invitation(request: Request, link: LinkPath) -> Response:
         token = request.cookies.get(SIGN_IN_COOKIE) or new_form_token()
         return render(request, "invite.html", user=user, link=link, form_token=token, error=error, status_code=422)
     signed = await services.sessions.open(user)
-    return _signed_in(request, signed, "/")
+    return await _signed_in(request, signed, "/")
