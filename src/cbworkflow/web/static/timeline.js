@@ -67,6 +67,7 @@
     }
     if (node) {
       node.textContent = instance.where;
+      node.setAttribute("data-node", instance.current_node || "");
     }
     var forms = document.querySelectorAll("[data-when]");
     for (var i = 0; i < forms.length; i++) {
