@@ -13,8 +13,8 @@ from fastapi import APIRouter, Depends, Path, Request
 from pydantic import ValidationError
 from starlette.responses import RedirectResponse, Response
 
-from ..errors import CbwError, NotFound
-from ..ids import ID_RE
+from ..api.deps import record_id
+from ..errors import CbwError
 from ..models.access import Role, TokenCreate
 from ..models.subscriptions import DeliveryStatus, SubscriptionCreate, SubscriptionPatch
 from ..models.users import UserCreate, UserPatch
@@ -48,10 +48,7 @@ def _page_request(value: str | None) -> PageRequest:
     return PageRequest(limit=50, cursor=value[:512] if value else None)
 
 
-def _id(value: str, kind: str) -> str:
-    if not ID_RE.fullmatch(value):
-        raise NotFound(f"no {kind} with id {value[:80]!r}")
-    return value
+_id = record_id  # a path that cannot name a record is a 404 without a store round trip
 
 
 async def _admin_page(request: Request, caller: WebCaller, *, status_code: int = 200, **shown: Any) -> Response:

@@ -42,7 +42,7 @@ from ..models.jobs import UNFINISHED_JOBS, Job, JobKind, JobStatus
 from ..services.contact_files import csv_header, csv_row, format_of
 from ..store.base import ContactFilter, InstanceFilter, Page, PageRequest
 from .auth import WebCaller, checked_form, role_in, services_of
-from .templating import render
+from .templating import render, when
 
 router = APIRouter(include_in_schema=False)
 T = TypeVar("T")
@@ -70,11 +70,6 @@ ACTORS = {"system": "Automatic", "ai": "AI decision"}
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
-def when(moment: datetime | None) -> str:
-    """A time as an organiser reads it (the store keeps UTC)."""
-    return "" if moment is None else moment.strftime("%d %b %Y, %H:%M UTC")
-
-
 def size_text(size: int) -> str:
     """A number of bytes as a person reads it: `1 MB`, `512 KB`."""
     if size >= 1024 * 1024:

@@ -13,7 +13,6 @@ import json
 import re
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
@@ -22,8 +21,9 @@ from pydantic import ValidationError
 from sse_starlette import EventSourceResponse
 from starlette.responses import RedirectResponse, Response
 
+from ..api.deps import record_id
 from ..errors import CbwError, NotFound
-from ..ids import ID_RE, SLUG_RE
+from ..ids import SLUG_RE
 from ..models.access import Role
 from ..models.events import Event
 from ..models.instances import TERMINAL, MoveRequest, NoteCreate, RetryRequest, WorkflowInstance
@@ -32,7 +32,7 @@ from ..services.instances import InstancePage
 from ..services.stream import StreamRequest
 from ..store.base import InstanceFilter, PageRequest
 from .auth import SESSION_COOKIE, WebCaller, checked_form, role_in, services_of
-from .templating import humanize, render
+from .templating import humanize, render, when
 
 router = APIRouter(include_in_schema=False)
 Reader = Annotated[WebCaller, Depends(role_in(Role.ADMIN, Role.STAFF, Role.VIEWER, doing="see instances"))]
@@ -82,12 +82,6 @@ STATUS_WORDS = {
 
 
 # ---------------------------------------------------------------------------------------------------- shown
-def when(moment: datetime | None, *, seconds: bool = False) -> str:
-    if moment is None:
-        return ""
-    return f"{moment.day} {moment:%b %Y}, {moment:%H:%M{':%S' if seconds else ''}} UTC"
-
-
 def status_word(status: str) -> str:
     return STATUS_WORDS.get(status, humanize(status))
 
@@ -261,10 +255,7 @@ def _node_choices(template: WorkflowTemplate | None) -> list[tuple[str, str]]:
 
 # ---------------------------------------------------------------------------------------------------- one instance
 def _checked(instance_id: str) -> str:
-    """A path that cannot name an instance is a 404 without a store round trip."""
-    if not ID_RE.fullmatch(instance_id):
-        raise NotFound(f"no instance with id {instance_id[:80]!r}")
-    return instance_id
+    return record_id(instance_id, "instance")
 
 
 async def _instance_page(

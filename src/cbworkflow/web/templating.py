@@ -5,6 +5,7 @@ outside the server."""
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
@@ -20,6 +21,13 @@ environment = Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
+
+
+def when(moment: datetime | None, *, seconds: bool = False) -> str:
+    """A time as an organiser reads it: `7 Dec 2026, 08:05 UTC` (the store keeps UTC)."""
+    if moment is None:
+        return ""
+    return f"{moment.day} {moment:%b %Y}, {moment:%H:%M{':%S' if seconds else ''}} UTC"
 
 
 def humanize(name: str) -> str:

@@ -19,10 +19,11 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import ValidationError
 from starlette.responses import RedirectResponse, Response
 
+from ..api.deps import record_id
 from ..api.errors import describe_validation
 from ..api.json_guard import json_problem
 from ..errors import CbwError, NotFound
-from ..ids import ID_RE, SLUG_RE
+from ..ids import SLUG_RE
 from ..models.access import Role
 from ..models.instances import BulkEnrol, BulkResult
 from ..models.jobs import UNFINISHED_JOBS, Job
@@ -323,10 +324,7 @@ class Forms:
 
 
 def _template_id(value: str) -> str:
-    """A path id that cannot name a template is a 404 without a store round trip."""
-    if not ID_RE.fullmatch(value):
-        raise NotFound(f"no workflow template with id {value[:80]!r}")
-    return value
+    return record_id(value, "workflow template")
 
 
 def _count(value: str | None) -> int | None:
@@ -563,9 +561,7 @@ async def enrol(request: Request, caller: Staff, template_id: str) -> Response:
 
 
 def _job_id(value: str) -> str:
-    if not ID_RE.fullmatch(value):
-        raise NotFound(f"no job with id {value[:80]!r}")
-    return value
+    return record_id(value, "job")
 
 
 @router.get("/workflows/jobs/{job_id}")
