@@ -1,5 +1,6 @@
-"""/admin over HTTP on every store: people (invite, role, remove), tokens (create, revoke), subscriptions and their
-deliveries; admins only; secrets shown once."""
+"""/admin over HTTP on SQLite (ONE_STORE: a page only calls the services, whose storage the store and sign-in suites
+test on every store): people (invite, role, remove), tokens (create, revoke), subscriptions and their deliveries;
+admins only; secrets shown once."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections.abc import Callable
 
 import httpx
 
-from conftest import Tenant
+from conftest import ONE_STORE, Tenant
 from pages import browser, form_token, invitation_path, sign_in, signed_in, text_of
 
 HOOK = "https://1.1.1.1/hooks/cbw"  # a public address: the guard lets it through without a DNS answer
@@ -18,6 +19,7 @@ def post(client: httpx.Client, path: str, **fields: str) -> httpx.Response:
     return client.post(path, data={"csrf": form_token(client.get("/admin")), **fields})
 
 
+@ONE_STORE
 def test_only_admins_see_the_admin_page(tenant: Tenant) -> None:
     for role in ("staff", "viewer", "volunteer"):
         client, _ = signed_in(tenant, role)
@@ -31,6 +33,7 @@ def test_only_admins_see_the_admin_page(tenant: Tenant) -> None:
         assert section in text_of(page)
 
 
+@ONE_STORE
 def test_inviting_someone_shows_the_link_once_and_it_works(tenant: Tenant) -> None:
     admin, _ = signed_in(tenant, "admin")
     answer = post(admin, "/admin/people", email="new.person@example.org", name="New Person", role="volunteer")
@@ -53,6 +56,7 @@ def test_inviting_someone_shows_the_link_once_and_it_works(tenant: Tenant) -> No
     assert done.status_code == 303
 
 
+@ONE_STORE
 def test_bad_invitations_are_shown_beside_the_form(tenant: Tenant) -> None:
     admin, me = signed_in(tenant, "admin")
     bad = post(admin, "/admin/people", email="not an address", name="X", role="volunteer")
@@ -66,6 +70,7 @@ def test_bad_invitations_are_shown_beside_the_form(tenant: Tenant) -> None:
     assert wrong_role.status_code == 422
 
 
+@ONE_STORE
 def test_changing_a_role_applies_at_the_next_click(tenant: Tenant) -> None:
     admin, me = signed_in(tenant, "admin")
     staff, person = signed_in(tenant, "staff")
@@ -79,6 +84,7 @@ def test_changing_a_role_applies_at_the_next_click(tenant: Tenant) -> None:
     assert post(admin, f"/admin/people/{person['id']}/role", role="emperor").status_code == 422
 
 
+@ONE_STORE
 def test_removing_someone_signs_them_out(tenant: Tenant) -> None:
     admin, me = signed_in(tenant, "admin")
     staff, person = signed_in(tenant, "staff")
@@ -89,6 +95,7 @@ def test_removing_someone_signs_them_out(tenant: Tenant) -> None:
     assert post(admin, "/admin/people/000000000000/remove").status_code == 404
 
 
+@ONE_STORE
 def test_tokens_are_made_shown_once_and_revoked(tenant: Tenant) -> None:
     admin, _ = signed_in(tenant, "admin")
     made = post(admin, "/admin/tokens", role="staff", name="Phone bank desk")
@@ -105,6 +112,7 @@ def test_tokens_are_made_shown_once_and_revoked(tenant: Tenant) -> None:
     assert post(admin, "/admin/tokens", role="superadmin").status_code == 422
 
 
+@ONE_STORE
 def test_subscriptions_and_their_deliveries(tenant: Tenant) -> None:
     admin, _ = signed_in(tenant, "admin")
     made = post(admin, "/admin/subscriptions", url=HOOK, events="instance_created, node_entered")
@@ -128,6 +136,7 @@ def test_subscriptions_and_their_deliveries(tenant: Tenant) -> None:
     assert admin.get(f"/admin/subscriptions/{sub['id']}").status_code == 404
 
 
+@ONE_STORE
 def test_another_tenants_records_are_not_found(make_tenant: Callable[[], Tenant]) -> None:
     owner, other = make_tenant(), make_tenant()
     victim = owner.admin.post(
@@ -142,6 +151,7 @@ def test_another_tenants_records_are_not_found(make_tenant: Callable[[], Tenant]
     assert sign_in(browser(owner), "v@example.org", "x" * 12).status_code == 303
 
 
+@ONE_STORE
 def test_forms_need_their_token(tenant: Tenant) -> None:
     admin, _ = signed_in(tenant, "admin")
     refused = admin.post("/admin/tokens", data={"role": "staff"})

@@ -1,6 +1,7 @@
-"""/contacts and /contacts/{id} over HTTP on every store: search, filters, pages, the import with its per-row report
-(and a large file's job), the export, one contact with its instances and timeline, who may see and do what, and
-that what a user typed is shown as text."""
+"""/contacts and /contacts/{id} over HTTP on SQLite (ONE_STORE: a page only calls the services, whose storage the store
+and sign-in suites test on every store): search, filters, pages, the import with its per-row report (and a large
+file's job), the export, one contact with its instances and timeline, who may see and do what, and that what a user
+typed is shown as text."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
-from conftest import Tenant
+from conftest import ONE_STORE, Tenant
 from pages import form_fields, form_token, signed_in, text_of
 
 HOSTILE = '<script>alert(1)</script>"><img src=x onerror=alert(2)>'
@@ -53,6 +54,7 @@ def names_in(page: httpx.Response) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------------- the list
+@ONE_STORE
 def test_the_list_shows_each_contact_and_links_to_it(tenant: Tenant) -> None:
     ada = tenant.contact(
         name="Ada Lovelace", email="ada@example.org", phone="(555) 201-3344", county="Kent", tags=["voter", "donor"]
@@ -83,12 +85,14 @@ def test_the_list_shows_each_contact_and_links_to_it(tenant: Tenant) -> None:
         assert client.get(static).status_code == 200
 
 
+@ONE_STORE
 def test_an_empty_tenant_says_so(tenant: Tenant) -> None:
     client, _ = signed_in(tenant, "admin")
     text = text_of(client.get("/contacts"))
     assert "No contacts yet." in text
 
 
+@ONE_STORE
 def test_search_by_name_email_or_phone(tenant: Tenant) -> None:
     tenant.contact(name="Ada Lovelace", email="countess@example.org", phone="(555) 201-3344")
     tenant.contact(name="Abe Lincoln")
@@ -110,6 +114,7 @@ def test_search_by_name_email_or_phone(tenant: Tenant) -> None:
     assert len(names_in(blank)) == 3
 
 
+@ONE_STORE
 def test_a_search_that_cannot_be_run_is_shown_next_to_the_form(tenant: Tenant) -> None:
     tenant.contact(name="Ada")
     client, _ = signed_in(tenant, "staff")
@@ -122,6 +127,7 @@ def test_a_search_that_cannot_be_run_is_shown_next_to_the_form(tenant: Tenant) -
     assert "at most 500 characters" in text_of(long)
 
 
+@ONE_STORE
 def test_filters_by_county_tag_and_organization(tenant: Tenant) -> None:
     tenant.contact(name="Kent voter", county="Kent", tags=["voter"], organization="Acme")
     tenant.contact(name="Kent donor", county="Kent", tags=["donor", "voter"])
@@ -145,6 +151,7 @@ def test_filters_by_county_tag_and_organization(tenant: Tenant) -> None:
     assert "No contact matches these filters." in text_of(none)
 
 
+@ONE_STORE
 def test_a_filter_that_is_not_valid_is_shown_next_to_the_form(tenant: Tenant) -> None:
     tenant.contact(name="Someone", tags=["voter"])
     client, _ = signed_in(tenant, "staff")
@@ -157,6 +164,7 @@ def test_a_filter_that_is_not_valid_is_shown_next_to_the_form(tenant: Tenant) ->
     assert "at most 20 tags" in text_of(too_many)
 
 
+@ONE_STORE
 def test_pages_of_fifty_with_a_next_page_link_that_keeps_the_filters(tenant: Tenant) -> None:
     rows = [{"name": f"Kent {i:02d}", "county": "Kent"} for i in range(55)]
     rows += [{"name": f"Sussex {i}", "county": "Sussex"} for i in range(3)]
@@ -187,6 +195,7 @@ def test_pages_of_fifty_with_a_next_page_link_that_keeps_the_filters(tenant: Ten
 
 
 # ---------------------------------------------------------------------------------------------------- import
+@ONE_STORE
 def test_an_import_shows_its_report_row_by_row(tenant: Tenant) -> None:
     existing = tenant.contact(name="Ada Lovelace", email="ada@example.org")
     tenant.contact(name="Same Already", external_id="crm-7", county="Kent")
@@ -215,6 +224,7 @@ def test_an_import_shows_its_report_row_by_row(tenant: Tenant) -> None:
     assert re.search(r"Added 0 Updated 0 Unchanged 3 Not imported 2", text_of(again))
 
 
+@ONE_STORE
 def test_a_dry_run_changes_nothing(tenant: Tenant) -> None:
     client, _ = signed_in(tenant, "staff")
     answer = upload(client, csv_of({"name": "Would Be"}), dry_run=True)
@@ -226,6 +236,7 @@ def test_a_dry_run_changes_nothing(tenant: Tenant) -> None:
     assert tenant.admin.get("/api/contacts").json()["items"] == []
 
 
+@ONE_STORE
 def test_a_json_lines_file_is_imported(tenant: Tenant) -> None:
     client, _ = signed_in(tenant, "admin")
     lines = "\n".join(json.dumps(row) for row in ({"name": "Mary Jackson", "tags": ["voter"]}, {"name": "Dorothy"}))
@@ -236,6 +247,7 @@ def test_a_json_lines_file_is_imported(tenant: Tenant) -> None:
     assert names["Mary Jackson"]["tags"] == ["voter"]
 
 
+@ONE_STORE
 def test_a_file_that_cannot_be_imported_is_shown_next_to_the_form(tenant: Tenant) -> None:
     tenant.contact(name="Already here")
     client, _ = signed_in(tenant, "staff")
@@ -260,6 +272,7 @@ def test_a_file_that_cannot_be_imported_is_shown_next_to_the_form(tenant: Tenant
     assert [c["name"] for c in tenant.admin.get("/api/contacts").json()["items"]] == ["Already here"]
 
 
+@ONE_STORE
 def test_a_file_over_the_pages_limit_is_refused_before_it_is_read(tenant: Tenant) -> None:
     client, _ = signed_in(tenant, "staff")
     page = client.get("/contacts")
@@ -273,6 +286,7 @@ def test_a_file_over_the_pages_limit_is_refused_before_it_is_read(tenant: Tenant
     assert tenant.admin.get("/api/contacts").json()["items"] == []
 
 
+@ONE_STORE
 def test_the_import_form_needs_its_token(tenant: Tenant) -> None:
     client, _ = signed_in(tenant, "staff")
     refused = client.post("/contacts/import", files={"file": ("people.csv", b"name\nSneaky\n", "text/csv")})
@@ -293,6 +307,7 @@ def test_the_import_form_needs_its_token(tenant: Tenant) -> None:
     assert tenant.admin.get("/api/contacts").json()["items"] == []
 
 
+@ONE_STORE
 def test_a_large_file_is_imported_by_a_job_whose_page_shows_its_progress(
     tenant: Tenant, make_tenant: Callable[[], Tenant]
 ) -> None:
@@ -324,6 +339,7 @@ def test_a_large_file_is_imported_by_a_job_whose_page_shows_its_progress(
 
 
 # ---------------------------------------------------------------------------------------------------- export
+@ONE_STORE
 def test_the_export_is_the_apis_csv_with_the_filters(tenant: Tenant) -> None:
     tenant.contact(name="Kent One", county="Kent", tags=["voter"], metadata={"precinct": "12"})
     tenant.contact(name="Kent Two", county="Kent", email="two@example.org")
@@ -348,6 +364,7 @@ def test_the_export_is_the_apis_csv_with_the_filters(tenant: Tenant) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------- one contact
+@ONE_STORE
 def test_a_contact_with_its_fields_instances_and_timeline(tenant: Tenant) -> None:
     contact = tenant.contact(
         name="Ada Lovelace",
@@ -398,6 +415,7 @@ def test_a_contact_with_its_fields_instances_and_timeline(tenant: Tenant) -> Non
     assert ('id="opt-outs"' in page.text) == has_opt_outs  # shown once contacts have opt-outs
 
 
+@ONE_STORE
 def test_a_contacts_timeline_pages_newest_first(tenant: Tenant) -> None:
     contact = tenant.contact(name="Tagged often")
     for i in range(55):
@@ -419,6 +437,7 @@ def test_a_contacts_timeline_pages_newest_first(tenant: Tenant) -> None:
     assert "That page link is out of date" in text_of(stale)
 
 
+@ONE_STORE
 def test_a_contact_of_another_tenant_is_not_found(tenant: Tenant, make_tenant: Callable[[], Tenant]) -> None:
     contact = tenant.contact(name="Mine")
     other, _ = signed_in(make_tenant(), "admin")
@@ -433,6 +452,7 @@ def test_a_contact_of_another_tenant_is_not_found(tenant: Tenant, make_tenant: C
 
 
 # ---------------------------------------------------------------------------------------------------- roles
+@ONE_STORE
 def test_who_may_see_and_import(tenant: Tenant) -> None:
     contact = tenant.contact(name="Ada")
     volunteer, _ = signed_in(tenant, "volunteer")
@@ -459,6 +479,7 @@ def test_who_may_see_and_import(tenant: Tenant) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------- escaping
+@ONE_STORE
 def test_what_a_user_typed_is_shown_as_text(tenant: Tenant) -> None:
     contact = tenant.contact(
         name=HOSTILE, county=HOSTILE, organization=HOSTILE, role=HOSTILE, metadata={HOSTILE: HOSTILE}

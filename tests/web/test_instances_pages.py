@@ -1,6 +1,7 @@
-"""/instances and /instances/{id} over HTTP on every store: the filtered, paged list; an instance with its drawing,
-state, tags and timeline; the live timeline's stream; the lifecycle buttons, notes and moves with what they refuse;
-who may see and do what; another tenant's instance; what a user typed shown as text."""
+"""/instances and /instances/{id} over HTTP on SQLite (ONE_STORE: a page only calls the services, whose storage the
+store and sign-in suites test on every store): the filtered, paged list; an instance with its drawing, state, tags
+and timeline; the live timeline's stream; the lifecycle buttons, notes and moves with what they refuse; who may see
+and do what; another tenant's instance; what a user typed shown as text."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import Tenant
+from conftest import ONE_STORE, Tenant
 from pages import form_fields, form_token, signed_in, text_of
 
 HOSTILE = "<script>alert(1)</script>"
@@ -64,6 +65,7 @@ def api(tenant: Tenant, instance_id: str) -> Json:
 # ---------------------------------------------------------------------------------------------------- the list
 
 
+@ONE_STORE
 def test_the_list_shows_each_instance_and_links_to_it(tenant: Tenant) -> None:
     first = started(tenant, "Ada Lovelace", tags=["spring"])
     second = tenant.instance(tenant.contact(name="Grace Hopper")["id"])
@@ -83,6 +85,7 @@ def test_the_list_shows_each_instance_and_links_to_it(tenant: Tenant) -> None:
         assert re.search(rf'<label for="[^"]+">{label}</label>', page.text), label
 
 
+@ONE_STORE
 def test_the_filters_narrow_the_list_and_stay_in_the_form(tenant: Tenant) -> None:
     tagged = started(tenant, "Tagged Person", tags=["spring", "phone-bank"])
     started(tenant, "Plain Person")
@@ -112,6 +115,7 @@ def test_the_filters_narrow_the_list_and_stay_in_the_form(tenant: Tenant) -> Non
     assert other["id"] not in page.text
 
 
+@ONE_STORE
 def test_bad_filters_are_shown_above_the_form(tenant: Tenant) -> None:
     started(tenant)
     client, _ = signed_in(tenant, "viewer")
@@ -132,6 +136,7 @@ def test_bad_filters_are_shown_above_the_form(tenant: Tenant) -> None:
     assert "Ada Lovelace" in text_of(bad_cursor)
 
 
+@ONE_STORE
 def test_the_list_is_paged_fifty_at_a_time_with_the_filters_kept(tenant: Tenant) -> None:
     contact = tenant.contact(name="Many Runs")
     made = [tenant.instance(contact["id"], tags=["batch"]) for _ in range(52)]
@@ -155,6 +160,7 @@ def test_the_list_is_paged_fifty_at_a_time_with_the_filters_kept(tenant: Tenant)
 # ---------------------------------------------------------------------------------------------------- one instance
 
 
+@ONE_STORE
 def test_an_instance_page_shows_where_it_stands(tenant: Tenant) -> None:
     instance = started(tenant, "Ada Lovelace", tags=["spring"], initial_state={"households": 3, "notes": "dog"})
     ok(tenant.admin.post(f"/api/instances/{instance['id']}/transition", json={"outcome": "no_answer"}))
@@ -186,6 +192,7 @@ def test_an_instance_page_shows_where_it_stands(tenant: Tenant) -> None:
     assert 'method="post" action="/instances' not in page.text  # a viewer sees no buttons
 
 
+@ONE_STORE
 def test_the_drawing_highlights_the_instance_and_is_session_authenticated(tenant: Tenant) -> None:
     instance = started(tenant)
     client, _ = signed_in(tenant, "viewer")
@@ -207,6 +214,7 @@ def test_the_drawing_highlights_the_instance_and_is_session_authenticated(tenant
     assert token.status_code == 303  # a token never opens a page
 
 
+@ONE_STORE
 def test_the_timeline_is_paged_oldest_first(tenant: Tenant) -> None:
     instance = started(tenant)
     for n in range(50):
@@ -245,6 +253,7 @@ def read_messages(response: httpx.Response, count: int) -> list[Json]:
     return messages
 
 
+@ONE_STORE
 def test_the_live_timeline_sends_new_events_and_where_the_instance_stands(tenant: Tenant) -> None:
     instance = started(tenant)
     other = started(tenant, "Someone Else")
@@ -283,6 +292,7 @@ def test_the_live_timeline_sends_new_events_and_where_the_instance_stands(tenant
     assert action["actor"].startswith(("API token", "an API token"))  # a name, not the token's id
 
 
+@ONE_STORE
 def test_the_live_timeline_resumes_after_last_event_id_and_refuses_what_it_cannot_follow(tenant: Tenant) -> None:
     instance = started(tenant)
     events = ok(tenant.admin.get(f"/api/instances/{instance['id']}/timeline")).json()["items"]
@@ -304,6 +314,7 @@ def test_the_live_timeline_resumes_after_last_event_id_and_refuses_what_it_canno
 # ---------------------------------------------------------------------------------------------------- changes
 
 
+@ONE_STORE
 def test_staff_start_pause_resume_and_cancel_from_the_page(tenant: Tenant) -> None:
     instance = tenant.instance(tenant.contact(name="Lifecycle")["id"])
     client, user = signed_in(tenant, "staff")
@@ -331,6 +342,7 @@ def test_staff_start_pause_resume_and_cancel_from_the_page(tenant: Tenant) -> No
     assert "A staff" in text_of(page)  # the person's name in the timeline
 
 
+@ONE_STORE
 def test_a_change_the_instance_no_longer_allows_is_shown_on_the_page(tenant: Tenant) -> None:
     instance = started(tenant, "Stale Page")
     client, _ = signed_in(tenant, "staff")
@@ -344,6 +356,7 @@ def test_a_change_the_instance_no_longer_allows_is_shown_on_the_page(tenant: Ten
     assert api(tenant, instance["id"])["status"] == "cancelled"
 
 
+@ONE_STORE
 def test_a_failed_instance_can_be_retried(tenant: Tenant) -> None:
     tenant.template(SHARE)
     instance = tenant.instance(
@@ -360,6 +373,7 @@ def test_a_failed_instance_can_be_retried(tenant: Tenant) -> None:
     assert "instance_retried" in kinds
 
 
+@ONE_STORE
 def test_notes_are_added_and_an_empty_one_is_refused_on_the_page(tenant: Tenant) -> None:
     instance = started(tenant)
     client, _ = signed_in(tenant, "staff")
@@ -377,6 +391,7 @@ def test_notes_are_added_and_an_empty_one_is_refused_on_the_page(tenant: Tenant)
     assert 'name="text" rows="3" maxlength="10000">xxxx' in long.text  # what was typed stays in the field
 
 
+@ONE_STORE
 def test_an_admin_moves_an_instance_with_a_reason(tenant: Tenant) -> None:
     instance = started(tenant)
     client, _ = signed_in(tenant, "admin")
@@ -398,6 +413,7 @@ def test_an_admin_moves_an_instance_with_a_reason(tenant: Tenant) -> None:
     assert moved["data"]["reason"] == "asked for a postcard"
 
 
+@ONE_STORE
 def test_forms_without_the_token_are_refused(tenant: Tenant) -> None:
     instance = tenant.instance(tenant.contact(name="Guarded")["id"])
     client, _ = signed_in(tenant, "admin")
@@ -424,6 +440,7 @@ def test_forms_without_the_token_are_refused(tenant: Tenant) -> None:
 # ---------------------------------------------------------------------------------------------------- who may
 
 
+@ONE_STORE
 def test_roles(tenant: Tenant) -> None:
     instance = started(tenant)
     url = f"/instances/{instance['id']}"
@@ -448,6 +465,7 @@ def test_roles(tenant: Tenant) -> None:
     assert api(tenant, instance["id"])["status"] == "active"
 
 
+@ONE_STORE
 def test_another_tenants_instance_is_not_found(tenant: Tenant, make_tenant: Any) -> None:
     theirs = started(make_tenant(), "Their Voter")
     client, _ = signed_in(tenant, "admin")
@@ -463,6 +481,7 @@ def test_another_tenants_instance_is_not_found(tenant: Tenant, make_tenant: Any)
     assert "Their Voter" not in text_of(ok(client.get("/instances", params={"contact_id": theirs["contact_id"]})))
 
 
+@ONE_STORE
 @pytest.mark.parametrize("where", ["contact", "template", "note"])
 def test_what_a_user_typed_is_shown_as_text(tenant: Tenant, where: str) -> None:
     template_id = None
@@ -491,6 +510,7 @@ def test_what_a_user_typed_is_shown_as_text(tenant: Tenant, where: str) -> None:
     assert "<script>" not in drawn.text
 
 
+@ONE_STORE
 def test_an_instance_whose_contact_and_template_were_deleted_still_shows(tenant: Tenant) -> None:
     tenant.template(SHARE)
     instance = tenant.instance(
@@ -511,6 +531,7 @@ def test_an_instance_whose_contact_and_template_were_deleted_still_shows(tenant:
     assert "<img" not in page.text
 
 
+@ONE_STORE
 def test_the_live_timeline_ends_when_the_person_is_removed(tenant: Tenant) -> None:
     """The stream checks the session before each event: a removed person (or a signed-out session) gets nothing
     more, even on a stream opened before."""

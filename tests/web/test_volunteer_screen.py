@@ -1,5 +1,6 @@
-"""/next, the volunteer's screen, over HTTP on every store: claim, the contact and script, outcomes with a note,
-the next task at once, skip, none left, and who may see what."""
+"""/next, the volunteer's screen, over HTTP on SQLite (ONE_STORE: a page only calls the services, whose storage the
+store and sign-in suites test on every store): claim, the contact and script, outcomes with a note, the next task at
+once, skip, none left, and who may see what."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from conftest import Tenant
+from conftest import ONE_STORE, Tenant
 from pages import form_fields, form_token, signed_in, text_of
 
 HOSTILE = '<script>alert(1)</script>"><img src=x onerror=alert(2)>'
@@ -34,6 +35,7 @@ def started(tenant: Tenant, **contact: Any) -> dict[str, Any]:
     return tenant.instance(tenant.contact(**contact)["id"], start=True)
 
 
+@ONE_STORE
 def test_a_volunteer_claims_records_and_gets_the_next_task_at_once(tenant: Tenant) -> None:
     first = started(tenant, name="Ada Lovelace", phone="(555) 201-3344", tags=["voter"], metadata={"city": "Dover"})
     second = started(tenant, name="Grace Hopper")
@@ -65,6 +67,7 @@ def test_a_volunteer_claims_records_and_gets_the_next_task_at_once(tenant: Tenan
     assert {t["instance_id"]: t["held_by"] for t in held}[second["id"]] == user["id"]
 
 
+@ONE_STORE
 def test_a_reload_shows_the_held_task_instead_of_claiming_another(tenant: Tenant) -> None:
     started(tenant, name="First")
     started(tenant, name="Second")
@@ -76,6 +79,7 @@ def test_a_reload_shows_the_held_task_instead_of_claiming_another(tenant: Tenant
     assert holders.count(None) == 1  # only one was claimed
 
 
+@ONE_STORE
 def test_skip_gives_the_task_back_and_shows_another(tenant: Tenant) -> None:
     first = started(tenant, name="First")
     started(tenant, name="Second")
@@ -92,6 +96,7 @@ def test_skip_gives_the_task_back_and_shows_another(tenant: Tenant) -> None:
     assert tasks[first["id"]] is None
 
 
+@ONE_STORE
 def test_with_none_left_the_page_says_so(tenant: Tenant) -> None:
     client, _ = signed_in(tenant, "volunteer")
     page = claim(client)
@@ -101,6 +106,7 @@ def test_with_none_left_the_page_says_so(tenant: Tenant) -> None:
     assert 'name="action" value="door_canvass"' in filtered.text  # the filter stays in the page
 
 
+@ONE_STORE
 def test_the_claim_filters_ride_along(tenant: Tenant) -> None:
     instance = started(tenant, name="Walker", county="Kent")
     client, _ = signed_in(tenant, "volunteer")
@@ -114,6 +120,7 @@ def test_the_claim_filters_ride_along(tenant: Tenant) -> None:
     assert tenant.admin.get(f"/api/instances/{instance['id']}").json()["current_node"] == "schedule_door"
 
 
+@ONE_STORE
 def test_what_a_user_typed_is_shown_as_text(tenant: Tenant) -> None:
     started(tenant, name=HOSTILE, tags=["x"], metadata={"address": HOSTILE}, email="spy?bcc=me%40evil.example@ex.org")
     client, _ = signed_in(tenant, "volunteer")
@@ -126,6 +133,7 @@ def test_what_a_user_typed_is_shown_as_text(tenant: Tenant) -> None:
     assert 'href="mailto:spy%3Fbcc%3Dme%2540evil.example%40ex.org"' in page.text
 
 
+@ONE_STORE
 def test_a_stale_page_does_not_record_twice(tenant: Tenant) -> None:
     started(tenant, name="Once")
     client, _ = signed_in(tenant, "volunteer")
@@ -141,6 +149,7 @@ def test_a_stale_page_does_not_record_twice(tenant: Tenant) -> None:
     assert "Not saved" in text_of(again)
 
 
+@ONE_STORE
 def test_roles(tenant: Tenant) -> None:
     viewer, _ = signed_in(tenant, "viewer")
     refused = viewer.get("/next")
@@ -151,6 +160,7 @@ def test_roles(tenant: Tenant) -> None:
     assert staff.get("/next").status_code == 200
 
 
+@ONE_STORE
 def test_a_volunteer_cannot_record_on_a_task_it_does_not_hold(tenant: Tenant) -> None:
     instance = started(tenant, name="Held elsewhere")
     holder, _ = signed_in(tenant, "volunteer")
@@ -166,6 +176,7 @@ def test_a_volunteer_cannot_record_on_a_task_it_does_not_hold(tenant: Tenant) ->
     assert tenant.admin.get(f"/api/instances/{instance['id']}").json()["current_node"] == "initial_call"
 
 
+@ONE_STORE
 def test_the_dashboard_shows_each_templates_funnel(tenant: Tenant) -> None:
     for name in ("A", "B"):
         started(tenant, name=name)

@@ -1,7 +1,8 @@
-"""/workflows and /workflows/{id} over HTTP on every store: the list (paged, tag filter), a new template from JSON,
-a template drawn with its counts, its validation beside its steps, the JSON editor (validate without saving, save
-refusing what does not parse or fit, drafts kept), clone, bulk enrol (counts inline, or a job followed at
-/workflows/jobs/{id}), versions; who may do what, another tenant's ids, and user text shown as text."""
+"""/workflows and /workflows/{id} over HTTP on SQLite (ONE_STORE: a page only calls the services, whose storage the
+store and sign-in suites test on every store): the list (paged, tag filter), a new template from JSON, a template
+drawn with its counts, its validation beside its steps, the JSON editor (validate without saving, save refusing what
+does not parse or fit, drafts kept), clone, bulk enrol (counts inline, or a job followed at /workflows/jobs/{id}),
+versions; who may do what, another tenant's ids, and user text shown as text."""
 
 from __future__ import annotations
 
@@ -21,7 +22,17 @@ import pytest
 from cbworkflow.models.templates import TemplateFields
 from cbworkflow.services.templates import TemplateService
 from cbworkflow.web.workflows import editable_json, read_draft
-from conftest import ADMIN_TOKEN, CBWORKFLOW, Server, Tenant, free_port, reference_template, start_server, stop_server
+from conftest import (
+    ADMIN_TOKEN,
+    CBWORKFLOW,
+    ONE_STORE,
+    Server,
+    Tenant,
+    free_port,
+    reference_template,
+    start_server,
+    stop_server,
+)
 from pages import form_fields, form_token, signed_in, text_of
 
 HOSTILE = "<script>alert(1)</script>"
@@ -89,6 +100,7 @@ def textarea(page: httpx.Response, field_id: str) -> str:
 # ---------------------------------------------------------------- the list
 
 
+@ONE_STORE
 def test_the_list_shows_each_template_with_its_state(tenant: Tenant) -> None:
     tenant.template()
     tenant.template(draft_body(tags=["spring"]))
@@ -112,6 +124,7 @@ def test_the_list_shows_each_template_with_its_state(tenant: Tenant) -> None:
     assert '<label for="new-json">' in admin.get("/workflows").text
 
 
+@ONE_STORE
 def test_the_list_is_paged_and_filtered_by_tag(tenant: Tenant) -> None:
     for n in range(51):
         tenant.template(small_body(f"plan-{n:02d}", tags=["many"]))
@@ -142,6 +155,7 @@ def test_the_list_is_paged_and_filtered_by_tag(tenant: Tenant) -> None:
     assert broken.headers["content-type"].startswith("text/html")
 
 
+@ONE_STORE
 def test_a_new_template_is_checked_then_saved(tenant: Tenant) -> None:
     admin, _ = signed_in(tenant, "admin")
     page = admin.get("/workflows")
@@ -166,6 +180,7 @@ def test_a_new_template_is_checked_then_saved(tenant: Tenant) -> None:
     assert "A workflow template with id 'fresh' already exists." in text_of(again)
 
 
+@ONE_STORE
 def test_a_new_template_that_does_not_parse_or_fit_is_refused(tenant: Tenant) -> None:
     admin, _ = signed_in(tenant, "admin")
     page = admin.get("/workflows")
@@ -193,6 +208,7 @@ def test_a_new_template_that_does_not_parse_or_fit_is_refused(tenant: Tenant) ->
     assert tenant.admin.get("/api/workflows/oops").status_code == 404
 
 
+@ONE_STORE
 def test_a_draft_with_graph_errors_is_saved_with_its_errors_shown(tenant: Tenant) -> None:
     admin, _ = signed_in(tenant, "admin")
     page = admin.get("/workflows")
@@ -212,6 +228,7 @@ def test_a_draft_with_graph_errors_is_saved_with_its_errors_shown(tenant: Tenant
     assert tenant.admin.get("/api/workflows/draft-one").status_code == 200
 
 
+@ONE_STORE
 def test_creating_needs_an_admin_and_the_form_token(tenant: Tenant) -> None:
     body = json.dumps(small_body("sneaky"))
     admin, _ = signed_in(tenant, "admin")
@@ -231,6 +248,7 @@ def test_creating_needs_an_admin_and_the_form_token(tenant: Tenant) -> None:
 # ---------------------------------------------------------------- one template
 
 
+@ONE_STORE
 def test_a_template_page_shows_the_graph_counts_steps_and_versions(tenant: Tenant) -> None:
     for name in ("Ann", "Bea"):
         tenant.instance(tenant.contact(name=name)["id"], start=True)
@@ -278,6 +296,7 @@ def test_a_template_page_shows_the_graph_counts_steps_and_versions(tenant: Tenan
     assert "tenant" not in edited
 
 
+@ONE_STORE
 def test_validation_results_sit_beside_the_steps_they_concern(tenant: Tenant) -> None:
     body = draft_body("beside")
     body["nodes"]["lost"] = {"type": "end", "name": "Nobody gets here"}
@@ -304,6 +323,7 @@ def test_validation_results_sit_beside_the_steps_they_concern(tenant: Tenant) ->
     assert "The whole template Error start_node_missing" in text_of(whole)
 
 
+@ONE_STORE
 def test_the_editor_validates_without_saving(tenant: Tenant) -> None:
     tenant.template(small_body("edit-me"))
     admin, _ = signed_in(tenant, "admin")
@@ -323,6 +343,7 @@ def test_the_editor_validates_without_saving(tenant: Tenant) -> None:
     assert stored["version"] == "1.0.0"
 
 
+@ONE_STORE
 def test_the_editor_saves_a_change_and_raises_the_version(tenant: Tenant) -> None:
     tenant.template(small_body("edit-me"))
     admin, _ = signed_in(tenant, "admin")
@@ -350,6 +371,7 @@ def test_the_editor_saves_a_change_and_raises_the_version(tenant: Tenant) -> Non
     assert tenant.admin.get("/api/workflows/edit-me").json()["description"] == "pasted"
 
 
+@ONE_STORE
 def test_the_editor_refuses_what_does_not_parse_or_fit(tenant: Tenant) -> None:
     tenant.template(small_body("edit-me", version="2.0.0"))
     admin, _ = signed_in(tenant, "admin")
@@ -387,6 +409,7 @@ def test_the_editor_refuses_what_does_not_parse_or_fit(tenant: Tenant) -> None:
     assert "dead_end" in text_of_html(step_of(shown, "call"))
 
 
+@ONE_STORE
 def test_editing_needs_an_admin_and_the_form_token(tenant: Tenant) -> None:
     tenant.template(small_body("guarded"))
     body = json.dumps({**small_body("guarded"), "name": "Changed"})
@@ -398,6 +421,7 @@ def test_editing_needs_an_admin_and_the_form_token(tenant: Tenant) -> None:
     assert tenant.admin.get("/api/workflows/guarded").json()["name"] == "Small plan"
 
 
+@ONE_STORE
 def test_a_forms_address_opened_as_a_page_goes_back_to_the_template(tenant: Tenant) -> None:
     tenant.template()
     viewer, _ = signed_in(tenant, "viewer")
@@ -410,6 +434,7 @@ def test_a_forms_address_opened_as_a_page_goes_back_to_the_template(tenant: Tena
     assert f'action="/workflows/{REF}/edit#json"' in page.text  # the answer opens at the form that was sent
 
 
+@ONE_STORE
 def test_clone_makes_a_copy_and_goes_to_it(tenant: Tenant) -> None:
     tenant.template()
     admin, _ = signed_in(tenant, "admin")
@@ -443,6 +468,7 @@ def test_clone_makes_a_copy_and_goes_to_it(tenant: Tenant) -> None:
         assert tenant.admin.get(f"/api/workflows/{refused}").status_code == 404
 
 
+@ONE_STORE
 def test_bulk_enrol_shows_the_counts(tenant: Tenant) -> None:
     tenant.template()
     for name in ("Kim", "Lee"):
@@ -472,6 +498,7 @@ def test_bulk_enrol_shows_the_counts(tenant: Tenant) -> None:
     assert 'value="Kent"' in bad.text
 
 
+@ONE_STORE
 def test_bulk_enrol_refuses_a_draft_and_needs_staff_and_the_token(tenant: Tenant) -> None:
     tenant.template(draft_body())
     tenant.contact(name="Nia")
@@ -487,6 +514,7 @@ def test_bulk_enrol_refuses_a_draft_and_needs_staff_and_the_token(tenant: Tenant
     assert tenant.admin.get("/api/instances").json()["items"] == []
 
 
+@ONE_STORE
 def test_volunteers_are_refused_and_other_tenants_ids_are_not_found(
     tenant: Tenant, make_tenant: Callable[[], Tenant]
 ) -> None:
@@ -525,6 +553,7 @@ def test_volunteers_are_refused_and_other_tenants_ids_are_not_found(
     assert tenant.admin.get("/api/workflows/stolen").status_code == 404
 
 
+@ONE_STORE
 def test_what_a_user_typed_is_shown_as_text(tenant: Tenant) -> None:
     body = draft_body("hostile", name=HOSTILE, description=HOSTILE, metadata={"note": HOSTILE})
     body["nodes"]["call"]["name"] = HOSTILE
