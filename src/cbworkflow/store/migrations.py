@@ -207,6 +207,12 @@ def _people(conn: Connection) -> None:
             table.create(conn)
 
 
+def _held_tasks(conn: Connection) -> None:
+    """The index of the tasks each person or token holds."""
+    if schema.HELD_INDEX.name not in {index["name"] for index in inspect(conn).get_indexes("instances")}:
+        schema.HELD_INDEX.create(conn)
+
+
 MIGRATIONS: list[tuple[int, str, Step]] = [
     (1, "initial tables", _initial),
     (2, "contact search index", _search_index),
@@ -219,6 +225,7 @@ MIGRATIONS: list[tuple[int, str, Step]] = [
     (9, "webhook subscriptions and deliveries", _subscriptions),
     (10, "triggers and goals of templates, trigger errors, enrolment keys of instances", _triggers),
     (11, "people who sign in to the web pages, and their sessions", _people),
+    (12, "the tasks each person or token holds", _held_tasks),
 ]
 LATEST = MIGRATIONS[-1][0]
 

@@ -249,6 +249,13 @@ ENROLLED_INDEX = Index(
     sqlite_where=ENROLLED_SQL,
 )
 
+# The tasks a person or token holds (the volunteer screen after a reload, a volunteer's own list): few rows, so
+# partial; `held_by = ?` in a query implies the condition, on SQLite and PostgreSQL alike.
+HELD_SQL = text("held_by IS NOT NULL")
+HELD_INDEX = Index(
+    "ix_instances_held", "tenant", "held_by", "task_since", "pk", postgresql_where=HELD_SQL, sqlite_where=HELD_SQL
+)
+
 NODE_ENTERED_AT: Column[Any] = Column("node_entered_at", UTCDateTime())  # added by migration 6: time spent at a node
 
 # Added by migration 10: `<template id>:<contact id>` on an unfinished instance a trigger started, unique in the
@@ -288,6 +295,7 @@ instances = _records(
     *INSTANCE_WORK_INDEXES,
     ENROLLED_INDEX,
     ENROL_KEY_INDEX,
+    HELD_INDEX,
 )
 
 instance_tags = _tag_table("instance_tags", "instance_pk")
