@@ -7,6 +7,7 @@ the form that made it, and never again. Tenant settings come with the campaign r
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request
@@ -74,6 +75,21 @@ async def _admin_page(request: Request, caller: WebCaller, *, status_code: int =
     return render(request, "admin.html", caller=caller, status_code=status_code, **context)
 
 
+async def _made(
+    request: Request, caller: WebCaller, make: Callable[[], Awaitable[Any]], fields: dict[str, str], shown_as: str
+) -> Response:
+    """Run a form's `make`: what it made is shown once (201); bad input or a clash beside the form, as typed."""
+    try:
+        made = await make()
+    except ValidationError as exc:
+        return await _admin_page(request, caller, status_code=422, error=_problem(exc), form=fields)
+    except CbwError as exc:
+        if exc.status_code >= 500:
+            raise
+        return await _admin_page(request, caller, status_code=exc.status_code, error=exc.detail, form=fields)
+    return await _admin_page(request, caller, status_code=201, **{shown_as: made})
+
+
 def _done(said: str, anchor: str, target: str = "/admin") -> Response:
     return RedirectResponse(f"{target}?said={said}#{anchor}", status_code=303)
 
@@ -88,16 +104,12 @@ async def admin_page(request: Request, caller: Admin) -> Response:
 async def invite(request: Request, caller: Admin) -> Response:
     form = await checked_form(request, caller)
     fields = {key: form.get(key, "").strip() for key in ("email", "name", "role")}
-    try:
+
+    async def make() -> Any:
         body = UserCreate.model_validate({**fields, "name": fields["name"] or fields["email"].split("@")[0]})
-        made = await services_of(request).users.create(caller.principal, caller.principal.tenant, body)
-    except ValidationError as exc:
-        return await _admin_page(request, caller, status_code=422, error=_problem(exc), form=fields)
-    except CbwError as exc:
-        if exc.status_code >= 500:
-            raise
-        return await _admin_page(request, caller, status_code=exc.status_code, error=exc.detail, form=fields)
-    return await _admin_page(request, caller, status_code=201, invitation=made)
+        return await services_of(request).users.create(caller.principal, caller.principal.tenant, body)
+
+    return await _made(request, caller, make, fields, "invitation")
 
 
 @router.post("/admin/people/{user_id}/role")
@@ -150,16 +162,12 @@ async def create_subscription(request: Request, caller: Admin) -> Response:
     form = await checked_form(request, caller)
     fields = {"url": form.get("url", "").strip(), "events": form.get("events", "").strip() or "*"}
     events = [name.strip() for name in fields["events"].replace("\n", ",").split(",") if name.strip()]
-    try:
+
+    async def make() -> Any:
         body = SubscriptionCreate.model_validate({"url": fields["url"], "events": events})
-        made = await services_of(request).subscriptions.create(caller.principal, body)
-    except ValidationError as exc:
-        return await _admin_page(request, caller, status_code=422, error=_problem(exc), form=fields)
-    except CbwError as exc:
-        if exc.status_code >= 500:
-            raise
-        return await _admin_page(request, caller, status_code=exc.status_code, error=exc.detail, form=fields)
-    return await _admin_page(request, caller, status_code=201, new_subscription=made)
+        return await services_of(request).subscriptions.create(caller.principal, body)
+
+    return await _made(request, caller, make, fields, "new_subscription")
 
 
 @router.get("/admin/subscriptions/{subscription_id}")
