@@ -771,8 +771,8 @@ def test_a_database_of_the_previous_version_is_brought_up_to_date(tmp_path: Path
     fresh = SQLiteStore(path)
     asyncio.run(fresh.migrate())
     asyncio.run(fresh.close())
-    with sqlite3.connect(path) as conn:  # back to what version 2 made
-        for index in ("ix_instances_due", "ix_instances_tasks", "ix_instances_waiting"):
+    with sqlite3.connect(path) as conn:  # back to what version 2 made (migration 12's index uses task_since)
+        for index in ("ix_instances_due", "ix_instances_tasks", "ix_instances_waiting", "ix_instances_held"):
             conn.execute(f"DROP INDEX {index}")
         for column in ("task_since", "task_action", "suggestion", "worker_id", "worker_lease_until"):
             conn.execute(f"ALTER TABLE instances DROP COLUMN {column}")
