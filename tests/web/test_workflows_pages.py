@@ -21,7 +21,7 @@ import pytest
 
 from cbworkflow.models.templates import TemplateFields
 from cbworkflow.services.templates import TemplateService
-from cbworkflow.web.workflows import editable_json, read_draft
+from cbworkflow.web.template_json import editable_json, read_draft
 from conftest import (
     ADMIN_TOKEN,
     CBWORKFLOW,

@@ -18,17 +18,13 @@ hash, the worker's due work, counts for `/metrics`, purging old idempotency keys
 from __future__ import annotations
 
 import asyncio
-import threading
 from abc import ABC, abstractmethod
-from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 from typing import Any, Generic, TypeVar
-
-from pydantic import TypeAdapter
 
 from ..models.access import Tenant, Token
 from ..models.contacts import Contact
@@ -36,17 +32,17 @@ from ..models.events import Event
 from ..models.instances import WorkflowInstance
 from ..models.jobs import JobRecord
 from ..models.subscriptions import DeliveryRecord, DeliveryStatus, SubscriptionRecord
-from ..models.templates import Node, TemplateHooks, TemplateVersion, TriggerError, WorkflowTemplate
+from ..models.templates import TemplateHooks, TemplateVersion, TriggerError, WorkflowTemplate
 from ..models.users import SessionRecord, User, UserRecord
 from .filters import ContactFilter as ContactFilter  # services import the filters with the interface
 from .filters import EventFilter as EventFilter
 from .filters import InstanceFilter as InstanceFilter
 from .filters import TaskFilter as TaskFilter
+from .snapshots import Snapshot as Snapshot  # backends import them with the interface
+from .snapshots import SnapshotCache as SnapshotCache
 from .tallies import Count
 
 T = TypeVar("T")
-
-_NODE_MAP: TypeAdapter[dict[str, Node]] = TypeAdapter(dict[str, Node])  # a snapshot's stored nodes, read back
 
 
 @dataclass(frozen=True)
@@ -102,48 +98,6 @@ class IdempotencyRecord:
     done: bool = False
     status_code: int | None = None
     body: str | None = None
-
-
-@dataclass
-class Snapshot:
-    """A frozen copy of a template's graph, shared by every instance created from that exact graph."""
-
-    id: str
-    start_node: str
-    nodes: dict[str, Any] = field(default_factory=dict)
-
-
-class SnapshotCache:
-    """Parsed frozen node maps by snapshot id. Snapshots never change, so entries never go stale."""
-
-    def __init__(self, size: int = 128) -> None:
-        self._items: OrderedDict[tuple[str, str], tuple[str, dict[str, Node]]] = OrderedDict()
-        self._size = size
-        self._lock = threading.Lock()
-
-    def get(self, key: tuple[str, str]) -> tuple[str, dict[str, Node]] | None:
-        """`key` is (tenant, snapshot id)."""
-        with self._lock:
-            found = self._items.get(key)
-            if found is not None:
-                self._items.move_to_end(key)
-            return found
-
-    def put(self, key: tuple[str, str], value: tuple[str, dict[str, Node]]) -> None:
-        with self._lock:
-            self._items[key] = value
-            if len(self._items) > self._size:
-                self._items.popitem(last=False)
-
-    def load(self, tenant: str, snapshot_id: str, read: Callable[[], tuple[str, Any]]) -> tuple[str, dict[str, Node]]:
-        """The start node and parsed nodes of a snapshot; `read` gives them as stored, called only on a miss."""
-        key = (tenant, snapshot_id)
-        found = self.get(key)
-        if found is None:
-            start_node, nodes = read()
-            found = (start_node, _NODE_MAP.validate_python(nodes))
-            self.put(key, found)
-        return found
 
 
 class Tx(ABC):
