@@ -10,6 +10,8 @@ import phonenumbers
 from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .models.consent import Channel, parse_action_channels
+
 
 class SettingsError(Exception):
     """A setting has a bad value; the message names the variable and what it accepts."""
@@ -46,6 +48,7 @@ class Settings(BaseSettings):
     default_phone_region: str = "US"
     outbound_allow_private: bool = False
     executors: str = ""
+    action_channels: str = ""  # more action=channel pairs for consent and contact hours (robocall=phone,flyer=mail)
     sqlite_synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = "NORMAL"
 
     log_format: Literal["json", "text"] = "json"
@@ -86,6 +89,12 @@ class Settings(BaseSettings):
             raise ValueError("a two-letter region code such as US, GB or DE")
         return value.upper()
 
+    @field_validator("action_channels")
+    @classmethod
+    def _channel_pairs(cls, value: str) -> str:
+        parse_action_channels(value)  # a ValueError names the pair
+        return value
+
     @field_validator("log_format", mode="before")
     @classmethod
     def _lower(cls, value: object) -> object:
@@ -107,6 +116,11 @@ class Settings(BaseSettings):
         if value is not None and not value.startswith(("sqlite:///", "postgresql://", "postgresql+", "json:///")):
             raise ValueError("sqlite:///path, postgresql://user@host/db or json:///path")
         return value
+
+    @property
+    def channels(self) -> dict[str, Channel]:
+        """Which channel each action uses: the built-in map with `CBW_ACTION_CHANNELS` added."""
+        return parse_action_channels(self.action_channels)
 
     @property
     def store_url(self) -> str:

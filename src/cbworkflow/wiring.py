@@ -23,11 +23,13 @@ from .runtime.outbox import OutboxSignal
 from .runtime.worker import Handlers, Worker
 from .services.access import DEFAULT_TENANT, AccessService
 from .services.bulk import BulkEnrolment
+from .services.consent import ConsentService
 from .services.contact_import import ContactImport
 from .services.contacts import ContactService
 from .services.custom_events import EventService
 from .services.diagrams import DiagramService
 from .services.idempotency import IdempotencyService
+from .services.inbound_sms import InboundSms
 from .services.instances import InstanceService
 from .services.jobs import JobService
 from .services.sessions import SessionService
@@ -70,6 +72,8 @@ class Services:
     events: EventService
     users: UserService
     sessions: SessionService
+    consent: ConsentService
+    inbound_sms: InboundSms
 
 
 SYSTEM = Principal(token_id="system", tenant=DEFAULT_TENANT, role=Role.SUPERADMIN, name="system")
@@ -81,8 +85,10 @@ async def build_services(settings: Settings, store: Store | None = None, clock: 
     clock = clock or Clock()
     await store.migrate()
     automatic = automatic_actions(settings)
-    instances = InstanceService(store, clock, automatic)
-    reactions = Reactions(automatic, wake=lambda: instances.notify())  # instances.notify: the worker, once made
+    channels = settings.channels
+    instances = InstanceService(store, clock, automatic, channels)
+    # instances.notify: the worker, once made
+    reactions = Reactions(automatic, wake=lambda: instances.notify(), channels=channels)
     jobs = JobService(store, clock)
     bulk = BulkEnrolment(
         store,
@@ -101,7 +107,7 @@ async def build_services(settings: Settings, store: Store | None = None, clock: 
         contacts=ContactService(store, clock, settings.default_phone_region, reactions),
         templates=TemplateService(store, clock),
         instances=instances,
-        tasks=TaskService(store, clock),
+        tasks=TaskService(store, clock, reactions=reactions),
         idempotency=IdempotencyService(store, clock),
         jobs=jobs,
         stats=StatsService(store),
@@ -123,6 +129,15 @@ async def build_services(settings: Settings, store: Store | None = None, clock: 
         subscriptions=SubscriptionService(store, clock, allow_private=settings.outbound_allow_private),
         users=UserService(store, clock, settings.public_url),
         sessions=SessionService(store, clock, timedelta(hours=settings.session_hours)),
+        consent=ConsentService(store, clock, reactions),
+        inbound_sms=InboundSms(
+            store,
+            clock,
+            reactions,
+            auth_token=settings.sms_auth_token,
+            public_url=settings.public_url,
+            region=settings.default_phone_region,
+        ),
     )
 
 

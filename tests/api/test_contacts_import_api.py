@@ -280,6 +280,7 @@ def test_export_then_import_round_trips_in_csv_and_json_lines(tenant: Tenant, ma
         metadata={"nested": {"x": [1, "two"]}, "é": "ü"},
         external_id="org/1",
         role="Captain",
+        timezone="Europe/London",
     )
     tenant.contact(name='Comma, "Quoted"\nNewline', organization="Library")
     tenant.contact(name="Bare")  # no key to match on but its id
@@ -307,6 +308,7 @@ def test_export_then_import_round_trips_in_csv_and_json_lines(tenant: Tenant, ma
             "organization",
             "role",
             "external_id",
+            "timezone",
             "tags",
             "metadata",
         )
@@ -323,15 +325,19 @@ def test_export_then_import_round_trips_in_csv_and_json_lines(tenant: Tenant, ma
         "county",
         "organization",
         "role",
+        "timezone",
         "tags",
         "metadata",
         "phone_e164",
+        "opted_out",
         "created_at",
         "updated_at",
     ]
     ada = next(row for row in rows if row[2] == "Ada")
-    assert ada[8] == "a;b"
-    assert json.loads(ada[9]) == {"nested": {"x": [1, "two"]}, "é": "ü"}
+    assert ada[8] == "Europe/London"
+    assert ada[9] == "a;b"
+    assert json.loads(ada[10]) == {"nested": {"x": [1, "two"]}, "é": "ü"}
+    assert json.loads(ada[12]) == {}
 
 
 @pytest.mark.slow

@@ -150,6 +150,7 @@ SCENARIO: list[tuple[str, str, int]] = [
     ("POST", "/api/instances/{instance}/retry", 409),  # the example is right; the instance is not failed
     ("POST", "/api/events", 200),
     ("POST", "/api/instances/{instance}/cancel", 200),
+    ("POST", "/api/contacts/ada-lovelace/opt-out", 200),
     ("POST", "/api/contacts/import", 200),
     ("POST", "/api/subscriptions", 201),
     ("PATCH", "/api/subscriptions/{subscription}", 200),

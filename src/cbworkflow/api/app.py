@@ -21,7 +21,7 @@ from .idempotency import Idempotency
 from .metrics import Metrics, MetricsMiddleware
 from .rate_limit import RateLimiter
 from .request_log import RequestLog
-from .routes import admin, contacts, events, instances, jobs, stream, subscriptions, tasks, users, workflows
+from .routes import admin, consent, contacts, events, instances, jobs, stream, subscriptions, tasks, users, workflows
 
 log = logging.getLogger("cbworkflow")
 
@@ -77,6 +77,7 @@ def create_app(
         admin.router,
         admin.api,
         contacts.router,
+        consent.router,
         workflows.router,
         instances.router,
         tasks.router,

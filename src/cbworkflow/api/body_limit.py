@@ -64,6 +64,7 @@ def _json_unless_typed(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, 
 
 
 IMPORT_PATH = "/api/contacts/import"
+FORM_ROUTES = frozenset({"/api/inbound/sms"})  # API routes that read a provider's form, not JSON
 IMPORTERS = frozenset({Role.SUPERADMIN, Role.ADMIN, Role.STAFF})  # the route's roles (api/deps.py STAFF)
 
 
@@ -152,7 +153,7 @@ class BodyLimit:
         except _Stopped:
             return
         scope.setdefault("state", {})["raw_body"] = body
-        if body and scope["path"].startswith("/api/"):  # the web pages' forms stay forms
+        if body and scope["path"].startswith("/api/") and scope["path"] not in FORM_ROUTES:  # pages' forms stay forms
             scope["headers"] = _json_unless_typed(scope["headers"])
             problem = json_problem(body)
             if problem:

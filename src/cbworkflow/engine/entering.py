@@ -5,7 +5,9 @@
 - action with an executor (`emit_event` always has one), AI decision, webhook: due at once (`wake_at`), for the
   worker;
 - wait: due when its time comes (`wake_at`), or when its event arrives (`waiting_for: event:<name>`);
-- action without an executor, manual decision: a task for a person (`task_since`).
+- action without an executor, manual decision: a task for a person (`task_since`);
+- action on a channel the contact opted out of (workflows.md § Consent): the outcome `opted_out` when the node has
+  one, else the instance is cancelled, with an `action_failed` event saying why. Nothing is sent, no task is made.
 The engine keeps going through nodes that complete at once, and fails the instance when one step visits more
 than `MAX_NODES_PER_STEP` nodes (a loop). `StepBuilder` accumulates one step (the new instance and its events);
 the steps themselves (start, transition, retry, the worker's results…) are in `steps`.
@@ -24,6 +26,7 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from ..ids import new_id
+from ..models.consent import BUILT_IN_ACTION_CHANNELS, Channel
 from ..models.events import SYSTEM_ACTOR, Event, EventType
 from ..models.instances import InstanceStatus, WorkflowInstance
 from ..models.templates import (
@@ -46,6 +49,7 @@ RULES_SECONDS_PER_STEP = 0.25  # CPU time all heuristic rules of one step may ta
 
 _RULE: TypeAdapter[Any] = TypeAdapter(Rule)
 AI_ACTOR = "ai"
+OPTED_OUT = "opted_out"  # the outcome an action node may have for a contact who refused its channel
 
 
 @dataclass(frozen=True)
@@ -55,11 +59,20 @@ class Context:
 
     automatic_actions: frozenset[str] = frozenset()
     load_contact: Callable[[], Mapping[str, Any] | None] = lambda: None
+    channels: Mapping[str, Channel] = field(default_factory=lambda: BUILT_IN_ACTION_CHANNELS)
 
     @cached_property
     def contact(self) -> Mapping[str, Any] | None:
         """The contact as JSON (None when it was deleted)."""
         return self.load_contact()
+
+    def refused(self, action: str | None) -> Channel | None:
+        """The channel of `action` when the contact opted out of it, else None (no channel, or not refused)."""
+        channel = self.channels.get(action or "")
+        if channel is None:
+            return None
+        contact = self.contact
+        return channel if contact is not None and channel.value in (contact.get("opted_out") or {}) else None
 
     def placeholders(self, instance: WorkflowInstance) -> dict[str, Any]:
         """The data placeholders and expressions read: state, contact, instance and template ids."""
@@ -178,6 +191,9 @@ class StepBuilder:
             return None
         if isinstance(node, ActionNode):
             inst.status = InstanceStatus.ACTIVE
+            refused = self.ctx.refused(node.action)
+            if refused is not None:
+                return self.opted_out(node_id, node, refused)
             if node.action in self.ctx.automatic_actions or node.action == EMIT_EVENT:
                 inst.wake_at = self.now  # the worker runs the executor (`emit_event`'s is built in: always)
             else:
@@ -274,18 +290,47 @@ class StepBuilder:
         self.exit(node_id, node, outcome)
         return node.transitions[outcome]
 
-    def exit(self, node_id: str, node: Node, outcome: str) -> None:
+    def opted_out(self, node_id: str, node: ActionNode, channel: Channel) -> str | None:
+        """The contact refused the node's channel: take the outcome `opted_out` (the next node), or cancel."""
+        reason = f"the contact opted out of {channel.value}"
+        if OPTED_OUT in node.transitions:
+            self.exit(node_id, node, OPTED_OUT, {"channel": channel.value}, actor=SYSTEM_ACTOR)
+            return node.transitions[OPTED_OUT]
+        error = f"{reason}, and node {node_id!r} has no outcome {OPTED_OUT!r}"
+        self.emit(EventType.ACTION_FAILED, f"Not done: {error}", {"error": error, "channel": channel.value}, node_id)
+        self.cancel(reason, node_id, actor=SYSTEM_ACTOR)
+        return None
+
+    def exit(
+        self, node_id: str, node: Node, outcome: str, extra: dict[str, Any] | None = None, actor: str | None = None
+    ) -> None:
         """The `node_exited` event, with the seconds spent at the node (what the campaign numbers' medians count)."""
-        data: dict[str, Any] = {"outcome": outcome}
+        data: dict[str, Any] = {"outcome": outcome, **(extra or {})}
         since = self.instance.node_entered_at
         if since is not None and self.instance.current_node == node_id:
             data["seconds"] = round(max((self.now - since).total_seconds(), 0.0), 3)
-        self.emit(EventType.NODE_EXITED, f"Left {node.name or node_id} with {outcome}", data, node_id)
+        self.emit(EventType.NODE_EXITED, f"Left {node.name or node_id} with {outcome}", data, node_id, actor)
 
     def leave_and_enter(self, node_id: str, node: Node, outcome: str) -> None:
         following = self.leave(node_id, node, outcome)
         if following is not None:
             self.enter(following)
+
+    def cancel(
+        self, reason: str | None, node_id: str | None, extra: dict[str, Any] | None = None, actor: str | None = None
+    ) -> None:
+        """The instance ends `cancelled`: its timer, task and pending automatic work are dropped."""
+        inst = self.instance
+        inst.status = InstanceStatus.CANCELLED
+        inst.paused_status = None
+        inst.completed_at = self.now
+        inst.wake_at = None
+        inst.waiting_for = None
+        inst.task_since = None
+        inst.held_by = None
+        inst.lease_expires_at = None
+        data = (extra or {}) | ({"reason": reason} if reason else {})
+        self.emit(EventType.INSTANCE_CANCELLED, "Cancelled" + (f": {reason}" if reason else ""), data, node_id, actor)
 
     def fail(self, reason: str, node_id: str | None) -> None:
         inst = self.instance

@@ -16,7 +16,7 @@ from ..merge_patch import merge_patch
 from ..models.common import MAX_STATE_BYTES, json_size
 from ..models.events import SYSTEM_ACTOR, Event, EventType
 from ..models.instances import MOVABLE, TERMINAL, InstanceStatus, WorkflowInstance
-from ..models.templates import AIRule, DecisionNode, Node, WaitNode, WebhookNode
+from ..models.templates import ActionNode, AIRule, DecisionNode, Node, WaitNode, WebhookNode
 from .entering import AI_ACTOR, StepBuilder
 
 # What callers of the steps use from `entering`, so they import one module.
@@ -159,21 +159,7 @@ def cancel(
     if instance.status in TERMINAL:
         raise Conflict(f"cannot cancel an instance that is {instance.status.value}; it has already finished")
     b = StepBuilder(instance, now, actor)
-    b.instance.status = InstanceStatus.CANCELLED
-    b.instance.paused_status = None
-    b.instance.completed_at = now
-    b.instance.wake_at = None
-    b.instance.waiting_for = None
-    b.instance.task_since = None
-    b.instance.held_by = None
-    b.instance.lease_expires_at = None
-    data = _on_behalf(on_behalf_of) | ({"reason": reason} if reason else {})
-    b.emit(
-        EventType.INSTANCE_CANCELLED,
-        "Cancelled" + (f": {reason}" if reason else ""),
-        data,
-        instance.current_node,
-    )
+    b.cancel(reason, instance.current_node, _on_behalf(on_behalf_of))
     return b.step()
 
 
@@ -398,14 +384,16 @@ def action_finished(
     details: dict[str, Any],
     now: datetime,
     ctx: Context = NO_CONTEXT,
+    *,
+    started_recorded: bool = False,
 ) -> Step:
-    """An executor or a webhook call finished: go on with `outcome`, or fail the instance when there is none."""
+    """An executor or a webhook call finished: go on with `outcome`, or fail the instance when there is none.
+    `started_recorded`: `action_started` was written before the call (`sending`), so it is not written again."""
     node_id, node = _at(instance)
     b = StepBuilder(instance, now, SYSTEM_ACTOR, ctx)
-    what = (
-        f"webhook {getattr(node, 'webhook_url', '')}" if isinstance(node, WebhookNode) else getattr(node, "action", "")
-    )
-    b.emit(EventType.ACTION_STARTED, f"Ran {what}", {"started_at": details.get("started_at")}, node_id)
+    if not started_recorded:
+        what = f"webhook {getattr(node, 'webhook_url', '')}" if isinstance(node, WebhookNode) else node_action(node)
+        b.emit(EventType.ACTION_STARTED, f"Ran {what}", {"started_at": details.get("started_at")}, node_id)
     if outcome is None or outcome not in node.transitions:
         error = details.get("error") or f"no outcome {outcome!r} on node {node_id!r}"
         b.emit(EventType.ACTION_FAILED, f"Failed: {error}", details, node_id)
@@ -413,6 +401,40 @@ def action_finished(
     else:
         b.emit(EventType.ACTION_COMPLETED, f"Done: {outcome}", {**details, "outcome": outcome}, node_id)
         b.leave_and_enter(node_id, node, outcome)
+    return b.step()
+
+
+def node_action(node: Node) -> str:
+    return getattr(node, "action", "") or ""
+
+
+def sending(instance: WorkflowInstance, channel: str, now: datetime) -> list[Event]:
+    """The `action_started` of an action that reaches the contact, written in the transaction that checked consent,
+    before the call: the timeline orders it against an opt-out (whichever committed first won)."""
+    node_id, node = _at(instance)
+    b = StepBuilder(instance, now, SYSTEM_ACTOR)
+    b.emit(
+        EventType.ACTION_STARTED,
+        f"Sending {node_action(node)} ({channel})",
+        {"started_at": now.isoformat(), "channel": channel},
+        node_id,
+    )
+    return b.events
+
+
+def channel_refused(instance: WorkflowInstance, now: datetime, ctx: Context) -> Step | None:
+    """When the instance is at an action on a channel its contact opted out of (a task, or an automatic step about
+    to run): the outcome `opted_out`, or the instance cancelled (`entering`). None when nothing is refused."""
+    node_id, node = _at(instance)
+    if not isinstance(node, ActionNode) or instance.status not in MOVABLE:
+        return None
+    channel = ctx.refused(node.action)
+    if channel is None:
+        return None
+    b = StepBuilder(instance, now, SYSTEM_ACTOR, ctx)
+    following = b.opted_out(node_id, node, channel)
+    if following is not None:
+        b.enter(following)
     return b.step()
 
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import unicodedata
-from typing import Annotated
+import zoneinfo
+from typing import Annotated, Any
 
-from pydantic import AfterValidator, ConfigDict, EmailStr, Field, StringConstraints
+from pydantic import AfterValidator, BeforeValidator, ConfigDict, EmailStr, Field, StringConstraints
 
 from .common import BoundedObject, JSONObject, RequestModel, ResponseModel, Slug, Tags, Timestamp
+from .consent import Channel
 
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
 ShortText = Annotated[str, StringConstraints(max_length=200)]
@@ -29,6 +31,25 @@ def _external_id(value: str) -> str:
 ExternalId = Annotated[str, StringConstraints(min_length=1, max_length=200), AfterValidator(_external_id)]
 
 
+def _time_zone(value: str) -> str:
+    """An IANA time zone name that this server's time zone data knows (`America/Los_Angeles`)."""
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"{value!r} is not an IANA time zone name such as America/Los_Angeles") from None
+    return value
+
+
+TimeZoneName = Annotated[str, StringConstraints(min_length=1, max_length=64), AfterValidator(_time_zone)]
+
+
+def _none_is_empty(value: Any) -> Any:
+    return {} if value is None else value
+
+
+OptedOut = Annotated[dict[Channel, Timestamp], BeforeValidator(_none_is_empty)]
+
+
 class ContactFields(RequestModel):
     """The fields a client may write on a contact."""
 
@@ -48,6 +69,9 @@ class ContactFields(RequestModel):
     external_id: ExternalId | None = None
     """The id of this person in another system (a CRM), unique in the tenant: 1 to 200 characters, no control
     characters, not `.` or `..`."""
+    timezone: TimeZoneName | None = None
+    """Where the person lives, as an IANA time zone (`America/Los_Angeles`); contact hours are read in it. Absent:
+    the time zone of the phone number when it has exactly one, else the tenant's."""
     tags: Tags = Field(default_factory=list)
     """Slugs that group contacts (at most 100); duplicates are dropped, the first order kept."""
     metadata: BoundedObject = Field(default_factory=dict)
@@ -123,6 +147,8 @@ class ContactPatch(RequestModel):
     external_id: ExternalId | None = None
     """The id of this person in another system, unique in the tenant (409 if another contact has it); `null`
     clears it."""
+    timezone: TimeZoneName | None = None
+    """An IANA time zone (`America/Los_Angeles`) that contact hours are read in; `null` clears it."""
     tags: Tags | None = None
     """The whole new list of tags (slugs, at most 100), replacing the old one; `null` removes every tag."""
     metadata: BoundedObject | None = None
@@ -153,6 +179,11 @@ class Contact(ResponseModel):
     """The person's role in that organisation (free text), or null."""
     external_id: str | None = None
     """The id of this person in another system (a CRM), unique in the tenant; null when none."""
+    timezone: str | None = None
+    """The person's IANA time zone, or null (contact hours then follow the phone number, else the tenant)."""
+    opted_out: OptedOut = Field(default_factory=dict)
+    """The channels the person refused (`sms`, `email`, `phone`, `door`, `mail`), each with when it was recorded
+    (set by `POST /api/contacts/{id}/opt-out` and by a STOP text; nothing is sent or asked of a volunteer on them)."""
     tags: list[str] = Field(default_factory=list)
     """The contact's tags (slugs, no duplicates)."""
     metadata: JSONObject = Field(default_factory=dict)

@@ -7,7 +7,11 @@ result in one transaction that first checks the instance is still at the revisio
 - any number of workers never apply the same step twice (the second finds a new revision and drops its result);
 - a worker killed while holding work loses nothing: the lease runs out and another worker takes the work over;
 - a paused, cancelled or already-moved instance is never advanced by stale work (its revision moved on, and a
-  paused instance is not due).
+  paused instance is not due);
+- an action that reaches the contact (a text, an email) is sent only after a write transaction that re-reads the
+  contact's consent with the contact's row locked and records `action_started`: an opt-out committed before that
+  transaction wins (the step takes `opted_out`, or the instance is cancelled), one committed after it finds the
+  message already on its way.
 It sleeps until the next due time (at most `poll_interval`), and `wake()` rouses it at once when this process made
 new due work.
 """
@@ -248,7 +252,7 @@ class Worker:
             await self._release(work)
             return
         node = instance.nodes[instance.current_node]
-        data = steps.Context(self.automatic_actions, lambda: contact).placeholders(instance)
+        data = steps.Context(self.automatic_actions, lambda: contact, self.reactions.channels).placeholders(instance)
         visit = f"{instance.id}-{instance.current_node}-{last_event or work.revision}"
         started = self.clock.now()
         if isinstance(node, WaitNode):
@@ -280,8 +284,11 @@ class Worker:
             await self._apply(work, None, in_tx=partial(self._emit, config=config, details=details))
         elif isinstance(node, ActionNode) and node.action in self.automatic_actions:
             config = await asyncio.to_thread(render_call, node.action_config, data)
+            channel = self.reactions.channels.get(node.action or "")
+            if channel is not None and not await self._may_send(work, instance.contact_id, channel.value):
+                return
             result = await self.handlers.run_action(_action_request(instance, node, config, contact, visit))
-            await self._finish(work, result, started)
+            await self._finish(work, result, started, started_recorded=channel is not None)
         else:
             # Due work this worker cannot do: an action whose executor another process has (CBW_EXECUTORS differs
             # between processes). Keep the lease, so it is tried again when the lease ends, not in a tight loop.
@@ -292,9 +299,40 @@ class Worker:
                 self.lease,
             )
 
-    async def _finish(self, work: DueWork, result: ActionResult, started: datetime) -> None:
+    async def _may_send(self, work: DueWork, contact_id: str, channel: str) -> bool:
+        """Just before an action reaches the contact: its consent read again in a write transaction that locks the
+        contact's row, then the instance's (the order an opt-out locks them in), so the opt-out's transaction and
+        this one are in one order. Refused: the instance takes `opted_out` or is cancelled, here. Allowed:
+        `action_started` is recorded, and the caller sends."""
+        now = self.clock.now()
+
+        def run(tx: Tx) -> bool:
+            contact = tx.get_contact(contact_id)
+            instance = tx.get_instance(work.instance_id)
+            if instance is None or instance.revision != work.revision or instance.status not in MOVABLE:
+                return False  # moved, paused or cancelled meanwhile
+            snapshot = contact.model_dump(mode="json") if contact else None
+            ctx = steps.Context(self.automatic_actions, lambda: snapshot, self.reactions.channels)
+            refused = steps.channel_refused(instance, now, ctx)
+            if refused is not None:
+                tx.update_instance(refused.instance)
+                tx.append_events(refused.events)
+                return False
+            tx.append_events(steps.sending(instance, channel, now))
+            return True
+
+        return await self.store.write(work.tenant, run)
+
+    async def _finish(
+        self, work: DueWork, result: ActionResult, started: datetime, *, started_recorded: bool = False
+    ) -> None:
         details = {**result.details(), "started_at": started.isoformat()}
-        await self._apply(work, lambda i, now, ctx: steps.action_finished(i, result.outcome, details, now, ctx))
+        await self._apply(
+            work,
+            lambda i, now, ctx: steps.action_finished(
+                i, result.outcome, details, now, ctx, started_recorded=started_recorded
+            ),
+        )
 
     def _emit(
         self,
@@ -324,12 +362,7 @@ class Worker:
             instance = tx.get_instance(work.instance_id)
             if instance is None or instance.revision != work.revision or instance.status not in MOVABLE:
                 return False  # someone moved, paused, cancelled or completed it meanwhile: this work is stale
-
-            def contact() -> dict[str, Any] | None:
-                found = tx.get_contact(instance.contact_id)
-                return found.model_dump(mode="json") if found else None
-
-            ctx = steps.Context(self.automatic_actions, contact)
+            ctx = self.reactions.context(tx, instance)
             if in_tx is not None:
                 in_tx(tx, instance, now, ctx)
                 return True

@@ -19,7 +19,7 @@ from ..models.contacts import Contact
 from ..models.events import Event, EventType
 from .happenings import Happening
 
-FIELDS = ("name", "email", "phone", "county", "organization", "role", "external_id", "tags", "metadata")
+FIELDS = ("name", "email", "phone", "county", "organization", "role", "external_id", "timezone", "tags", "metadata")
 """The fields a person gives a contact; `contact_updated` names those that changed."""
 
 

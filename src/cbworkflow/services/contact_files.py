@@ -34,12 +34,25 @@ from ..models.imports import FileFormat
 from .contacts import to_e164
 
 # Columns (or JSON keys) a row may write, as ContactCreate names them; `id` only when creating.
-WRITABLE = ("id", "external_id", "name", "email", "phone", "county", "organization", "role", "tags", "metadata")
+WRITABLE = (
+    "id",
+    "external_id",
+    "name",
+    "email",
+    "phone",
+    "county",
+    "organization",
+    "role",
+    "timezone",
+    "tags",
+    "metadata",
+)
 # What an export adds beside them; an import reads past these (they are the server's to set), so an export reads
-# back unchanged instead of filling `metadata` with them.
-READ_ONLY = ("phone_e164", "created_at", "updated_at", "workflow_instance_ids", "tenant")
-EXPORTED = (*WRITABLE, "phone_e164", "created_at", "updated_at")
-TEXT_FIELDS = ("external_id", "email", "phone", "county", "organization", "role")
+# back unchanged instead of filling `metadata` with them. `opted_out` changes only through the opt-out routes and
+# STOP texts: a file can neither opt a person out nor opt them back in.
+READ_ONLY = ("phone_e164", "created_at", "updated_at", "workflow_instance_ids", "tenant", "opted_out")
+EXPORTED = (*WRITABLE, "phone_e164", "opted_out", "created_at", "updated_at")
+TEXT_FIELDS = ("external_id", "email", "phone", "county", "organization", "role", "timezone")
 
 MAX_LINE_BYTES = 1024 * 1024  # one physical line of the file
 MAX_FIELD_CHARS = 128 * 1024  # one CSV field (the csv module's own default limit)
@@ -380,14 +393,14 @@ def export_values(contact: Contact) -> dict[str, Any]:
 
 
 def csv_row(contact: Contact) -> str:
-    """One CSV record: empty for null, tags `;`-joined, metadata as compact JSON (`{}` when empty)."""
+    """One CSV record: empty for null, tags `;`-joined, metadata and opt-outs as compact JSON (`{}` when empty)."""
     values = export_values(contact)
     cells = []
     for name in EXPORTED:
         value = values[name]
         if name == "tags":
             cells.append(";".join(value or []))
-        elif name == "metadata":
+        elif name in ("metadata", "opted_out"):
             cells.append(json.dumps(value or {}, ensure_ascii=False, separators=(",", ":")))
         else:
             cells.append("" if value is None else str(value))

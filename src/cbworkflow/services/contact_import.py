@@ -37,7 +37,19 @@ from .happenings import Happening
 from .jobs import JobService
 from .triggers import Reactions
 
-COMPARED = ("name", "email", "phone", "phone_e164", "county", "organization", "role", "external_id", "tags", "metadata")
+COMPARED = (
+    "name",
+    "email",
+    "phone",
+    "phone_e164",
+    "county",
+    "organization",
+    "role",
+    "external_id",
+    "timezone",
+    "tags",
+    "metadata",
+)
 EXPORT_PAGE = 500
 
 

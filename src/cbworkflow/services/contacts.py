@@ -6,6 +6,7 @@ triggers: `triggers.py`) in its own transaction."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import TypeVar
 
 import phonenumbers
@@ -56,6 +57,13 @@ def saved(contact: Contact, phone_given: bool, region: str) -> SavedContact:
     return SavedContact(**contact.model_dump(), warnings=warnings)
 
 
+def may_see(tx: Tx, principal: Principal, contact_id: str, now: datetime) -> bool:
+    """Whether the caller may see (and act on) the contact: a volunteer only while holding one of its tasks."""
+    if principal.role is not Role.VOLUNTEER:
+        return True
+    return any(i.held_by_token(principal.token_id, now) for i in tx.unfinished_instances_of_contact(contact_id))
+
+
 MAX_TAGS = 100  # as many as a contact body may carry
 MIN_SUBSTRING_SEARCH = 3  # a trigram index answers substrings of three characters or more
 
@@ -92,10 +100,7 @@ class ContactService:
             contact = tx.get_contact(contact_id)
             if contact is None:
                 raise NotFound(f"no contact with id {contact_id!r}")
-            now = self.clock.now()
-            if principal.role is Role.VOLUNTEER and not any(
-                i.held_by_token(principal.token_id, now) for i in tx.unfinished_instances_of_contact(contact_id)
-            ):
+            if not may_see(tx, principal, contact_id, self.clock.now()):
                 raise Forbidden("a volunteer may read only the contacts of tasks it holds")
             return contact
 
@@ -189,6 +194,7 @@ class ContactService:
             replacement = self._new(principal.tenant, existing.id, fields)
             replacement.created_at = existing.created_at
             replacement.workflow_instance_ids = existing.workflow_instance_ids
+            replacement.opted_out = existing.opted_out  # consent is not a field a CRM sync replaces
             tx.update_contact(replacement)
             return (replacement, False), self._changed(tx, existing, replacement, principal.token_id, "upsert")
 

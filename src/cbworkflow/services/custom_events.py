@@ -21,7 +21,7 @@ from ..ids import new_id
 from ..models.access import Principal
 from ..models.contacts import Contact
 from ..models.events import Event, EventPost, EventResult, EventType, GoalResult
-from ..models.instances import InstanceStatus, WorkflowInstance
+from ..models.instances import InstanceStatus
 from ..store.base import InstanceFilter, PageRequest, Store, Tx
 from .happenings import Happening
 from .triggers import Reaction, Reactions
@@ -72,7 +72,7 @@ def raise_event(
     for instance in targets:
         if instance.waiting_for != waiting or instance.status is not InstanceStatus.WAITING:
             continue
-        step = steps.receive_event(instance, name, dict(data), now, actor, _context(tx, reactions, instance))
+        step = steps.receive_event(instance, name, dict(data), now, actor, reactions.context(tx, instance))
         tx.update_instance(step.instance)
         tx.append_events(step.events)
         raised.resumed.append(instance.id)
@@ -81,14 +81,6 @@ def raise_event(
         happening = Happening(contact, "event", event=name, data=data)
         raised.reaction = reactions.react(tx, [happening], now=now, actor=actor)
     return raised
-
-
-def _context(tx: Tx, reactions: Reactions, instance: WorkflowInstance) -> steps.Context:
-    def contact() -> dict[str, object] | None:
-        found = tx.get_contact(instance.contact_id)
-        return found.model_dump(mode="json") if found else None
-
-    return steps.Context(reactions.automatic_actions, contact)
 
 
 def _received(contact: Contact, name: str, data: Mapping[str, Any], now: datetime, actor: str) -> Event:

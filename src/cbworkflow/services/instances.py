@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -20,6 +20,7 @@ from ..engine.entering import AI_ACTOR
 from ..errors import Conflict, Forbidden, InvalidInput, NotFound
 from ..ids import ID_RE, new_id
 from ..models.access import Principal, Role
+from ..models.consent import BUILT_IN_ACTION_CHANNELS, Channel
 from ..models.contacts import Contact
 from ..models.events import SYSTEM_ACTOR, Event, EventType
 from ..models.instances import (
@@ -125,20 +126,27 @@ def enrollable(tx: Tx, template_id: str) -> WorkflowTemplate:
 
 
 class InstanceService:
-    def __init__(self, store: Store, clock: Clock, automatic_actions: frozenset[str] = frozenset()) -> None:
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        automatic_actions: frozenset[str] = frozenset(),
+        channels: Mapping[str, Channel] = BUILT_IN_ACTION_CHANNELS,
+    ) -> None:
         self.store = store
         self.clock = clock
         self.automatic_actions = automatic_actions
+        self.channels = channels  # which channel each action uses (consent)
         self.notify: Callable[[], None] = lambda: None  # wakes this process's worker when work became due
 
     def context(self, tx: Tx, instance: WorkflowInstance) -> steps.Context:
         """What the engine needs to enter nodes: the deployment's automatic actions and (lazily) the contact."""
 
         def contact() -> dict[str, object] | None:
-            found = tx.get_contact(instance.contact_id)
+            found = tx.read_contact(instance.contact_id)
             return found.model_dump(mode="json") if found else None
 
-        return steps.Context(self.automatic_actions, contact)
+        return steps.Context(self.automatic_actions, contact, self.channels)
 
     def _saved(self, instance: WorkflowInstance) -> WorkflowInstance:
         if instance.wake_at is not None and instance.wake_at <= self.clock.now():

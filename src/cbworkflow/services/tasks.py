@@ -2,12 +2,13 @@
 
 Claiming is one transaction that picks the oldest task nobody holds and marks it held with a lease (15 minutes by
 default), so two people never get the same task while the lease holds; on PostgreSQL concurrent claims pass over
-each other's rows (`SKIP LOCKED`) instead of queueing behind them.
+each other's rows (`SKIP LOCKED`) instead of queueing behind them. A task on a channel its contact opted out of is
+never handed out: the claim moves it on (`opted_out`, or cancelled) and takes the next.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from ..clock import Clock
 from ..engine import steps
@@ -16,9 +17,11 @@ from ..models.access import Principal, Role
 from ..models.instances import MOVABLE, WorkflowInstance
 from ..models.tasks import Task, TaskQuery, node_summary
 from ..store.base import Page, PageRequest, Store, TaskFilter, Tx
+from .triggers import Reactions
 
 LEASE = timedelta(minutes=15)
 MAX_HELD_BY_VOLUNTEER = 5  # a task shows its contact: a volunteer sees a few at a time, never the whole queue
+MAX_TURNED_AWAY = 20  # refused tasks one claim moves on before it answers "none for now" (the next claim goes on)
 
 
 def task_of(tx: Tx, instance: WorkflowInstance) -> Task:
@@ -49,10 +52,26 @@ def _filter(query: TaskQuery, held_by: str | None = None) -> TaskFilter:
 
 
 class TaskService:
-    def __init__(self, store: Store, clock: Clock, lease: timedelta = LEASE) -> None:
+    def __init__(
+        self, store: Store, clock: Clock, lease: timedelta = LEASE, reactions: Reactions | None = None
+    ) -> None:
         self.store = store
         self.clock = clock
         self.lease = lease
+        self.reactions = reactions or Reactions()  # the automatic actions and channels, for a refused task's step
+
+    def _next(self, tx: Tx, where: TaskFilter, now: datetime) -> WorkflowInstance | None:
+        """The oldest open task whose contact has not refused its channel; refused ones are moved on, in `tx`."""
+        for _ in range(MAX_TURNED_AWAY):
+            instance = tx.next_open_task(where, now)
+            if instance is None:
+                return None
+            refused = steps.channel_refused(instance, now, self.reactions.context(tx, instance))
+            if refused is None:
+                return instance
+            tx.update_instance(refused.instance)
+            tx.append_events(refused.events)
+        return None
 
     async def list(self, principal: Principal, query: TaskQuery, page: PageRequest) -> Page[Task]:
         """Oldest first. A volunteer sees the tasks it holds (a task shows its contact, which is theirs only then)."""
@@ -90,7 +109,7 @@ class TaskService:
                         f"you already hold {MAX_HELD_BY_VOLUNTEER} tasks, the most a volunteer may hold: "
                         "record their outcomes or give some back first"
                     )
-            instance = tx.next_open_task(_filter(query), now)
+            instance = self._next(tx, _filter(query), now)
             if instance is None:
                 return None
             step = steps.claim_task(instance, principal.token_id, now + self.lease, now)

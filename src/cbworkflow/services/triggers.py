@@ -20,13 +20,14 @@ pays one query per batch. A trigger whose happening matches and whose `where` is
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from ..engine import steps
 from ..engine.sandbox import ExpressionError
+from ..models.consent import BUILT_IN_ACTION_CHANNELS, Channel
 from ..models.events import Event
 from ..models.instances import WorkflowInstance
 from ..models.templates import TemplateHooks, Trigger, TriggerError, WorkflowTemplate
@@ -64,10 +65,24 @@ class Reactions:
     """Goals and triggers for the changes of contacts, in the transactions that make them."""
 
     def __init__(
-        self, automatic_actions: frozenset[str] = frozenset(), wake: Callable[[], None] = lambda: None
+        self,
+        automatic_actions: frozenset[str] = frozenset(),
+        wake: Callable[[], None] = lambda: None,
+        channels: Mapping[str, Channel] = BUILT_IN_ACTION_CHANNELS,
     ) -> None:
         self.automatic_actions = automatic_actions
+        self.channels = channels  # which channel each action uses (consent)
         self.wake = wake  # rouses this process's worker (set once the worker exists)
+
+    def context(self, tx: Tx, instance: WorkflowInstance) -> steps.Context:
+        """What the engine needs to move `instance` in `tx`: the automatic actions, the channels, and the contact
+        (read when a step needs it; in a write, its row is then locked)."""
+
+        def contact() -> dict[str, Any] | None:
+            found = tx.read_contact(instance.contact_id)
+            return found.model_dump(mode="json") if found else None
+
+        return steps.Context(self.automatic_actions, contact, self.channels)
 
     def react(self, tx: Tx, happenings: Sequence[Happening], *, now: datetime, actor: str) -> Reaction:
         """Reach the goals and fire the triggers the happenings match, in `tx`."""
@@ -163,7 +178,7 @@ class Reactions:
         if not c.trigger.reenter:
             instance.enrol_key = f"{template.id}:{contact.id}"
         events = steps.created_events(instance, actor, {"trigger": _described(c)})
-        ctx = steps.Context(self.automatic_actions, lambda: contact.model_dump(mode="json"))
+        ctx = steps.Context(self.automatic_actions, lambda: contact.model_dump(mode="json"), self.channels)
         step = steps.start(instance, now, actor, ctx=ctx)  # the copy keeps the enrolment key
         return step.instance, events + step.events
 

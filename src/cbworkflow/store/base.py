@@ -157,6 +157,12 @@ class Tx(ABC):
         """None when this tenant has no such contact (another tenant's id included); locked inside `write`."""
 
     @abstractmethod
+    def read_contact(self, contact_id: str) -> Contact | None:
+        """As `get_contact`, never locked: what a step reads for its placeholders, expressions and consent. A step
+        locks its instance first; a contact's change (an opt-out, a goal) locks the contact first, then its
+        instances: were the step to lock the contact too, the two could wait for each other."""
+
+    @abstractmethod
     def get_contact_by_external_id(self, external_id: str) -> Contact | None:
         """The contact that holds `external_id` in this tenant (an id in another system); locked inside `write`."""
 

@@ -8,10 +8,11 @@ version up to date and skip what step 1 already made.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import BigInteger, Connection, bindparam, delete, func, inspect, select, update
+from sqlalchemy import BigInteger, Column, Connection, bindparam, delete, func, inspect, select, update
 
 from . import schema
 from .phones import name_key
@@ -58,12 +59,17 @@ def _search_index(conn: Connection) -> None:
         conn.exec_driver_sql(statement)
 
 
-def _engine_columns(conn: Connection) -> None:
-    have = {column["name"] for column in inspect(conn).get_columns("instances")}
-    for column in schema.INSTANCE_WORK_COLUMNS:
+def _add_columns(conn: Connection, table: str, columns: Iterable[Column[Any]]) -> None:
+    """Add those of `columns` that `table` does not have yet (a database created later has them from step 1)."""
+    have = {column["name"] for column in inspect(conn).get_columns(table)}
+    for column in columns:
         if column.name not in have:
             kind = column.type.compile(dialect=conn.dialect)
-            conn.exec_driver_sql(f"ALTER TABLE instances ADD COLUMN {column.name} {kind}")
+            conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {column.name} {kind}")
+
+
+def _engine_columns(conn: Connection) -> None:
+    _add_columns(conn, "instances", schema.INSTANCE_WORK_COLUMNS)
     indexes = {index["name"] for index in inspect(conn).get_indexes("instances")}
     if "ix_instances_wake" in indexes:  # replaced by the partial ix_instances_due, which claims walk in order
         conn.exec_driver_sql("DROP INDEX ix_instances_wake")
@@ -173,11 +179,7 @@ def _subscriptions(conn: Connection) -> None:
 def _triggers(conn: Connection) -> None:
     """Templates' triggers and goals beside their bodies (and their partial index), the latest trigger errors, and
     the enrolment key of trigger-started instances with its partial unique index."""
-    have = {column["name"] for column in inspect(conn).get_columns("templates")}
-    for column in schema.TEMPLATE_HOOK_COLUMNS:
-        if column.name not in have:
-            kind = column.type.compile(dialect=conn.dialect)
-            conn.exec_driver_sql(f"ALTER TABLE templates ADD COLUMN {column.name} {kind}")
+    _add_columns(conn, "templates", schema.TEMPLATE_HOOK_COLUMNS)
     t = schema.templates.c
     last = 0
     while True:  # the hooks of templates stored before, in batches
@@ -213,6 +215,11 @@ def _held_tasks(conn: Connection) -> None:
         schema.HELD_INDEX.create(conn)
 
 
+def _consent(conn: Connection) -> None:
+    """A contact's time zone and the channels it opted out of."""
+    _add_columns(conn, "contacts", [schema.contacts.c.timezone, schema.contacts.c.opted_out])
+
+
 MIGRATIONS: list[tuple[int, str, Step]] = [
     (1, "initial tables", _initial),
     (2, "contact search index", _search_index),
@@ -226,6 +233,7 @@ MIGRATIONS: list[tuple[int, str, Step]] = [
     (10, "triggers and goals of templates, trigger errors, enrolment keys of instances", _triggers),
     (11, "people who sign in to the web pages, and their sessions", _people),
     (12, "the tasks each person or token holds", _held_tasks),
+    (13, "contacts' time zones and opt-outs", _consent),
 ]
 LATEST = MIGRATIONS[-1][0]
 

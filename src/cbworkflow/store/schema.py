@@ -164,6 +164,8 @@ contacts = _records(
     _required("metadata", Json),
     *_created_updated(),
     NAME_KEY,
+    Column("timezone", String(64)),
+    Column("opted_out", JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")),
     UniqueConstraint("tenant", "external_id", name="uq_contacts_tenant_external_id"),
     NAME_KEY_INDEX,
     _newest_first("contacts", "created"),

@@ -268,6 +268,7 @@ async def remove_contact_tag(
 async def contact_timeline(
     services: ServicesDep, principal: Reader, contact_id: ContactIdPath, page: PagingDep
 ) -> Page[Event]:
-    """The events of every instance of this contact, oldest first, paged."""
+    """The events of every instance of this contact and its contact-level events (opt-outs, tags, custom events
+    received), newest first, paged."""
     found = await services.contacts.timeline(principal.tenant, record_id(contact_id, "contact"), page)
     return Page[Event](items=found.items, next_cursor=found.next_cursor)

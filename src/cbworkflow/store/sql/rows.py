@@ -67,6 +67,7 @@ def contact_values(contact: Contact) -> dict[str, Any]:
     values = contact.model_dump(exclude={"workflow_instance_ids"})
     values["phone_digits"] = phone_digits(contact.phone, contact.phone_e164)
     values["name_key"] = name_key(contact.name)
+    values["opted_out"] = {channel.value: at.isoformat() for channel, at in contact.opted_out.items()} or None
     return values
 
 

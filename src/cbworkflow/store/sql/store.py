@@ -8,6 +8,7 @@ mapping driver errors to the store's, ping, close) is here once.
 from __future__ import annotations
 
 import random
+import time
 from abc import abstractmethod
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +27,9 @@ from .tx import RowLocks, SqlTx
 
 T = TypeVar("T")
 X = TypeVar("X")
+
+RERUN_STATES = frozenset({"40P01", "40001"})  # PostgreSQL's deadlock_detected and serialization_failure
+RERUNS = 5
 
 
 class SqlStore(Store):
@@ -51,21 +55,29 @@ class SqlStore(Store):
         """A connection inside a transaction that commits when the block ends and rolls back on an exception."""
 
     def _run(self, bind: Callable[[Connection, list[SqlTx]], X], fn: Callable[[X], T], writing: bool) -> T:
-        heads: dict[str, int] = {}
-        try:
-            with self._transaction(writing) as conn:
-                opened: list[SqlTx] = []
-                result = fn(bind(conn, opened))
-                if writing:  # the campaign numbers move in the same transaction as the steps they count
-                    write_tallies(conn, [(tx.tenant, tx.tally) for tx in opened], shard=random.randrange(self.shards))
-                    heads = flush_events(conn, opened, notify=self.notifies)  # last: its lock is the hottest
-        except IntegrityError as exc:
-            raise Conflict(CLASH) from exc
-        except OperationalError as exc:
-            raise StoreError(UNAVAILABLE) from exc
-        if heads:
-            self._committed(heads)
-        return result
+        """Run `fn` in one transaction. One that the database chose to end (a deadlock, say) runs again from the
+        start, a few times: `fn` has no effect outside the transaction (the JSON store re-runs it the same way)."""
+        for attempt in range(1, RERUNS + 1):
+            heads: dict[str, int] = {}
+            try:
+                with self._transaction(writing) as conn:
+                    opened: list[SqlTx] = []
+                    result = fn(bind(conn, opened))
+                    if writing:  # the campaign numbers move in the same transaction as the steps they count
+                        tallies = [(tx.tenant, tx.tally) for tx in opened]
+                        write_tallies(conn, tallies, shard=random.randrange(self.shards))
+                        heads = flush_events(conn, opened, notify=self.notifies)  # last: its lock is the hottest
+            except IntegrityError as exc:
+                raise Conflict(CLASH) from exc
+            except OperationalError as exc:
+                if attempt < RERUNS and getattr(exc.orig, "sqlstate", None) in RERUN_STATES:
+                    time.sleep(random.uniform(0.001, 0.01 * attempt))  # let the other transaction finish first
+                    continue
+                raise StoreError(UNAVAILABLE) from exc
+            if heads:
+                self._committed(heads)
+            return result
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     def _tenant_tx(self, conn: Connection, tenant: str, writing: bool, opened: list[SqlTx]) -> SqlTx:
         tx = self._tx_class(conn, tenant, self._snapshots, self._locks, writing=writing)

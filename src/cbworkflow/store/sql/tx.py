@@ -160,13 +160,16 @@ class SqlTx(HookRows, OutboxRows, PeopleRows, SubscriptionRows, Tx):
         links = self._instance_ids_by_contact([r.id for r in found])
         return [Contact.model_validate({**r._mapping, "workflow_instance_ids": links.get(r.id, [])}) for r in found]
 
-    def _contact(self, where: ColumnElement[bool]) -> Contact | None:
-        row = self.conn.execute(self._locked(select(s.contacts).where(s.contacts.c.tenant == self.tenant, where)))
-        first = row.first()
+    def _contact(self, where: ColumnElement[bool], lock: bool = True) -> Contact | None:
+        query = select(s.contacts).where(s.contacts.c.tenant == self.tenant, where)
+        first = self.conn.execute(self._locked(query) if lock else query).first()
         return self._contacts([first])[0] if first else None
 
     def get_contact(self, contact_id: str) -> Contact | None:
         return self._contact(s.contacts.c.id == contact_id)
+
+    def read_contact(self, contact_id: str) -> Contact | None:
+        return self._contact(s.contacts.c.id == contact_id, lock=False)
 
     def get_contact_by_external_id(self, external_id: str) -> Contact | None:
         return self._contact(s.contacts.c.external_id == external_id)

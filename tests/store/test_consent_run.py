@@ -1,0 +1,106 @@
+"""Consent where the send happens, on every store: the worker re-reads the contact's opt-outs in the transaction
+that records `action_started`, after it claimed the step and before it calls the executor (workflows.md § Consent).
+
+The interleavings are made exactly, not hoped for: the test claims the work itself, commits the opt-out, and only
+then lets the worker process what it claimed.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from test_engine_run import Engine, done, engine, run
+
+from cbworkflow.models.consent import Channel
+from cbworkflow.runtime.work import ActionRequest, ActionResult
+from cbworkflow.store.base import PageRequest
+from cbworkflow.wiring import SYSTEM
+
+__all__ = ["engine"]  # the fixture, on each store
+
+TEXT = {
+    "id": "one-text",
+    "name": "One text",
+    "start_node": "text",
+    "nodes": {
+        "text": {
+            "type": "action",
+            "action": "sms",
+            "action_config": {"message": "Hi {contact.name}"},
+            "transitions": {"sent": "done", "opted_out": "stopped"},
+        },
+        "done": {"type": "end", "end_status": "texted"},
+        "stopped": {"type": "end", "end_status": "stopped"},
+    },
+}
+
+
+async def claim(engine: Engine) -> Any:
+    now = engine.clock.now()
+    store = engine.services.store
+    [work] = await store.system_write(lambda stx: stx.claim_due(now, "w1", now + timedelta(minutes=5), 10))
+    return work
+
+
+def test_an_opt_out_committed_after_the_claim_and_before_the_send_wins(engine: Engine) -> None:
+    async def go() -> None:
+        await engine.template(TEXT)
+        contact = await engine.contact(name="Ada", phone="+14155550100")
+        instance = await engine.enrol(contact, "one-text")
+        work = await claim(engine)
+        await engine.services.consent.opt_out(SYSTEM, contact, [Channel.SMS], "replied STOP")
+        assert (await engine.get(instance)).current_node == "text"  # an automatic step is the worker's to check
+
+        await engine.worker.process(work)
+
+        assert [kind for kind, _ in engine.script.asked] == []  # nothing was sent
+        found = await engine.get(instance)
+        assert (found.status.value, found.end_status) == ("completed", "stopped")
+        kinds = await engine.events(instance)
+        assert "action_started" not in kinds
+        assert await engine.settle() == 0
+
+    run(engine, go())
+
+
+def test_a_text_past_the_check_was_sent_before_an_opt_out_that_then_cancels_the_instance(engine: Engine) -> None:
+    async def go() -> None:
+        await engine.template(TEXT)
+        contact = await engine.contact(name="Ada", phone="+14155550100")
+        instance = await engine.enrol(contact, "one-text")
+
+        async def send_then_opt_out(request: ActionRequest) -> ActionResult:
+            engine.script.asked.append((request.action, request))
+            await engine.services.consent.opt_out(SYSTEM, contact, None, "asked on the phone")
+            return done("sent", provider_id="SM1")
+
+        engine.script.run_action = send_then_opt_out  # type: ignore[method-assign]
+        assert await engine.settle() == 1
+
+        assert [kind for kind, _ in engine.script.asked] == ["sms"]
+        found = await engine.get(instance)
+        assert found.status.value == "cancelled"  # every channel refused: cancelled; the late result is dropped
+        kinds = await engine.events(instance)
+        assert kinds.index("action_started") < kinds.index("instance_cancelled")
+        assert "action_completed" not in kinds
+
+    run(engine, go())
+
+
+def test_a_text_to_a_contact_who_refused_only_email_is_sent(engine: Engine) -> None:
+    engine.script.actions["sms"] = [done("sent", provider_id="SM1")]
+
+    async def go() -> None:
+        await engine.template(TEXT)
+        contact = await engine.contact(name="Ada", phone="+14155550100")
+        await engine.services.consent.opt_out(SYSTEM, contact, [Channel.EMAIL], None)
+        instance = await engine.enrol(contact, "one-text")
+        assert await engine.settle() == 1
+        found = await engine.get(instance)
+        assert (found.status.value, found.end_status) == ("completed", "texted")
+        page = await engine.services.instances.timeline(SYSTEM, instance, PageRequest(limit=100))
+        [started] = [e for e in page.items if e.type.value == "action_started"]
+        assert started.data["channel"] == "sms"
+
+    run(engine, go())
