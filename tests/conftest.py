@@ -22,6 +22,10 @@ import httpx
 import pytest
 
 ADMIN_TOKEN = "test-superadmin-token-0123456789"
+# Contact hours open all day, for tests that are not about them: texts and calls are otherwise held back outside
+# 09:00-20:00 New York time, and a test's outcome would depend on the hour it runs at (tests/api/test_hours_api.py
+# and tests/store/test_hours_run.py are about them, on clocks of their own).
+ALL_DAY = {"contact_hours": {"start": "00:00", "end": "24:00"}}
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = ROOT / "src" / "cbworkflow" / "examples" / "county-outreach-v1.json"
 CBWORKFLOW = Path(sys.executable).parent / "cbworkflow"
@@ -84,11 +88,19 @@ def start_server(
             raise RuntimeError(f"the server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
         try:
             if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                all_day(f"http://127.0.0.1:{port}", "default", admin_token)
                 return proc
         except httpx.HTTPError:
             time.sleep(0.05)
     proc.kill()
     raise RuntimeError(f"the server did not answer /healthz in 60 s:\n{log.read_text()[-3000:]}")
+
+
+def all_day(base_url: str, tenant: str, token: str) -> None:
+    """Open the tenant's contact hours all day (see ALL_DAY)."""
+    headers = {"Authorization": f"Bearer {token}"}
+    answer = httpx.patch(f"{base_url}/api/tenants/{tenant}/settings", json=ALL_DAY, headers=headers, timeout=30)
+    assert answer.status_code == 200, answer.text
 
 
 def stop_server(proc: subprocess.Popen[bytes]) -> None:
@@ -214,6 +226,7 @@ def make_tenant(server: Server, root: httpx.Client) -> Iterator[Callable[[], Ten
         answer = root.post("/api/tenants", json={"id": tenant_id, "name": f"Tenant {tenant_id}"})
         assert answer.status_code == 201, answer.text
         token = answer.json()["admin_token"]
+        all_day(server.base_url, tenant_id, token)
         tenant = Tenant(tenant_id, server, token, server.client(token))
         made.append(tenant)
         return tenant

@@ -23,3 +23,7 @@ class FakeClock(Clock):
 
     def advance(self, delta: timedelta) -> None:
         self._now += delta
+
+    def set(self, when: datetime) -> None:
+        """Jump to `when` (forward or back: a simulation starts where it is asked to)."""
+        self._now = when

@@ -36,6 +36,9 @@ one place that judges the graph and the node settings. It is pure and linear in 
 |                           |       | (any expression problem above, over `contact`, `event`, `now`)   |
 | goal_invalid              | error | a goal's id is used twice, it lacks its `tag`/`event`, or its    |
 |                           |       | `where` cannot run                                               |
+| split_weights_mismatch    | error | a split's `weights` do not name exactly its outcomes             |
+| retry_invalid             | error | an action's `retry` names an outcome it does not have, or its    |
+|                           |       | `after` is not a duration                                        |
 | emit_event_invalid        | error | an `emit_event` action's `action_config` is not `{"event",       |
 |                           |       | "data"?, "to"?}`, or the node has no `sent` transition           |
 | unreachable               | warn  | the node cannot be reached from the start node                   |
@@ -71,6 +74,7 @@ from .models.templates import (
     ManualRule,
     Node,
     Rule,
+    SplitNode,
     Trigger,
     ValidationItem,
     ValidationReport,
@@ -213,6 +217,8 @@ def _check_node(add: _Report, nid: str, n: str, node: Node, nodes: Mapping[str, 
         return
     if not node.transitions:
         add("dead_end", f"{n} has no transitions: add an outcome leading on, or make it an end node.")
+    if isinstance(node, ActionNode) and node.retry is not None:
+        _check_retry(add, node, n)
     if isinstance(node, ActionNode) and not (node.action and node.action.strip()):
         add("action_missing", f"{n} does not say which action to take (e.g. phone_call or sms).")
     elif isinstance(node, ActionNode) and node.action == EMIT_EVENT:
@@ -221,6 +227,11 @@ def _check_node(add: _Report, nid: str, n: str, node: Node, nodes: Mapping[str, 
         _check_decision(add, node, n)
     elif isinstance(node, WaitNode):
         _check_wait(add, node, n)
+    elif isinstance(node, SplitNode) and set(node.weights) != set(node.transitions):
+        msg = (
+            f"{n} is a split whose weights ({_names(node.weights)}) are not its outcomes ({_names(node.transitions)})."
+        )
+        add("split_weights_mismatch", msg)
     elif isinstance(node, WebhookNode):
         if problem := _url_problem(node.webhook_url):
             add("webhook_url_invalid", f"{n} {problem}.")
@@ -232,6 +243,20 @@ def _check_node(add: _Report, nid: str, n: str, node: Node, nodes: Mapping[str, 
         if missing := [o for o in ("success", "failure") if o not in node.transitions]:
             msg = f"{n} has no {' or '.join(missing)} transition: a call ending so fails the instance."
             add("webhook_outcome_missing", msg)
+
+
+def _check_retry(add: _Report, node: ActionNode, n: str) -> None:
+    assert node.retry is not None
+    if unknown := [o for o in node.retry.outcomes if o not in node.transitions]:
+        add("retry_invalid", f"{n} tries again on {_names(unknown)}, which are not its outcomes.")
+    try:
+        parse_duration(node.retry.after)
+    except ValueError as exc:
+        add("retry_invalid", f"{n} has a retry whose after is not a duration: {exc}.")
+
+
+def _names(keys: Iterable[str]) -> str:
+    return ", ".join(sorted(keys)) or "none"
 
 
 def _check_decision(add: _Report, node: DecisionNode, n: str) -> None:

@@ -25,6 +25,7 @@ from .services.access import DEFAULT_TENANT, AccessService
 from .services.bulk import BulkEnrolment
 from .services.consent import ConsentService
 from .services.contact_import import ContactImport
+from .services.contact_rules import TenantSettingsService
 from .services.contacts import ContactService
 from .services.custom_events import EventService
 from .services.diagrams import DiagramService
@@ -33,6 +34,7 @@ from .services.inbound_sms import InboundSms
 from .services.instances import InstanceService
 from .services.jobs import JobService
 from .services.sessions import SessionService
+from .services.simulation import SimulationService
 from .services.stats import StatsService
 from .services.stream import EventStream
 from .services.subscriptions import SubscriptionService
@@ -73,6 +75,8 @@ class Services:
     users: UserService
     sessions: SessionService
     consent: ConsentService
+    tenant_settings: TenantSettingsService
+    simulation: SimulationService
     inbound_sms: InboundSms
 
 
@@ -130,6 +134,8 @@ async def build_services(settings: Settings, store: Store | None = None, clock: 
         users=UserService(store, clock, settings.public_url),
         sessions=SessionService(store, clock, timedelta(hours=settings.session_hours)),
         consent=ConsentService(store, clock, reactions),
+        tenant_settings=TenantSettingsService(store, clock),
+        simulation=SimulationService(store, clock, reactions, settings.default_phone_region),
         inbound_sms=InboundSms(
             store,
             clock,

@@ -151,6 +151,7 @@ SCENARIO: list[tuple[str, str, int]] = [
     ("POST", "/api/events", 200),
     ("POST", "/api/instances/{instance}/cancel", 200),
     ("POST", "/api/contacts/ada-lovelace/opt-out", 200),
+    ("PATCH", "/api/tenants/{tenant}/settings", 200),
     ("POST", "/api/contacts/import", 200),
     ("POST", "/api/subscriptions", 201),
     ("PATCH", "/api/subscriptions/{subscription}", 200),
@@ -164,6 +165,7 @@ def template_path(path: str) -> str:
     path = re.sub(r"^/api/instances/\{instance\}", "/api/instances/{instance_id}", path)
     path = path.replace("/api/subscriptions/{subscription}", "/api/subscriptions/{subscription_id}")
     path = path.replace("/api/users/{user}", "/api/users/{user_id}")
+    path = path.replace("/api/tenants/{tenant}", "/api/tenants/{tenant_id}")
     path = re.sub(r"^/api/workflows/(\{welcome\}|[a-z0-9-]+)", "/api/workflows/{template_id}", path)
     path = re.sub(r"^/api/contacts/by-external-id/.+", "/api/contacts/by-external-id/{external_id}", path)
     return re.sub(r"^/api/contacts/(?!by-|import$)[a-z0-9-]+", "/api/contacts/{contact_id}", path)
@@ -174,7 +176,7 @@ def test_every_request_body_has_an_example_the_api_accepts(server: Server, tenan
     with_body = {(m.upper(), path) for m, path, op in operations(spec) if "requestBody" in op}
     assert with_body - {(m, template_path(p)) for m, p, _ in SCENARIO} == {("POST", "/api/tenants")}
     tenant.template()  # the reference template the examples enrol into
-    ids: dict[str, str] = {}
+    ids: dict[str, str] = {"tenant": tenant.id}
     for method, path, expected in SCENARIO:
         op = spec["paths"][template_path(path)][method.lower()]
         if (method, path) in FILE_BODIES:

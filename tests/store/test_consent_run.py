@@ -13,6 +13,7 @@ from typing import Any
 from test_engine_run import Engine, done, engine, run
 
 from cbworkflow.models.consent import Channel
+from cbworkflow.models.tasks import TaskQuery
 from cbworkflow.runtime.work import ActionRequest, ActionResult
 from cbworkflow.store.base import PageRequest
 from cbworkflow.wiring import SYSTEM
@@ -102,5 +103,42 @@ def test_a_text_to_a_contact_who_refused_only_email_is_sent(engine: Engine) -> N
         page = await engine.services.instances.timeline(SYSTEM, instance, PageRequest(limit=100))
         [started] = [e for e in page.items if e.type.value == "action_started"]
         assert started.data["channel"] == "sms"
+
+    run(engine, go())
+
+
+def test_a_claim_moves_on_a_task_whose_contact_refused_its_channel_by_any_path(engine: Engine) -> None:
+    """The claim's own check, for an opt-out written without the service (another process's older code, a repair
+    by hand): the refused task is moved on and the next one is handed out."""
+    calls = {
+        "id": "calls",
+        "name": "Calls",
+        "start_node": "call",
+        "nodes": {
+            "call": {"type": "action", "action": "phone_call", "transitions": {"done": "end", "opted_out": "end"}},
+            "end": {"type": "end"},
+        },
+    }
+
+    async def go() -> None:
+        await engine.template(calls)
+        refused = await engine.contact(name="Refused")
+        allowed = await engine.contact(name="Allowed")
+        first = await engine.enrol(refused, "calls")
+        engine.clock.advance(timedelta(seconds=1))
+        second = await engine.enrol(allowed, "calls")
+
+        def refuse(tx: Any) -> None:
+            contact = tx.get_contact(refused)
+            tx.update_contact(contact.model_copy(update={"opted_out": {Channel.PHONE: engine.clock.now()}}))
+
+        await engine.services.store.write("default", refuse)
+        task = await engine.services.tasks.claim(SYSTEM, TaskQuery(template_id="calls"))
+        assert task is not None
+        assert task.instance_id == second
+        found = await engine.get(first)
+        assert (found.status.value, found.end_status) == ("completed", "success")
+        kinds = await engine.events(first)
+        assert "node_exited" in kinds
 
     run(engine, go())

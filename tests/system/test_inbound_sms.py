@@ -59,7 +59,7 @@ class World:
         self, sender: str, body: str, *, tenant: str = "default", signature: str | None = None, **extra: str
     ) -> httpx.Response:
         """POST what Twilio posts for a text from `sender`, signed unless `signature` is given."""
-        fields = {"MessageSid": f"SM{time.monotonic_ns()}", "From": sender, "To": "+15550100000", "Body": body}
+        fields = {"MessageSid": f"SM{time.time_ns()}", "From": sender, "To": "+15550100000", "Body": body}
         fields.update(extra)
         path = f"/api/inbound/sms?tenant={tenant}"
         headers = {
@@ -198,6 +198,62 @@ def test_a_signed_text_for_an_unknown_tenant_or_number_changes_nothing(world: Wo
     assert answer.status_code == 200
     assert "<Response" in answer.text
     assert world.text("not a number", "hello").status_code == 200
+
+
+def test_a_message_is_acted_on_once_however_often_it_is_posted(world: World) -> None:
+    contact = world.contact(phone="+14155550144")
+    for _ in range(3):  # the provider's retries, or a replay of a captured request
+        assert world.text("+14155550144", "Are you still there?", MessageSid="SMrepeated0001").status_code == 200
+    received = [e for e in world.timeline(contact["id"]) if e["type"] == "event_received"]
+    assert len(received) == 1
+
+
+def test_start_undoes_only_an_opt_out_that_came_by_text(world: World) -> None:
+    asked_staff = world.contact(name="Asked on the phone", phone="+14155550155")
+    by_text = world.contact(name="Texted STOP", phone="+14155550166")
+    world.ok(world.http.post(f"/api/contacts/{asked_staff['id']}/opt-out", json={"channels": ["sms"]}))
+    assert world.text("+14155550166", "STOP").status_code == 200
+    for number in ("+14155550155", "+14155550166"):
+        assert world.text(number, "START").status_code == 200
+    assert list(world.ok(world.http.get(f"/api/contacts/{asked_staff['id']}"))["opted_out"]) == ["sms"]
+    assert world.ok(world.http.get(f"/api/contacts/{by_text['id']}"))["opted_out"] == {}
+
+
+def test_the_provider_s_opt_out_type_is_followed(world: World) -> None:
+    contact = world.contact(phone="+14155550177")
+    assert world.text("+14155550177", "arrêt", OptOutType="STOP").status_code == 200  # a keyword of its own
+    assert list(world.ok(world.http.get(f"/api/contacts/{contact['id']}"))["opted_out"]) == ["sms"]
+    assert world.text("+14155550177", "reprendre", OptOutType="START").status_code == 200
+    assert world.ok(world.http.get(f"/api/contacts/{contact['id']}"))["opted_out"] == {}
+
+
+def test_malformed_or_oversized_forms_are_refused_before_anything_changes(world: World) -> None:
+    contact = world.contact(phone="+14155550188")
+    path = "/api/inbound/sms?tenant=default"
+    pairs = [("From", "+14155550188"), ("Body", "STOP"), ("Body", "hello")]
+    signed = base64.b64encode(
+        hmac.new(
+            AUTH_TOKEN.encode(),
+            (PUBLIC_URL + path + "".join(k + v for k, v in sorted(pairs, key=lambda p: p[0]))).encode(),
+            hashlib.sha1,
+        ).digest()
+    ).decode()
+    twice = httpx.post(
+        world.base_url + path,
+        content=urlencode(pairs),
+        headers={"Content-Type": "application/x-www-form-urlencoded", "X-Twilio-Signature": signed},
+        timeout=30,
+    )
+    assert twice.status_code == 422, twice.text
+    assert "Body" in twice.json()["detail"]
+    huge = httpx.post(
+        world.base_url + path,
+        content=b"a=" + b"x" * (70 * 1024),
+        headers={"Content-Type": "application/x-www-form-urlencoded", "X-Twilio-Signature": "x"},
+        timeout=30,
+    )
+    assert huge.status_code == 413
+    assert world.ok(world.http.get(f"/api/contacts/{contact['id']}"))["opted_out"] == {}
 
 
 def test_a_stop_racing_a_due_text_never_lets_a_text_out_after_the_opt_out(world: World) -> None:

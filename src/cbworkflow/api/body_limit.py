@@ -65,6 +65,7 @@ def _json_unless_typed(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, 
 
 IMPORT_PATH = "/api/contacts/import"
 FORM_ROUTES = frozenset({"/api/inbound/sms"})  # API routes that read a provider's form, not JSON
+FORM_LIMIT = 64 * 1024  # a provider's form (a text of 1,600 characters and its fields) is a few KiB; anyone may post
 IMPORTERS = frozenset({Role.SUPERADMIN, Role.ADMIN, Role.STAFF})  # the route's roles (api/deps.py STAFF)
 
 
@@ -140,16 +141,17 @@ class BodyLimit:
             await self._spool(scope, receive, send)
             return
         page = wants_page(scope)
-        too_large = f"the request body is larger than the limit of {self.limit} bytes"
+        limit = min(self.limit, FORM_LIMIT) if scope["path"] in FORM_ROUTES else self.limit
+        too_large = f"the request body is larger than the limit of {limit} bytes"
         if page:
             too_large = (
-                f"what you sent is larger than {self.limit // 1024} KiB, the most a page takes; "
+                f"what you sent is larger than {limit // 1024} KiB, the most a page takes; "
                 "a bigger contacts file goes through `cbworkflow contacts import` or the API"
             )
-        if await _declared_too_large(scope, send, self.limit, too_large):
+        if await _declared_too_large(scope, send, limit, too_large):
             return
         try:
-            body = b"".join([chunk async for chunk in _chunks(receive, send, self.limit, too_large, page)])
+            body = b"".join([chunk async for chunk in _chunks(receive, send, limit, too_large, page)])
         except _Stopped:
             return
         scope.setdefault("state", {})["raw_body"] = body

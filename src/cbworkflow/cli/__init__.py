@@ -20,6 +20,7 @@ from . import (
     campaign,  # noqa: F401  (registers enrol and jobs on the app)
     contacts,  # noqa: F401  (registers contacts import and export)
     people,  # noqa: F401  (registers users create and list)
+    simulation,  # noqa: F401  (registers simulate)
 )
 from .commands import app
 from .files import CliError

@@ -7,7 +7,7 @@ import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from ..models.templates import ActionNode, DecisionNode, EndNode, Node, WaitNode, WebhookNode
+from ..models.templates import ActionNode, DecisionNode, EndNode, Node, SplitNode, WaitNode, WebhookNode
 from .layout import Edge, edges_of
 
 MISSING = "missing"  # the kind of a node a transition names but the template lacks (a draft's mistake)
@@ -73,6 +73,9 @@ def _box(node_id: str, node: Node) -> Box:
         return Box(node_id, "wait", title, _wait_detail(node.wait_condition or {}), "wait")
     if isinstance(node, WebhookNode):
         return Box(node_id, "webhook", title, f"webhook {node.webhook_method.upper()}", "webhook")
+    if isinstance(node, SplitNode):
+        shares = "/".join(str(node.weights[outcome]) for outcome in sorted(node.weights)) or "no weights"
+        return Box(node_id, "decision", title, f"split {shares}", "decision")
     assert isinstance(node, EndNode)
     tone = node.end_status if node.end_status in ("success", "failed") else "other"
     return Box(node_id, "end", title, f"ends: {node.end_status}", tone)

@@ -4,10 +4,13 @@
 - heuristic decision: the expression is evaluated at once in the sandbox and the engine goes on;
 - action with an executor (`emit_event` always has one), AI decision, webhook: due at once (`wake_at`), for the
   worker;
+- split: an outcome chosen at once by weight, the same for the same instance (a hash of its id and the node's);
 - wait: due when its time comes (`wake_at`), or when its event arrives (`waiting_for: event:<name>`);
 - action without an executor, manual decision: a task for a person (`task_since`);
 - action on a channel the contact opted out of (workflows.md § Consent): the outcome `opted_out` when the node has
-  one, else the instance is cancelled, with an `action_failed` event saying why. Nothing is sent, no task is made.
+  one, else the instance is cancelled, with an `action_failed` event saying why. Nothing is sent, no task is made;
+- action on a channel under contact hours, outside them in the contact's local time: an automatic step waits
+  (`waiting_for: contact_hours`, `wake_at` when they open); a task opens to claims then (`task_since`).
 The engine keeps going through nodes that complete at once, and fails the instance when one step visits more
 than `MAX_NODES_PER_STEP` nodes (a loop). `StepBuilder` accumulates one step (the new instance and its events);
 the steps themselves (start, transition, retry, the worker's results…) are in `steps`.
@@ -16,6 +19,7 @@ the steps themselves (start, transition, retry, the worker's results…) are in 
 from __future__ import annotations
 
 import copy
+import hashlib
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -27,6 +31,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from ..ids import new_id
 from ..models.consent import BUILT_IN_ACTION_CHANNELS, Channel
+from ..models.contact_rules import ContactRules
 from ..models.events import SYSTEM_ACTOR, Event, EventType
 from ..models.instances import InstanceStatus, WorkflowInstance
 from ..models.templates import (
@@ -38,6 +43,7 @@ from ..models.templates import (
     HeuristicRule,
     Node,
     Rule,
+    SplitNode,
     WaitNode,
     WebhookNode,
 )
@@ -60,11 +66,41 @@ class Context:
     automatic_actions: frozenset[str] = frozenset()
     load_contact: Callable[[], Mapping[str, Any] | None] = lambda: None
     channels: Mapping[str, Channel] = field(default_factory=lambda: BUILT_IN_ACTION_CHANNELS)
+    load_rules: Callable[[], ContactRules] = ContactRules
+    # A dry run's splits: None for real instances (a split takes the branch its ids choose). Otherwise the
+    # branches chosen so far, by node; a split not in it takes its first branch and is noted in `splits_met`, so
+    # the simulation can run the step again down the others.
+    split_plan: Mapping[str, str] | None = None
+    splits_met: list[tuple[str, list[str]]] = field(default_factory=list)
 
     @cached_property
     def contact(self) -> Mapping[str, Any] | None:
         """The contact as JSON (None when it was deleted)."""
         return self.load_contact()
+
+    @cached_property
+    def rules(self) -> ContactRules:
+        """The contact hours, time zone and caps of the instance's template and tenant."""
+        return self.load_rules()
+
+    def split(self, instance_id: str, node_id: str, weights: Mapping[str, int]) -> str:
+        """The branch a split takes for this instance (see `split_plan` for dry runs)."""
+        if self.split_plan is None:
+            return split_outcome(instance_id, node_id, weights)
+        if node_id in self.split_plan:
+            return self.split_plan[node_id]
+        branches = sorted(weights)
+        self.splits_met.append((node_id, branches))
+        return branches[0] if branches else ""
+
+    def opens(self, action: str | None, now: datetime) -> datetime:
+        """When `action` may reach the contact: `now`, or when the contact hours next open in their local time."""
+        from .hours import next_opening, zone_name
+
+        channel = self.channels.get(action or "")
+        if channel is None or channel not in self.rules.hours.channels:
+            return now
+        return next_opening(self.rules.hours, zone_name(self.contact, self.rules.timezone), now)
 
     def refused(self, action: str | None) -> Channel | None:
         """The channel of `action` when the contact opted out of it, else None (no channel, or not refused)."""
@@ -172,6 +208,7 @@ class StepBuilder:
             inst.suggestion = None
             inst.held_by = None
             inst.lease_expires_at = None
+            inst.retries = None
             self.emit(EventType.NODE_ENTERED, f"Entered {node.name or node_id}", {"node_type": node.type}, node_id)
             following = self._arrive(node_id, node)
             if following is None:
@@ -194,11 +231,18 @@ class StepBuilder:
             refused = self.ctx.refused(node.action)
             if refused is not None:
                 return self.opted_out(node_id, node, refused)
-            if node.action in self.ctx.automatic_actions or node.action == EMIT_EVENT:
-                inst.wake_at = self.now  # the worker runs the executor (`emit_event`'s is built in: always)
+            if node.action == EMIT_EVENT:
+                inst.wake_at = self.now  # built in, always automatic, reaches nobody
+            elif node.action in self.ctx.automatic_actions:
+                self.hold(node_id, self.ctx.opens(node.action, self.now))  # the worker runs the executor
             else:
-                inst.task_since = self.now  # a person does it
+                inst.task_since = self.ctx.opens(node.action, self.now)  # a person does it, once the hours open
             return None
+        if isinstance(node, SplitNode):
+            outcome = self.ctx.split(inst.id, node_id, node.weights)
+            data = {"outcome": outcome, "rule": "split", "weights": dict(node.weights)}
+            self.emit(EventType.DECISION_EVALUATED, f"Split chose {outcome}", data, node_id, actor=SYSTEM_ACTOR)
+            return self.leave(node_id, node, outcome)
         inst.status = InstanceStatus.WAITING
         if isinstance(node, DecisionNode):
             rule = parse_rule(node)
@@ -290,6 +334,19 @@ class StepBuilder:
         self.exit(node_id, node, outcome)
         return node.transitions[outcome]
 
+    def hold(self, node_id: str, until: datetime, reason: str = "contact_hours") -> None:
+        """An automatic step is due at `until`: at once, or later for `reason` (`contact_hours`, `frequency_cap`),
+        which the instance then waits for, with a `wait_started` event."""
+        inst = self.instance
+        inst.wake_at = until
+        if until <= self.now:
+            return
+        inst.status = InstanceStatus.WAITING
+        inst.waiting_for = reason
+        data = {"condition": reason, "wake_at": until.isoformat()}
+        words = "the contact hours" if reason == "contact_hours" else "the frequency cap"
+        self.emit(EventType.WAIT_STARTED, f"Waiting for {words}", data, node_id, actor=SYSTEM_ACTOR)
+
     def opted_out(self, node_id: str, node: ActionNode, channel: Channel) -> str | None:
         """The contact refused the node's channel: take the outcome `opted_out` (the next node), or cancel."""
         reason = f"the contact opted out of {channel.value}"
@@ -312,7 +369,44 @@ class StepBuilder:
         self.emit(EventType.NODE_EXITED, f"Left {node.name or node_id} with {outcome}", data, node_id, actor)
 
     def leave_and_enter(self, node_id: str, node: Node, outcome: str) -> None:
+        """Go on with `outcome`; or, for an outcome the action node tries again later (its `retry`, tries left),
+        stay at the node and wait."""
+        if isinstance(node, ActionNode) and node.retry is not None and outcome in node.retry.outcomes:
+            done = self.instance.retries or 0
+            if done < node.retry.max:
+                self.try_again_later(node_id, node.retry.after, done + 1, outcome)
+                return
         following = self.leave(node_id, node, outcome)
+        if following is not None:
+            self.enter(following)
+
+    def try_again_later(self, node_id: str, after: str, round_: int, outcome: str) -> None:
+        """Stay at the action node; it is a task (or runs) again after `after` (round `round_` of its retries)."""
+        inst = self.instance
+        try:
+            inst.wake_at = self.now + parse_duration(after)
+        except ValueError as exc:
+            self.fail(f"the retry cannot wait: {exc}", node_id)
+            return
+        inst.status = InstanceStatus.WAITING
+        inst.waiting_for = "retry"
+        inst.retries = round_
+        inst.task_since = None
+        inst.held_by = None
+        inst.lease_expires_at = None
+        inst.suggestion = None
+        data = {"condition": "retry", "retry": round_, "outcome": outcome, "wake_at": inst.wake_at.isoformat()}
+        self.emit(EventType.WAIT_STARTED, f"Trying again later ({outcome}), round {round_}", data, node_id)
+
+    def come_back(self, node_id: str) -> None:
+        """A retry's wait is over: the action node is a task (or an automatic step) again, as on arrival."""
+        inst = self.instance
+        node = inst.nodes[node_id]
+        inst.waiting_for = None
+        inst.wake_at = None
+        data = {"condition": "retry", "retry": inst.retries or 0}
+        self.emit(EventType.WAIT_COMPLETED, f"Back for round {inst.retries or 0}", data, node_id, actor=SYSTEM_ACTOR)
+        following = self._arrive(node_id, node)
         if following is not None:
             self.enter(following)
 
@@ -341,6 +435,22 @@ class StepBuilder:
         inst.held_by = None
         inst.lease_expires_at = None
         self.emit(EventType.INSTANCE_FAILED, f"Failed: {reason}", {"error": reason}, node_id, actor=SYSTEM_ACTOR)
+
+
+def split_outcome(instance_id: str, node_id: str, weights: Mapping[str, int]) -> str:
+    """The outcome of a split for this instance: a point in [0, total weight) from a hash of the instance's and the
+    node's ids, and the outcome whose share (outcomes in name order) holds it. A split without weights has the
+    empty outcome, which no node has (validation says so first)."""
+    total = sum(weights.values())
+    if total <= 0:
+        return ""
+    digest = hashlib.sha256(f"{instance_id}\x00{node_id}".encode()).digest()
+    point = int.from_bytes(digest[:8], "big") % total
+    for outcome in sorted(weights):
+        point -= weights[outcome]
+        if point < 0:
+            return outcome
+    raise AssertionError("unreachable: the point lies below the total")
 
 
 def waiting_for(node: DecisionNode | WaitNode | WebhookNode) -> str:

@@ -126,8 +126,7 @@ def transition(
         b.emit(EventType.WAIT_COMPLETED, f"Wait ended by hand: {outcome}", {**data, "skipped": True}, node_id)
     else:
         b.emit(EventType.USER_ACTION, f"Recorded {outcome}" + (f": {note}" if note else ""), data, node_id)
-    b.exit(node_id, node, outcome)
-    b.enter(node.transitions[outcome])
+    b.leave_and_enter(node_id, node, outcome)
     return b.step()
 
 
@@ -140,12 +139,28 @@ def pause(instance: WorkflowInstance, now: datetime, actor: str, on_behalf_of: s
     return b.step()
 
 
-def resume(instance: WorkflowInstance, now: datetime, actor: str, on_behalf_of: str | None = None) -> Step:
+def resume(
+    instance: WorkflowInstance,
+    now: datetime,
+    actor: str,
+    on_behalf_of: str | None = None,
+    ctx: Context = NO_CONTEXT,
+) -> Step:
+    """Back to the status it had; a task whose contact refused its channel meanwhile takes `opted_out` (or the
+    instance is cancelled) at once, so it never comes back to the work queue."""
     _conflict_unless(instance, frozenset({InstanceStatus.PAUSED}), "resume")
-    b = StepBuilder(instance, now, actor)
+    b = StepBuilder(instance, now, actor, ctx)
     b.instance.status = instance.paused_status or InstanceStatus.ACTIVE
     b.instance.paused_status = None
     b.emit(EventType.INSTANCE_RESUMED, "Resumed", _on_behalf(on_behalf_of), instance.current_node)
+    node_id = instance.current_node
+    node = instance.nodes.get(node_id or "")
+    if node_id and isinstance(node, ActionNode) and instance.task_since is not None:
+        refused = ctx.refused(node.action)
+        if refused is not None:
+            following = b.opted_out(node_id, node, refused)
+            if following is not None:
+                b.enter(following)
     return b.step()
 
 
@@ -435,6 +450,33 @@ def channel_refused(instance: WorkflowInstance, now: datetime, ctx: Context) -> 
     following = b.opted_out(node_id, node, channel)
     if following is not None:
         b.enter(following)
+    return b.step()
+
+
+def come_back(instance: WorkflowInstance, now: datetime, ctx: Context = NO_CONTEXT) -> Step:
+    """A come-back-later wait ended: the action is a task (or runs) again, at the same node."""
+    node_id, _ = _at(instance)
+    b = StepBuilder(instance, now, SYSTEM_ACTOR, ctx)
+    b.come_back(node_id)
+    return b.step()
+
+
+def hold(instance: WorkflowInstance, until: datetime, reason: str, now: datetime) -> Step:
+    """The automatic step the instance is at may not reach the contact before `until` (`reason`: the contact
+    hours, or a frequency cap): it waits, due then."""
+    node_id, _ = _at(instance)
+    b = StepBuilder(instance, now, SYSTEM_ACTOR)
+    b.hold(node_id, until, reason)
+    return b.step()
+
+
+def open_task_at(instance: WorkflowInstance, opens: datetime, now: datetime) -> Step:
+    """The task the instance is at may not be handed out before `opens` (contact hours): it opens to claims then
+    (a revision, no timeline event: nobody did anything)."""
+    b = StepBuilder(instance, now, SYSTEM_ACTOR)
+    b.instance.task_since = opens
+    b.instance.held_by = None
+    b.instance.lease_expires_at = None
     return b.step()
 
 

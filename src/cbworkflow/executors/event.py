@@ -49,7 +49,7 @@ def emit_step(
     if made.instance.status is InstanceStatus.FAILED:  # the node has no `sent` outcome: nothing is raised
         return Raised()
     contact_id = instance.contact_id if parsed.to == "contact" else None
-    if contact_id is not None and tx.get_contact(contact_id) is None:
+    if contact_id is not None and tx.read_contact(contact_id) is None:
         return Raised()  # the contact is gone: there is no one to raise it for
     return raise_event(
         tx, reactions, name=parsed.event, data=parsed.data, now=now, actor=SYSTEM_ACTOR, contact_id=contact_id

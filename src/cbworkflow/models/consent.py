@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import AfterValidator, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, ConfigDict, Field, StringConstraints, model_validator
 
 from .common import RequestModel
 
@@ -61,6 +61,13 @@ Reason = Annotated[str, StringConstraints(min_length=1, max_length=500, strip_wh
 
 class OptOutBody(RequestModel):
     """Body of `POST /api/contacts/{id}/opt-out`."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_null_channels(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "channels" in data and data["channels"] is None:
+            raise ValueError("channels: leave it out for every channel, or list them; null is neither")
+        return data
 
     model_config = ConfigDict(json_schema_extra={"examples": [{"channels": ["sms"], "reason": "asked on the phone"}]})
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import unicodedata
 import zoneinfo
+from functools import cache
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BeforeValidator, ConfigDict, EmailStr, Field, StringConstraints
@@ -31,12 +32,16 @@ def _external_id(value: str) -> str:
 ExternalId = Annotated[str, StringConstraints(min_length=1, max_length=200), AfterValidator(_external_id)]
 
 
+@cache
+def _known_zones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())
+
+
 def _time_zone(value: str) -> str:
-    """An IANA time zone name that this server's time zone data knows (`America/Los_Angeles`)."""
-    try:
-        zoneinfo.ZoneInfo(value)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"{value!r} is not an IANA time zone name such as America/Los_Angeles") from None
+    """An IANA time zone name that this server's time zone data knows (`America/Los_Angeles`); a folder of the
+    data (`America`) or one of its other files (`posixrules`) is not one."""
+    if value not in _known_zones():
+        raise ValueError(f"{value!r} is not an IANA time zone name such as America/Los_Angeles")
     return value
 
 

@@ -280,6 +280,8 @@ class WorkflowInstance(ResponseModel):
     task."""
     suggestion: JSONObject | None = None
     """A model's choice awaiting a person's confirmation, `{"outcome", "reason"}`; null otherwise."""
+    retries: int | None = None
+    """How many come-back-later tries the current node has had (its `retry`); null before the first."""
     revision: int = 0
     """A counter the server raises with every change of the instance."""
     enrol_key: str | None = Field(default=None, exclude=True)

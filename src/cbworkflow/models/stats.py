@@ -15,10 +15,14 @@ class NodeStats(ResponseModel):
     entered: int
     """Times instances entered the node (an instance that loops back is counted each time)."""
     outcomes: dict[str, int] = Field(default_factory=dict)
-    """How many times instances left the node by each outcome."""
+    """How many times instances left the node by each outcome (a split's branches are these; an outcome recorded
+    and then tried again later is counted in `retries`, not here)."""
     median_seconds: float | None = None
     """The median time an instance stayed at the node before leaving it, in seconds, within about 10%; null when
     nothing has left it yet."""
+    retries: dict[str, int] = Field(default_factory=dict)
+    """For an action with come-back-later tries (`retry`): how many instances began each round (`"1"`, `"2"`, …)
+    of trying again; empty otherwise."""
 
 
 class WorkflowStats(ResponseModel):

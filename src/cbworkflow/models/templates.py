@@ -12,10 +12,11 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from .common import BoundedObject, JSONObject, RequestModel, ResponseModel, Slug, Tags, Timestamp
+from .contact_rules import ContactHours
 
 SemVer = Annotated[str, StringConstraints(pattern=r"^(0|[1-9]\d{0,8})\.(0|[1-9]\d{0,8})\.(0|[1-9]\d{0,8})$")]
 TemplateName = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
-NodeType = Literal["action", "decision", "wait", "webhook", "end"]
+NodeType = Literal["action", "decision", "wait", "webhook", "split", "end"]
 
 
 class _NodeBase(BaseModel):
@@ -34,6 +35,20 @@ class _NodeBase(BaseModel):
     has none."""
 
 
+class RetryPolicy(BaseModel):
+    """Come back later: when one of `outcomes` is recorded, the instance stays at the node and the step becomes a
+    task (or runs) again after `after`, up to `max` times; the outcome after the last follows its transition."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    outcomes: Annotated[list[Annotated[str, StringConstraints(min_length=1, max_length=64)]], Field(min_length=1)]
+    """The outcomes that mean "try again later", e.g. `not_home`, `no_answer` (each an outcome of the node)."""
+    after: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    """How long to wait before the next try: an ISO 8601 duration (`P2D`) or `2d`, `6h`, `30m`."""
+    max: Annotated[int, Field(ge=1, le=100)]
+    """How many tries again at most (1 to 100)."""
+
+
 class ActionNode(_NodeBase):
     """A step someone (or an executor) performs: a call, a door knock, a text."""
 
@@ -46,6 +61,21 @@ class ActionNode(_NodeBase):
     action_config: BoundedObject = Field(default_factory=dict)
     """Settings of the action, as its executor reads them (e.g. `message` for `sms`, `subject` and `body` for
     `email`); may hold placeholders such as `{contact.name}`. At most 64 KiB as JSON."""
+    retry: RetryPolicy | None = None
+    """Come-back-later tries: `{"outcomes": ["not_home", "no_answer"], "after": "P2D", "max": 3}`; each try again
+    is a `wait_started` event with `data.retry` (its round)."""
+
+
+class SplitNode(_NodeBase):
+    """An A/B split: each instance takes one outcome at once, chosen with probability proportional to its weight,
+    and always the same one for the same instance (it is worked out from the instance's id and the node's id)."""
+
+    type: Literal["split"]
+    """Always `split`."""
+    weights: Annotated[dict[str, Annotated[int, Field(ge=1, le=1_000_000)]], Field(max_length=100)] = Field(
+        default_factory=dict
+    )
+    """Outcome to a positive whole weight, e.g. `{"a": 70, "b": 30}`; the keys must be the keys of `transitions`."""
 
 
 class DecisionNode(_NodeBase):
@@ -101,7 +131,7 @@ class EndNode(_NodeBase):
     """A slug saying how the path ended (e.g. `success`, `declined`), copied to the instance's `end_status`."""
 
 
-Node = Annotated[ActionNode | DecisionNode | WaitNode | WebhookNode | EndNode, Field(discriminator="type")]
+Node = Annotated[ActionNode | DecisionNode | WaitNode | WebhookNode | SplitNode | EndNode, Field(discriminator="type")]
 
 
 class HeuristicRule(BaseModel):
@@ -254,6 +284,9 @@ class TemplateFields(RequestModel):
     """Rules that enrol contacts in this template by themselves."""
     goals: list[Goal] = Field(default_factory=list)
     """Exits that complete every unfinished instance of the template for a contact when their event happens."""
+    contact_hours: ContactHours | None = None
+    """When this template's texts and calls may reach a person, in their local time; absent: the tenant's
+    (`GET /api/tenants/{id}/settings`), by default every day 09:00 to 20:00."""
     tags: Tags = Field(default_factory=list)
     """Slugs that group templates (at most 100); duplicates are dropped."""
     metadata: BoundedObject = Field(default_factory=dict)
@@ -322,6 +355,8 @@ class TemplatePatch(RequestModel):
     """The whole new list of triggers; `null` leaves it as it is (`[]` removes them all)."""
     goals: list[Goal] | None = None
     """The whole new list of goals; `null` leaves it as it is (`[]` removes them all)."""
+    contact_hours: ContactHours | None = None
+    """The template's own contact hours (the whole object); `null` removes them (the tenant's apply)."""
     tags: Tags | None = None
     """The whole new list of tags (slugs, at most 100); `null` leaves it as it is."""
     metadata: BoundedObject | None = None
@@ -362,6 +397,9 @@ class WorkflowTemplate(ResponseModel):
     """Rules that enrol contacts in this template by themselves."""
     goals: list[Goal] = Field(default_factory=list)
     """Exits that complete the contact's unfinished instances of this template when their event happens."""
+    contact_hours: ContactHours | None = None
+    """The template's own contact hours, or null (the tenant's apply). They are read when a step runs, so a change
+    applies to running instances too."""
     trigger_errors: list[TriggerError] = Field(default_factory=list)
     """The latest triggers and goals that could not run (newest first, at most 10): a `where` that failed, a
     template that cannot enrol. Kept beside the template: recording one does not change its version."""

@@ -28,7 +28,8 @@ from functools import partial
 from typing import Any, Protocol
 
 from ..clock import Clock
-from ..engine import steps
+from ..engine import caps, steps
+from ..models.consent import Channel
 from ..models.events import EventType
 from ..models.instances import MOVABLE, WorkflowInstance
 from ..models.templates import EMIT_EVENT, ActionNode, AIRule, DecisionNode, WaitNode, WebhookNode
@@ -257,6 +258,8 @@ class Worker:
         started = self.clock.now()
         if isinstance(node, WaitNode):
             await self._apply(work, steps.fire_timer)
+        elif isinstance(node, ActionNode) and instance.waiting_for == "retry":
+            await self._apply(work, steps.come_back)
         elif isinstance(node, DecisionNode):
             rule = steps.parse_rule(node)
             if not isinstance(rule, AIRule):
@@ -285,8 +288,10 @@ class Worker:
         elif isinstance(node, ActionNode) and node.action in self.automatic_actions:
             config = await asyncio.to_thread(render_call, node.action_config, data)
             channel = self.reactions.channels.get(node.action or "")
-            if channel is not None and not await self._may_send(work, instance.contact_id, channel.value):
-                return
+            if channel is not None:
+                allowed = await self._may_send(work, instance.contact_id, node.action or "", channel.value)
+                if not allowed:
+                    return
             result = await self.handlers.run_action(_action_request(instance, node, config, contact, visit))
             await self._finish(work, result, started, started_recorded=channel is not None)
         else:
@@ -299,10 +304,11 @@ class Worker:
                 self.lease,
             )
 
-    async def _may_send(self, work: DueWork, contact_id: str, channel: str) -> bool:
+    async def _may_send(self, work: DueWork, contact_id: str, action: str, channel: str) -> bool:
         """Just before an action reaches the contact: its consent read again in a write transaction that locks the
         contact's row, then the instance's (the order an opt-out locks them in), so the opt-out's transaction and
-        this one are in one order. Refused: the instance takes `opted_out` or is cancelled, here. Allowed:
+        this one are in one order. Refused: the instance takes `opted_out` or is cancelled, here. Outside the
+        contact hours (a clock moved, a contact's time zone changed): it waits for them, here. Allowed:
         `action_started` is recorded, and the caller sends."""
         now = self.clock.now()
 
@@ -312,16 +318,41 @@ class Worker:
             if instance is None or instance.revision != work.revision or instance.status not in MOVABLE:
                 return False  # moved, paused or cancelled meanwhile
             snapshot = contact.model_dump(mode="json") if contact else None
-            ctx = steps.Context(self.automatic_actions, lambda: snapshot, self.reactions.channels)
-            refused = steps.channel_refused(instance, now, ctx)
-            if refused is not None:
-                tx.update_instance(refused.instance)
-                tx.append_events(refused.events)
+            rules = partial(tx.contact_rules, instance.template_id)
+            ctx = steps.Context(self.automatic_actions, lambda: snapshot, self.reactions.channels, rules)
+            later = steps.channel_refused(instance, now, ctx)
+            if later is None:
+                until, reason = self._reachable(tx, ctx, contact_id, action, Channel(channel), now)
+                if until > now:
+                    later = steps.hold(instance, until, reason, now)
+            if later is not None:
+                tx.update_instance(later.instance)
+                tx.append_events(later.events)
                 return False
             tx.append_events(steps.sending(instance, channel, now))
+            tx.record_send(contact_id, channel, now)
             return True
 
         return await self.store.write(work.tenant, run)
+
+    @staticmethod
+    def _reachable(
+        tx: Tx, ctx: steps.Context, contact_id: str, action: str, channel: Channel, now: datetime
+    ) -> tuple[datetime, str]:
+        """When a send may reach the contact (`now`, or later) and what holds it back: the contact hours in their
+        local time, or a frequency cap over their recent sends (read here, under the contact's lock)."""
+        span = caps.window(ctx.rules.caps, channel)
+        sends = tx.sends_since(contact_id, channel.value, now - span) if span is not None else []
+        at, reason = now, "contact_hours"
+        for _ in range(len(ctx.rules.caps) + 2):  # each turn passes a cap or an opening; they settle quickly
+            opens = ctx.opens(action, at)
+            if opens > at:
+                reason = "contact_hours"
+            free = caps.released(ctx.rules.caps, channel, sends, opens)
+            if free == opens:
+                return opens, reason
+            at, reason = free, "frequency_cap"
+        return at, reason  # the last hold found; the worker checks again when it comes
 
     async def _finish(
         self, work: DueWork, result: ActionResult, started: datetime, *, started_recorded: bool = False

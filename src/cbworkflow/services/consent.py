@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from datetime import datetime
+from functools import partial
 
 from ..clock import Clock
 from ..engine import steps
@@ -67,7 +68,12 @@ def opt_out(
         elif instance.task_since is None:
             continue  # not a person's task: an automatic step is the worker's to check (see above)
         else:
-            ctx = steps.Context(reactions.automatic_actions, lambda: snapshot, reactions.channels)
+            ctx = steps.Context(
+                reactions.automatic_actions,
+                lambda: snapshot,
+                reactions.channels,
+                partial(tx.contact_rules, instance.template_id),
+            )
             found = steps.channel_refused(instance, now, ctx)
             if found is None:
                 continue

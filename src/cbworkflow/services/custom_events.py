@@ -59,7 +59,7 @@ def raise_event(
         if contact_id is not None and found.contact_id != contact_id:
             raise InvalidInput(f"instance {instance_id!r} is not an instance of contact {contact_id!r}")
         targets = [found] if found.waiting_for == waiting and found.status is InstanceStatus.WAITING else []
-        contact = tx.get_contact(found.contact_id)  # a finished instance may outlive its contact
+        contact = tx.read_contact(found.contact_id)  # an instance may outlive its contact; unlocked (lock order)
     else:
         if contact_id is not None:
             contact = tx.get_contact(contact_id)

@@ -115,6 +115,12 @@ def enrollable(tx: Tx, template_id: str) -> WorkflowTemplate:
     template = tx.get_template(template_id)
     if template is None:
         raise NotFound(f"no workflow template with id {template_id!r}")
+    enrollable_report(template)
+    return template
+
+
+def enrollable_report(template: WorkflowTemplate) -> None:
+    """422 naming every validation error of a template that cannot run (be enrolled in, or simulated)."""
     report = report_for(template)
     if not report.valid:
         raise InvalidInput(
@@ -122,7 +128,6 @@ def enrollable(tx: Tx, template_id: str) -> WorkflowTemplate:
             + "; ".join(e.message for e in report.errors),
             errors=[e.model_dump() for e in report.errors],
         )
-    return template
 
 
 class InstanceService:
@@ -146,7 +151,9 @@ class InstanceService:
             found = tx.read_contact(instance.contact_id)
             return found.model_dump(mode="json") if found else None
 
-        return steps.Context(self.automatic_actions, contact, self.channels)
+        return steps.Context(
+            self.automatic_actions, contact, self.channels, lambda: tx.contact_rules(instance.template_id)
+        )
 
     def _saved(self, instance: WorkflowInstance) -> WorkflowInstance:
         if instance.wake_at is not None and instance.wake_at <= self.clock.now():
@@ -280,7 +287,9 @@ class InstanceService:
     async def resume(self, principal: Principal, instance_id: str, on_behalf_of: str | None = None) -> WorkflowInstance:
         now = self.clock.now()
         return await self._change(
-            principal, instance_id, lambda _tx, i: steps.resume(i, now, principal.token_id, on_behalf_of)
+            principal,
+            instance_id,
+            lambda tx, i: steps.resume(i, now, principal.token_id, on_behalf_of, ctx=self.context(tx, i)),
         )
 
     async def cancel(

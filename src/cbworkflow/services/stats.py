@@ -28,6 +28,7 @@ class _Node:
     entered: int = 0
     outcomes: dict[str, int] = field(default_factory=dict)
     spent: dict[int, int] = field(default_factory=dict)
+    retries: dict[str, int] = field(default_factory=dict)
 
     def median_seconds(self) -> float | None:
         """The lower median (the ⌈n/2⌉-th visit, shortest first) of the time-spent histogram."""
@@ -70,6 +71,8 @@ def stats_of(template: WorkflowTemplate, counts: Sequence[Count], hours: tuple[i
             numbers.spent[int(count.key)] = numbers.spent.get(int(count.key), 0) + count.n
         elif count.metric == Metric.ENDED:
             ends[count.key] = ends.get(count.key, 0) + count.n
+        elif count.metric == Metric.RETRY:
+            numbers.retries[count.key] = numbers.retries.get(count.key, 0) + count.n
     old_and_empty = [n for n, v in nodes.items() if n not in template.nodes and not (v.current or v.entered)]
     for node_id in old_and_empty:
         del nodes[node_id]
@@ -81,6 +84,7 @@ def stats_of(template: WorkflowTemplate, counts: Sequence[Count], hours: tuple[i
                 entered=v.entered,
                 outcomes=dict(sorted(v.outcomes.items())),
                 median_seconds=v.median_seconds(),
+                retries=dict(sorted(v.retries.items(), key=lambda item: int(item[0]) if item[0].isdigit() else 0)),
             )
             for node_id, v in nodes.items()
         },

@@ -21,7 +21,7 @@ from .triggers import Reactions
 
 LEASE = timedelta(minutes=15)
 MAX_HELD_BY_VOLUNTEER = 5  # a task shows its contact: a volunteer sees a few at a time, never the whole queue
-MAX_TURNED_AWAY = 20  # refused tasks one claim moves on before it answers "none for now" (the next claim goes on)
+MAX_TURNED_AWAY = 100  # tasks one claim moves on or sets aside before it answers "none for now" (the next goes on)
 
 
 def task_of(tx: Tx, instance: WorkflowInstance) -> Task:
@@ -29,7 +29,7 @@ def task_of(tx: Tx, instance: WorkflowInstance) -> Task:
     assert node_id is not None
     assert instance.task_since is not None
     node = instance.nodes[node_id]
-    contact = tx.get_contact(instance.contact_id)
+    contact = tx.read_contact(instance.contact_id)  # the instance is locked: the contact is not (lock order)
     return Task.model_validate(
         {
             "instance_id": instance.id,
@@ -61,16 +61,23 @@ class TaskService:
         self.reactions = reactions or Reactions()  # the automatic actions and channels, for a refused task's step
 
     def _next(self, tx: Tx, where: TaskFilter, now: datetime) -> WorkflowInstance | None:
-        """The oldest open task whose contact has not refused its channel; refused ones are moved on, in `tx`."""
+        """The oldest open task whose contact may be reached now, in `tx`. On the way, a task whose contact refused
+        its channel is moved on (`opted_out`, or cancelled), and one outside its contact's hours is set aside
+        until they open."""
         for _ in range(MAX_TURNED_AWAY):
             instance = tx.next_open_task(where, now)
             if instance is None:
                 return None
-            refused = steps.channel_refused(instance, now, self.reactions.context(tx, instance))
-            if refused is None:
-                return instance
-            tx.update_instance(refused.instance)
-            tx.append_events(refused.events)
+            ctx = self.reactions.context(tx, instance)
+            step = steps.channel_refused(instance, now, ctx)
+            if step is None:
+                node = instance.nodes[instance.current_node or ""]
+                opens = ctx.opens(getattr(node, "action", None), now)
+                if opens <= now:
+                    return instance
+                step = steps.open_task_at(instance, opens, now)
+            tx.update_instance(step.instance)
+            tx.append_events(step.events)
         return None
 
     async def list(self, principal: Principal, query: TaskQuery, page: PageRequest) -> Page[Task]:

@@ -112,7 +112,9 @@ class TemplateService:
 
     async def patch(self, principal: Principal, template_id: str, body: TemplatePatch) -> WorkflowTemplate:
         changes = body.model_dump(include=body.model_fields_set, exclude_none=False)
-        changes = {k: v for k, v in changes.items() if v is not None or k in ("description", "start_node")}
+        changes = {
+            k: v for k, v in changes.items() if v is not None or k in ("description", "start_node", "contact_hours")
+        }
         now = self.clock.now()
 
         def run(tx: Tx) -> WorkflowTemplate:

@@ -75,14 +75,17 @@ class Reactions:
         self.wake = wake  # rouses this process's worker (set once the worker exists)
 
     def context(self, tx: Tx, instance: WorkflowInstance) -> steps.Context:
-        """What the engine needs to move `instance` in `tx`: the automatic actions, the channels, and the contact
-        (read when a step needs it; in a write, its row is then locked)."""
+        """What the engine needs to move `instance` in `tx`: the automatic actions, the channels, the contact rules
+        and the contact (read when a step needs it, never locked: the instance is, and a contact's change locks
+        the contact first, then its instances)."""
 
         def contact() -> dict[str, Any] | None:
             found = tx.read_contact(instance.contact_id)
             return found.model_dump(mode="json") if found else None
 
-        return steps.Context(self.automatic_actions, contact, self.channels)
+        return steps.Context(
+            self.automatic_actions, contact, self.channels, lambda: tx.contact_rules(instance.template_id)
+        )
 
     def react(self, tx: Tx, happenings: Sequence[Happening], *, now: datetime, actor: str) -> Reaction:
         """Reach the goals and fire the triggers the happenings match, in `tx`."""
@@ -178,7 +181,12 @@ class Reactions:
         if not c.trigger.reenter:
             instance.enrol_key = f"{template.id}:{contact.id}"
         events = steps.created_events(instance, actor, {"trigger": _described(c)})
-        ctx = steps.Context(self.automatic_actions, lambda: contact.model_dump(mode="json"), self.channels)
+        ctx = steps.Context(
+            self.automatic_actions,
+            lambda: contact.model_dump(mode="json"),
+            self.channels,
+            lambda: tx.contact_rules(template.id),
+        )
         step = steps.start(instance, now, actor, ctx=ctx)  # the copy keeps the enrolment key
         return step.instance, events + step.events
 

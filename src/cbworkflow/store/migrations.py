@@ -220,6 +220,18 @@ def _consent(conn: Connection) -> None:
     _add_columns(conn, "contacts", [schema.contacts.c.timezone, schema.contacts.c.opted_out])
 
 
+def _tenant_settings(conn: Connection) -> None:
+    """Tenants' contact rules (time zone, contact hours, frequency caps), and the sends the caps count."""
+    _add_columns(conn, "tenants", [schema.tenants.c.settings])
+    if not inspect(conn).has_table(schema.sends.name):
+        schema.sends.create(conn)
+
+
+def _retries(conn: Connection) -> None:
+    """Come-back-later tries of instances at their node."""
+    _add_columns(conn, "instances", [schema.RETRIES])
+
+
 MIGRATIONS: list[tuple[int, str, Step]] = [
     (1, "initial tables", _initial),
     (2, "contact search index", _search_index),
@@ -234,6 +246,8 @@ MIGRATIONS: list[tuple[int, str, Step]] = [
     (11, "people who sign in to the web pages, and their sessions", _people),
     (12, "the tasks each person or token holds", _held_tasks),
     (13, "contacts' time zones and opt-outs", _consent),
+    (14, "tenants' contact rules and the sends frequency caps count", _tenant_settings),
+    (15, "come-back-later tries of instances", _retries),
 ]
 LATEST = MIGRATIONS[-1][0]
 

@@ -140,6 +140,7 @@ tenants = Table(
     Column("id", String(64), primary_key=True),
     Column("name", String(200), nullable=False),
     Column("created_at", UTCDateTime(), nullable=False),
+    Column("settings", JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")),
 )
 
 tokens = _records(
@@ -229,6 +230,7 @@ def _instance_work_columns() -> list[Column[Any]]:
 
 
 INSTANCE_WORK_COLUMNS = _instance_work_columns()
+RETRIES = Column("retries", Integer)  # come-back-later tries at the current node (migration 15)
 # Written out, not bound: a partial index is used only when the query repeats its condition literally.
 MOVABLE_SQL = text("status IN ('active', 'waiting')")
 INSTANCE_WORK_INDEXES = [
@@ -289,6 +291,7 @@ instances = _records(
     _required("revision", Integer),
     *INSTANCE_WORK_COLUMNS,
     ENROL_KEY,
+    RETRIES,
     _newest_first("instances", "created"),
     _newest_first("instances", "contact", "contact_id"),
     _newest_first("instances", "template", "template_id"),
@@ -496,4 +499,15 @@ sessions = Table(
     PrimaryKeyConstraint("tenant", "id"),
     Index("ix_sessions_user", "tenant", "user_id"),
     Index("ix_sessions_expires", "expires_at"),
+)
+
+# What frequency caps count (migration 14): each automatic send to a contact on a channel, when the worker's check
+# let it go. Read under the contact's lock, so two sends to one person cannot both pass a cap.
+sends = Table(
+    "sends",
+    metadata,
+    _tenant(),
+    *_required_text(contact_id=64, channel=16),
+    _required("at", UTCDateTime()),
+    Index("ix_sends_contact", "tenant", "contact_id", "channel", "at"),
 )

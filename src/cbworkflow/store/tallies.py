@@ -33,6 +33,7 @@ class Metric(StrEnum):
     OUTCOME = "outcome"  # node left; key = the outcome
     SPENT = "spent"  # node left; key = the bucket of the seconds spent there
     ENDED = "ended"  # end node reached; key = its end status
+    RETRY = "retry"  # a come-back-later try began at the node; key = its round (1, 2, ...)
 
 
 ALL_TIME = 0
@@ -114,6 +115,8 @@ class Tally:
             elif event.type is EventType.INSTANCE_COMPLETED:
                 end_status = str(event.data.get("end_status", ""))
                 self._happened(template, Metric.ENDED, node, end_status, event.timestamp)
+            elif event.type is EventType.WAIT_STARTED and event.data.get("condition") == "retry":
+                self._happened(template, Metric.RETRY, node, str(event.data.get("retry", "")), event.timestamp)
 
     def placed(self, template: str, status: str, node: str | None, n: int) -> None:
         self.deltas[(template, Metric.PLACED.value, node or "", status, ALL_TIME)] += n

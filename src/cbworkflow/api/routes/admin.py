@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Path, Request, Response
 from fastapi.responses import JSONResponse
 
 from ...errors import Unauthorized
 from ...models.access import Principal, Role, Tenant, TenantCreate, TenantCreated, Token, TokenCreate, TokenCreated
 from ...models.common import Page
+from ...models.contact_rules import TenantSettings, TenantSettingsPatch
 from ..deps import ADMINS, PagingDep, ServicesDep, TokenIdPath, allow, record_id
 from ..errors import api_errors, error_responses
 from ..metrics import CONTENT_TYPE, Metrics, authorized
@@ -67,6 +68,25 @@ async def list_tenants(services: ServicesDep, principal: Superadmin, page: Pagin
     """Every tenant, newest first (superadmin only)."""
     found = await services.access.list_tenants(principal, page)
     return Page[Tenant](items=found.items, next_cursor=found.next_cursor)
+
+
+TenantIdPath = Annotated[str, Path(description="the tenant's id", max_length=64)]
+
+
+@api.get("/tenants/{tenant_id}/settings", response_model=TenantSettings, responses=error_responses(404))
+async def get_tenant_settings(services: ServicesDep, principal: Admin, tenant_id: TenantIdPath) -> TenantSettings:
+    """The tenant's contact rules: the time zone of contacts whose own is unknown, contact hours and frequency
+    caps (an admin of the tenant, or a superadmin)."""
+    return await services.tenant_settings.get(principal, tenant_id)
+
+
+@api.patch("/tenants/{tenant_id}/settings", response_model=TenantSettings, responses=error_responses(404))
+async def patch_tenant_settings(
+    services: ServicesDep, principal: Admin, tenant_id: TenantIdPath, body: TenantSettingsPatch
+) -> TenantSettings:
+    """Change the tenant's contact rules; they apply from the next step of every instance (a step waiting for
+    the hours keeps the time it was given, and is checked again when it comes)."""
+    return await services.tenant_settings.patch(principal, tenant_id, body)
 
 
 @api.post("/tokens", response_model=TokenCreated, status_code=201, responses=error_responses(404))

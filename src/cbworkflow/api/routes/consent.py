@@ -7,6 +7,7 @@ from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 
+from ...errors import InvalidInput
 from ...models.access import Principal
 from ...models.consent import Channel, OptOutBody
 from ...models.contacts import Contact
@@ -19,6 +20,8 @@ router = APIRouter(tags=["consent"], responses=api_errors())
 Worker = Annotated[Principal, Depends(allow(*VOLUNTEER_WORK, doing="record an opt-out"))]
 Admin = Annotated[Principal, Depends(allow(*ADMINS, doing="undo an opt-out"))]
 TWIML = '<?xml version="1.0" encoding="UTF-8"?>\n<Response/>\n'
+MAX_FIELDS = 200  # a provider's inbound form has a few dozen
+READ = ("From", "Body", "MessageSid", "OptOutType")  # the fields acted on: each must be there once at most
 
 
 @router.post("/api/contacts/{contact_id}/opt-out", response_model=Contact, responses=error_responses(404))
@@ -64,10 +67,19 @@ async def inbound_sms(
     `UNSUBSCRIBE`, `CANCEL`, `END` or `QUIT` alone opt every contact with that number out of `sms`; `START` or
     `UNSTOP` opt them back in; any other text is the event `sms_received` for them. Answers TwiML with no reply
     (the provider sends its own opt-out confirmation)."""
+    services.inbound_sms.may_be_signed(signature)  # before the body is read: anyone may post here
     raw = request.scope.get("state", {}).get("raw_body", b"")
-    params = parse_qsl(raw.decode("utf-8", errors="replace"), keep_blank_values=True)
+    try:
+        params = parse_qsl(raw.decode("utf-8", errors="replace"), keep_blank_values=True, max_num_fields=MAX_FIELDS)
+    except ValueError:
+        raise InvalidInput(f"the form has more than {MAX_FIELDS} fields, more than a provider sends") from None
     query = request.url.query
     services.inbound_sms.check(request.url.path + (f"?{query}" if query else ""), params, signature)
+    names = [name for name, _ in params]
+    if twice := sorted({name for name in READ if names.count(name) > 1}):
+        raise InvalidInput(f"the form names {', '.join(twice)} more than once")
     fields = dict(params)
-    await services.inbound_sms.receive(tenant, fields.get("From", ""), fields.get("Body", ""), fields.get("MessageSid"))
+    await services.inbound_sms.receive(
+        tenant, fields.get("From", ""), fields.get("Body", ""), fields.get("MessageSid"), fields.get("OptOutType")
+    )
     return Response(TWIML, media_type="text/xml")

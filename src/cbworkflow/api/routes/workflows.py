@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Query, Response
 
 from ...models.access import Principal
 from ...models.common import Page
+from ...models.simulation import SimulateRequest, SimulationResult
 from ...models.stats import WorkflowStats
 from ...models.templates import (
     CloneRequest,
@@ -100,6 +101,17 @@ async def validate_template(services: ServicesDep, principal: Reader, template_i
 def _utc(value: datetime | None) -> datetime | None:
     """A time without a zone is taken as UTC, as every time the API writes is."""
     return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+
+@router.post("/{template_id}/simulate", response_model=SimulationResult, responses=error_responses(404))
+async def simulate_template(
+    services: ServicesDep, principal: Reader, template_id: TemplateIdPath, body: SimulateRequest
+) -> SimulationResult:
+    """Every path of the template on a simulated clock, with no side effect at all: nothing is stored, nothing is
+    sent, no model is asked. Waits, contact hours (in the given contact's local time), opt-outs, retries and
+    heuristic rules apply as for real; where a person, a model, a webhook or an event would choose, each outcome
+    is taken in turn (or the one `choose` fixes); a split takes each branch. 422 when the template has errors."""
+    return await services.simulation.of_stored(principal, record_id(template_id, "workflow template"), body)
 
 
 @router.get("/{template_id}/stats", response_model=WorkflowStats, responses=error_responses(404))

@@ -32,6 +32,7 @@ from .keys import FileKeys
 from .layout import FINISHED_STATUSES, MOVABLE_STATUSES, STORED, TIMELINE, Layout, parse_time
 from .outbox import FileOutbox
 from .people import FilePeople
+from .settings import FileSettings
 from .subscriptions import FileSubscriptions
 from .transaction import FileTransaction
 
@@ -42,7 +43,7 @@ def _required(path: Path | None, what: str) -> Path:
     return path
 
 
-class FileTx(FileHooks, FileKeys, FileCounts, FileOutbox, FilePeople, FileSubscriptions, Tx):
+class FileTx(FileHooks, FileKeys, FileCounts, FileOutbox, FilePeople, FileSettings, FileSubscriptions, Tx):
     """Reads and changes of one tenant's records, inside a `FileTransaction`."""
 
     def __init__(self, txn: FileTransaction, layout: Layout, snapshots: SnapshotCache, tenant: str) -> None:
@@ -522,7 +523,10 @@ class FileTx(FileHooks, FileKeys, FileCounts, FileOutbox, FilePeople, FileSubscr
                 continue
             if current.get("held_by") and _lease_runs(current, now):
                 continue
-            return self._instance(current)
+            found = self._instance(current)
+            if found.task_since is not None and found.task_since > now:
+                continue  # opens to claims later (contact hours)
+            return found
         return None
 
     # ------------------------------------------------------------------ events

@@ -18,7 +18,7 @@ from .. import schema as s
 from ..phones import name_key, phone_digits
 
 _TEMPLATE_BODY_FIELDS = {"name", "description", "version", "start_node", "nodes", "triggers", "goals", "tags"}
-_TEMPLATE_BODY_FIELDS |= {"metadata"}
+_TEMPLATE_BODY_FIELDS |= {"metadata", "contact_hours"}
 
 
 def tenant(row: Row[Any]) -> Tenant:

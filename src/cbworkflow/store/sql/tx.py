@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql import ColumnElement, Select
 
 from ...models.access import Token
+from ...models.contact_rules import ContactHours, TenantSettings
 from ...models.contacts import Contact
 from ...models.events import Event
 from ...models.instances import MOVABLE, TERMINAL, WorkflowInstance
@@ -167,6 +168,31 @@ class SqlTx(HookRows, OutboxRows, PeopleRows, SubscriptionRows, Tx):
 
     def get_contact(self, contact_id: str) -> Contact | None:
         return self._contact(s.contacts.c.id == contact_id)
+
+    def get_settings(self) -> TenantSettings:
+        t = s.tenants.c
+        stored = self.conn.execute(select(t.settings).where(t.id == self.tenant)).scalar_one_or_none()
+        return TenantSettings.model_validate(stored or {})
+
+    def put_settings(self, settings: TenantSettings) -> None:
+        t = s.tenants.c
+        values = {"settings": settings.model_dump(mode="json")}
+        self.conn.execute(update(s.tenants).where(t.id == self.tenant).values(**values))
+
+    def record_send(self, contact_id: str, channel: str, at: datetime) -> None:
+        values = {"tenant": self.tenant, "contact_id": contact_id, "channel": channel, "at": at}
+        self.conn.execute(insert(s.sends).values(**values))
+
+    def sends_since(self, contact_id: str, channel: str, since: datetime) -> list[datetime]:
+        d = s.sends.c
+        query = select(d.at).where(d.tenant == self.tenant, d.contact_id == contact_id, d.channel == channel)
+        return list(self.conn.execute(query.where(d.at > since).order_by(d.at)).scalars())
+
+    def template_contact_hours(self, template_id: str) -> ContactHours | None:
+        t = s.templates.c
+        body = self.conn.execute(select(t.body).where(t.tenant == self.tenant, t.id == template_id)).scalar()
+        hours = (body or {}).get("contact_hours")
+        return ContactHours.model_validate(hours) if hours else None
 
     def read_contact(self, contact_id: str) -> Contact | None:
         return self._contact(s.contacts.c.id == contact_id, lock=False)
@@ -520,7 +546,7 @@ class SqlTx(HookRows, OutboxRows, PeopleRows, SubscriptionRows, Tx):
 
     def next_open_task(self, where: TaskFilter, now: datetime) -> WorkflowInstance | None:
         i = s.instances.c
-        query = self._tasks(where, now).where(or_(i.held_by.is_(None), i.lease_expires_at <= now))
+        query = self._tasks(where, now).where(i.task_since <= now, or_(i.held_by.is_(None), i.lease_expires_at <= now))
         row = self.conn.execute(self.locks.skip_locked(query.order_by(i.task_since, i.pk).limit(1))).first()
         return self._instances([row])[0] if row else None
 
