@@ -33,6 +33,7 @@ from .services.idempotency import IdempotencyService
 from .services.inbound_sms import InboundSms
 from .services.instances import InstanceService
 from .services.jobs import JobService
+from .services.migration import Migration
 from .services.sessions import SessionService
 from .services.simulation import SimulationService
 from .services.stats import StatsService
@@ -77,6 +78,7 @@ class Services:
     consent: ConsentService
     tenant_settings: TenantSettingsService
     simulation: SimulationService
+    migration: Migration
     inbound_sms: InboundSms
 
 
@@ -136,6 +138,9 @@ async def build_services(settings: Settings, store: Store | None = None, clock: 
         consent=ConsentService(store, clock, reactions),
         tenant_settings=TenantSettingsService(store, clock),
         simulation=SimulationService(store, clock, reactions, settings.default_phone_region),
+        migration=Migration(
+            store, clock, instances, jobs, batch_size=settings.job_batch_size, inline_limit=settings.bulk_inline_limit
+        ),
         inbound_sms=InboundSms(
             store,
             clock,
@@ -218,6 +223,10 @@ def make_deliveries(services: Services, worker_id: str) -> Deliveries:
 
 def job_runner(services: Services, worker_id: str) -> JobRunner:
     """What runs jobs in a worker: each kind of job and the service whose batches do it."""
-    kinds = {JobKind.BULK_ENROL: services.bulk.job_batch, JobKind.CONTACTS_IMPORT: services.imports.job_batch}
+    kinds = {
+        JobKind.BULK_ENROL: services.bulk.job_batch,
+        JobKind.CONTACTS_IMPORT: services.imports.job_batch,
+        JobKind.MIGRATE: services.migration.job_batch,
+    }
     lease = timedelta(seconds=services.settings.job_lease_s)
     return JobRunner(services.store, services.clock, kinds, worker_id=worker_id, lease=lease)

@@ -152,6 +152,8 @@ SCENARIO: list[tuple[str, str, int]] = [
     ("POST", "/api/instances/{instance}/cancel", 200),
     ("POST", "/api/contacts/ada-lovelace/opt-out", 200),
     ("PATCH", "/api/tenants/{tenant}/settings", 200),
+    ("POST", f"/api/workflows/{REFERENCE_ID}/simulate", 200),
+    ("POST", f"/api/workflows/{REFERENCE_ID}/migrate", 422),  # the example is right; there is no older version here
     ("POST", "/api/contacts/import", 200),
     ("POST", "/api/subscriptions", 201),
     ("PATCH", "/api/subscriptions/{subscription}", 200),

@@ -45,6 +45,7 @@ OPERATION_IDS: dict[tuple[str, str], str] = {
     ("POST", "/api/inbound/sms"): "inbound_sms",
     ("GET", "/api/tenants/{tenant_id}/settings"): "tenants_get_settings",
     ("POST", "/api/workflows/{template_id}/simulate"): "workflows_simulate",
+    ("POST", "/api/workflows/{template_id}/migrate"): "workflows_migrate",
     ("PATCH", "/api/tenants/{tenant_id}/settings"): "tenants_patch_settings",
     ("GET", "/api/workflows"): "workflows_list",
     ("POST", "/api/workflows"): "workflows_create",

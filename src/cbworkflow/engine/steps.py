@@ -314,6 +314,46 @@ def move(
     return b.step()
 
 
+def migrate(
+    instance: WorkflowInstance,
+    nodes: dict[str, Node],
+    start_node: str,
+    version: str,
+    to_node: str | None,
+    now: datetime,
+    actor: str,
+    ctx: Context = NO_CONTEXT,
+) -> Step:
+    """Put an unfinished instance on another version of its template (`nodes`), at `to_node` (None: a pending
+    instance, which starts at the new start node when started). At a node whose id and definition are unchanged
+    it stays as it is (a timer keeps its time, a task its place in the queue); otherwise it enters `to_node` as a
+    move would. An `instance_migrated` event records the versions and nodes."""
+    if instance.status in TERMINAL:
+        raise Conflict(f"cannot migrate an instance that is {instance.status.value}; it has already finished")
+    from_node = instance.current_node
+    same = to_node == from_node and from_node is not None and nodes.get(from_node) == instance.nodes.get(from_node)
+    paused = instance.status is InstanceStatus.PAUSED
+    b = StepBuilder(instance, now, actor, ctx)
+    inst = b.instance
+    inst.nodes, inst.start_node = nodes, start_node
+    data = {
+        "from_version": instance.template_version,
+        "to_version": version,
+        "from_node": from_node,
+        "to_node": to_node,
+    }
+    where = f" at {to_node}" if to_node and to_node != from_node else ""
+    b.emit(EventType.INSTANCE_MIGRATED, f"Moved to version {version}{where}", data, to_node or from_node)
+    inst.template_version = version
+    if same or to_node is None:
+        return b.step()
+    inst.paused_status = None
+    b.enter(to_node)
+    if paused and inst.status in MOVABLE:
+        inst.paused_status, inst.status = inst.status, InstanceStatus.PAUSED
+    return b.step()
+
+
 # ---------------------------------------------------------------------------------------------- the worker's steps
 def _at(instance: WorkflowInstance) -> tuple[str, Node]:
     node_id = instance.current_node

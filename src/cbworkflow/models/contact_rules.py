@@ -18,6 +18,8 @@ from .contacts import TimeZoneName
 
 
 class Day(StrEnum):
+    """A day of the week, by its first three letters."""
+
     MON = "mon"
     TUE = "tue"
     WED = "wed"

@@ -30,10 +30,12 @@ UNFINISHED_JOBS = frozenset({JobStatus.QUEUED, JobStatus.RUNNING})
 
 
 class JobKind(StrEnum):
-    """What a job does: `bulk_enrol` (`POST /api/instances/bulk`), `contacts_import` (`POST /api/contacts/import`)."""
+    """What a job does: `bulk_enrol` (`POST /api/instances/bulk`), `contacts_import` (`POST /api/contacts/import`),
+    `migrate` (`POST /api/workflows/{id}/migrate`)."""
 
     BULK_ENROL = "bulk_enrol"
     CONTACTS_IMPORT = "contacts_import"
+    MIGRATE = "migrate"
 
 
 class JobProgress(BaseModel):

@@ -263,6 +263,10 @@ class Tx(ABC):
         """Save every mutable field; `revision` must be one more than the stored one (else a bug: raises)."""
 
     @abstractmethod
+    def rebase_instance(self, instance_id: str, snapshot_id: str, template_version: str) -> None:
+        """After `update_instance` of a migrated instance: its frozen graph is now `snapshot_id`, of that version."""
+
+    @abstractmethod
     def delete_instance(self, instance_id: str) -> bool:
         """Delete the instance and its events."""
 

@@ -6,9 +6,12 @@ from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Response
+from fastapi.responses import JSONResponse
 
 from ...models.access import Principal
 from ...models.common import Page
+from ...models.jobs import Job
+from ...models.migration import MigrateRequest, MigrationResult
 from ...models.simulation import SimulateRequest, SimulationResult
 from ...models.stats import WorkflowStats
 from ...models.templates import (
@@ -112,6 +115,28 @@ async def simulate_template(
     heuristic rules apply as for real; where a person, a model, a webhook or an event would choose, each outcome
     is taken in turn (or the one `choose` fixes); a split takes each branch. 422 when the template has errors."""
     return await services.simulation.of_stored(principal, record_id(template_id, "workflow template"), body)
+
+
+@router.post(
+    "/{template_id}/migrate",
+    response_model=MigrationResult,
+    responses={
+        202: {"model": Job, "description": "Too many instances for one request: a job does it (see `Location`)"},
+        **error_responses(404),
+    },
+)
+async def migrate_template(
+    services: ServicesDep, principal: Admin, template_id: TemplateIdPath, body: MigrateRequest
+) -> MigrationResult | JSONResponse:
+    """Move the unfinished instances frozen at `from_version` onto the template's current version, each at its
+    node as `node_map` says (else the node of the same id). With `dry_run` (the default) nothing changes and the
+    answer says what would move. Each move is atomic and an `instance_migrated` event on the instance's timeline;
+    instances at a node the current version lacks and the map does not name stay, counted in `unmapped`. More than
+    `CBW_BULK_INLINE_LIMIT` instances (5,000): 202 with a job, whose `result` is this answer."""
+    done = await services.migration.migrate(principal, record_id(template_id, "workflow template"), body)
+    if isinstance(done, MigrationResult):
+        return done
+    return JSONResponse(done.model_dump(mode="json"), status_code=202, headers={"Location": f"/api/jobs/{done.id}"})
 
 
 @router.get("/{template_id}/stats", response_model=WorkflowStats, responses=error_responses(404))

@@ -343,6 +343,12 @@ class FileTx(FileHooks, FileKeys, FileCounts, FileOutbox, FilePeople, FileSettin
         self._sync_enrol_key(old, doc)
         self._count_move(old["template_id"], old, doc)
 
+    def rebase_instance(self, instance_id: str, snapshot_id: str, template_version: str) -> None:
+        path = _required(self._record("instances", instance_id), "instance id")
+        doc = self.txn.get(path)
+        if doc is not None:
+            self.txn.put(path, {**doc, "snapshot_id": snapshot_id, "template_version": template_version})
+
     def delete_instance(self, instance_id: str) -> bool:
         path, old = self._get_record("instances", instance_id)
         if path is None or old is None:

@@ -392,6 +392,11 @@ class SqlTx(HookRows, OutboxRows, PeopleRows, SubscriptionRows, Tx):
         self._places[instance.id] = place_of(instance)
         self.tally.moved(instance.template_id, before, self._places[instance.id])
 
+    def rebase_instance(self, instance_id: str, snapshot_id: str, template_version: str) -> None:
+        i = s.instances.c
+        values = {"snapshot_id": snapshot_id, "template_version": template_version}
+        self.conn.execute(update(s.instances).where(i.tenant == self.tenant, i.id == instance_id).values(**values))
+
     def _place(self, instance_id: str) -> tuple[str, str | None] | None:
         i = s.instances.c
         query = select(i.status, i.current_node).where(i.tenant == self.tenant, i.id == instance_id)
