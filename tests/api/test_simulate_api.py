@@ -106,5 +106,8 @@ def test_a_split_s_every_branch_and_bad_requests(tenant: Tenant) -> None:
     refused = simulate(tenant, "broken", {}, status=422)
     assert "validation errors" in refused["detail"]
     assert tenant.admin.post("/api/workflows/nope/simulate", json={}).status_code == 404
+    zone = tenant.admin.post("/api/workflows/ab/simulate", json={"contact": {"timezone": "Mars/Base"}})
+    assert zone.status_code == 422
+    assert "IANA time zone" in zone.json()["detail"]
     for bad in ({"max_paths": 0}, {"max_paths": 5000}, {"start_at": "tomorrow"}, {"choose": {"a": ""}}, {"x": 1}):
         assert tenant.admin.post("/api/workflows/ab/simulate", json=bad).status_code == 422, bad

@@ -16,7 +16,8 @@ from typing import Any
 
 import phonenumbers
 
-from ..models.contact_rules import WEEK, ContactHours
+from ..models.contact_rules import DEFAULT_TIMEZONE, WEEK, ContactHours
+from ..models.contacts import known_zone
 
 DAYS_AHEAD = 8  # a week of days is always enough to find the next opening: every ContactHours has a day
 
@@ -42,14 +43,14 @@ def zone_name(contact: Mapping[str, Any] | None, fallback: str) -> str:
     """The IANA zone a contact's hours are read in."""
     if contact:
         own = contact.get("timezone")
-        if isinstance(own, str) and own:
+        if isinstance(own, str) and known_zone(own):  # the API lets only known ones in; a stray one falls through
             return own
         e164 = contact.get("phone_e164")
         if isinstance(e164, str) and e164:
             found = phone_zone(e164)
             if found:
                 return found
-    return fallback
+    return fallback if known_zone(fallback) else DEFAULT_TIMEZONE
 
 
 def next_opening(hours: ContactHours, zone_name: str, now: datetime) -> datetime:

@@ -37,10 +37,15 @@ def _known_zones() -> frozenset[str]:
     return frozenset(zoneinfo.available_timezones())
 
 
+def known_zone(name: str) -> bool:
+    """Whether `name` is an IANA time zone this server's time zone data knows; a folder of the data (`America`)
+    or one of its other files (`posixrules`) is not one."""
+    return name in _known_zones()
+
+
 def _time_zone(value: str) -> str:
-    """An IANA time zone name that this server's time zone data knows (`America/Los_Angeles`); a folder of the
-    data (`America`) or one of its other files (`posixrules`) is not one."""
-    if value not in _known_zones():
+    """An IANA time zone name that this server's time zone data knows (`America/Los_Angeles`)."""
+    if not known_zone(value):
         raise ValueError(f"{value!r} is not an IANA time zone name such as America/Los_Angeles")
     return value
 

@@ -10,10 +10,11 @@ from datetime import timedelta
 from ..clock import Clock
 from ..engine import steps
 from ..engine.simulation import simulate
-from ..errors import NotFound
+from ..errors import InvalidInput, NotFound
 from ..models.access import Principal
 from ..models.consent import Channel
 from ..models.contact_rules import ContactRules, TenantSettings
+from ..models.contacts import known_zone
 from ..models.simulation import SimulatedPathOut, SimulatedStepOut, SimulateRequest, SimulationResult
 from ..models.templates import WorkflowTemplate
 from ..store.base import Store, Tx
@@ -83,6 +84,11 @@ class SimulationService:
     def _contact(self, given: dict[str, object]) -> dict[str, object]:
         """The pretend contact as the engine reads one: an E.164 phone worked out, opt-outs as a map."""
         contact: dict[str, object] = {"id": SIMULATED, "name": "Simulated contact", **given}
+        zone = contact.get("timezone")
+        if zone is not None and not (isinstance(zone, str) and known_zone(zone)):
+            raise InvalidInput(
+                f"contact.timezone: {str(zone)[:64]!r} is not an IANA time zone name such as America/Los_Angeles"
+            )
         phone = contact.get("phone")
         if isinstance(phone, str) and "phone_e164" not in contact:
             contact["phone_e164"] = to_e164(phone, self.region)

@@ -17,6 +17,8 @@ from starlette.responses import RedirectResponse, Response
 from ..api.deps import record_id
 from ..errors import CbwError
 from ..models.access import Role, TokenCreate
+from ..models.consent import Channel
+from ..models.contact_rules import ContactHours, Day, TenantSettingsPatch
 from ..models.subscriptions import DeliveryStatus, SubscriptionCreate, SubscriptionPatch
 from ..models.users import UserCreate, UserPatch
 from ..store.base import PageRequest
@@ -35,7 +37,9 @@ SAID = {
     "redelivered": "The message will be sent again shortly.",
     "deleted": "The subscription is deleted.",
     "off": "The subscription is off: turn it on before sending a message again.",
+    "settings": "The contact rules are saved; they apply from each voter's next step.",
 }
+CAP_ROWS = 3  # frequency caps the settings form offers at once
 TOKEN_ROLES = [role.value for role in Role if role is not Role.SUPERADMIN]
 
 
@@ -59,7 +63,13 @@ async def _admin_page(request: Request, caller: WebCaller, *, status_code: int =
     people = await services.users.list(tenant, _page_request(query.get("people")))
     tokens = await services.access.list_tokens(tenant, _page_request(query.get("tokens")))
     subscriptions = await services.subscriptions.list(tenant, _page_request(query.get("subscriptions")))
+    settings = await services.tenant_settings.get(caller.principal, tenant)
     context: dict[str, Any] = {
+        "settings": settings,
+        "hours": settings.contact_hours or ContactHours(),
+        "caps": [*settings.frequency_caps, *([None] * max(CAP_ROWS - len(settings.frequency_caps), 0))],
+        "days": [day.value for day in Day],
+        "channels": [channel.value for channel in Channel],
         "people": people,
         "tokens": tokens,
         "subscriptions": subscriptions,
@@ -69,6 +79,7 @@ async def _admin_page(request: Request, caller: WebCaller, *, status_code: int =
         "invitation": None,
         "new_token": None,
         "new_subscription": None,
+        "settings_error": None,
         "form": {},
     }
     context.update(shown)
@@ -223,3 +234,43 @@ async def redeliver(request: Request, caller: Admin, subscription_id: IdPath, de
             raise
         return RedirectResponse(f"{target}?said=off#deliveries", status_code=303)
     return _done("redelivered", "deliveries", target)
+
+
+# ---------------------------------------------------------------------------------------------------- settings
+@router.post("/admin/settings")
+async def save_settings(request: Request, caller: Admin) -> Response:
+    """The tenant's contact rules from the form: time zone, contact hours (days, times, channels), caps."""
+    form = await checked_form(request, caller)
+    caps = []
+    for row in range(CAP_ROWS):
+        channel, most, per = (form.get(f"cap_{part}_{row}", "").strip() for part in ("channel", "max", "per"))
+        if channel or most or per:
+            caps.append({"channel": channel, "max": most, "per": per})
+    body = {
+        "timezone": form.get("timezone", "").strip() or None,
+        "contact_hours": {
+            "days": [day.value for day in Day if form.get(f"day_{day.value}") == "on"],
+            "start": form.get("start", "").strip(),
+            "end": form.get("end", "").strip(),
+            "channels": [c.value for c in Channel if form.get(f"hours_{c.value}") == "on"],
+        },
+        "frequency_caps": caps,
+    }
+    try:
+        patch = TenantSettingsPatch.model_validate(body)
+        await services_of(request).tenant_settings.patch(caller.principal, caller.principal.tenant, patch)
+    except ValidationError as exc:
+        return await _admin_page(request, caller, status_code=422, settings_error=_settings_problem(exc))
+    return _done("settings", "settings")
+
+
+def _settings_problem(exc: ValidationError) -> str:
+    """The first problem, named as the form names its fields."""
+    first = exc.errors()[0]
+    loc = [str(part) for part in first["loc"]]
+    names = {"timezone": "Time zone", "days": "Days", "start": "Opens", "end": "Closes", "channels": "Channels"}
+    field = next((names[part] for part in reversed(loc) if part in names), None)
+    if field is None and "frequency_caps" in loc:
+        field = "Frequency cap"
+    message = str(first["msg"]).removeprefix("Value error, ")
+    return f"{field or 'The form'}: {message}"

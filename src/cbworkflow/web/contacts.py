@@ -34,6 +34,7 @@ from starlette.responses import RedirectResponse, Response
 from ..errors import CbwError, InvalidInput, NotFound
 from ..ids import ID_RE, SLUG_RE
 from ..models.access import Role
+from ..models.consent import Channel
 from ..models.contacts import Contact
 from ..models.events import Event
 from ..models.imports import FileFormat, ImportResult, import_format
@@ -50,7 +51,9 @@ T = TypeVar("T")
 READERS = (Role.ADMIN, Role.STAFF, Role.VIEWER)
 WRITERS = (Role.ADMIN, Role.STAFF)
 Reader = Annotated[WebCaller, Depends(role_in(*READERS, doing="see the contacts"))]
-Writer = Annotated[WebCaller, Depends(role_in(*WRITERS, doing="import contacts"))]
+Writer = Annotated[WebCaller, Depends(role_in(*WRITERS, doing="change contacts"))]
+Admin = Annotated[WebCaller, Depends(role_in(Role.ADMIN, doing="undo an opt-out"))]
+NO_CHANNEL = "Tick at least one channel, or Every channel."
 IdPath = Annotated[str, Path(max_length=200)]
 
 PAGE_SIZE = 50
@@ -429,6 +432,8 @@ async def contact_page(request: Request, caller: Reader, contact_id: IdPath) -> 
         "contacts_detail.html",
         caller=caller,
         contact=contact,
+        opt_out_choices=[channel.value for channel in Channel if channel not in opted_out],
+        opt_out_error=request.query_params.get("opt_out_error", "")[:300],
         metadata=[(key, shown(value)) for key, value in contact.metadata.items()],
         has_opt_outs=has_opt_outs,
         opted_out=[(channel, when(at) if isinstance(at, datetime) else shown(at)) for channel, at in opted_out.items()],
@@ -451,3 +456,29 @@ async def contact_page(request: Request, caller: Reader, contact_id: IdPath) -> 
         when=when,
         shown=shown,
     )
+
+
+@router.post("/contacts/{contact_id}/opt-out")
+async def opt_out(request: Request, caller: Writer, contact_id: IdPath) -> Response:
+    """Record an opt-out from the contact's page (staff and admins): the channels ticked, or every channel."""
+    fields = await checked_form(request, caller)
+    every = fields.get("every_channel") == "on"
+    channels = None if every else [c for c in Channel if fields.get(f"channel_{c.value}") == "on"]
+    page = f"/contacts/{contact_id}"
+    if channels == []:
+        return RedirectResponse(f"{page}?{urlencode({'opt_out_error': NO_CHANNEL})}#opt-outs", status_code=303)
+    reason = fields.get("reason", "").strip()[:500] or None
+    await services_of(request).consent.opt_out(caller.principal, contact_id, channels, reason)
+    return RedirectResponse(f"{page}#opt-outs", status_code=303)
+
+
+@router.post("/contacts/{contact_id}/opt-in")
+async def opt_in(request: Request, caller: Admin, contact_id: IdPath) -> Response:
+    """Undo one opt-out (admins)."""
+    fields = await checked_form(request, caller)
+    try:
+        channel = Channel(fields.get("channel", ""))
+    except ValueError:
+        raise InvalidInput("channel: choose one of the contact's opt-outs to undo") from None
+    await services_of(request).consent.opt_in(caller.principal, contact_id, channel)
+    return RedirectResponse(f"/contacts/{contact_id}#opt-outs", status_code=303)

@@ -37,6 +37,15 @@ def humanize(name: str) -> str:
 
 
 environment.filters["humanize"] = humanize
+CHANNEL_NAMES = {"sms": "Texts (SMS)", "email": "Email", "phone": "Phone calls", "door": "Door knocks", "mail": "Mail"}
+
+
+def channel_name(name: object) -> str:
+    """A consent channel as the pages name it: `sms` is `Texts (SMS)`."""
+    return CHANNEL_NAMES.get(str(name), humanize(str(name)))
+
+
+environment.filters["channel"] = channel_name
 
 
 PAGE_HEADERS = {

@@ -43,6 +43,7 @@ from ..services.templates import report_for
 from ..store.base import PageRequest
 from .auth import WebCaller, checked_form, role_in, services_of
 from .dashboard import funnel_of
+from .simulation import simulation_view
 from .template_json import editable_json, model_problems, pretty_json, read_draft
 from .templating import humanize, render
 
@@ -300,11 +301,13 @@ async def _template_page(
         if done is not None and skipped is not None:
             enrolled = BulkResult(enrolled=done, skipped=skipped)
     _, errors, warnings = _problems(report)
+    simulation = await simulation_view(request, caller, template_id) if report.valid else None
     return render(
         request,
         "workflows_template.html",
         caller=caller,
         wf=template,
+        simulation=simulation,
         report=report,
         errors=errors,
         warnings=warnings,
