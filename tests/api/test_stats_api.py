@@ -32,7 +32,13 @@ def test_stats_count_where_instances_are_and_what_they_did(tenant: Tenant) -> No
     fresh = stats(tenant)
     assert fresh["template_id"] == REFERENCE_ID
     assert set(fresh["nodes"]) == set(reference_template()["nodes"])
-    assert fresh["nodes"]["initial_call"] == {"current": 0, "entered": 0, "outcomes": {}, "median_seconds": None}
+    assert fresh["nodes"]["initial_call"] == {
+        "current": 0,
+        "entered": 0,
+        "outcomes": {},
+        "median_seconds": None,
+        "retries": {},
+    }
     assert fresh["end_statuses"] == {"success": 0, "declined": 0, "failed": 0}
     assert set(fresh["statuses"]) == {"pending", "active", "waiting", "paused", "completed", "failed", "cancelled"}
     started = [tenant.instance(start=True)["id"] for _ in range(3)]
@@ -46,7 +52,13 @@ def test_stats_count_where_instances_are_and_what_they_did(tenant: Tenant) -> No
     assert call["median_seconds"] is not None
     assert call["median_seconds"] >= 0
     assert numbers["nodes"]["schedule_door"]["current"] == 1
-    assert numbers["nodes"]["end_declined"] == {"current": 0, "entered": 1, "outcomes": {}, "median_seconds": None}
+    assert numbers["nodes"]["end_declined"] == {
+        "current": 0,
+        "entered": 1,
+        "outcomes": {},
+        "median_seconds": None,
+        "retries": {},
+    }
     assert numbers["statuses"] == {
         "pending": 1,
         "active": 2,
@@ -59,7 +71,13 @@ def test_stats_count_where_instances_are_and_what_they_did(tenant: Tenant) -> No
     assert numbers["end_statuses"] == {"success": 0, "declined": 1, "failed": 0}
     # A window in the past counts nothing that happened, but where instances are is now.
     old = stats(tenant, since="2020-01-01T00:00:00Z", until="2020-01-02T00:00:00Z")
-    assert old["nodes"]["initial_call"] == {"current": 1, "entered": 0, "outcomes": {}, "median_seconds": None}
+    assert old["nodes"]["initial_call"] == {
+        "current": 1,
+        "entered": 0,
+        "outcomes": {},
+        "median_seconds": None,
+        "retries": {},
+    }
     assert (old["since"], old["until"]) == ("2020-01-01T00:00:00+00:00", "2020-01-02T00:00:00+00:00")
     assert old["statuses"] == numbers["statuses"]
     recent = stats(tenant, since="2020-01-01")  # a date alone, and no zone, is UTC

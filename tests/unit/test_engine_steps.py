@@ -214,7 +214,7 @@ def failed_at_share() -> WorkflowInstance:
 
 def test_a_failed_instance_keeps_the_node_it_failed_at_and_retry_enters_it_again() -> None:
     failed = failed_at_share()
-    later = clock.now() + timedelta(hours=1)
+    later = clock.now() + timedelta(hours=14)  # 09:00 in New York: a call is a task at once (contact hours)
     step = steps.retry(failed, later, "tok", state_updates={"households": 4}, on_behalf_of="Sam")
     assert types(step) == [
         "state_updated",
