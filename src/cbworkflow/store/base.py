@@ -190,9 +190,10 @@ class Tx(ABC):
 
     @abstractmethod
     def read_contact(self, contact_id: str) -> Contact | None:
-        """As `get_contact`, never locked: what a step reads for its placeholders, expressions and consent. A step
-        locks its instance first; a contact's change (an opt-out, a goal) locks the contact first, then its
-        instances: were the step to lock the contact too, the two could wait for each other."""
+        """As `get_contact`, never locked and without `workflow_instance_ids` (left empty): what a step reads for its
+        placeholders, expressions, consent and hours. A step locks its instance first; a contact's change (an
+        opt-out, a goal) locks the contact first, then its instances: were the step to lock the contact too, the
+        two could wait for each other."""
 
     @abstractmethod
     def get_contact_by_external_id(self, external_id: str) -> Contact | None:

@@ -119,7 +119,7 @@ class FileTx(FileHooks, FileKeys, FileCounts, FileOutbox, FilePeople, FileSettin
     def read_contact(self, contact_id: str) -> Contact | None:
         path = self._record("contacts", contact_id)
         doc = None if path is None else self.txn.peek(path)
-        return self._contact(doc) if doc else None
+        return Contact.model_validate(fields(doc, TIMELINE)) if doc else None
 
     def get_contact_by_external_id(self, external_id: str) -> Contact | None:
         link = self.txn.get(self.layout.external_id(self.tenant, external_id))

@@ -161,9 +161,9 @@ class SqlTx(HookRows, OutboxRows, PeopleRows, SubscriptionRows, Tx):
         links = self._instance_ids_by_contact([r.id for r in found])
         return [Contact.model_validate({**r._mapping, "workflow_instance_ids": links.get(r.id, [])}) for r in found]
 
-    def _contact(self, where: ColumnElement[bool], lock: bool = True) -> Contact | None:
+    def _contact(self, where: ColumnElement[bool]) -> Contact | None:
         query = select(s.contacts).where(s.contacts.c.tenant == self.tenant, where)
-        first = self.conn.execute(self._locked(query) if lock else query).first()
+        first = self.conn.execute(self._locked(query)).first()
         return self._contacts([first])[0] if first else None
 
     def get_contact(self, contact_id: str) -> Contact | None:
@@ -195,7 +195,9 @@ class SqlTx(HookRows, OutboxRows, PeopleRows, SubscriptionRows, Tx):
         return ContactHours.model_validate(hours) if hours else None
 
     def read_contact(self, contact_id: str) -> Contact | None:
-        return self._contact(s.contacts.c.id == contact_id, lock=False)
+        query = select(s.contacts).where(s.contacts.c.tenant == self.tenant, s.contacts.c.id == contact_id)
+        row = self.conn.execute(query).first()
+        return Contact.model_validate(row._mapping) if row else None
 
     def get_contact_by_external_id(self, external_id: str) -> Contact | None:
         return self._contact(s.contacts.c.external_id == external_id)
