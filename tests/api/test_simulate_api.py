@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from conftest import Tenant, reference_template
+from flows import ab_split
 
 START = "2026-10-05T14:00:00+00:00"  # 10:00 in New York: the hours are open
 
@@ -85,16 +86,7 @@ def test_an_opted_out_contact_s_steps_are_refused_in_the_simulation_too(tenant: 
 
 
 def test_a_split_s_every_branch_and_bad_requests(tenant: Tenant) -> None:
-    body = {
-        "id": "ab",
-        "name": "A/B",
-        "start_node": "split",
-        "nodes": {
-            "split": {"type": "split", "weights": {"a": 70, "b": 30}, "transitions": {"a": "end_a", "b": "end_b"}},
-            "end_a": {"type": "end", "end_status": "got_a"},
-            "end_b": {"type": "end", "end_status": "got_b"},
-        },
-    }
+    body = ab_split()
     tenant.template(body)
     assert [p["end_status"] for p in simulate(tenant, "ab", {})["paths"]] == ["got_a", "got_b"]
     assert [p["end_status"] for p in simulate(tenant, "ab", {"choose": {"split": "b"}})["paths"]] == ["got_b"]

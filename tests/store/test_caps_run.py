@@ -12,25 +12,9 @@ from test_engine_run import Engine, done, engine, run
 from cbworkflow.models.consent import Channel
 from cbworkflow.models.contact_rules import TenantSettingsPatch
 from cbworkflow.wiring import SYSTEM
+from flows import one_text
 
 __all__ = ["engine"]  # the fixture, on each store
-
-
-def one_text(template_id: str) -> dict[str, Any]:
-    return {
-        "id": template_id,
-        "name": template_id,
-        "start_node": "text",
-        "nodes": {
-            "text": {
-                "type": "action",
-                "action": "sms",
-                "action_config": {"message": f"{template_id}: hi {{contact.name}}"},
-                "transitions": {"sent": "done"},
-            },
-            "done": {"type": "end", "end_status": "texted"},
-        },
-    }
 
 
 async def rules(engine: Engine, **settings: Any) -> None:
@@ -55,7 +39,7 @@ def test_the_third_text_in_a_week_across_three_templates_waits_for_the_window(en
     async def go() -> None:
         await rules(engine)
         for template_id in ("first", "second", "third"):
-            await engine.template(one_text(template_id))
+            await engine.template(one_text(template_id, message=f"{template_id}: hi {{contact.name}}"))
         ada = await engine.contact(name="Ada", timezone="America/New_York")
         grace = await engine.contact(name="Grace", timezone="America/New_York")
         set_clock(engine, start)
@@ -93,8 +77,8 @@ def test_a_cap_released_at_night_waits_for_the_morning(engine: Engine) -> None:
 
     async def go() -> None:
         await rules(engine, frequency_caps=[{"channel": "sms", "max": 1, "per": "PT2H"}])
-        await engine.template(one_text("first"))
-        await engine.template(one_text("second"))
+        await engine.template(one_text("first", message="first: hi"))
+        await engine.template(one_text("second", message="second: hi"))
         ada = await engine.contact(name="Ada", timezone="America/New_York")
         set_clock(engine, evening)
         await engine.enrol(ada, "first")
@@ -116,8 +100,8 @@ def test_a_text_refused_by_an_opt_out_does_not_count(engine: Engine) -> None:
 
     async def go() -> None:
         await rules(engine, frequency_caps=[{"channel": "sms", "max": 1, "per": "P1D"}])
-        await engine.template(one_text("first"))
-        await engine.template(one_text("second"))
+        await engine.template(one_text("first", message="first: hi"))
+        await engine.template(one_text("second", message="second: hi"))
         set_clock(engine, datetime(2026, 6, 8, 14, 0, tzinfo=UTC))
         ada = await engine.contact(name="Ada", timezone="America/New_York")
         await engine.services.consent.opt_out(SYSTEM, ada, [Channel.SMS], None)

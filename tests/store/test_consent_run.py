@@ -17,24 +17,11 @@ from cbworkflow.models.tasks import TaskQuery
 from cbworkflow.runtime.work import ActionRequest, ActionResult
 from cbworkflow.store.base import PageRequest
 from cbworkflow.wiring import SYSTEM
+from flows import one_text
 
 __all__ = ["engine"]  # the fixture, on each store
 
-TEXT = {
-    "id": "one-text",
-    "name": "One text",
-    "start_node": "text",
-    "nodes": {
-        "text": {
-            "type": "action",
-            "action": "sms",
-            "action_config": {"message": "Hi {contact.name}"},
-            "transitions": {"sent": "done", "opted_out": "stopped"},
-        },
-        "done": {"type": "end", "end_status": "texted"},
-        "stopped": {"type": "end", "end_status": "stopped"},
-    },
-}
+TEXT = one_text(opted_out=True)
 
 
 async def claim(engine: Engine) -> Any:

@@ -11,23 +11,11 @@ from test_engine_run import Engine, done, engine, run
 
 from cbworkflow.models.contact_rules import TenantSettingsPatch
 from cbworkflow.wiring import SYSTEM
+from flows import one_text
 
 __all__ = ["engine"]  # the fixture, on each store
 
-TEXT = {
-    "id": "one-text",
-    "name": "One text",
-    "start_node": "text",
-    "nodes": {
-        "text": {
-            "type": "action",
-            "action": "sms",
-            "action_config": {"message": "Hi {contact.name}"},
-            "transitions": {"sent": "done"},
-        },
-        "done": {"type": "end", "end_status": "texted"},
-    },
-}
+TEXT = one_text()
 
 
 def at(text: str) -> datetime:

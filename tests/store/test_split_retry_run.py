@@ -13,19 +13,11 @@ from test_engine_run import Engine, done, engine, run
 from cbworkflow.engine.entering import split_outcome
 from cbworkflow.store.base import PageRequest
 from cbworkflow.wiring import SYSTEM
+from flows import ab_split
 
 __all__ = ["engine"]  # the fixture, on each store
 
-SPLIT = {
-    "id": "ab",
-    "name": "A/B",
-    "start_node": "split",
-    "nodes": {
-        "split": {"type": "split", "weights": {"a": 70, "b": 30}, "transitions": {"a": "end_a", "b": "end_b"}},
-        "end_a": {"type": "end", "end_status": "got_a"},
-        "end_b": {"type": "end", "end_status": "got_b"},
-    },
-}
+SPLIT = ab_split()
 
 CALLS = {
     "id": "calls",

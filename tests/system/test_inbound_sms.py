@@ -23,6 +23,7 @@ import httpx
 import pytest
 
 from conftest import PostgresDatabase, free_port, start_server, stop_server, store_url
+from flows import one_text
 from local_servers import HttpServer, Recorded, Reply
 
 TOKEN = "inbound-sms-superadmin-token-0123456789"
@@ -259,21 +260,7 @@ def test_malformed_or_oversized_forms_are_refused_before_anything_changes(world:
 def test_a_stop_racing_a_due_text_never_lets_a_text_out_after_the_opt_out(world: World) -> None:
     """The text step starts while STOP arrives, many times: a text goes out only when the worker's consent check
     (its `action_started`) committed before the opt-out; otherwise the step takes `opted_out` and nothing is sent."""
-    template = {
-        "id": "race",
-        "name": "One text",
-        "start_node": "text",
-        "nodes": {
-            "text": {
-                "type": "action",
-                "action": "sms",
-                "action_config": {"message": "Hi {contact.name}"},
-                "transitions": {"sent": "done", "opted_out": "stopped"},
-            },
-            "done": {"type": "end", "end_status": "texted"},
-            "stopped": {"type": "end", "end_status": "stopped"},
-        },
-    }
+    template = one_text("race", opted_out=True)
     world.ok(world.http.post("/api/workflows", json=template), 201)
     outcomes = {"texted": 0, "stopped": 0}
     for trial in range(RACES):

@@ -202,12 +202,7 @@ class StepBuilder:
                 return
             inst.current_node = node_id
             inst.node_entered_at = self.now
-            inst.wake_at = None
-            inst.waiting_for = None
-            inst.task_since = None
-            inst.suggestion = None
-            inst.held_by = None
-            inst.lease_expires_at = None
+            self.drop_work()
             inst.retries = None
             self.emit(EventType.NODE_ENTERED, f"Entered {node.name or node_id}", {"node_type": node.type}, node_id)
             following = self._arrive(node_id, node)
@@ -418,13 +413,19 @@ class StepBuilder:
         inst.status = InstanceStatus.CANCELLED
         inst.paused_status = None
         inst.completed_at = self.now
+        self.drop_work()
+        data = (extra or {}) | ({"reason": reason} if reason else {})
+        self.emit(EventType.INSTANCE_CANCELLED, "Cancelled" + (f": {reason}" if reason else ""), data, node_id, actor)
+
+    def drop_work(self) -> None:
+        """No timer, no task, no hold, no suggestion: what leaving a node (or the flow) takes with it."""
+        inst = self.instance
         inst.wake_at = None
         inst.waiting_for = None
         inst.task_since = None
         inst.held_by = None
         inst.lease_expires_at = None
-        data = (extra or {}) | ({"reason": reason} if reason else {})
-        self.emit(EventType.INSTANCE_CANCELLED, "Cancelled" + (f": {reason}" if reason else ""), data, node_id, actor)
+        inst.suggestion = None
 
     def fail(self, reason: str, node_id: str | None) -> None:
         inst = self.instance

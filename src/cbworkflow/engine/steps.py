@@ -193,12 +193,7 @@ def reach_goal(
     inst.end_status = end_status
     inst.completed_at = now
     inst.paused_status = None
-    inst.wake_at = None
-    inst.waiting_for = None
-    inst.task_since = None
-    inst.held_by = None
-    inst.lease_expires_at = None
-    inst.suggestion = None
+    b.drop_work()
     node_id = instance.current_node
     b.emit(EventType.GOAL_REACHED, f"Goal {goal_id} reached", {"goal": goal_id, **(data or {})}, node_id)
     b.emit(EventType.INSTANCE_COMPLETED, f"Completed ({end_status})", {"end_status": end_status}, node_id)
