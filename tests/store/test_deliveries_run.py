@@ -110,7 +110,7 @@ class Hooks:
 
 @pytest.fixture(params=["sqlite", "postgresql", "json"])
 def hooks(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Hooks]:
-    database = PostgresDatabase() if request.param == "postgresql" else None
+    database = PostgresDatabase(migrated=True) if request.param == "postgresql" else None
     url = {"postgresql": database.url if database else None, "json": f"json:///{tmp_path / 'files'}"}.get(request.param)
     settings = Settings(
         data_dir=tmp_path, database_url=url, admin_token="hooks-test-token-0123456789", outbound_allow_private=True

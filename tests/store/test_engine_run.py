@@ -120,7 +120,7 @@ def store_url(kind: str, tmp: Path, database: PostgresDatabase | None) -> str | 
 
 @pytest.fixture(params=["sqlite", "postgresql", "json"])
 def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    database = PostgresDatabase() if request.param == "postgresql" else None
+    database = PostgresDatabase(migrated=True) if request.param == "postgresql" else None
     loop = asyncio.new_event_loop()
     settings = Settings(
         data_dir=tmp_path,

@@ -79,7 +79,7 @@ class World:
 
 @pytest.fixture(params=["sqlite", "postgresql", "json"])
 def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
-    database = PostgresDatabase() if request.param == "postgresql" else None
+    database = PostgresDatabase(migrated=True) if request.param == "postgresql" else None
     loop = asyncio.new_event_loop()
     settings = Settings(
         data_dir=tmp_path,

@@ -67,8 +67,8 @@ class SQLiteBackend(Backend):
 
 
 class PostgresBackend(Backend):
-    def __init__(self, _tmp: Path) -> None:
-        self.database = PostgresDatabase()
+    def __init__(self, _tmp: Path, *, migrated: bool = False) -> None:
+        self.database = PostgresDatabase(migrated=migrated)
 
     def open(self) -> Store:
         return PostgresStore(self.database.url, pool_size=4)
@@ -97,7 +97,10 @@ BACKENDS: dict[str, Callable[[Path], Backend]] = {
 
 @pytest.fixture(params=sorted(BACKENDS))
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    made = BACKENDS[request.param](tmp_path)
+    if request.param == "postgresql" and "store" in request.fixturenames:
+        made: Backend = PostgresBackend(tmp_path, migrated=True)  # `store` migrates it at once anyway
+    else:
+        made = BACKENDS[request.param](tmp_path)
     yield made
     made.cleanup()
 

@@ -71,7 +71,7 @@ class Campaign:
 
     def __init__(self, kind: str, tmp: Path) -> None:
         self.kind = kind
-        self.database = PostgresDatabase() if kind == "postgresql" else None
+        self.database = PostgresDatabase(migrated=True) if kind == "postgresql" else None
         url = {"postgresql": self.database.url if self.database else None, "json": f"json:///{tmp / 'files'}"}
         self.settings = Settings(data_dir=tmp, database_url=url.get(kind), admin_token="stats-test-token-0123456789")
         self.loop = asyncio.new_event_loop()
