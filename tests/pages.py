@@ -1,11 +1,14 @@
-"""Helpers for the web pages' tests: people added over the API, and a browser-like client that signs in with the
-form (cookies kept, form tokens read from the page, `Origin` sent as a browser does)."""
+"""Helpers for the web pages' tests: people added over the API (or written to the store with a password hashed once),
+and a browser-like client that signs in with the form (cookies kept, form tokens read from the page, `Origin` sent as
+a browser does)."""
 
 from __future__ import annotations
 
+import asyncio
 import html
 import re
 import secrets
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -14,6 +17,7 @@ from conftest import Tenant
 
 PASSWORD = "correct horse battery"
 FORM_TOKEN = re.compile(r'name="csrf" value="([^"]+)"')
+_HASHED: dict[str, str] = {}
 
 
 def person(tenant: Tenant, role: str, email: str | None = None, password: str | None = PASSWORD) -> dict[str, Any]:
@@ -29,6 +33,55 @@ def person(tenant: Tenant, role: str, email: str | None = None, password: str | 
     assert made.status_code == 201, made.text
     answer: dict[str, Any] = made.json()
     return answer
+
+
+def password_hash(password: str = PASSWORD) -> str:
+    """The argon2 hash of `password`, made once per process by the service's own `hash_password` (the production
+    parameters: tens of milliseconds of two cores on purpose, too slow to pay for each person a page test needs)."""
+    if password not in _HASHED:
+        from cbworkflow.services.users import hash_password
+
+        _HASHED[password] = asyncio.run(hash_password(password))
+    return _HASHED[password]
+
+
+def stored_person(tenant: Tenant, role: str) -> dict[str, Any]:
+    """An active person of `tenant` whose password is PASSWORD, written to the server's store as the service writes
+    one (the same record, with the hash from `password_hash`); the user as POST /api/users answers it. Signing in
+    as them checks the password against that hash with argon2 as usual. Adding people over the API, with or without
+    a password, is tested with `person` (web/test_sign_in.py, api/test_users_api.py)."""
+    from cbworkflow.ids import new_id
+    from cbworkflow.models.users import User, UserRecord, UserRole, UserStatus, email_key
+    from cbworkflow.settings import Settings
+    from cbworkflow.store import open_store
+    from cbworkflow.store.base import Tx
+
+    now = datetime.now(UTC)
+    user = User(
+        id=new_id(),
+        tenant=tenant.id,
+        email=f"{role}-{secrets.token_hex(4)}@example.org",
+        name=f"A {role}",
+        role=UserRole(role),
+        status=UserStatus.ACTIVE,
+        created_at=now,
+    )
+    record = UserRecord(user=user, password_hash=password_hash())
+
+    def insert(tx: Tx) -> None:
+        assert tx.get_user_by_email(email_key(user.email)) is None
+        tx.insert_user(record)
+
+    async def write() -> None:
+        server = tenant.server
+        store = open_store(Settings(_env_file=None, data_dir=server.data_dir, database_url=server.database_url))
+        try:
+            await store.write(tenant.id, insert)
+        finally:
+            await store.close()
+
+    asyncio.run(write())
+    return user.model_dump(mode="json")
 
 
 def invitation_path(made: dict[str, Any]) -> str:
@@ -60,13 +113,13 @@ def sign_in(client: httpx.Client, email: str, password: str = PASSWORD, **extra:
     return client.post("/login", data={"csrf": form_token(page), "email": email, "password": password, **extra})
 
 
-def signed_in(tenant: Tenant, role: str, **kwargs: Any) -> tuple[httpx.Client, dict[str, Any]]:
-    """A browser signed in as a new person of `tenant` with `role`."""
-    made = person(tenant, role, **kwargs)
+def signed_in(tenant: Tenant, role: str) -> tuple[httpx.Client, dict[str, Any]]:
+    """A browser signed in with the form as a new person of `tenant` with `role` (see `stored_person`)."""
+    user = stored_person(tenant, role)
     client = browser(tenant)
-    answer = sign_in(client, made["user"]["email"])
+    answer = sign_in(client, user["email"])
     assert answer.status_code == 303, answer.text
-    return client, made["user"]
+    return client, user
 
 
 def text_of(page: httpx.Response) -> str:
