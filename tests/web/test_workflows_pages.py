@@ -198,7 +198,7 @@ def test_a_new_template_that_does_not_parse_or_fit_is_refused(tenant: Tenant) ->
     text = text_of(answer)
     assert "This JSON cannot be saved. Fix these first:" in text
     assert "nodes.call.transitions: Input should be a valid dictionary" in text
-    assert "nodes.knock.type: use one of action, decision, wait, webhook, end" in text
+    assert "nodes.knock.type: use one of action, decision, wait, webhook, split, end" in text
     assert "colour: unknown field (not accepted here)" in text
     for bad in ("[1, 2]", "", '{"id": "x", "name": "n", "nodes": {}, "metadata": {"n": NaN}}'):
         refused = submit(admin, page, "/workflows", json=bad, do="validate")
