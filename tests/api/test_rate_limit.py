@@ -71,3 +71,17 @@ def test_an_import_of_many_rows_is_one_request(limited_server: str) -> None:
         assert exported.status_code == 200
         assert len(exported.text.splitlines()) == 1_201
         assert [client.get("/api/contacts").status_code for _ in range(2)] == [200, 200]  # two of four left
+
+
+def test_inbound_texts_are_limited_per_client_before_anything_is_read(limited_server: str) -> None:
+    """Anyone may post to /api/inbound/sms (the provider signs, it has no token): a client that floods it gets 429
+    once its bucket is empty, as a token would."""
+    answers = [
+        httpx.post(f"{limited_server}/api/inbound/sms", data={"From": "+14155550100", "Body": "hi"}) for _ in range(8)
+    ]
+    statuses = [a.status_code for a in answers]
+    assert set(statuses) <= {403, 429}, statuses  # unsigned (no CBW_SMS_AUTH_TOKEN here): refused either way
+    limited = [a for a in answers if a.status_code == 429]
+    assert limited, statuses
+    assert "too many requests for this client" in limited[0].json()["detail"]
+    assert int(limited[0].headers["retry-after"]) >= 1

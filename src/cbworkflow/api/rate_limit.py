@@ -1,4 +1,5 @@
-"""Per-token rate limiting: a token bucket per API token, in this process (429 with Retry-After when empty).
+"""Per-token rate limiting: a token bucket per API token, in this process (429 with Retry-After when empty). Routes
+anyone may call (inbound texts) have a bucket per client address instead.
 
 Each token may make `rate` requests a second on average, with bursts up to two seconds' worth. With several
 server processes each keeps its own buckets, so the effective limit is `rate` times the number of processes.
@@ -26,7 +27,7 @@ class RateLimiter:
         self._max = max_tokens_tracked
         self._lock = threading.Lock()
 
-    def check(self, key: str) -> None:
+    def check(self, key: str, whose: str = "this token") -> None:
         """Take one request from `key`'s bucket, or raise RateLimited saying when to retry."""
         if self.rate <= 0:
             return
@@ -37,7 +38,7 @@ class RateLimiter:
             if level < 1:
                 self._buckets[key] = (level, now)
                 wait = math.ceil((1 - level) / self.rate)
-                raise RateLimited(f"too many requests for this token; retry in {wait} s", retry_after=wait)
+                raise RateLimited(f"too many requests for {whose}; retry in {wait} s", retry_after=wait)
             self._buckets[key] = (level - 1, now)
             if len(self._buckets) > self._max:
                 self._buckets.popitem(last=False)

@@ -51,7 +51,7 @@ async def opt_in(
     response_class=Response,
     responses={
         200: {"description": "TwiML with no reply", "content": {"text/xml": {}}},
-        **error_responses(403, 404),
+        **error_responses(403, 404, 429),
     },
 )
 async def inbound_sms(
@@ -67,7 +67,9 @@ async def inbound_sms(
     `UNSUBSCRIBE`, `CANCEL`, `END` or `QUIT` alone opt every contact with that number out of `sms`; `START` or
     `UNSTOP` opt them back in; any other text is the event `sms_received` for them. Answers TwiML with no reply
     (the provider sends its own opt-out confirmation)."""
-    services.inbound_sms.may_be_signed(signature)  # before the body is read: anyone may post here
+    client = request.client.host if request.client else "unknown"
+    request.app.state.rate_limiter.check(f"inbound-sms:{client}", "this client")  # anyone may post here
+    services.inbound_sms.may_be_signed(signature)  # before the body is read
     raw = request.scope.get("state", {}).get("raw_body", b"")
     try:
         params = parse_qsl(raw.decode("utf-8", errors="replace"), keep_blank_values=True, max_num_fields=MAX_FIELDS)
