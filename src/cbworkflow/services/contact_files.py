@@ -29,6 +29,7 @@ from typing import Any, BinaryIO
 from pydantic import ValidationError
 
 from ..errors import InvalidInput
+from ..models.consent import Channel
 from ..models.contacts import Contact, ContactCreate
 from ..models.imports import FileFormat
 from .contacts import to_e164
@@ -48,9 +49,11 @@ WRITABLE = (
     "metadata",
 )
 # What an export adds beside them; an import reads past these (they are the server's to set), so an export reads
-# back unchanged instead of filling `metadata` with them. `opted_out` changes only through the opt-out routes and
-# STOP texts: a file can neither opt a person out nor opt them back in.
-READ_ONLY = ("phone_e164", "created_at", "updated_at", "workflow_instance_ids", "tenant", "opted_out")
+# back unchanged instead of filling `metadata` with them.
+READ_ONLY = ("phone_e164", "created_at", "updated_at", "workflow_instance_ids", "tenant")
+# Opt-outs a file may add but never take away: moving contacts between systems keeps every refusal, and no
+# spreadsheet quietly opts a person back in (that is an admin's `DELETE /api/contacts/{id}/opt-out`).
+ADD_ONLY = "opted_out"
 EXPORTED = (*WRITABLE, "phone_e164", "opted_out", "created_at", "updated_at")
 TEXT_FIELDS = ("external_id", "email", "phone", "county", "organization", "role", "timezone")
 
@@ -224,6 +227,9 @@ def _csv_fields(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]
     extra: dict[str, Any] = {}
     for name, value in values.items():
         text = value if isinstance(value, str) else ""
+        if name == ADD_ONLY:
+            given[name] = _channels(text)
+            continue
         if name in READ_ONLY:
             continue
         if name not in WRITABLE:
@@ -258,6 +264,9 @@ def _jsonl_fields(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any
     given: dict[str, Any] = {}
     extra: dict[str, Any] = {}
     for name, value in values.items():
+        if name == ADD_ONLY:
+            given[name] = _channels(value)
+            continue
         if name in READ_ONLY:
             continue
         if name not in WRITABLE:
@@ -278,11 +287,36 @@ def _jsonl_fields(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any
     return given, extra
 
 
+def _channels(value: Any) -> list[str]:
+    """The channels an `opted_out` cell names: a JSON object (as exported: channel to time), a JSON list, or
+    names separated by `;`; empty for none. Raises RowProblem for anything else or an unknown channel."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith(("{", "[")):
+            try:
+                value = json.loads(text, parse_constant=_no_constant)
+            except ValueError:
+                raise RowProblem("opted_out: not a JSON object of channels, nor channels separated by ;") from None
+        else:
+            value = [part.strip() for part in text.split(";") if part.strip()]
+    if value is None:
+        value = []
+    if isinstance(value, dict):
+        value = list(value)
+    if not isinstance(value, list) or not all(isinstance(name, str) for name in value):
+        raise RowProblem("opted_out: not a JSON object of channels, nor channels separated by ;")
+    known = [channel.value for channel in Channel]
+    if unknown := [name for name in value if name not in known]:
+        raise RowProblem(f"opted_out: {unknown[0]!r} is not a channel ({', '.join(known)})")
+    return list(dict.fromkeys(value))
+
+
 def normalise(values: dict[str, Any], fmt: FileFormat, region: str) -> dict[str, Any]:
     """A row as the import writes it: `fields` (validated, only those the row gives), how its `metadata` is
     written (`replace` with the row's, `merge` its other columns into the contact's, or None: left as it is),
     the E.164 phone. Raises RowProblem with the reason."""
     given, extra = (_csv_fields if fmt is FileFormat.CSV else _jsonl_fields)(values)
+    opt_outs = given.pop(ADD_ONLY, [])
     name = given.get("name")
     if "name" not in given or name is None or (isinstance(name, str) and not name.strip()):
         raise RowProblem("name: empty (every contact needs a name)")
@@ -307,7 +341,7 @@ def normalise(values: dict[str, Any], fmt: FileFormat, region: str) -> dict[str,
                 f"phone: {body.phone!r} could not be read as a phone number (for region {region}; a number "
                 "elsewhere needs its country code, such as +44)"
             )
-    return {"fields": fields, "metadata": mode, "phone_e164": phone_e164}
+    return {"fields": fields, "metadata": mode, "phone_e164": phone_e164, "opt_outs": opt_outs}
 
 
 # ------------------------------------------------------------------------------------------------ the first pass

@@ -27,10 +27,12 @@ from ..clock import Clock
 from ..ids import new_id
 from ..models.access import Principal
 from ..models.common import MAX_FIELD_BYTES, json_size
+from ..models.consent import Channel
 from ..models.contacts import Contact
 from ..models.imports import REJECTIONS_SHOWN, ROWS_SHOWN, FileFormat, ImportResult
 from ..models.jobs import Job, JobKind, JobRecord
 from ..store.base import ContactFilter, Page, PageRequest, Store, Tx
+from .consent import opt_out
 from .contact_events import change_events, happenings
 from .contact_files import Prepared, prepare
 from .happenings import Happening
@@ -281,17 +283,30 @@ class ContactImport:
         outcomes: list[Outcome] = []
         created: list[Contact] = []  # inserted together at the end (no row of the file can match another's)
         changed: list[tuple[Contact, Contact]] = []  # (before, after) of the contacts updated
+        refusals: list[tuple[str, list[str]]] = []  # (contact id, channels) the file adds to its opt-outs
         for item in items:
             if "reject" in item:
                 outcomes.append(Rejected(item["line"], item["reject"]))
                 continue
             try:
-                outcomes.append(self._row(tx, item, index, kept, created, changed, dry_run=dry_run, now=now))
+                outcome = self._row(tx, item, index, kept, created, changed, dry_run=dry_run, now=now)
             except _Rejected as rejected:
                 outcomes.append(Rejected(item["line"], str(rejected)))
+                continue
+            outcomes.append(outcome)
+            adds = _new_refusals(item, outcome.contact_id, index)
+            if adds and outcome.contact_id:
+                refusals.append((outcome.contact_id, adds))
         if not dry_run:
             tx.insert_contacts(created)
             self._changes(tx, created, changed, actor, now)
+            for contact_id, adds in refusals:  # with what they do to the contact's instances (services/consent.py)
+                contact = tx.get_contact(contact_id)
+                if contact is not None:
+                    channels = [Channel(name) for name in adds]
+                    opt_out(
+                        tx, self.reactions, contact, channels, now, actor, reason="in an imported file", source="import"
+                    )
         return outcomes
 
     def _changes(
@@ -391,7 +406,8 @@ class ContactImport:
                 raise _Rejected(f"metadata: larger than {MAX_FIELD_BYTES // 1024} KiB as JSON with the contact's own")
         updated = contact.model_copy(update=given)
         if all(getattr(updated, name) == getattr(contact, name) for name in COMPARED):
-            return Imported(line, contact.id, how, "unchanged")
+            adds = [name for name in item.get("opt_outs", ()) if name not in contact.opted_out]
+            return Imported(line, contact.id, how, "updated" if adds else "unchanged")  # opt-outs: written after
         updated.updated_at = now
         if not dry_run:
             tx.update_contact(updated)
@@ -433,3 +449,11 @@ class ContactImport:
 
 def _page(tx: Tx, *, where: ContactFilter, cursor: str | None) -> Page[Contact]:
     return tx.list_contacts(where, PageRequest(limit=EXPORT_PAGE, cursor=cursor))
+
+
+def _new_refusals(item: dict[str, Any], contact_id: str | None, index: _Index) -> list[str]:
+    """The channels the row adds to the contact's opt-outs (those it has already keep their first time)."""
+    named = item.get("opt_outs") or []
+    contact = index.by_id.get(contact_id or "")
+    have = contact.opted_out if contact is not None else {}
+    return [name for name in named if name not in have]
