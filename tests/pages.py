@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from conftest import Tenant
+from conftest import TLS, Tenant
 
 PASSWORD = "correct horse battery"
 FORM_TOKEN = re.compile(r'name="csrf" value="([^"]+)"')
@@ -95,7 +95,11 @@ def browser(tenant: Tenant) -> httpx.Client:
     redirects by itself (tests look at them). Closed with the tenant's other clients."""
     base_url = tenant.server.base_url
     client = httpx.Client(
-        base_url=base_url, headers={"Accept": "text/html", "Origin": base_url}, follow_redirects=False, timeout=30
+        base_url=base_url,
+        headers={"Accept": "text/html", "Origin": base_url},
+        follow_redirects=False,
+        timeout=30,
+        verify=TLS,
     )
     tenant._clients.append(client)
     return client

@@ -22,7 +22,7 @@ import pytest
 
 from cbworkflow.cli.serving import log_format, masked
 from cbworkflow.settings import Settings
-from conftest import CBWORKFLOW, PostgresDatabase
+from conftest import CBWORKFLOW, TLS, PostgresDatabase
 from local_servers import free_port
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -53,7 +53,7 @@ def stop(proc: subprocess.Popen[bytes]) -> int:
 
 def healthy(port: int) -> bool:
     try:
-        return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
+        return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1, verify=TLS).status_code == 200
     except httpx.HTTPError:
         return False
 
