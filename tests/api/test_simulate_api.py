@@ -3,6 +3,7 @@ with its durations, `choose`, `max_paths`, contact hours in the given contact's 
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from conftest import Tenant, reference_template
@@ -103,3 +104,31 @@ def test_a_split_s_every_branch_and_bad_requests(tenant: Tenant) -> None:
     assert "IANA time zone" in zone.json()["detail"]
     for bad in ({"max_paths": 0}, {"max_paths": 5000}, {"start_at": "tomorrow"}, {"choose": {"a": ""}}, {"x": 1}):
         assert tenant.admin.post("/api/workflows/ab/simulate", json=bad).status_code == 422, bad
+
+
+def test_odd_starts_and_contacts_get_a_clear_422_or_are_read_as_utc(tenant: Tenant) -> None:
+    template = tenant.template()
+    tenant.admin.patch(f"/api/tenants/{tenant.id}/settings", json={"contact_hours": None}).raise_for_status()
+    naive = simulate(tenant, template["id"], {"start_at": "2026-10-05T14:00:00", "max_paths": 1})
+    assert naive["paths"][0]["steps"][0]["at"].startswith("2026-10-05T14:00:00")  # no offset: UTC
+    for body, says in (
+        ({"start_at": "0001-01-01T00:00:00Z"}, "between 1970 and 9000"),
+        ({"contact": {"opted_out": 5}}, "contact.opted_out"),
+        ({"contact": {"opted_out": ["fax"]}}, "contact.opted_out"),
+    ):
+        answer = tenant.admin.post(f"/api/workflows/{template['id']}/simulate", json=body)
+        assert answer.status_code == 422, (body, answer.text)
+        assert says in answer.text
+
+
+def test_a_template_made_to_explode_is_cut_short_quickly(tenant: Tenant) -> None:
+    """Ten two-way splits in a loop behind a two-outcome action: 2^10 combinations a step, paths without end."""
+    nodes: dict[str, Any] = {"a0": {"type": "action", "action": "phone_call", "transitions": {"x": "s0", "y": "s0"}}}
+    for i in range(10):
+        following = f"s{i + 1}" if i < 9 else "a0"
+        nodes[f"s{i}"] = {"type": "split", "weights": {"l": 1, "r": 1}, "transitions": {"l": following, "r": following}}
+    tenant.template({"id": "storm", "name": "Storm", "start_node": "a0", "nodes": nodes})
+    began = time.monotonic()
+    found = simulate(tenant, "storm", {"max_paths": 1})
+    assert found["truncated"] is True
+    assert time.monotonic() - began < 30  # bounded by the dry run's own budget (20,000 steps, 5 s)

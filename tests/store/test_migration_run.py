@@ -132,3 +132,47 @@ def test_a_small_migration_answers_inside_the_request_and_bad_maps_are_refused(w
     ):
         with pytest.raises(InvalidInput, match=says):
             world.run(world.services.migration.migrate(SYSTEM, TEMPLATE, MigrateRequest.model_validate(bad)))
+
+
+def renamed_call(world: World) -> str:
+    """A new version whose only change is the first call's display name."""
+    template = world.run(world.services.templates.get("default", TEMPLATE))
+    nodes = {node_id: node.model_dump(exclude_none=True) for node_id, node in template.nodes.items()}
+    nodes["initial_call"]["name"] = "First phone call"
+    return str(world.run(world.services.templates.patch(SYSTEM, TEMPLATE, TemplatePatch(nodes=nodes))).version)
+
+
+def test_an_instance_at_a_node_of_the_same_kind_stays_as_it_is(world: World) -> None:
+    [contact_id] = world.contacts(1, county="Adams")
+    made = world.run(
+        world.services.instances.create(SYSTEM, InstanceCreate(contact_id=contact_id, template_id=TEMPLATE, start=True))
+    )
+    before = world.run(world.services.instances.get(SYSTEM, made.id))
+    version = renamed_call(world)
+    done = migrate(world, from_version="1.0.0", dry_run=False)
+    assert done.moved == {"initial_call": {"initial_call": 1}}
+    after = world.run(world.services.instances.get(SYSTEM, made.id))
+    assert (after.template_version, after.task_since, after.node_entered_at) == (
+        version,
+        before.task_since,
+        before.node_entered_at,
+    )  # its task kept its place in the queue: not entered again
+    assert after.nodes["initial_call"].name == "First phone call"
+
+
+def test_a_job_stops_when_the_template_changes_under_it(world: World) -> None:
+    world.contacts(8, county="Adams")
+    assert world.run(job_runner(world.services, "w1").run_next(asyncio.Event())) is False  # nothing queued yet
+    enrolled = enrol(world, county="Adams")
+    assert isinstance(enrolled, Job)
+    assert world.run(job_runner(world.services, "w1").run_next(asyncio.Event())) is True
+    renamed_call(world)
+    queued = world.run(
+        world.services.migration.migrate(SYSTEM, TEMPLATE, MigrateRequest(from_version="1.0.0", dry_run=False))
+    )
+    assert isinstance(queued, Job)
+    second_version(world)  # published before the job ran
+    assert world.run(job_runner(world.services, "w1").run_next(asyncio.Event())) is True
+    finished = world.job(queued.id)
+    assert finished.status is JobStatus.FAILED
+    assert "changed to version" in (finished.error or "")

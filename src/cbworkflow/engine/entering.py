@@ -87,7 +87,7 @@ class Context:
         """The branch a split takes for this instance (see `split_plan` for dry runs)."""
         if self.split_plan is None:
             return split_outcome(instance_id, node_id, weights)
-        if node_id in self.split_plan:
+        if self.split_plan.get(node_id) in weights:  # a choice the split does not have is ignored, as elsewhere
             return self.split_plan[node_id]
         branches = sorted(weights)
         self.splits_met.append((node_id, branches))

@@ -13,6 +13,7 @@ steps (a loop a person keeps choosing) is cut.
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -24,7 +25,10 @@ from . import steps
 from .entering import AI_ACTOR, Context, StepBuilder
 
 MAX_STEPS = 200  # on one path
-MAX_WORK = 20_000  # steps made in all, over every path: a dry run's cost is bounded whatever the template
+MAX_WORK = 20_000  # steps made in all, over every path and split combination
+MAX_SPLIT_RUNS = 64  # combinations of split branches one step is run for
+MAX_OPEN = 5_000  # branches waiting to be explored at once
+MAX_SECONDS = 5.0  # of wall-clock time: a dry run's cost is bounded whatever the template
 ACTOR = "simulation"
 
 Make = Callable[[Context], steps.Step]
@@ -69,14 +73,13 @@ def simulate(
     chosen = dict(choose or {})
     found = Simulation()
     base = dataclasses.replace(ctx, split_plan={})
+    budget = _Budget(time.monotonic() + MAX_SECONDS)
     stack = [
         _Branch(made.instance, _exits(made), _latest(made, start_at))
-        for made in _every_split(lambda c: steps.start(instance, start_at, ACTOR, ctx=c), base, chosen)
+        for made in _every_split(lambda c: steps.start(instance, start_at, ACTOR, ctx=c), base, chosen, budget)
     ][::-1]
-    work = 0
     while stack:
-        work += 1
-        if work > MAX_WORK:
+        if budget.spent() or len(stack) > MAX_OPEN:
             found.truncated = True
             break
         branch = stack.pop()
@@ -94,17 +97,30 @@ def simulate(
         following = [
             _Branch(made.instance, branch.steps + _exits(made), _latest(made, branch.now))
             for make in _next_steps(inst, branch.now, chosen)
-            for made in _every_split(make, base, chosen)
+            for made in _every_split(make, base, chosen, budget)
         ]
         stack.extend(reversed(following))  # the first outcome is explored first
     return found
 
 
-def _every_split(make: Make, base: Context, chosen: Mapping[str, str]) -> list[steps.Step]:
-    """The step `make` takes, once per combination of branches of the splits it passes through."""
+@dataclass
+class _Budget:
+    """What a dry run may still spend: steps made (every split combination counts) and time."""
+
+    deadline: float
+    made: int = 0
+
+    def spent(self) -> bool:
+        return self.made >= MAX_WORK or time.monotonic() > self.deadline
+
+
+def _every_split(make: Make, base: Context, chosen: Mapping[str, str], budget: _Budget) -> list[steps.Step]:
+    """The step `make` takes, once per combination of branches of the splits it passes through (at most
+    `MAX_SPLIT_RUNS`, and none once the budget is spent)."""
     made: list[steps.Step] = []
     plans = [dict(chosen)]
-    while plans and len(made) < 1000:
+    while plans and len(made) < MAX_SPLIT_RUNS and not budget.spent():
+        budget.made += 1
         plan = plans.pop(0)
         ctx = dataclasses.replace(base, split_plan=plan, splits_met=[])
         made.append(make(ctx))

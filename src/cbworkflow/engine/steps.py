@@ -320,13 +320,21 @@ def migrate(
     ctx: Context = NO_CONTEXT,
 ) -> Step:
     """Put an unfinished instance on another version of its template (`nodes`), at `to_node` (None: a pending
-    instance, which starts at the new start node when started). At a node whose id and definition are unchanged
-    it stays as it is (a timer keeps its time, a task its place in the queue); otherwise it enters `to_node` as a
-    move would. An `instance_migrated` event records the versions and nodes."""
+    instance, which starts at the new start node when started). At a node of the same id, type and action it stays
+    as it is, whatever else of the node changed (a timer keeps its time, a task its place in the queue, a
+    come-back-later wait its round: nothing is sent or asked again); otherwise it enters `to_node` as a move
+    would. An `instance_migrated` event records the versions and nodes."""
     if instance.status in TERMINAL:
         raise Conflict(f"cannot migrate an instance that is {instance.status.value}; it has already finished")
     from_node = instance.current_node
-    same = to_node == from_node and from_node is not None and nodes.get(from_node) == instance.nodes.get(from_node)
+    old, new = instance.nodes.get(from_node or ""), nodes.get(to_node or "")
+    same = (
+        to_node == from_node
+        and old is not None
+        and new is not None
+        and type(old) is type(new)
+        and getattr(old, "action", None) == getattr(new, "action", None)
+    )
     paused = instance.status is InstanceStatus.PAUSED
     b = StepBuilder(instance, now, actor, ctx)
     inst = b.instance

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, field_validator
 
 from .common import BoundedObject, RequestModel, ResponseModel, Timestamp
 
 Outcome = Annotated[str, Field(min_length=1, max_length=64)]
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
 
 
 class SimulateRequest(RequestModel):
@@ -41,6 +44,18 @@ class SimulateRequest(RequestModel):
     their outcomes in turn."""
     max_paths: Annotated[int, Field(ge=1, le=1000)] = 200
     """Stop after this many paths (1 to 1,000); the answer then says `truncated`."""
+
+    @field_validator("start_at")
+    @classmethod
+    def _plausible(cls, value: datetime | None) -> datetime | None:
+        """A time without an offset is UTC; the years a campaign can run in, with room for its waits."""
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        if not EARLIEST <= value <= LATEST:
+            raise ValueError("must be between 1970 and 9000")
+        return value
 
 
 class SimulatedStepOut(ResponseModel):

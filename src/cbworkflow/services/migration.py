@@ -1,11 +1,12 @@
 """Moving running voters to a template's current version (api.md § Campaign work `migrate`).
 
-The unfinished instances frozen at `from_version` are found a page at a time (by status, then in the list's
-order), each given its new node (the node map's, else its own id when the current version still has it, else none:
-it stays, counted as unmapped), and, unless it is a dry run, moved in the batch's transaction: its frozen graph
-becomes the current version's, with an `instance_migrated` event (`steps.migrate`). A dry run counts the same
-instances the same way, so its counts are what a real run moves when nothing else changes in between. A run of more
-instances than `inline_limit` is a job (202), a batch per transaction, like bulk enrolment.
+The unfinished instances frozen at `from_version` are found a page at a time, in one order over every status (so
+one whose status changes during the run is still met once). Each gets its new node: the node map's, else its own id
+when the current version still has it, else none (it stays, counted as unmapped). Unless it is a dry run, it moves
+in the batch's transaction: its frozen graph becomes the current version's, with an `instance_migrated` event
+(`steps.migrate`). A dry run counts the same instances the same way, so its counts are what a real run moves when
+nothing else changes in between. A run of more instances than `inline_limit` is a job (202), a batch per
+transaction, like bulk enrolment; the version it moves to is fixed when it starts.
 """
 
 from __future__ import annotations
@@ -19,15 +20,13 @@ from ..clock import Clock
 from ..engine import steps
 from ..errors import InvalidInput
 from ..models.access import Principal
-from ..models.instances import TERMINAL, InstanceStatus, WorkflowInstance
+from ..models.instances import TERMINAL, WorkflowInstance
 from ..models.jobs import Job, JobKind, JobRecord
 from ..models.migration import NOT_STARTED, MigrateRequest, MigrationResult
 from ..models.templates import WorkflowTemplate
 from ..store.base import InstanceFilter, PageRequest, Store, Tx
 from .instances import InstanceService, enrollable, template_snapshot
 from .jobs import JobService
-
-UNFINISHED = (InstanceStatus.PENDING, InstanceStatus.ACTIVE, InstanceStatus.WAITING, InstanceStatus.PAUSED)
 
 
 def _counts() -> defaultdict[str, defaultdict[str, int]]:
@@ -113,26 +112,35 @@ class Migration:
         """Inside the request when at most `inline_limit` instances are concerned, else a job (202)."""
 
         def count(tx: Tx) -> tuple[WorkflowTemplate, bool]:
+            """The template, and whether the run is a job: more than `inline_limit` instances to look at, or
+            more than ten times that to read through (most of them finished or moved already)."""
             template = self._checked(tx, template_id, body)
-            seen = 0
-            for status in UNFINISHED:
-                cursor = None
-                while seen <= self.inline_limit:
-                    page = tx.list_instances(_where(template_id, status), PageRequest(limit=500, cursor=cursor))
-                    seen += sum(1 for i in page.items if i.template_version == body.from_version)
-                    if page.next_cursor is None:
-                        break
-                    cursor = page.next_cursor
-            return template, seen > self.inline_limit
+            concerned = read = 0
+            cursor = None
+            while concerned <= self.inline_limit and read <= 10 * self.inline_limit:
+                page = tx.list_instances(InstanceFilter(template_id=template_id), PageRequest(500, cursor))
+                read += len(page.items)
+                concerned += sum(1 for i in page.items if _concerned(i, body))
+                if page.next_cursor is None:
+                    break
+                cursor = page.next_cursor
+            return template, concerned > self.inline_limit or read > 10 * self.inline_limit
 
         template, large = await self.store.read(principal.tenant, count)
-        params = {"template_id": template_id, **body.model_dump(mode="json")}
+        params = {"template_id": template_id, "to_version": template.version, **body.model_dump(mode="json")}
         if large:
             return await self.jobs.queue(principal, JobKind.MIGRATE, params, None)
         total = Tally()
         cursor: str | None = ""
         while cursor is not None:
-            run = partial(self.batch, template_id=template_id, body=body, cursor=cursor, actor=principal.token_id)
+            run = partial(
+                self.batch,
+                template_id=template_id,
+                body=body,
+                cursor=cursor,
+                actor=principal.token_id,
+                to_version=template.version,
+            )
             tally, cursor, _ = await self.store.write(principal.tenant, run)
             total.add(tally)
         if not body.dry_run:
@@ -140,23 +148,36 @@ class Migration:
         return total.result(body.dry_run, template.version)
 
     def batch(
-        self, tx: Tx, *, template_id: str, body: MigrateRequest, cursor: str, actor: str, now: datetime | None = None
+        self,
+        tx: Tx,
+        *,
+        template_id: str,
+        body: MigrateRequest,
+        cursor: str,
+        actor: str,
+        to_version: str,
+        now: datetime | None = None,
     ) -> tuple[Tally, str | None, str]:
-        """The next page of instances after `cursor` (`<status index>:<page cursor>`), counted and, unless a dry
-        run, moved, in `tx`; the cursor after it (None when every status is done), and the version moved to."""
+        """The next page of the template's instances after `cursor` (one order over every status, so an instance
+        whose status changes meanwhile is still met once), counted and, unless a dry run, moved, in `tx`; the
+        cursor after it (None at the end), and the version moved to. A template changed since the run began
+        stops it (422): its instances would otherwise land on two versions."""
         now = now or self.clock.now()
         template = self._checked(tx, template_id, body)
-        index_text, _, page_cursor = cursor.partition(":")
-        index = int(index_text or 0)
+        if template.version != to_version:
+            raise InvalidInput(
+                f"the template changed to version {template.version} while the migration to {to_version} ran; "
+                "what moved stays moved: run it again"
+            )
         page = tx.list_instances(
-            _where(template_id, UNFINISHED[index]), PageRequest(limit=self.batch_size, cursor=page_cursor or None)
+            InstanceFilter(template_id=template_id), PageRequest(limit=self.batch_size, cursor=cursor or None)
         )
         tally = Tally(seen=len(page.items))
         snapshot = template_snapshot(tx.tenant, template)
         if not body.dry_run:
             tx.put_snapshot(snapshot)
         for listed in page.items:
-            if listed.template_version != body.from_version:
+            if not _concerned(listed, body):
                 continue
             instance = tx.get_instance(listed.id) if not body.dry_run else listed  # locked when it moves
             if instance is None or instance.template_version != body.from_version or instance.status in TERMINAL:
@@ -175,19 +196,18 @@ class Migration:
             tx.update_instance(made.instance)
             tx.rebase_instance(instance.id, snapshot.id, template.version)
             tx.append_events(made.events)
-        if page.next_cursor is not None:
-            return tally, f"{index}:{page.next_cursor}", template.version
-        return tally, (f"{index + 1}:" if index + 1 < len(UNFINISHED) else None), template.version
+        return tally, page.next_cursor, template.version
 
     # ---------------------------------------------------------------- as a job
     def job_batch(self, tx: Tx, job: JobRecord, now: datetime) -> bool:
         """The job's next batch, in `tx`: its counts and cursor move with the batch's writes. True when done."""
         params = dict(job.params)
         template_id = str(params.pop("template_id"))
+        to_version = str(params.pop("to_version"))
         body = MigrateRequest.model_validate(params)
         actor = job.created_by or "system"
         tally, cursor, version = self.batch(
-            tx, template_id=template_id, body=body, cursor=job.cursor or "", actor=actor, now=now
+            tx, template_id=template_id, body=body, cursor=job.cursor or "", actor=actor, to_version=to_version, now=now
         )
         total = Tally.of(job.result)
         total.add(tally)
@@ -197,5 +217,6 @@ class Migration:
         return cursor is None
 
 
-def _where(template_id: str, status: InstanceStatus) -> InstanceFilter:
-    return InstanceFilter(template_id=template_id, status=status.value)
+def _concerned(instance: WorkflowInstance, body: MigrateRequest) -> bool:
+    """Unfinished and frozen at the version the run moves from."""
+    return instance.template_version == body.from_version and instance.status not in TERMINAL

@@ -67,7 +67,12 @@ class SimulationService:
         instance.id = SIMULATED
         instance.state = dict(body.state)
         ctx = steps.Context(self.reactions.automatic_actions, lambda: contact, self.reactions.channels, lambda: rules)
-        found = await asyncio.to_thread(simulate, instance, ctx, start, choose=body.choose, max_paths=body.max_paths)
+        try:
+            found = await asyncio.to_thread(
+                simulate, instance, ctx, start, choose=body.choose, max_paths=body.max_paths
+            )
+        except OverflowError:
+            raise InvalidInput("start_at: the run's waits reach past the year 9999; start it earlier") from None
         return SimulationResult(
             paths=[
                 SimulatedPathOut(
@@ -92,7 +97,11 @@ class SimulationService:
         phone = contact.get("phone")
         if isinstance(phone, str) and "phone_e164" not in contact:
             contact["phone_e164"] = to_e164(phone, self.region)
-        refused = contact.get("opted_out")
-        if isinstance(refused, list):
-            contact["opted_out"] = {str(c): "simulated" for c in refused if str(c) in set(Channel)}
+        refused = contact.get("opted_out", {})
+        if isinstance(refused, dict):
+            refused = list(refused)
+        if not isinstance(refused, list) or not all(isinstance(c, str) and c in set(Channel) for c in refused):
+            names = ", ".join(c.value for c in Channel)
+            raise InvalidInput(f"contact.opted_out: a list of channels ({names}), or an object of them")
+        contact["opted_out"] = dict.fromkeys(refused, "simulated")
         return contact

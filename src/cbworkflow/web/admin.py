@@ -39,7 +39,8 @@ SAID = {
     "off": "The subscription is off: turn it on before sending a message again.",
     "settings": "The contact rules are saved; they apply from each voter's next step.",
 }
-CAP_ROWS = 3  # frequency caps the settings form offers at once
+CAP_ROWS = 3  # empty rows for frequency caps the settings form offers at least (always one more than there are)
+MAX_CAP_ROWS = 20  # as many as a tenant may have
 TOKEN_ROLES = [role.value for role in Role if role is not Role.SUPERADMIN]
 
 
@@ -67,7 +68,7 @@ async def _admin_page(request: Request, caller: WebCaller, *, status_code: int =
     context: dict[str, Any] = {
         "settings": settings,
         "hours": settings.contact_hours or ContactHours(),
-        "caps": [*settings.frequency_caps, *([None] * max(CAP_ROWS - len(settings.frequency_caps), 0))],
+        "caps": [*settings.frequency_caps, *([None] * max(CAP_ROWS - len(settings.frequency_caps), 1))],
         "days": [day.value for day in Day],
         "channels": [channel.value for channel in Channel],
         "people": people,
@@ -242,7 +243,7 @@ async def save_settings(request: Request, caller: Admin) -> Response:
     """The tenant's contact rules from the form: time zone, contact hours (days, times, channels), caps."""
     form = await checked_form(request, caller)
     caps = []
-    for row in range(CAP_ROWS):
+    for row in range(MAX_CAP_ROWS):
         channel, most, per = (form.get(f"cap_{part}_{row}", "").strip() for part in ("channel", "max", "per"))
         if channel or most or per:
             caps.append({"channel": channel, "max": most, "per": per})

@@ -22,6 +22,7 @@ api = APIRouter(prefix="/api", tags=["admin"], responses=api_errors())
 
 Admin = Annotated[Principal, Depends(allow(*ADMINS, doing="manage tokens"))]
 Superadmin = Annotated[Principal, Depends(allow(Role.SUPERADMIN, doing="manage tenants"))]
+RulesAdmin = Annotated[Principal, Depends(allow(*ADMINS, doing="read or change the tenant's contact rules"))]
 
 
 @router.get("/healthz", summary="The process is up")
@@ -74,7 +75,7 @@ TenantIdPath = Annotated[str, Path(description="the tenant's id", max_length=64)
 
 
 @api.get("/tenants/{tenant_id}/settings", response_model=TenantSettings, responses=error_responses(404))
-async def get_tenant_settings(services: ServicesDep, principal: Admin, tenant_id: TenantIdPath) -> TenantSettings:
+async def get_tenant_settings(services: ServicesDep, principal: RulesAdmin, tenant_id: TenantIdPath) -> TenantSettings:
     """The tenant's contact rules: the time zone of contacts whose own is unknown, contact hours and frequency
     caps (an admin of the tenant, or a superadmin)."""
     return await services.tenant_settings.get(principal, tenant_id)
@@ -82,7 +83,7 @@ async def get_tenant_settings(services: ServicesDep, principal: Admin, tenant_id
 
 @api.patch("/tenants/{tenant_id}/settings", response_model=TenantSettings, responses=error_responses(404))
 async def patch_tenant_settings(
-    services: ServicesDep, principal: Admin, tenant_id: TenantIdPath, body: TenantSettingsPatch
+    services: ServicesDep, principal: RulesAdmin, tenant_id: TenantIdPath, body: TenantSettingsPatch
 ) -> TenantSettings:
     """Change the tenant's contact rules; they apply from the next step of every instance (a step waiting for
     the hours keeps the time it was given, and is checked again when it comes)."""
