@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import zoneinfo
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
+from datetime import date as date_
 from functools import lru_cache
 from typing import Any
 
@@ -53,6 +54,24 @@ def zone_name(contact: Mapping[str, Any] | None, fallback: str) -> str:
     return fallback if known_zone(fallback) else DEFAULT_TIMEZONE
 
 
+def instant(date: date_, wall: time, tz: zoneinfo.ZoneInfo) -> datetime:
+    """The UTC moment the clocks of `tz` first show `wall` on `date`, or pass it: a time the clocks skip (02:30 on
+    the night they go forward) is the moment they jump; a time they show twice (going back) is the first."""
+    naive = datetime.combine(date, wall)
+    first = naive.replace(tzinfo=tz, fold=0).astimezone(UTC)
+    if first.astimezone(tz).replace(tzinfo=None) == naive:
+        return first
+    low = naive.replace(tzinfo=tz, fold=1).astimezone(UTC)  # in a gap: the earlier reading, before the jump
+    high = first
+    while high - low > timedelta(seconds=1):  # the first moment whose wall time is at or past `wall`
+        middle = low + (high - low) / 2
+        if middle.astimezone(tz).replace(tzinfo=None) >= naive:
+            high = middle
+        else:
+            low = middle
+    return high.replace(microsecond=0)
+
+
 def next_opening(hours: ContactHours, zone_name: str, now: datetime) -> datetime:
     """`now` when the hours are open at `now` in that zone; else when they next open (UTC)."""
     tz = zone(zone_name)
@@ -62,13 +81,13 @@ def next_opening(hours: ContactHours, zone_name: str, now: datetime) -> datetime
         date = local.date() + timedelta(days=ahead)
         if date.weekday() not in days:
             continue
-        opens = datetime.combine(date, hours.opens, tzinfo=tz).astimezone(UTC)
+        opens = instant(date, hours.opens, tz)
         closes_at = hours.closes
         closes = (
-            datetime.combine(date + timedelta(days=1), datetime.min.time(), tzinfo=tz)
+            instant(date + timedelta(days=1), datetime.min.time(), tz)
             if closes_at is None
-            else datetime.combine(date, closes_at, tzinfo=tz)
-        ).astimezone(UTC)
+            else instant(date, closes_at, tz)
+        )
         if now < opens:
             return opens
         if now < closes:
