@@ -36,3 +36,16 @@ def ab_split(template_id: str = "ab") -> dict[str, Any]:
             "end_b": {"type": "end", "end_status": "got_b"},
         },
     }
+
+
+def one_call(template_id: str = "calls") -> dict[str, Any]:
+    """A phone call (a person's task) and its end."""
+    return {
+        "id": template_id,
+        "name": "Calls",
+        "start_node": "call",
+        "nodes": {
+            "call": {"type": "action", "action": "phone_call", "transitions": {"done": "end"}},
+            "end": {"type": "end"},
+        },
+    }

@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 import httpx
 
 from conftest import Tenant
+from flows import one_call
 
 ZONES = [f"Etc/GMT{offset:+d}" if offset else "Etc/UTC" for offset in range(-12, 13)]
 
@@ -92,17 +93,8 @@ def test_bad_settings_get_a_clear_422(tenant: Tenant) -> None:
 
 
 def test_a_template_carries_its_own_contact_hours(tenant: Tenant) -> None:
-    body = {
-        "id": "weekday-calls",
-        "name": "Weekday calls",
-        "start_node": "call",
-        "contact_hours": {"days": ["mon", "tue", "wed", "thu", "fri"], "start": "10:00", "end": "18:00"},
-        "nodes": {
-            "call": {"type": "action", "action": "phone_call", "transitions": {"done": "end"}},
-            "end": {"type": "end"},
-        },
-    }
-    made = tenant.template(body)
+    weekdays = {"days": ["mon", "tue", "wed", "thu", "fri"], "start": "10:00", "end": "18:00"}
+    made = tenant.template({**one_call("weekday-calls"), "contact_hours": weekdays})
     assert made["contact_hours"]["days"] == ["mon", "tue", "wed", "thu", "fri"]
     cleared = ok(tenant.admin.patch("/api/workflows/weekday-calls", json={"contact_hours": None}))
     assert cleared["contact_hours"] is None
@@ -112,17 +104,7 @@ def test_a_template_carries_its_own_contact_hours(tenant: Tenant) -> None:
 
 def test_the_queue_hands_out_a_call_only_where_it_is_day_for_the_voter(tenant: Tenant) -> None:
     ok(tenant.admin.patch(settings(tenant), json={"contact_hours": {"start": "09:00", "end": "20:00"}}))
-    tenant.template(
-        {
-            "id": "calls",
-            "name": "Calls",
-            "start_node": "call",
-            "nodes": {
-                "call": {"type": "action", "action": "phone_call", "transitions": {"done": "end"}},
-                "end": {"type": "end"},
-            },
-        }
-    )
+    tenant.template(one_call())
     night = tenant.contact(name="Asleep", timezone=zone_where(range(1, 7)))
     day = tenant.contact(name="Awake", timezone=zone_where(range(11, 18)))
     asleep = ok(

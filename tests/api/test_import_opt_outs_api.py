@@ -9,6 +9,7 @@ from typing import Any
 from test_contacts_import_api import CSV, EXPORT, JSONL, counts, send
 
 from conftest import Tenant
+from flows import one_call
 
 
 def contact_by_email(tenant: Tenant, email: str) -> dict[str, Any]:
@@ -20,17 +21,7 @@ def contact_by_email(tenant: Tenant, email: str) -> dict[str, Any]:
 def test_a_file_adds_opt_outs_and_never_takes_them_away(tenant: Tenant) -> None:
     existing = tenant.contact(name="Ada", email="ada@example.org")
     tenant.admin.post(f"/api/contacts/{existing['id']}/opt-out", json={"channels": ["mail"]}).raise_for_status()
-    tenant.template(
-        {
-            "id": "calls",
-            "name": "Calls",
-            "start_node": "call",
-            "nodes": {
-                "call": {"type": "action", "action": "phone_call", "transitions": {"done": "end"}},
-                "end": {"type": "end"},
-            },
-        }
-    )
+    tenant.template(one_call())
     made = tenant.admin.post(
         "/api/instances", json={"contact_id": existing["id"], "template_id": "calls", "start": True}
     )
