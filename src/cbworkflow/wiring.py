@@ -136,7 +136,7 @@ async def build_services(settings: Settings, store: Store | None = None, clock: 
         users=UserService(store, clock, settings.public_url),
         sessions=SessionService(store, clock, timedelta(hours=settings.session_hours)),
         consent=ConsentService(store, clock, reactions),
-        tenant_settings=TenantSettingsService(store, clock),
+        tenant_settings=TenantSettingsService(store),
         simulation=SimulationService(store, clock, reactions, settings.default_phone_region),
         migration=Migration(
             store, clock, instances, jobs, batch_size=settings.job_batch_size, inline_limit=settings.bulk_inline_limit

@@ -13,6 +13,7 @@ from ..ids import SLUG_PATTERN
 
 Slug = Annotated[str, StringConstraints(pattern=SLUG_PATTERN)]
 JSONObject = dict[str, Any]
+T = TypeVar("T")
 
 MAX_FIELD_BYTES = 64 * 1024  # one free-form object a client writes (metadata, state updates, action_config)
 MAX_STATE_BYTES = 256 * 1024  # an instance's state after every merge
@@ -33,12 +34,12 @@ BoundedObject = Annotated[dict[str, Any], AfterValidator(_bounded)]
 """A free-form JSON object written by a client, at most MAX_FIELD_BYTES."""
 
 
-def _unique(values: list[str]) -> list[str]:
-    """Tags are a set kept in the order first given: duplicates are dropped, not refused."""
+def distinct(values: list[T]) -> list[T]:
+    """A set kept in the order first given (tags, channels, days): duplicates are dropped, not refused."""
     return list(dict.fromkeys(values))
 
 
-Tags = Annotated[list[Slug], Field(max_length=100), AfterValidator(_unique)]
+Tags = Annotated[list[Slug], Field(max_length=100), AfterValidator(distinct)]
 
 
 class RequestModel(BaseModel):
@@ -51,9 +52,6 @@ class ResponseModel(BaseModel):
     """A record as the API returns it."""
 
     model_config = ConfigDict(extra="ignore", use_attribute_docstrings=True)
-
-
-T = TypeVar("T")
 
 
 def _page_schema(schema: dict[str, Any], cls: type[Any]) -> None:

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, ConfigDict, Field, StringConstraints, model_validator
 
-from .common import RequestModel
+from .common import RequestModel, distinct
 
 
 class Channel(StrEnum):
@@ -52,10 +52,6 @@ def parse_action_channels(text: str) -> dict[str, Channel]:
     return found
 
 
-def _unique_channels(values: list[Channel]) -> list[Channel]:
-    return list(dict.fromkeys(values))
-
-
 Reason = Annotated[str, StringConstraints(min_length=1, max_length=500, strip_whitespace=True)]
 
 
@@ -71,7 +67,7 @@ class OptOutBody(RequestModel):
 
     model_config = ConfigDict(json_schema_extra={"examples": [{"channels": ["sms"], "reason": "asked on the phone"}]})
 
-    channels: Annotated[list[Channel], Field(min_length=1), AfterValidator(_unique_channels)] | None = None
+    channels: Annotated[list[Channel], Field(min_length=1), AfterValidator(distinct)] | None = None
     """The channels the person refuses (`sms`, `email`, `phone`, `door`, `mail`); absent: every channel, which also
     cancels every unfinished instance of the contact, in every template."""
     reason: Reason | None = None

@@ -12,7 +12,7 @@ from typing import Annotated, Self
 from pydantic import AfterValidator, ConfigDict, Field, model_validator
 
 from ..times import parse_duration
-from .common import RequestModel
+from .common import RequestModel, distinct
 from .consent import Channel
 from .contacts import TimeZoneName
 
@@ -58,14 +58,6 @@ def _every_day() -> list[Day]:
     return list(WEEK)
 
 
-def _distinct(values: list[Day]) -> list[Day]:
-    return list(dict.fromkeys(values))
-
-
-def _distinct_channels(values: list[Channel]) -> list[Channel]:
-    return list(dict.fromkeys(values))
-
-
 class ContactHours(RequestModel):
     """When a person may be texted or called, in their own local time."""
 
@@ -73,13 +65,13 @@ class ContactHours(RequestModel):
         json_schema_extra={"examples": [{"days": ["mon", "tue"], "start": "09:00", "end": "20:00"}]}
     )
 
-    days: Annotated[list[Day], Field(min_length=1), AfterValidator(_distinct)] = Field(default_factory=_every_day)
+    days: Annotated[list[Day], Field(min_length=1), AfterValidator(distinct)] = Field(default_factory=_every_day)
     """The days of the week (`mon` … `sun`) on which the hours open; every day when absent."""
     start: ClockTime = "09:00"
     """When the hours open, local time, `HH:MM` (24-hour)."""
     end: ClockTime = "20:00"
     """When they close, local time, `HH:MM`, later than `start` (`24:00` for midnight)."""
-    channels: Annotated[list[Channel], Field(min_length=1), AfterValidator(_distinct_channels)] = Field(
+    channels: Annotated[list[Channel], Field(min_length=1), AfterValidator(distinct)] = Field(
         default_factory=lambda: list(HOURS_CHANNELS)
     )
     """The channels the hours apply to (`sms` and `phone` when absent); steps on other channels run at any time."""
@@ -147,6 +139,12 @@ class ContactRules:
     hours: ContactHours = field(default_factory=ContactHours)
     timezone: str = DEFAULT_TIMEZONE
     caps: tuple[FrequencyCap, ...] = ()
+
+    @classmethod
+    def of(cls, settings: TenantSettings, template_hours: ContactHours | None) -> ContactRules:
+        """A template's rules: its own hours, else the tenant's, else the default; the tenant's zone and caps."""
+        hours = template_hours or settings.contact_hours or DEFAULT_HOURS
+        return cls(hours, settings.timezone, tuple(settings.frequency_caps))
 
 
 class TenantSettingsPatch(RequestModel):

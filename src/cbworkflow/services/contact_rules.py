@@ -4,7 +4,6 @@ tenant is told there is no such tenant (404), as for any other record of another
 
 from __future__ import annotations
 
-from ..clock import Clock
 from ..errors import NotFound
 from ..models.access import Principal, Role
 from ..models.contact_rules import TenantSettings, TenantSettingsPatch
@@ -12,9 +11,8 @@ from ..store.base import Store, SystemTx
 
 
 class TenantSettingsService:
-    def __init__(self, store: Store, clock: Clock) -> None:
+    def __init__(self, store: Store) -> None:
         self.store = store
-        self.clock = clock
 
     @staticmethod
     def _visible(principal: Principal, tenant_id: str) -> None:

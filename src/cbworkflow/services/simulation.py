@@ -56,8 +56,7 @@ class SimulationService:
     async def rules_for(self, tenant: str, template: WorkflowTemplate) -> ContactRules:
         """The rules a template not stored (a file) would follow in `tenant`."""
         settings: TenantSettings = await self.store.read(tenant, lambda tx: tx.get_settings())
-        hours = template.contact_hours or settings.contact_hours or ContactRules().hours
-        return ContactRules(hours, settings.timezone, tuple(settings.frequency_caps))
+        return ContactRules.of(settings, template.contact_hours)
 
     async def run(self, template: WorkflowTemplate, rules: ContactRules, body: SimulateRequest) -> SimulationResult:
         enrollable_report(template)  # 422 with the errors, as an enrolment would

@@ -27,7 +27,6 @@ from functools import partial
 from typing import Any, Generic, TypeVar
 
 from ..models.access import Tenant, Token
-from ..models.contact_rules import DEFAULT_HOURS, ContactHours, ContactRules, TenantSettings
 from ..models.contacts import Contact
 from ..models.events import Event
 from ..models.instances import WorkflowInstance
@@ -39,6 +38,7 @@ from .filters import ContactFilter as ContactFilter  # services import the filte
 from .filters import EventFilter as EventFilter
 from .filters import InstanceFilter as InstanceFilter
 from .filters import TaskFilter as TaskFilter
+from .rules import RulesTx
 from .snapshots import Snapshot as Snapshot  # backends import them with the interface
 from .snapshots import SnapshotCache as SnapshotCache
 from .tallies import Count
@@ -101,7 +101,7 @@ class IdempotencyRecord:
     body: str | None = None
 
 
-class Tx(ABC):
+class Tx(RulesTx, ABC):
     """One transaction, bound to `tenant`. Methods are synchronous: the store runs them off the event loop."""
 
     tenant: str
@@ -151,37 +151,6 @@ class Tx(ABC):
 
     @abstractmethod
     def delete_session(self, session_id: str) -> bool: ...
-
-    # --- the tenant's contact rules (services/contact_rules.py) ---
-    @abstractmethod
-    def get_settings(self) -> TenantSettings:
-        """The tenant's settings (the defaults when none were saved); never locked."""
-
-    @abstractmethod
-    def put_settings(self, settings: TenantSettings) -> None: ...
-
-    @abstractmethod
-    def record_send(self, contact_id: str, channel: str, at: datetime) -> None:
-        """An automatic send to the contact on `channel` went ahead at `at` (what frequency caps count)."""
-
-    @abstractmethod
-    def sends_since(self, contact_id: str, channel: str, since: datetime) -> list[datetime]:
-        """When the contact's sends on `channel` after `since` went ahead, oldest first."""
-
-    @abstractmethod
-    def template_contact_hours(self, template_id: str) -> ContactHours | None:
-        """The template's own contact hours (None: it has none, or there is no such template); never locked."""
-
-    def contact_rules(self, template_id: str) -> ContactRules:
-        """The contact hours, time zone and caps a step of `template_id` follows; read once per transaction (a
-        bulk enrolment enters thousands of steps in one)."""
-        memo: dict[str, ContactRules] = self.__dict__.setdefault("_contact_rules", {})
-        found = memo.get(template_id)
-        if found is None:
-            settings = self.get_settings()
-            hours = self.template_contact_hours(template_id) or settings.contact_hours or DEFAULT_HOURS
-            found = memo[template_id] = ContactRules(hours, settings.timezone, tuple(settings.frequency_caps))
-        return found
 
     # --- contacts ---
     @abstractmethod
