@@ -3,7 +3,6 @@ sent or asked of a model)."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -73,13 +72,13 @@ def simulate(
         else:
             principal = SYSTEM.model_copy(update={"tenant": tenant})
             found = await services.simulation.of_stored(principal, source, body)
-        _print(found, body.start_at)
+        _print(found)
         return 0
 
     return _run(run)
 
 
-def _print(found: Any, start_at: datetime | None) -> None:
+def _print(found: Any) -> None:
     if not found.paths:
         raise CliError("the template has no path to simulate")
     width = max(len(p.end_status or "cut short") for p in found.paths)
