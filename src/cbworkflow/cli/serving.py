@@ -106,6 +106,11 @@ def listen(host: str, port: int) -> socket.socket:
         raise CliError(f"cannot listen on {host} port {port} ({reason})") from None
 
 
+# The server stack: uvloop's event loop and httptools' HTTP parser (both C), the pair uvicorn calls "standard". The
+# benchmarks run their bare baseline app with these same options, so a comparison is between applications only.
+SERVER_OPTIONS: dict[str, Any] = {"loop": "uvloop", "http": "httptools"}
+
+
 def serve(settings: Settings, host: str, port: int, *, run_worker: bool) -> int:
     import uvicorn
 
@@ -121,7 +126,13 @@ def serve(settings: Settings, host: str, port: int, *, run_worker: bool) -> int:
         app = create_app(settings, run_worker=run_worker)
         # uvicorn's loggers go through our handler (log_config=None); api/request_log.py writes the access lines.
         config = uvicorn.Config(
-            app, host=host, port=port, log_level=settings.log_level.lower(), log_config=None, access_log=False
+            app,
+            host=host,
+            port=port,
+            log_level=settings.log_level.lower(),
+            log_config=None,
+            access_log=False,
+            **SERVER_OPTIONS,
         )
         server = uvicorn.Server(config)
         server.run(sockets=[sock])
