@@ -77,10 +77,12 @@ def run(expression: str, state: dict[str, Any] | None = None, **kwargs: Any) -> 
 
 
 def refused(expression: str, **kwargs: Any) -> ExpressionError:
-    started = time.perf_counter()
+    # CPU time of this thread, not wall time: what is bounded is the work done, and a loaded machine that
+    # pauses the test between two instructions must not fail it.
+    started = time.thread_time()
     with pytest.raises(ExpressionError) as caught:
         run(expression, **kwargs)
-    assert time.perf_counter() - started < SLOW, expression[:80]
+    assert time.thread_time() - started < SLOW, expression[:80]
     return caught.value
 
 
@@ -452,16 +454,16 @@ print(json.dumps({"grown_kb": after - before, "not_refused": failures}))
 
 def test_a_long_computation_stops_at_the_deadline() -> None:
     work = "len([x for x in 'ab' * 5000 if x.upper().lower().strip().upper().lower() == 'a'])"
-    started = time.perf_counter()
+    started = time.thread_time()
     with pytest.raises(ExpressionError, match=r"took longer than 5 ms \(the time limit of an expression\)"):
         run(work, timeout_s=0.005)
-    assert time.perf_counter() - started < SLOW
+    assert time.thread_time() - started < SLOW
     assert run(work, timeout_s=30) == 5000  # the same work, given the time
     heavier = "[x for x in 'ab' * 49999 if x.upper() == 'A' and x.lower() == 'a' and x.strip() + x + x == 'aaa']"
-    started = time.perf_counter()
+    started = time.thread_time()
     with pytest.raises(ExpressionError, match="took longer than 50 ms"):
         run(heavier)  # the default limit
-    assert time.perf_counter() - started < SLOW
+    assert time.thread_time() - started < SLOW
 
 
 # Multiples of 2**61-1 all hash to 0; -1 and -2 both hash to -2, so tuples of them collide by the thousand.
@@ -656,14 +658,14 @@ ALLOWED_RESULTS = (type(None), bool, int, float, str, list, tuple, dict, set, da
 @settings(max_examples=400, deadline=None, database=None)
 @given(expression=EXPRESSIONS)
 def test_random_expressions_either_run_or_fail_cleanly(expression: str) -> None:
-    started = time.perf_counter()
+    started = time.thread_time()
     problem = static_problem(expression, RULE_NAMES)
     error: ExpressionError | None = None
     try:
         value = run(expression)
     except ExpressionError as exc:  # the only exception evaluate may raise
         error = exc
-    assert time.perf_counter() - started < SLOW
+    assert time.thread_time() - started < SLOW
     if error is None:
         assert problem is None
         assert isinstance(value, ALLOWED_RESULTS)
