@@ -8,7 +8,8 @@ same instant; the workers (separate processes, `CBW_WORKER_POLL_INTERVAL=0.2`) s
 timer (its `wait_completed` time minus the due instant) at p50 and p99.
 Baseline, same run, same store: the same claim-and-update work in plain SQL from one process (claim 50 due rows,
 then per row one transaction that moves it on and appends its three events), with no Python models or services.
-Writes bench/results/timers-<timestamp>.json.
+Also the peak resident memory (VmHWM) of the largest worker during the burst. Writes
+bench/results/timers-<timestamp>.json (or `--out`), each row with its runs.
 """
 
 from __future__ import annotations
@@ -164,6 +165,7 @@ def run_workers(place: Place, count: int, workers: int) -> dict[str, float]:
         subprocess.Popen([str(CBWORKFLOW), "worker"], env=env, cwd=place.folder, stderr=subprocess.DEVNULL)
         for _ in range(workers)
     ]
+    peak_mb = 0.0
     try:
         while True:
             done = place.query("SELECT count(*) FROM instances WHERE status = 'completed'")[0][0]
@@ -172,6 +174,7 @@ def run_workers(place: Place, count: int, workers: int) -> dict[str, float]:
             if any(p.poll() is not None for p in procs):
                 raise RuntimeError("a worker exited")
             time.sleep(0.25)
+        peak_mb = max(peak_rss_mb(proc.pid) for proc in procs)
     finally:
         for proc in procs:
             proc.send_signal(signal.SIGTERM)
@@ -185,7 +188,16 @@ def run_workers(place: Place, count: int, workers: int) -> dict[str, float]:
         "timers_per_s": round(count / total),
         "lag_p50_s": round(percentile(found, 0.5), 3),
         "lag_p99_s": round(percentile(found, 0.99), 3),
+        "worker_peak_rss_mb": round(peak_mb, 1),
     }
+
+
+def peak_rss_mb(pid: int) -> float:
+    """The most resident memory the process has held (VmHWM), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def raw_sql(place: Place, count: int) -> float:
@@ -254,6 +266,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--stores", default="sqlite,postgresql")
     parser.add_argument("--workers", default="1,2")
+    parser.add_argument("--out", type=Path, help="write the results here (default: bench/results/timers-<time>.json)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="cbw-bench-timers-"))
     results: dict[str, Any] = {"timers": args.timers, "runs": args.runs, "python": sys.version.split()[0], "rows": []}
@@ -277,18 +290,21 @@ def main() -> None:
                     finally:
                         place.drop()
                     print(f"  {kind} x{workers}: {runs[-1]}", flush=True)
-                row = {"store": kind, "workers": workers, "raw_sql_timers_per_s": raw}
+                row: dict[str, Any] = {"store": kind, "workers": workers, "raw_sql_timers_per_s": raw}
+                row |= {"raw_sql_runs": [round(r) for r in baseline], "runs": runs}
                 for key in runs[0]:
                     row[key] = statistics.median(r[key] for r in runs)
+                print(f"  {kind} x{workers} median: {json.dumps({k: v for k, v in row.items() if k != 'runs'})}")
                 results["rows"].append(row)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    (out / f"timers-{stamp}.json").write_text(json.dumps(results, indent=2) + "\n")
+    out = args.out
+    if out is None:
+        (Path(__file__).parent / "results").mkdir(exist_ok=True)
+        out = Path(__file__).parent / "results" / f"timers-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
+    out.write_text(json.dumps(results, indent=2) + "\n")
     for row in results["rows"]:
-        print(json.dumps(row))
+        print(json.dumps({k: v for k, v in row.items() if k != "runs"}))
 
 
 if __name__ == "__main__":
