@@ -38,12 +38,13 @@ from ..store.base import DueWork, PageRequest, Store, Tx
 from ..validation import host_from_placeholder
 from .ai import AIDecision
 from .jobs import JobRunner
+from .timers import TimerBatches
 from .work import ActionRequest, ActionResult, DecisionRequest, WebhookCall
 
 log = logging.getLogger("cbworkflow.worker")
 
 DEFAULT_LEASE = timedelta(minutes=5)  # longer than the slowest piece of work (a webhook with all its retries)
-BATCH = 50
+BATCH = 200  # claimed in one query: timers fired in batches, slow work only as many as can start
 
 
 class Handlers(Protocol):
@@ -118,6 +119,7 @@ class Worker:
         self.poll_interval = poll_interval
         self.lease = lease
         self.id = worker_id or f"{socket.gethostname()[:40]}-{secrets.token_hex(4)}"
+        self.timers = TimerBatches(store, clock, self.reactions, self.id)
         self.concurrency = concurrency
         self._woken = asyncio.Event()
         self._running: set[asyncio.Task[None]] = set()
@@ -199,17 +201,22 @@ class Worker:
                 waiting.cancel()
 
     async def run_once(self) -> int:
-        """Claim a batch of due work and start it, at most `concurrency` items at a time; returns how many.
+        """Claim due work in one query and do it: timers fired here, in batches (`runtime/timers.py`); slow work
+        (a model, a webhook, an executor) started, at most `concurrency` items at a time. Returns how many.
 
-        Work is claimed only when it can start at once, so a busy worker leaves the rest to other workers."""
-        free = self.concurrency - len(self._running)
-        if free <= 0:
-            await asyncio.wait(set(self._running), return_when=asyncio.FIRST_COMPLETED)
-            return 1
+        Slow work is claimed only when it can start at once, so a busy worker leaves the rest to other workers."""
+        free = max(0, self.concurrency - len(self._running))
         now = self.clock.now()
         until = now + self.lease
-        claimed = await self.store.system_write(lambda stx: stx.claim_due(now, self.id, until, min(BATCH, free)))
-        for work in claimed:
+        claimed = await self.store.system_write(lambda stx: stx.claim_due(now, self.id, until, BATCH, free))
+        if not claimed and free == 0:
+            await asyncio.wait(set(self._running), return_when=asyncio.FIRST_COMPLETED)
+            return 1
+        slow = [work for work in claimed if not work.timer]
+        timers = [work for work in claimed if work.timer]
+        if timers:
+            slow += await self.timers.fire(timers)
+        for work in slow:
             task = asyncio.create_task(self._run_item(work))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
@@ -242,6 +249,8 @@ class Worker:
             entered = [e for e in recent if e.type is EventType.NODE_ENTERED][:1]
             return instance, contact.model_dump(mode="json") if contact else None, entered[0].id if entered else None
 
+        if work.timer and not await self._fire_one(work):
+            return  # fired (or stale): no read needed, a timer's step takes neither the contact nor the timeline
         instance, contact, last_event = await self.store.read(work.tenant, load)
         if (
             instance is None
@@ -303,6 +312,11 @@ class Worker:
                 instance.current_node,
                 self.lease,
             )
+
+    async def _fire_one(self, work: DueWork) -> bool:
+        """A timer on its own (its batch failed): True when it turned out not to be a timer's work."""
+        now = self.clock.now()
+        return bool(await self.store.write(work.tenant, lambda tx: self.timers.apply(tx, batch=[work], now=now)))
 
     async def _may_send(self, work: DueWork, contact_id: str, action: str, channel: str) -> bool:
         """Just before an action reaches the contact: its consent read again in a write transaction that locks the

@@ -21,7 +21,7 @@ import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
 from typing import Any, Generic, TypeVar
@@ -62,11 +62,23 @@ class Page(Generic[T]):
 
 @dataclass(frozen=True)
 class DueWork:
-    """An instance whose automatic work (a timer, a model, a webhook, an executor) is due, claimed by a worker."""
+    """An instance whose automatic work (a timer, a model, a webhook, an executor) is due, claimed by a worker.
+    `waiting_for` is the instance's at the claim: a hint of the kind of work, checked again when it is applied."""
 
     tenant: str
     instance_id: str
     revision: int
+    waiting_for: str | None = field(default=None, compare=False)
+
+    @property
+    def timer(self) -> bool:
+        """A wait's time, or an action's come-back-later: a step with no I/O, which the worker fires in batches."""
+        return is_timer(self.waiting_for)
+
+
+def is_timer(waiting_for: str | None) -> bool:
+    """Whether an instance waiting for `waiting_for` is due for a timer (see `DueWork.timer`)."""
+    return waiting_for is not None and (waiting_for in ("timer", "retry") or waiting_for.startswith("event:"))
 
 
 @dataclass(frozen=True)
@@ -453,10 +465,13 @@ class SystemTx(ABC):
 
     # --- the worker's due work ---
     @abstractmethod
-    def claim_due(self, now: datetime, worker_id: str, lease_until: datetime, limit: int) -> list[DueWork]:
+    def claim_due(
+        self, now: datetime, worker_id: str, lease_until: datetime, limit: int, others: int | None = None
+    ) -> list[DueWork]:
         """Claim up to `limit` instances whose `wake_at` has come and whose work no live lease holds, earliest
         first; each claimed one is leased to `worker_id` until `lease_until`. Two workers never get the same one
-        while its lease holds (PostgreSQL: `FOR UPDATE SKIP LOCKED`)."""
+        while its lease holds (PostgreSQL: `FOR UPDATE SKIP LOCKED`). With `others`, at most that many of them
+        are work other than a timer (`DueWork.timer`): a worker takes only the slow work it can start at once."""
 
     @abstractmethod
     def next_wake(self, now: datetime) -> datetime | None:
