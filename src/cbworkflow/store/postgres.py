@@ -15,10 +15,11 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC
+from functools import cache, partial
 from typing import Any
 
 import psycopg
-from sqlalchemy import Connection, Table, create_engine
+from sqlalchemy import Connection, Dialect, Table, create_engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.sql import Select
 
@@ -50,7 +51,34 @@ def engine_url(url: str) -> str:
     return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
 
 
+_Processor = Callable[[Any], Any] | None
+
+
+@cache
+def _processors(dialect: Dialect, table: Table, names: tuple[str, ...]) -> list[_Processor]:
+    """The bind processors SQLAlchemy applies to each column's values (JSON, times): the same for `COPY`."""
+    return [table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names]
+
+
+def copy_rows(conn: Connection, table: Table, values: list[dict[str, Any]]) -> None:
+    """Insert rows (dicts with the same keys) by `COPY`: each value goes through the bind processor an
+    executemany would apply, so the rows stored are the same; psycopg writes them without parsing a statement."""
+    names = tuple(values[0])
+    processors = _processors(conn.dialect, table, names)
+    columns = ", ".join(f'"{name}"' for name in names)
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    with cursor.copy(f"COPY {table.name} ({columns}) FROM STDIN") as copy:
+        for row in values:
+            copy.write_row(
+                [v if p is None else p(v) for p, v in zip(processors, map(row.__getitem__, names), strict=True)]
+            )
+
+
 class PostgresTx(SqlTx):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.tags.bulk = partial(copy_rows, self.conn)  # many new rows of a table (a batch's) go by COPY
+
     def _append_many(self, events: Sequence[Event], first: int) -> None:
         cursor = self.conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         with cursor.copy(f"COPY events ({', '.join(rows.EVENT_COLUMNS)}) FROM STDIN") as copy:  # in order

@@ -6,7 +6,7 @@ so a rare tag costs as little as a common one.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -35,12 +35,27 @@ TEMPLATES = Tagged(s.templates, s.template_tags, "template_pk")
 INSTANCES = Tagged(s.instances, s.instance_tags, "instance_pk")
 
 
+BulkInsert = Callable[[Table, list[dict[str, Any]]], None]
+MANY_ROWS = 100
+"""From this many new rows of one table in one statement (a batch of an import or a bulk enrolment), a backend
+may write them by a path of its own (PostgreSQL: `COPY`)."""
+
+
 class TagRows:
     """The tag rows of one tenant, on one connection."""
 
-    def __init__(self, conn: Connection, tenant: str) -> None:
+    def __init__(self, conn: Connection, tenant: str, bulk: BulkInsert | None = None) -> None:
         self.conn = conn
         self.tenant = tenant
+        self.bulk = bulk
+
+    def insert_many(self, table: Table, values: list[dict[str, Any]]) -> None:
+        """Insert rows (dicts with the same keys): by the backend's bulk path when there are many, else in one
+        executemany."""
+        if self.bulk is not None and len(values) >= MANY_ROWS:
+            self.bulk(table, values)
+        else:
+            self.conn.execute(insert(table), values)
 
     def having_all(self, query: Select[Any], kind: Tagged, tags: Sequence[str]) -> tuple[Select[Any], Any]:
         """Filter `query` to records with every tag; also the (created_at, pk) pair to page along (None: the
@@ -84,8 +99,8 @@ class TagRows:
 
         The rows go in one plain executemany, which the PostgreSQL driver pipelines (an INSERT … RETURNING of a
         batch, in order, is rewritten into one huge statement that costs more to parse than to run); their keys,
-        needed only for tag rows, are then read back in one query by id."""
-        self.conn.execute(insert(kind.table), values)
+        needed only for tag rows, are then read back in one query by id. Many rows take the backend's bulk path."""
+        self.insert_many(kind.table, values)
         tagged = [record for record in records if record.tags]
         if not tagged:
             return
@@ -99,7 +114,7 @@ class TagRows:
             for record in tagged
             for tag in record.tags
         ]
-        self.conn.execute(insert(kind.tags), tag_rows)
+        self.insert_many(kind.tags, tag_rows)
 
     def delete_record(self, kind: Tagged, record_id: str) -> bool:
         """Delete a record and its tag rows; false when there was no such record."""
