@@ -15,7 +15,9 @@ from ..store.base import PageRequest
 from ..wiring import Services
 
 
-def get_services(request: Request) -> Services:
+# Dependencies are `async def` even when they never await: FastAPI runs a plain `def` in a worker thread, a hop
+# that cost more than the work on every request.
+async def get_services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
 
@@ -57,7 +59,7 @@ def allow(*roles: Role, doing: str) -> Callable[[Principal], Awaitable[Principal
     return check
 
 
-def paging(
+async def paging(
     limit: Annotated[int, Query(ge=1, le=500, description="rows per page (1-500)")] = 50,
     cursor: Annotated[str | None, Query(max_length=512, description="next_cursor of the previous page")] = None,
 ) -> PageRequest:

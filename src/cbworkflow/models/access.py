@@ -108,9 +108,10 @@ class TokenCreated(BaseModel):
 
 
 class Principal(BaseModel):
-    """Who is calling: the token's id, tenant and role."""
+    """Who is calling: the token's id, tenant and role. Frozen: one is shared by the requests of a token (the
+    token cache)."""
 
-    model_config = ConfigDict(use_attribute_docstrings=True)
+    model_config = ConfigDict(use_attribute_docstrings=True, frozen=True)
 
     token_id: str
     """The id of the token the request was made with; events record it as their `actor`."""

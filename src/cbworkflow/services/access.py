@@ -26,6 +26,7 @@ from ..models.access import (
     TokenCreated,
 )
 from ..store.base import Page, PageRequest, Store, SystemTx, TokenRecord, Tx
+from .token_cache import TokenCache
 
 # The tenant the first start creates (api.md § Auth): a real tenant, which the CLI acts on unless told otherwise.
 DEFAULT_TENANT = "default"
@@ -72,19 +73,26 @@ class Bootstrap:
 
 
 class AccessService:
-    def __init__(self, store: Store, clock: Clock) -> None:
+    def __init__(self, store: Store, clock: Clock, tokens: TokenCache | None = None) -> None:
         self.store = store
         self.clock = clock
+        self.tokens = tokens if tokens is not None else TokenCache()
 
     # ---------------------------------------------------------------- authentication
     async def authenticate(self, secret: str | None) -> Principal:
         if not secret:
             raise Unauthorized("missing bearer token: send 'Authorization: Bearer <token>'")
-        found = await self.store.system_read(lambda stx: stx.find_token_by_hash(hash_secret(secret)))
+        secret_hash = hash_secret(secret)
+        known = self.tokens.get(secret_hash)
+        if known is not None:
+            return known
+        found = await self.store.system_read(lambda stx: stx.find_token_by_hash(secret_hash))
         if found is None:
             raise Unauthorized("unknown or revoked token")
         token = found.token
-        return Principal(token_id=token.id, tenant=token.tenant, role=token.role, name=token.name)
+        principal = Principal(token_id=token.id, tenant=token.tenant, role=token.role, name=token.name)
+        self.tokens.put(secret_hash, principal)
+        return principal
 
     # ---------------------------------------------------------------- bootstrap
     async def bootstrap(self, data_dir: Path, admin_token: str | None) -> Bootstrap:
@@ -171,3 +179,4 @@ class AccessService:
             tx.delete_token(token_id)
 
         await self.store.write(tenant, run)
+        self.tokens.forget(token_id)

@@ -12,7 +12,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, Table, and_, delete, func, insert, or_, select, tuple_, update
+from sqlalchemy import Connection, Row, Table, and_, bindparam, delete, func, insert, or_, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql import ColumnElement, Select
 
@@ -42,6 +42,15 @@ from .tally_rows import read_tallies
 class RowLocks:
     """How a backend locks the rows a write reads. SQLite's one writer already holds the database: no-ops."""
 
+    def once(self, query: Select[Any]) -> Select[Any]:
+        """`for_update` of a statement built once at import, itself made once: SQLAlchemy keeps a statement's
+        cache key on the statement, so reusing the object skips building and hashing it on every step."""
+        made: dict[int, Select[Any]] = self.__dict__.setdefault("_once", {})
+        found = made.get(id(query))
+        if found is None:
+            found = made[id(query)] = self.for_update(query)
+        return found
+
     def for_update(self, query: Select[Any]) -> Select[Any]:
         """Lock the rows read, for a read-modify-write."""
         return query
@@ -49,6 +58,16 @@ class RowLocks:
     def skip_locked(self, query: Select[Any], of: Table = s.instances) -> Select[Any]:
         """Lock the rows of `of` picked, passing over rows another transaction holds."""
         return query
+
+
+# The reads of every step, built once (see RowLocks.once).
+_I, _C, _T = s.instances.c, s.contacts.c, s.templates.c
+GET_INSTANCE = select(s.instances).where(_I.tenant == bindparam("tenant"), _I.id == bindparam("id"))
+INSTANCE_PLACE = select(_I.status, _I.current_node).where(_I.tenant == bindparam("tenant"), _I.id == bindparam("id"))
+READ_CONTACT = select(s.contacts).where(_C.tenant == bindparam("tenant"), _C.id == bindparam("id"))
+TENANT_SETTINGS = select(s.tenants.c.settings).where(s.tenants.c.id == bindparam("tenant"))
+# Only the template's `contact_hours`, not its whole body (the graph): the JSON path on both databases.
+TEMPLATE_HOURS = select(_T.body["contact_hours"]).where(_T.tenant == bindparam("tenant"), _T.id == bindparam("id"))
 
 
 def insert_unless_there(conn: Connection, statement: Any) -> bool:
@@ -97,6 +116,7 @@ class SqlTx(HookRows, OutboxRows, PeopleRows, SubscriptionRows, Tx):
         self.tags = TagRows(conn, tenant)
         self.tally = Tally()  # the campaign-number changes of this transaction, written just before it commits
         self._places: dict[str, tuple[str, str | None]] = {}  # (status, node) of instances read or written here
+        self._tags: dict[str, list[str]] = {}  # the tags of instances read or written here, as their rows hold them
         self.pending_events: list[Event] = []  # written, numbered, just before the commit (outbox.py)
 
     # ------------------------------------------------------------------ helpers
@@ -170,8 +190,7 @@ class SqlTx(HookRows, OutboxRows, PeopleRows, SubscriptionRows, Tx):
         return self._contact(s.contacts.c.id == contact_id)
 
     def get_settings(self) -> TenantSettings:
-        t = s.tenants.c
-        stored = self.conn.execute(select(t.settings).where(t.id == self.tenant)).scalar_one_or_none()
+        stored = self.conn.execute(TENANT_SETTINGS, {"tenant": self.tenant}).scalar_one_or_none()
         return TenantSettings.model_validate(stored or {})
 
     def put_settings(self, settings: TenantSettings) -> None:
@@ -189,14 +208,11 @@ class SqlTx(HookRows, OutboxRows, PeopleRows, SubscriptionRows, Tx):
         return list(self.conn.execute(query.where(d.at > since).order_by(d.at)).scalars())
 
     def template_contact_hours(self, template_id: str) -> ContactHours | None:
-        t = s.templates.c
-        body = self.conn.execute(select(t.body).where(t.tenant == self.tenant, t.id == template_id)).scalar()
-        hours = (body or {}).get("contact_hours")
+        hours = self.conn.execute(TEMPLATE_HOURS, {"tenant": self.tenant, "id": template_id}).scalar()
         return ContactHours.model_validate(hours) if hours else None
 
     def read_contact(self, contact_id: str) -> Contact | None:
-        query = select(s.contacts).where(s.contacts.c.tenant == self.tenant, s.contacts.c.id == contact_id)
-        row = self.conn.execute(query).first()
+        row = self.conn.execute(READ_CONTACT, {"tenant": self.tenant, "id": contact_id}).first()
         return Contact.model_validate(row._mapping) if row else None
 
     def get_contact_by_external_id(self, external_id: str) -> Contact | None:
@@ -354,14 +370,14 @@ class SqlTx(HookRows, OutboxRows, PeopleRows, SubscriptionRows, Tx):
         for row in found:
             if self.writing:
                 self._places[row.id] = (row.status, row.current_node)
+                self._tags[row.id] = row.tags
             start_node, nodes = self._snapshot(row.snapshot_id)
             result.append(WorkflowInstance.model_validate({**row._mapping, "start_node": start_node, "nodes": nodes}))
         return result
 
     def get_instance(self, instance_id: str) -> WorkflowInstance | None:
-        i = s.instances.c
-        row = self.conn.execute(self._locked(select(s.instances).where(i.tenant == self.tenant, i.id == instance_id)))
-        first = row.first()
+        query = self.locks.once(GET_INSTANCE) if self.writing else GET_INSTANCE
+        first = self.conn.execute(query, {"tenant": self.tenant, "id": instance_id}).first()
         return self._instances([first])[0] if first else None
 
     def insert_instance(self, instance: WorkflowInstance, snapshot_id: str) -> None:
@@ -369,6 +385,7 @@ class SqlTx(HookRows, OutboxRows, PeopleRows, SubscriptionRows, Tx):
         values["snapshot_id"] = snapshot_id
         pk = rows.inserted_pk(self.conn.execute(rows.INSERT_INSTANCE, values))
         self.tags.put(INSTANCES, pk, instance.tags, instance.created_at, replace=False)
+        self._tags[instance.id] = list(instance.tags)
         self._places[instance.id] = place_of(instance)
         self.tally.moved(instance.template_id, None, self._places[instance.id])
 
@@ -390,7 +407,9 @@ class SqlTx(HookRows, OutboxRows, PeopleRows, SubscriptionRows, Tx):
         row = self.conn.execute(rows.UPDATE_INSTANCE, {**values, **where}).first()
         if row is None:
             raise RuntimeError(f"instance {instance.id} changed under a write lock (revision {instance.revision})")
-        self.tags.put(INSTANCES, row.pk, instance.tags, instance.created_at, replace=True)
+        if self._tags.get(instance.id) != instance.tags:  # most steps keep the tags: no tag rows to look at
+            self.tags.put(INSTANCES, row.pk, instance.tags, instance.created_at, replace=True)
+            self._tags[instance.id] = list(instance.tags)
         self._places[instance.id] = place_of(instance)
         self.tally.moved(instance.template_id, before, self._places[instance.id])
 
@@ -400,9 +419,7 @@ class SqlTx(HookRows, OutboxRows, PeopleRows, SubscriptionRows, Tx):
         self.conn.execute(update(s.instances).where(i.tenant == self.tenant, i.id == instance_id).values(**values))
 
     def _place(self, instance_id: str) -> tuple[str, str | None] | None:
-        i = s.instances.c
-        query = select(i.status, i.current_node).where(i.tenant == self.tenant, i.id == instance_id)
-        row = self.conn.execute(query).first()
+        row = self.conn.execute(INSTANCE_PLACE, {"tenant": self.tenant, "id": instance_id}).first()
         return (row.status, row.current_node) if row else None
 
     def delete_instance(self, instance_id: str) -> bool:
@@ -415,6 +432,7 @@ class SqlTx(HookRows, OutboxRows, PeopleRows, SubscriptionRows, Tx):
         if found is not None:
             self.tally.moved(found.template_id, (found.status, found.current_node), None)
         self._places.pop(instance_id, None)
+        self._tags.pop(instance_id, None)
         return True
 
     def list_instances(self, where: InstanceFilter, page: PageRequest) -> Page[WorkflowInstance]:
