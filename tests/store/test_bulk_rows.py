@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Table, select
 
+from cbworkflow.errors import Conflict
 from cbworkflow.models.consent import Channel
 from cbworkflow.models.contacts import Contact
 from cbworkflow.models.instances import InstanceStatus, WorkflowInstance
@@ -136,14 +137,15 @@ def test_instances_by_copy_are_the_rows_executemany_writes(store: PostgresStore)
     assert len(read[0][0]) == n
     assert read[0] == read[1]
     rows = read[0][0]
-    assert rows[1]["suggestion"] is None and rows[7]["suggestion"] == {"outcome": AWKWARD}
+    assert rows[1]["suggestion"] is None
+    assert rows[7]["suggestion"] == {"outcome": AWKWARD}
 
 
 def test_a_failed_copy_writes_nothing(store: PostgresStore) -> None:
     """A batch is atomic on the COPY path too: a duplicate id fails the batch, and none of its rows stay."""
     made = _contacts("dup", MANY_ROWS)
     made[-1] = made[-1].model_copy(update={"id": made[0].id})
-    with pytest.raises(Exception):  # noqa: B017 (the driver's unique violation, as the store maps it)
+    with pytest.raises(Conflict):
         _insert(store, "dup", lambda tx: tx.insert_contacts(made), bulk=True)
     stored = asyncio.run(store.read("dup", lambda tx: _stored(tx, s.contacts, s.contact_tags, "contact_pk")))
     assert stored == ([], [])

@@ -21,6 +21,7 @@ from typing import Any
 import psycopg
 from sqlalchemy import Connection, Dialect, Table, create_engine
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import Select
 
 from ..models.events import Event
@@ -66,12 +67,23 @@ def copy_rows(conn: Connection, table: Table, values: list[dict[str, Any]]) -> N
     names = tuple(values[0])
     processors = _processors(conn.dialect, table, names)
     columns = ", ".join(f'"{name}"' for name in names)
-    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    with cursor.copy(f"COPY {table.name} ({columns}) FROM STDIN") as copy:
+    with _copy(conn, f"COPY {table.name} ({columns}) FROM STDIN") as copy:
         for row in values:
             copy.write_row(
                 [v if p is None else p(v) for p, v in zip(processors, map(row.__getitem__, names), strict=True)]
             )
+
+
+@contextmanager
+def _copy(conn: Connection, sql: str) -> Iterator[psycopg.Copy]:
+    """A `COPY … FROM STDIN` on the transaction's connection. The driver's errors become SQLAlchemy's, as they
+    would from an executemany, so the store maps them the same way (a unique key: 409; a deadlock: run again)."""
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        with cursor.copy(sql) as copy:
+            yield copy
+    except psycopg.Error as exc:
+        raise DBAPIError.instance(sql, None, exc, psycopg.Error) from exc
 
 
 class PostgresTx(SqlTx):
@@ -80,8 +92,7 @@ class PostgresTx(SqlTx):
         self.tags.bulk = partial(copy_rows, self.conn)  # many new rows of a table (a batch's) go by COPY
 
     def _append_many(self, events: Sequence[Event], first: int) -> None:
-        cursor = self.conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        with cursor.copy(f"COPY events ({', '.join(rows.EVENT_COLUMNS)}) FROM STDIN") as copy:  # in order
+        with _copy(self.conn, f"COPY events ({', '.join(rows.EVENT_COLUMNS)}) FROM STDIN") as copy:  # in order
             for n, e in enumerate(events):
                 copy.write_row(rows.event_row(self.tenant, e, e.timestamp.astimezone(UTC), first + n))
 
