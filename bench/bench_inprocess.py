@@ -160,7 +160,7 @@ async def run_store(kind: str, args: argparse.Namespace, work: Path) -> dict[str
     place = harness.Place(kind, work)
     settings = Settings(data_dir=place.folder, database_url=place.url, admin_token=TOKEN)
     services = await build_services(settings)
-    result: dict[str, Any] = {"store": kind, "sample": args.sample, "runs": []}
+    result: dict[str, Any] = {"store": kind, "sample": args.sample, "history_events": args.history, "runs": []}
     try:
         await bootstrap(services, load_example=False)
         await services.templates.create(SYSTEM, TemplateCreate.model_validate(LOOP))

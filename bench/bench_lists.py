@@ -199,8 +199,29 @@ async def measure(place: harness.Place, count: int, contacts: int) -> dict[str, 
     }
 
 
-def run_store(kind: str, contacts: int, runs: int, count: int, cache: Path, work: Path) -> dict[str, Any]:
+def run_store(kind: str, contacts: int, runs: int, count: int, cache: Path | None, work: Path) -> dict[str, Any]:
+    if cache is None:  # a seed of this run's own, dropped at the end
+        own = harness.Place(kind, work)
+        fill_s = asyncio.run(fill(own, contacts))
+        try:
+            return measure_runs(kind, contacts, runs, count, own if not own.pg else None, own.database, fill_s, work)
+        finally:
+            own.drop()
     holder, database, fill_s = seed(kind, contacts, cache)
+    return measure_runs(kind, contacts, runs, count, holder, database, fill_s, work)
+
+
+def measure_runs(
+    kind: str,
+    contacts: int,
+    runs: int,
+    count: int,
+    holder: harness.Place | None,
+    database: str | None,
+    fill_s: float | None,
+    work: Path,
+) -> dict[str, Any]:
+    """`runs` measures, each on its own copy of the seed (`holder`'s SQLite file or the PostgreSQL `database`)."""
     result: dict[str, Any] = {"store": kind, "contacts": contacts, "fill_s": fill_s and round(fill_s, 1), "runs": []}
     for _ in range(runs):
         place = harness.Place(kind, work, like=holder, template=database)
@@ -223,11 +244,13 @@ def main() -> None:
     parser.add_argument("--stores", default="sqlite,postgresql")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "cbw-bench-cache")
     parser.add_argument("--out", type=Path, help="write the results here as JSON")
+    parser.add_argument("--no-cache", action="store_true", help="fill a store of this run's own, kept nowhere")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="cbw-bench-lists-"))
     try:
         results = [
-            run_store(kind, args.contacts, args.runs, args.queries, args.cache, work) for kind in args.stores.split(",")
+            run_store(kind, args.contacts, args.runs, args.queries, None if args.no_cache else args.cache, work)
+            for kind in args.stores.split(",")
         ]
     finally:
         shutil.rmtree(work, ignore_errors=True)
