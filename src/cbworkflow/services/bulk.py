@@ -141,8 +141,8 @@ class BulkEnrolment:
             chosen = [contact_id for contact_id in chunk if tx.get_contact(contact_id) is not None]
             end = start + len(chunk)
             return chosen, len(chunk), (str(end) if end < len(ids) else None)
-        page = tx.list_contacts(_filter(body), PageRequest(limit=self.batch_size, cursor=cursor))
-        return [contact.id for contact in page.items], len(page.items), page.next_cursor
+        page = tx.list_contact_ids(_filter(body), PageRequest(limit=self.batch_size, cursor=cursor))
+        return page.items, len(page.items), page.next_cursor
 
     # ---------------------------------------------------------------- as a job
     def job_batch(self, tx: Tx, job: JobRecord, now: datetime) -> bool:

@@ -192,6 +192,12 @@ class Tx(RulesTx, ABC):
 
     @abstractmethod
     def list_contacts(self, where: ContactFilter, page: PageRequest) -> Page[Contact]: ...
+    def list_contact_ids(self, where: ContactFilter, page: PageRequest) -> Page[str]:
+        """The ids of the contacts of `list_contacts`' page, and its cursor (what a bulk enrolment walks); a
+        backend may read only the ids."""
+        found = self.list_contacts(where, page)
+        return Page([contact.id for contact in found.items], found.next_cursor)
+
     @abstractmethod
     def search_contacts(self, query: str, page: PageRequest) -> Page[Contact]:
         """Substring search in name, email and phone digits, newest first. `query` has 3+ characters."""

@@ -31,6 +31,7 @@ from ..paging import cut_page, int_cursor, name_cursor, time_cursor
 from ..phones import next_prefix, phone_query_digits
 from ..tallies import Count, Tally, place_of
 from . import rows
+from .batches import BatchRows
 from .deliveries import SubscriptionRows
 from .hooks import HookRows
 from .outbox import OutboxRows
@@ -102,7 +103,7 @@ def _created_key(row: Row[Any]) -> tuple[str, int]:
     return row.created_at.isoformat(), row.pk
 
 
-class SqlTx(HookRows, OutboxRows, PeopleRows, SubscriptionRows, Tx):
+class SqlTx(BatchRows, HookRows, OutboxRows, PeopleRows, SubscriptionRows, Tx):
     """A transaction on one SQLAlchemy connection, scoped to a tenant."""
 
     def __init__(
@@ -473,54 +474,6 @@ class SqlTx(HookRows, OutboxRows, PeopleRows, SubscriptionRows, Tx):
             i.tenant == self.tenant, i.template_id == template_id, i.contact_id.in_(contact_ids), s.ENROLLED_SQL
         )
         return set(self.conn.execute(query.distinct()).scalars())
-
-    # ------------------------------------------------------------------ contacts import
-    def find_contacts(
-        self, *, ids: Sequence[str], external_ids: Sequence[str], emails: Sequence[str], phones: Sequence[str]
-    ) -> list[Contact]:
-        c = s.contacts.c
-        wanted: list[ColumnElement[bool]] = []
-        if ids:
-            wanted.append(c.id.in_(ids))
-        if external_ids:
-            wanted.append(c.external_id.in_(external_ids))
-        if emails:  # along ix_contacts_email_lower (PostgreSQL) or ix_contacts_email_nocase (SQLite)
-            postgres = self.conn.dialect.name == "postgresql"
-            wanted.append((func.lower(c.email) if postgres else c.email.collate("NOCASE")).in_(emails))
-        if phones:
-            wanted.append(c.phone_e164.in_(phones))
-        if not wanted:
-            return []
-        # The tenant in each branch, so each is one index's search (SQLite's MULTI-INDEX OR, PostgreSQL's BitmapOr)
-        branches = [and_(c.tenant == self.tenant, one) for one in wanted]
-        query = select(s.contacts).where(or_(*branches)).order_by(c.pk)
-        return self._contacts(self.conn.execute(self._locked(query)).all())
-
-    def insert_contacts(self, contacts: Sequence[Contact]) -> None:
-        if contacts:
-            self.tags.insert_records(CONTACTS, [rows.contact_values(contact) for contact in contacts], contacts)
-
-    def contacts_with_instances(self, contact_ids: Sequence[str]) -> set[str]:
-        if not contact_ids:
-            return set()
-        i = s.instances.c
-        query = select(i.contact_id).where(i.tenant == self.tenant, i.contact_id.in_(contact_ids)).distinct()
-        return set(self.conn.execute(query).scalars())
-
-    def stage_job_rows(self, job_id: str, seq: int, items: Sequence[dict[str, Any]]) -> None:
-        values = {"tenant": self.tenant, "job_id": job_id, "seq": seq, "chunk": list(items)}
-        self.conn.execute(insert(s.job_rows), values)
-
-    def job_rows(self, job_id: str, seq: int) -> list[dict[str, Any]] | None:
-        r = s.job_rows.c
-        query = select(r.chunk).where(r.tenant == self.tenant, r.job_id == job_id, r.seq == seq)
-        found = self.conn.execute(query).scalar_one_or_none()
-        return None if found is None else list(found)
-
-    def delete_job_rows(self, job_id: str, seq: int | None = None) -> None:
-        r = s.job_rows.c
-        statement = delete(s.job_rows).where(r.tenant == self.tenant, r.job_id == job_id)
-        self.conn.execute(statement if seq is None else statement.where(r.seq == seq))
 
     # ------------------------------------------------------------------ jobs
     def insert_job(self, job: JobRecord) -> None:
