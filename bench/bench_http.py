@@ -10,8 +10,9 @@ moves instance n mod `--instances` (`expected_node` given, as a client would), s
 transition and no two in flight touch one instance.
 Baseline, same run: a FastAPI app (one POST route on the same path, parsing the JSON body) answering the bytes of
 a real transition answer, served by uvicorn with `cbworkflow.cli.serving.SERVER_OPTIONS` (the stack `serve`
-uses), to the same requests from the same client. Per run, after 200 requests to warm each: requests/s and
-latency p50 / p99 of both, and the ratios. Also the server's VmRSS idle (after start, before any load).
+uses), to the same requests from the same client. Per run, after 200 requests (at most `--requests`) to warm
+each: requests/s and latency p50 / p99 of both, and the ratios. Also the server's VmRSS idle (after start, before
+any load).
 `--out` writes the JSON.
 """
 
@@ -220,7 +221,7 @@ def main() -> None:
             load = harness.loadavg()
             figures: dict[str, Any] = {"load": load}
             for label, at in (("serve", port), ("bare", bare_port)):
-                warm = [request(ids[(n + k) % len(ids)], at) for k in range(200)]
+                warm = [request(ids[(n + k) % len(ids)], at) for k in range(min(200, args.requests))]
                 n += len(warm)
                 asyncio.run(drive(at, warm, args.connections))
                 batch = [request(ids[(n + k) % len(ids)], at) for k in range(args.requests)]

@@ -34,6 +34,7 @@ QUICK = {
     "timers": 300,
     "transitions": 3000,
     "requests": 300,
+    "instances": 300,
     "sample": 150,
     "queries": 60,
     "history": 1000,
@@ -44,6 +45,7 @@ FULL = {
     "timers": 100_000,
     "transitions": 100_000,
     "requests": 5000,
+    "instances": 2000,
     "sample": 2000,
     "queries": 300,
     "history": 10_000,
@@ -93,7 +95,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="cbw-run-all-") as folder:
         work = Path(folder)
         plan = {
-            "http": ("bench_http.py", ["--runs", runs, "--requests", str(sizes["requests"])]),
+            "http": (
+                "bench_http.py",
+                ["--runs", runs, "--requests", str(sizes["requests"]), "--instances", str(sizes["instances"])],
+            ),
             "inprocess": (
                 "bench_inprocess.py",
                 [

@@ -16,7 +16,7 @@ from conftest import require_postgres
 ROOT = Path(__file__).resolve().parents[2]
 TINY = [
     *("--quick", "--runs", "1", "--contacts", "300", "--timers", "60", "--transitions", "400"),
-    *("--requests", "64", "--sample", "30", "--queries", "10", "--history", "100", "--no-cache"),
+    *("--requests", "64", "--instances", "100", "--sample", "30", "--queries", "10", "--history", "100", "--no-cache"),
 ]
 SQLITE_FIGURES = [
     "HTTP transitions/s",
