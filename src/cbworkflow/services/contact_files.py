@@ -32,7 +32,7 @@ from ..errors import InvalidInput
 from ..models.consent import Channel
 from ..models.contacts import Contact, ContactCreate
 from ..models.imports import FileFormat
-from .contacts import to_e164
+from .row_checks import e164, plain_email
 
 # Columns (or JSON keys) a row may write, as ContactCreate names them; `id` only when creating.
 WRITABLE = (
@@ -328,14 +328,18 @@ def normalise(values: dict[str, Any], fmt: FileFormat, region: str) -> dict[str,
     elif extra:
         mode = "merge"
         given["metadata"] = extra
+    email = given.get("email")
+    plain = plain_email(email) if isinstance(email, str) else None  # then the model need not check it again
     try:
-        body = ContactCreate.model_validate(given)
+        body = ContactCreate.model_validate(given if plain is None else {**given, "email": None})
     except ValidationError as exc:
         raise RowProblem(_reasons(exc)) from None
     fields = body.model_dump(mode="json", include=set(given))
+    if plain is not None:
+        fields["email"] = plain
     phone_e164 = None
     if body.phone is not None and body.phone.strip():
-        phone_e164 = to_e164(body.phone, region)
+        phone_e164 = e164(body.phone, region)
         if phone_e164 is None:
             raise RowProblem(
                 f"phone: {body.phone!r} could not be read as a phone number (for region {region}; a number "
