@@ -138,20 +138,29 @@ def seed(kind: str, contacts: int, cache: Path) -> tuple[harness.Place | None, s
     return holder, None, seconds
 
 
+def stored(contacts: int) -> list[Contact]:
+    """The first contacts `fill` wrote (made again from the same seed), for queries that find someone."""
+    rng, start = random.Random(12), datetime(2026, 1, 1, tzinfo=UTC)
+    return [person(rng, i, "default", start + timedelta(seconds=i)) for i in range(min(contacts, 20_000))]
+
+
 def queries(rng: random.Random, count: int, contacts: int) -> list[str]:
-    """Selective searches a person types: surname fragments, an email, phone digits, one or two letters."""
+    """Selective searches a person types: surname fragments, an email (whole, or its name part), phone digits (a
+    stored number's last seven, or seven at random), full names, one or two letters."""
+    known = stored(contacts)
     found = []
     for n in range(count):
-        kind = n % 5
+        kind, someone = n % 5, rng.choice(known)
         if kind == 0:
             last = rng.choice(LAST).lower()
             start = rng.randrange(max(1, len(last) - 3))
             found.append(last[start : start + rng.randint(4, 6)])
         elif kind == 1:
-            i = rng.randrange(contacts)
-            found.append(f"{rng.choice(FIRST).lower()}.{rng.choice(LAST).lower()}{i}@example.org")
+            email = someone.email or ""
+            found.append(email if n % 2 else email.split("@")[0])
         elif kind == 2:
-            found.append(f"{rng.randint(200, 999)}{rng.randint(0, 9999):04}")
+            digits = (someone.phone_e164 or "")[-7:]
+            found.append(digits if n % 2 else f"{rng.randint(200, 999)}{rng.randint(0, 9999):04}")
         elif kind == 3:
             found.append(f"{rng.choice(FIRST)} {rng.choice(LAST)}")
         else:
