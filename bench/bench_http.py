@@ -233,7 +233,10 @@ def main() -> None:
             print(f"  http: {json.dumps(figures)}", flush=True)
         result["server_peak_rss_mb"] = round(harness.status_mb(server.pid, "VmHWM"), 1)
         moved = place.query("SELECT count(*) FROM events WHERE type = 'user_action'")[0][0]
-        result["transitions_stored"] = moved  # every request to `serve` was a transition
+        sent = 1 + args.runs * (min(200, args.requests) + args.requests)
+        if moved != sent:  # every request to `serve` must have been a transition
+            raise RuntimeError(f"{sent} transitions asked of the server, {moved} stored")
+        result["transitions_stored"] = moved
     finally:
         for proc in procs:
             stop(proc)

@@ -200,7 +200,10 @@ async def run_store(kind: str, args: argparse.Namespace, work: Path) -> dict[str
             result["memory"]["load"] = load
             print(f"  {kind} memory: {json.dumps(result['memory'])}", flush=True)
         events = harness_rows(services, "SELECT count(*) FROM events WHERE type = 'user_action'")[0][0]
-        result["user_action_events"] = events  # each service call and each replay wrote one
+        made = 1 + 2 + args.runs * (2 * args.sample + 400) + memory
+        if events != made:  # each service call and each replay wrote one: a replay that moved nothing would show
+            raise RuntimeError(f"{made} transitions made, {events} recorded")
+        result["user_action_events"] = events
     finally:
         await services.store.close()
         place.drop()

@@ -104,6 +104,8 @@ class Replayer:
                 rows = cursor.fetchall()
                 if "event_sequences" in statement.sql and rows:
                     last = rows[0][0]
+                if statement.sql.startswith("UPDATE instances") and not rows:  # the revision did not match
+                    raise RuntimeError(f"the replay moved nothing on instance {target.instance_id}")
         if self.pg:
             self.conn.commit()
         else:
