@@ -69,8 +69,9 @@ class TimerBatches:
         """In one transaction: each instance of `batch` locked, checked at its claimed revision, moved on."""
         others: list[DueWork] = []
         stale = 0
+        found = {instance.id: instance for instance in tx.get_instances([work.instance_id for work in batch])}
         for work in batch:
-            instance = tx.get_instance(work.instance_id)
+            instance = found.get(work.instance_id)
             if instance is None or instance.revision != work.revision or instance.status not in MOVABLE:
                 stale += 1  # moved, paused, cancelled or completed since the claim: this work is stale
                 continue

@@ -238,6 +238,10 @@ class Tx(RulesTx, ABC):
     def get_instance(self, instance_id: str) -> WorkflowInstance | None:
         """The instance with its frozen nodes, without its timeline. Inside `write`, the row is locked."""
 
+    def get_instances(self, instance_ids: Sequence[str]) -> list[WorkflowInstance]:
+        """Those of the instances found, as `get_instance` each (a backend may read them in one query)."""
+        return [found for one in instance_ids if (found := self.get_instance(one)) is not None]
+
     @abstractmethod
     def insert_instance(self, instance: WorkflowInstance, snapshot_id: str) -> None: ...
 

@@ -64,6 +64,7 @@ class RowLocks:
 # The reads of every step, built once (see RowLocks.once).
 _I, _C, _T = s.instances.c, s.contacts.c, s.templates.c
 GET_INSTANCE = select(s.instances).where(_I.tenant == bindparam("tenant"), _I.id == bindparam("id"))
+GET_INSTANCES = select(s.instances).where(_I.tenant == bindparam("tenant"), _I.id.in_(bindparam("ids", expanding=True)))
 INSTANCE_PLACE = select(_I.status, _I.current_node).where(_I.tenant == bindparam("tenant"), _I.id == bindparam("id"))
 READ_CONTACT = select(s.contacts).where(_C.tenant == bindparam("tenant"), _C.id == bindparam("id"))
 TENANT_SETTINGS = select(s.tenants.c.settings).where(s.tenants.c.id == bindparam("tenant"))
@@ -171,7 +172,9 @@ class SqlTx(BatchRows, HookRows, OutboxRows, PeopleRows, SubscriptionRows, Tx):
         # Sorted here, not by the database: an ORDER BY on the creation time leads SQLite's planner (without
         # statistics) to walk every instance of the tenant in that order instead of looking up these contacts.
         found_rows = self.conn.execute(
-            select(i.contact_id, i.id, i.created_at, i.pk).where(i.tenant == self.tenant, i.contact_id.in_(contact_ids))
+            select(i.contact_id, i.id, i.created_at, i.pk).where(
+                i.tenant == self.tenant, rows.among(self.conn, i.contact_id, contact_ids)
+            )
         ).all()
         found: dict[str, list[str]] = {cid: [] for cid in contact_ids}
         for row in sorted(found_rows, key=lambda r: (r.created_at, r.pk)):
@@ -381,6 +384,10 @@ class SqlTx(BatchRows, HookRows, OutboxRows, PeopleRows, SubscriptionRows, Tx):
         first = self.conn.execute(query, {"tenant": self.tenant, "id": instance_id}).first()
         return self._instances([first])[0] if first else None
 
+    def get_instances(self, instance_ids: Sequence[str]) -> list[WorkflowInstance]:
+        query = self.locks.once(GET_INSTANCES) if self.writing else GET_INSTANCES
+        return self._instances(self.conn.execute(query, {"tenant": self.tenant, "ids": list(instance_ids)}).all())
+
     def insert_instance(self, instance: WorkflowInstance, snapshot_id: str) -> None:
         values = rows.instance_values(instance)
         values["snapshot_id"] = snapshot_id
@@ -471,7 +478,10 @@ class SqlTx(BatchRows, HookRows, OutboxRows, PeopleRows, SubscriptionRows, Tx):
             return set()
         i = s.instances.c  # along ix_instances_enrolled, whose condition is repeated word for word
         query = select(i.contact_id).where(
-            i.tenant == self.tenant, i.template_id == template_id, i.contact_id.in_(contact_ids), s.ENROLLED_SQL
+            i.tenant == self.tenant,
+            i.template_id == template_id,
+            rows.among(self.conn, i.contact_id, contact_ids),
+            s.ENROLLED_SQL,
         )
         return set(self.conn.execute(query.distinct()).scalars())
 
