@@ -45,14 +45,14 @@ class BatchRows:
         c = s.contacts.c
         wanted: list[ColumnElement[bool]] = []
         if ids:
-            wanted.append(c.id.in_(ids))
+            wanted.append(rows.among(self.conn, c.id, ids))
         if external_ids:
-            wanted.append(c.external_id.in_(external_ids))
+            wanted.append(rows.among(self.conn, c.external_id, external_ids))
         if emails:  # along ix_contacts_email_lower (PostgreSQL) or ix_contacts_email_nocase (SQLite)
             postgres = self.conn.dialect.name == "postgresql"
-            wanted.append((func.lower(c.email) if postgres else c.email.collate("NOCASE")).in_(emails))
+            wanted.append(rows.among(self.conn, func.lower(c.email) if postgres else c.email.collate("NOCASE"), emails))
         if phones:
-            wanted.append(c.phone_e164.in_(phones))
+            wanted.append(rows.among(self.conn, c.phone_e164, phones))
         if not wanted:
             return []
         # The tenant in each branch, so each is one index's search (SQLite's MULTI-INDEX OR, PostgreSQL's BitmapOr)
@@ -68,7 +68,8 @@ class BatchRows:
         if not contact_ids:
             return set()
         i = s.instances.c
-        query = select(i.contact_id).where(i.tenant == self.tenant, i.contact_id.in_(contact_ids)).distinct()
+        query = select(i.contact_id).where(i.tenant == self.tenant, rows.among(self.conn, i.contact_id, contact_ids))
+        query = query.distinct()
         return set(self.conn.execute(query).scalars())
 
     def stage_job_rows(self, job_id: str, seq: int, items: Sequence[dict[str, Any]]) -> None:

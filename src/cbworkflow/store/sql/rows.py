@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Row, bindparam, insert, update
+from sqlalchemy import Connection, Row, String, any_, bindparam, insert, literal, update
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.sql import ColumnElement
 
 from ...models.access import Role, Tenant, Token
 from ...models.contacts import Contact
@@ -115,6 +118,17 @@ def inserted_pk(result: Any) -> int:
     key = result.inserted_primary_key
     assert key is not None
     return int(key[0])
+
+
+def among(conn: Connection, column: Any, values: Sequence[str]) -> ColumnElement[bool]:
+    """`column IN values`. On PostgreSQL one array parameter (`= ANY`): the statement is the same text for any
+    number of values, so a batch's lookup of 500 ids is not 500 placeholders rendered, sent and parsed each time."""
+    found: ColumnElement[bool] = (
+        column == any_(literal(list(values), ARRAY(String)))
+        if conn.dialect.name == "postgresql"
+        else column.in_(values)
+    )
+    return found
 
 
 def escape_like(text: str) -> str:

@@ -15,6 +15,7 @@ from sqlalchemy import Connection, Table, delete, exists, func, insert, select
 from sqlalchemy.sql import ColumnElement, Select
 
 from .. import schema as s
+from .rows import among
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,9 @@ class TagRows:
             return
         table = kind.table
         found = self.conn.execute(
-            select(table.c.id, table.c.pk).where(table.c.tenant == self.tenant, table.c.id.in_([r.id for r in tagged]))
+            select(table.c.id, table.c.pk).where(
+                table.c.tenant == self.tenant, among(self.conn, table.c.id, [r.id for r in tagged])
+            )
         )
         pks: dict[str, int] = dict(found.all())
         tag_rows = [
