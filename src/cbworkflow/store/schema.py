@@ -61,7 +61,9 @@ class UTCDateTime(TypeDecorator[datetime]):
     @staticmethod
     def stored_text(value: datetime) -> str:
         """How SQLite keeps an aware time: fixed-width UTC text, which sorts as the times do."""
-        return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
+        if value.tzinfo is not UTC:
+            value = value.astimezone(UTC)
+        return value.isoformat(timespec="microseconds")  # the text strftime("%Y-%m-%dT%H:%M:%S.%f+00:00") gave, faster
 
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         if value is None:
