@@ -70,6 +70,7 @@ class TimerBatches:
         others: list[DueWork] = []
         stale = 0
         found = {instance.id: instance for instance in tx.get_instances([work.instance_id for work in batch])}
+        moved: list[WorkflowInstance] = []
         for work in batch:
             instance = found.get(work.instance_id)
             if instance is None or instance.revision != work.revision or instance.status not in MOVABLE:
@@ -83,8 +84,9 @@ class TimerBatches:
                 others.append(work)
                 continue
             made = step(instance, now, self.reactions.context(tx, instance))
-            tx.update_instance(made.instance)
+            moved.append(made.instance)
             tx.append_events(made.events)
+        tx.update_instances(moved)
         if stale:
             log.info("worker: %d instances moved on since they were claimed; their timers dropped", stale)
         return others

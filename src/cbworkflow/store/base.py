@@ -73,12 +73,7 @@ class DueWork:
     @property
     def timer(self) -> bool:
         """A wait's time, or an action's come-back-later: a step with no I/O, which the worker fires in batches."""
-        return is_timer(self.waiting_for)
-
-
-def is_timer(waiting_for: str | None) -> bool:
-    """Whether an instance waiting for `waiting_for` is due for a timer (see `DueWork.timer`)."""
-    return waiting_for is not None and (waiting_for in ("timer", "retry") or waiting_for.startswith("event:"))
+        return self.waiting_for in ("timer", "retry") or (self.waiting_for or "").startswith("event:")
 
 
 @dataclass(frozen=True)
@@ -253,6 +248,11 @@ class Tx(RulesTx, ABC):
     @abstractmethod
     def update_instance(self, instance: WorkflowInstance) -> None:
         """Save every mutable field; `revision` must be one more than the stored one (else a bug: raises)."""
+
+    def update_instances(self, instances: Sequence[WorkflowInstance]) -> None:
+        """`update_instance` each (a backend may save those it read in this transaction in one statement)."""
+        for instance in instances:
+            self.update_instance(instance)
 
     @abstractmethod
     def rebase_instance(self, instance_id: str, snapshot_id: str, template_version: str) -> None:

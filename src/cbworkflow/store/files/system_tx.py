@@ -11,7 +11,7 @@ from ...ids import SLUG_RE
 from ...models.access import Tenant
 from ...models.jobs import JobRecord
 from ...models.users import UserRecord
-from ..base import CLASH, DueWork, Page, PageRequest, SnapshotCache, SystemTx, TokenRecord, Tx, is_timer
+from ..base import CLASH, DueWork, Page, PageRequest, SnapshotCache, SystemTx, TokenRecord, Tx
 from ..jobs import claimed
 from ..paging import time_id_cursor
 from .docs import Doc, fields, job_free, job_saved, lease_free, newest_page, token_record
@@ -95,13 +95,13 @@ class FileSystemTx(FileDeliveryClaims, SystemTx):
             doc = self.txn.get(path)
             if self.layout.due_entry(doc) != entry or doc is None or not lease_free(doc, now):
                 continue  # moved on since the listing, or leased
-            waiting_for = doc.get("waiting_for")
-            if others is not None and not is_timer(waiting_for):
+            work = DueWork(tenant, instance_id, doc["revision"], doc.get("waiting_for"))
+            if others is not None and not work.timer:
                 if others <= 0:
                     continue  # slow work this worker cannot start now: left to others
                 others -= 1
             self.txn.put(path, {**doc, "worker_id": worker_id, "worker_lease_until": lease_until.isoformat()})
-            claimed.append(DueWork(tenant, instance_id, doc["revision"], waiting_for))
+            claimed.append(work)
         return claimed
 
     def next_wake(self, now: datetime) -> datetime | None:

@@ -11,7 +11,7 @@ from ...models.access import Tenant
 from ...models.jobs import JobRecord, JobStatus
 from ...models.users import UserRecord
 from .. import schema as s
-from ..base import DueWork, Page, PageRequest, SystemTx, TokenRecord, Tx, is_timer
+from ..base import DueWork, Page, PageRequest, SystemTx, TokenRecord, Tx
 from ..jobs import claimed
 from ..paging import cut_page, time_id_cursor
 from . import rows
@@ -68,23 +68,24 @@ class SqlSystemTx(DeliveryClaims, SystemTx):
     ) -> list[DueWork]:
         i = s.instances.c
         free = or_(i.worker_lease_until.is_(None), i.worker_lease_until < now)
-        pick = select(i.pk, i.waiting_for).where(s.MOVABLE_SQL, i.wake_at <= now, free).order_by(i.wake_at).limit(limit)
-        pks = []
-        for pk, waiting_for in self.conn.execute(self.locks.skip_locked(pick)).all():
-            if others is None or is_timer(waiting_for):
-                pks.append(pk)
+        pick = (
+            select(i.pk, i.tenant, i.id, i.revision, i.waiting_for)
+            .where(s.MOVABLE_SQL, i.wake_at <= now, free)
+            .order_by(i.wake_at)
+            .limit(limit)
+        )
+        taken: dict[int, DueWork] = {}
+        for row in self.conn.execute(self.locks.skip_locked(pick)).all():
+            work = DueWork(row.tenant, row.id, row.revision, row.waiting_for)
+            if others is None or work.timer:
+                taken[row.pk] = work
             elif others > 0:
                 others -= 1
-                pks.append(pk)
-        if not pks:
-            return []  # rows picked but not taken are unlocked when this transaction ends
-        claimed = self.conn.execute(
-            update(s.instances)
-            .where(i.pk.in_(pks))
-            .values(worker_id=worker_id, worker_lease_until=lease_until)
-            .returning(i.tenant, i.id, i.revision, i.waiting_for)
-        ).all()
-        return [DueWork(row.tenant, row.id, row.revision, row.waiting_for) for row in claimed]
+                taken[row.pk] = work
+        if taken:  # the rows picked are locked (SQLite: the one writer) until this transaction ends
+            leased = update(s.instances).where(i.pk.in_(list(taken)))
+            self.conn.execute(leased.values(worker_id=worker_id, worker_lease_until=lease_until))
+        return list(taken.values())
 
     def next_wake(self, now: datetime) -> datetime | None:
         i = s.instances.c

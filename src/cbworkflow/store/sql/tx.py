@@ -64,6 +64,9 @@ class RowLocks:
 # The reads of every step, built once (see RowLocks.once).
 _I, _C, _T = s.instances.c, s.contacts.c, s.templates.c
 GET_INSTANCE = select(s.instances).where(_I.tenant == bindparam("tenant"), _I.id == bindparam("id"))
+SAVE_INSTANCES = update(s.instances).where(
+    _I.tenant == bindparam("w_tenant"), _I.id == bindparam("w_id"), _I.revision == bindparam("w_revision")
+)
 GET_INSTANCES = select(s.instances).where(_I.tenant == bindparam("tenant"), _I.id.in_(bindparam("ids", expanding=True)))
 INSTANCE_PLACE = select(_I.status, _I.current_node).where(_I.tenant == bindparam("tenant"), _I.id == bindparam("id"))
 READ_CONTACT = select(s.contacts).where(_C.tenant == bindparam("tenant"), _C.id == bindparam("id"))
@@ -420,6 +423,26 @@ class SqlTx(BatchRows, HookRows, OutboxRows, PeopleRows, SubscriptionRows, Tx):
             self._tags[instance.id] = list(instance.tags)
         self._places[instance.id] = place_of(instance)
         self.tally.moved(instance.template_id, before, self._places[instance.id])
+
+    def update_instances(self, instances: Sequence[WorkflowInstance]) -> None:
+        """Those read here whose tags stay in one executemany (no RETURNING: the revision check is its row count)."""
+        kept = [one for one in instances if one.id in self._places and self._tags.get(one.id) == one.tags]
+        ids = {one.id for one in kept}
+        for other in instances:
+            if other.id not in ids:
+                self.update_instance(other)
+        if not kept:
+            return
+        params = [{**rows.instance_values(one), "w_tenant": self.tenant, "w_id": one.id} for one in kept]
+        for one, values in zip(kept, params, strict=True):
+            values["w_revision"] = one.revision - 1
+            for fixed in ("tenant", "id", "contact_id", "template_id", "template_version", "created_at"):
+                del values[fixed]
+        if self.conn.execute(SAVE_INSTANCES, params).rowcount != len(kept):
+            raise RuntimeError("an instance changed under a write lock")
+        for one in kept:
+            before, self._places[one.id] = self._places[one.id], place_of(one)
+            self.tally.moved(one.template_id, before, self._places[one.id])
 
     def rebase_instance(self, instance_id: str, snapshot_id: str, template_version: str) -> None:
         i = s.instances.c
