@@ -22,7 +22,7 @@ from cbworkflow.models.templates import TemplateCreate, WorkflowTemplate
 from cbworkflow.runtime.worker import Worker
 from cbworkflow.services.instances import new_instance
 from cbworkflow.settings import Settings
-from cbworkflow.store.base import DueWork, PageRequest, Store, Tx
+from cbworkflow.store.base import DueWork, InstanceFilter, PageRequest, Store, Tx
 from cbworkflow.wiring import SYSTEM, bootstrap, build_services
 from conftest import PostgresDatabase
 
@@ -55,8 +55,8 @@ class Place:
     def run(self, coroutine: Any) -> Any:
         return self.loop.run_until_complete(coroutine)
 
-    def waiting(self, tenant: str, count: int) -> list[str]:
-        """`count` instances of `tenant` at the one-minute timer; their ids."""
+    def waiting(self, tenant: str, count: int, tags: tuple[str, ...] = ()) -> list[str]:
+        """`count` instances of `tenant` at the one-minute timer, with `tags`; their ids."""
 
         def put(tx: Tx) -> list[str]:
             now = self.clock.now()
@@ -65,6 +65,7 @@ class Place:
                 contact = Contact(id=new_id(), tenant=tenant, name="Timer", created_at=now, updated_at=now)
                 tx.insert_contact(contact)
                 inst, snapshot = new_instance(tenant, contact.id, self.template, now)
+                inst = inst.model_copy(update={"tags": list(tags)})
                 tx.put_snapshot(snapshot)
                 tx.insert_instance(inst, snapshot.id)
                 step = steps.start(inst, now, "test")
@@ -156,6 +157,21 @@ def test_a_batch_fires_every_timer_but_the_one_moved_since_the_claim(place: Plac
     assert place.fired("default", moved) == 0
     for other in set(ids) - {moved}:
         assert (place.status("default", other), place.fired("default", other)) == ("completed", 1)
+
+
+def test_a_batch_keeps_the_instances_tags_and_counts(place: Place) -> None:
+    tagged = place.waiting("default", 3, tags=("donor", "kent"))
+    plain = place.waiting("default", 2)
+    place.clock.advance(timedelta(minutes=1))
+    worker = place.worker("w1")
+    assert place.run(worker.timers.fire(place.claim(worker))) == []
+    for instance_id in tagged + plain:
+        assert (place.status("default", instance_id), place.fired("default", instance_id)) == ("completed", 1)
+    where = InstanceFilter(tags=("donor",), status="completed")
+    found = place.run(place.store.read("default", lambda tx: tx.list_instances(where, PageRequest(limit=10))))
+    assert sorted(i.id for i in found.items) == sorted(tagged)
+    stats = place.run(place.services.stats.of_template("default", "timer"))
+    assert {k: v for k, v in stats.statuses.items() if v} == {"completed": 5}  # the counts moved with the batch
 
 
 def test_a_batch_spans_tenants_each_in_its_own_transaction(place: Place) -> None:
