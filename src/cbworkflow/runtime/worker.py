@@ -12,8 +12,9 @@ result in one transaction that first checks the instance is still at the revisio
   contact's consent with the contact's row locked and records `action_started`: an opt-out committed before that
   transaction wins (the step takes `opted_out`, or the instance is cancelled), one committed after it finds the
   message already on its way.
-It sleeps until the next due time (at most `poll_interval`), and `wake()` rouses it at once when this process made
-new due work.
+Due timers, which need no I/O, are fired in batches: many of a tenant in one write transaction, each still checked
+at its claimed revision (`runtime/timers.py`). It sleeps until the next due time (at most `poll_interval`), and
+`wake()` rouses it at once when this process made new due work.
 """
 
 from __future__ import annotations
