@@ -112,6 +112,8 @@ class PostgresStore(SqlStore):
             pool_pre_ping=True,
             pool_recycle=1800,
             connect_args={"options": "-c plan_cache_mode=force_custom_plan"},
+            json_serializer=s.json_text,
+            json_deserializer=s.json_value,
         )
         self._threads = ThreadPoolExecutor(max_workers=2 * pool_size, thread_name_prefix="cbw-postgres")
         super().__init__(engine, tx_class=PostgresTx, locks=PostgresLocks(), pools=[self._threads], shards=TALLY_SHARDS)

@@ -85,6 +85,8 @@ class SQLiteStore(SqlStore):
             connect_args={"check_same_thread": False, "timeout": busy_timeout_s, "isolation_level": None},
             pool_size=8,
             max_overflow=8,
+            json_serializer=s.json_text,
+            json_deserializer=s.json_value,
         )
 
         @event.listens_for(engine, "connect")
