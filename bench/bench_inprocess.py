@@ -166,9 +166,11 @@ async def run_store(kind: str, args: argparse.Namespace, work: Path) -> dict[str
         await services.templates.create(SYSTEM, TemplateCreate.model_validate(LOOP))
         memory = args.transitions if kind in args.memory_stores.split(",") else 0
         pool = min(1000, max(memory, 1))
-        targets = await started(services, 2 * args.sample * args.runs + 3 + pool)
+        targets = await started(services, 2 * args.sample * args.runs + 4 + pool)
         place.settle()
-        probe, long_one, short_one = targets[:3]
+        warm, probe, long_one, short_one = targets[:4]
+        # One transition first, so the one recorded is a steady one (the frozen graph's cache holds the snapshot).
+        await services.instances.transition(SYSTEM, warm.instance_id, AGAIN)
         recording, stop = replay.record(services.store._engine)
         await services.instances.transition(SYSTEM, probe.instance_id, AGAIN)
         stop()
@@ -180,7 +182,7 @@ async def run_store(kind: str, args: argparse.Namespace, work: Path) -> dict[str
         if place.pg:
             conn.autocommit = False
         replayer = replay.Replayer(recording, probe, conn, place.pg)
-        rest = targets[3:]
+        rest = targets[4:]
         try:
             for n in range(args.runs):
                 mine = rest[2 * n * args.sample : (2 * n + 1) * args.sample]
@@ -200,7 +202,7 @@ async def run_store(kind: str, args: argparse.Namespace, work: Path) -> dict[str
             result["memory"]["load"] = load
             print(f"  {kind} memory: {json.dumps(result['memory'])}", flush=True)
         events = harness_rows(services, "SELECT count(*) FROM events WHERE type = 'user_action'")[0][0]
-        made = 1 + 2 + args.runs * (2 * args.sample + 400) + memory
+        made = 2 + 2 + args.runs * (2 * args.sample + 400) + memory
         if events != made:  # each service call and each replay wrote one: a replay that moved nothing would show
             raise RuntimeError(f"{made} transitions made, {events} recorded")
         result["user_action_events"] = events

@@ -1,17 +1,21 @@
 """The statements one service call sends to the database, recorded once and replayed through the raw driver.
 
 The baseline of in-process transitions is "the same statements through sqlite3 / psycopg": rather than a copy
-of today's SQL that would drift as the store changes, the statements are recorded from a real transition (the
-SQLAlchemy engine's `before_cursor_execute`, `commit`) and replayed with fresh parameters for another instance
-at the same revision: its id, its contact's id, its primary key, new event ids and the sequence numbers the
-replayed `event_sequences` upsert hands out. Values are what the driver was given (enums as their values).
+of today's SQL that would drift as the store changes, the statements are recorded from a real transition and
+replayed with fresh parameters for another instance at the same revision: its id, its contact's id, its primary
+key, new event ids and the sequence numbers the replayed `event_sequences` upsert hands out.
+They are recorded at the driver: the first statement of the call from SQLAlchemy's `before_cursor_execute`, and
+from then on by a tap put in place of the connection's DBAPI connection, which every statement passes, SQLAlchemy's
+and those the store sends past it (an `executemany` on the driver's cursor, a `COPY`). Values are what the driver
+was given (enums as their values).
 """
 
 from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +30,7 @@ HEX_ID = re.compile(r"^[0-9a-f]{12}$")
 class Statement:
     sql: str
     params: Any
-    many: bool
+    kind: str  # "one" (execute), "many" (executemany) or "copy" (params: the rows written)
 
 
 @dataclass
@@ -36,25 +40,93 @@ class Recording:
     statements: list[Statement] = field(default_factory=list)
     committed: bool = False
 
+    def add(self, sql: str, params: Any, kind: str) -> None:
+        if self.committed:
+            return
+        if sql.strip().upper() == "COMMIT":  # SQLite's store commits with a statement of its own
+            self.commit()
+        else:
+            self.statements.append(Statement(sql, params, kind))
+
+    def commit(self) -> None:
+        if self.statements:
+            self.committed = True
+
     def summary(self) -> list[str]:
-        return [("executemany " if s.many else "") + " ".join(s.sql.split())[:90] for s in self.statements]
+        return [(f"{s.kind}: " if s.kind != "one" else "") + " ".join(s.sql.split())[:90] for s in self.statements]
+
+
+class _CopyTap:
+    def __init__(self, real: Any, rows: list[Any]) -> None:
+        self._real, self._rows = real, rows
+
+    def write_row(self, row: Any) -> None:
+        self._rows.append(list(row))
+        self._real.write_row(row)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+class _CursorTap:
+    def __init__(self, real: Any, found: Recording) -> None:
+        self._real, self._found = real, found
+
+    def execute(self, sql: str, params: Any = None, *args: Any, **kwargs: Any) -> Any:
+        self._found.add(sql, params, "one")
+        self._real.execute(sql, *(() if params is None else (params,)), *args, **kwargs)
+        return self
+
+    def executemany(self, sql: str, params: Any, *args: Any, **kwargs: Any) -> Any:
+        rows = list(params)
+        self._found.add(sql, rows, "many")
+        self._real.executemany(sql, rows, *args, **kwargs)
+        return self
+
+    @contextmanager
+    def copy(self, sql: str, *args: Any, **kwargs: Any) -> Iterator[_CopyTap]:
+        rows: list[Any] = []
+        self._found.add(sql, rows, "copy")
+        with self._real.copy(sql, *args, **kwargs) as real:
+            yield _CopyTap(real, rows)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._real)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+class _ConnectionTap:
+    def __init__(self, real: Any, found: Recording) -> None:
+        self._real, self._found = real, found
+
+    def cursor(self, *args: Any, **kwargs: Any) -> _CursorTap:
+        return _CursorTap(self._real.cursor(*args, **kwargs), self._found)
+
+    def commit(self) -> None:
+        self._found.commit()
+        self._real.commit()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
 
 
 def record(engine: Any) -> tuple[Recording, Callable[[], None]]:
-    """Start recording the statements sent through `engine`; the returned function stops it."""
+    """Start recording the statements sent through `engine`'s connections; the returned function stops it."""
     found = Recording()
+    tapped: dict[int, tuple[Any, Any]] = {}  # id of a pooled connection: (it, its DBAPI connection)
 
     def on_execute(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
-        if found.committed:
-            return
-        if statement.strip().upper() == "COMMIT":  # SQLite's store commits with a statement of its own
-            on_commit(conn)
-        else:
-            found.statements.append(Statement(statement, parameters, executemany))
+        pooled = conn.connection
+        if id(pooled) in tapped or found.committed:
+            return  # the tap saw it
+        found.add(statement, parameters, "many" if executemany else "one")
+        tapped[id(pooled)] = (pooled, pooled.dbapi_connection)
+        pooled.dbapi_connection = _ConnectionTap(pooled.dbapi_connection, found)
 
     def on_commit(conn: Any) -> None:
-        if found.statements:
-            found.committed = True
+        found.commit()
 
     event.listen(engine, "before_cursor_execute", on_execute)
     event.listen(engine, "commit", on_commit)
@@ -62,6 +134,8 @@ def record(engine: Any) -> tuple[Recording, Callable[[], None]]:
     def stop() -> None:
         event.remove(engine, "before_cursor_execute", on_execute)
         event.remove(engine, "commit", on_commit)
+        for pooled, real in tapped.values():
+            pooled.dbapi_connection = real
 
     return found, stop
 
@@ -93,13 +167,18 @@ class Replayer:
         last: int | None = None
         for statement in self.statements:
             params = _fresh(statement.params, ids, self.probe, target, "instance_pk" in statement.sql)
-            if last is not None and "INSERT INTO events" in statement.sql:
+            if last is not None and _writes_events(statement.sql):
                 params = _renumber(statement.sql, params, last - self.captured_last)
-            if statement.many:
-                cursor = self.conn.cursor()
+            cursor = self.conn.cursor()
+            if statement.kind == "copy":
+                with cursor.copy(statement.sql) as copy:
+                    for row in params:
+                        copy.write_row(row)
+                continue
+            if statement.kind == "many":
                 cursor.executemany(statement.sql, params)
             else:
-                cursor = self.conn.execute(statement.sql, params)
+                cursor.execute(statement.sql, *(() if params is None else (params,)))
             if cursor.description is not None:
                 rows = cursor.fetchall()
                 if "event_sequences" in statement.sql and rows:
@@ -133,11 +212,15 @@ def _fresh(value: Any, ids: dict[str, str], probe: Target, target: Target, has_p
 def _sequences(statements: list[Statement]) -> list[int]:
     found: list[int] = []
     for statement in statements:
-        if "INSERT INTO events" not in statement.sql:
+        if not _writes_events(statement.sql):
             continue
-        rows = statement.params if statement.many else [statement.params]
+        rows = statement.params if statement.kind != "one" else [statement.params]
         found.extend(_sequence_of(statement.sql, row) for row in rows)
     return found
+
+
+def _writes_events(sql: str) -> bool:
+    return sql.startswith(("INSERT INTO events ", "COPY events "))
 
 
 def _sequence_of(sql: str, row: Any) -> int:
