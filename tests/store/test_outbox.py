@@ -128,6 +128,30 @@ def test_the_commit_listener_hears_commits_not_rollbacks(store: Store) -> None:
     assert heard == [{"a": 2}, {"b": 1}]
 
 
+def test_this_process_commits_wake_a_waiter_and_wait_for_a_reader_otherwise(shared: Backend) -> None:
+    """A commit wakes the loop only while someone waits; with nobody waiting the next reader still sees it."""
+    here = shared.open()
+
+    async def go() -> None:
+        await here.migrate()
+        signal = OutboxSignal(here, poll_interval=600)  # no poll within the test: only this process's commits
+        await signal.start()
+        try:
+            waiting = asyncio.ensure_future(signal.wait_past("a", 0, timeout=20))
+            await asyncio.sleep(0.05)  # the waiter is waiting
+            await here.write("a", lambda tx: _instance_with_events(tx, "c1", 2))
+            assert await waiting  # woken by the commit (the poll would have taken 600 s)
+            for n in range(3):  # nobody waits: no wake-up is scheduled, the heads wait for a reader
+                await here.write("a", lambda tx, n=n: _instance_with_events(tx, f"d{n}", 1))
+            assert signal.head("a") == 5
+            assert not await signal.wait_past("a", 5, timeout=0.2)  # nothing new
+        finally:
+            await signal.stop()
+            await here.close()
+
+    asyncio.run(go())
+
+
 @pytest.fixture(params=sorted(BACKENDS))
 def shared(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
     made = BACKENDS[request.param](tmp_path)

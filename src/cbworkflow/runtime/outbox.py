@@ -32,26 +32,36 @@ class OutboxSignal:
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = threading.Event()
         self._listener: threading.Thread | None = None
-        # Heads committed by store threads, handed to the loop in one call however many commits came meanwhile:
-        # each hand-off wakes the loop through a pipe, which under load cost as much as a statement.
+        # Heads committed by store threads wait here for the loop. They wake it (through a pipe, a context switch
+        # that under load cost as much as a statement) only while someone waits, once however many commits come
+        # meanwhile; otherwise the next reader takes them (`head`, `wait`).
         self._handed: dict[str, int] = {}
         self._handing = False
+        self._waiting = 0
         self._hand_lock = threading.Lock()
         store.on_commit(self._from_any_thread)
 
     # ------------------------------------------------------------------ what readers use
     def head(self, tenant: str) -> int:
-        """The last sequence of `tenant` this process knows committed (0 when none, or not heard of yet)."""
+        """The last sequence of `tenant` this process knows committed (0 when none, or not heard of yet). On the
+        event loop."""
+        self._take_handed()
         return self._heads.get(tenant, 0)
 
     async def wait(self, timeout: float) -> bool:
         """Until new events are committed anywhere (true), or `timeout` seconds pass (false)."""
-        changed = self._changed
+        with self._hand_lock:
+            self._waiting += 1  # from here on, a commit wakes the loop
         try:
+            self._take_handed()  # what came before is known, not waited for
+            changed = self._changed
             await asyncio.wait_for(changed.wait(), timeout)
             return True
         except TimeoutError:
             return False
+        finally:
+            with self._hand_lock:
+                self._waiting -= 1
 
     async def wait_past(self, tenant: str, seen: int, timeout: float) -> bool:
         """Until `tenant` is known to have a sequence above `seen` (true at once if it is already), or `timeout`
@@ -90,8 +100,8 @@ class OutboxSignal:
             for tenant, last in heads.items():
                 if last > self._handed.get(tenant, 0):
                     self._handed[tenant] = last
-            if self._handing:
-                return  # a hand-off is on its way and will carry these too
+            if self._handing or not self._waiting:
+                return  # a hand-off on its way carries these too; or nobody waits, and readers take them
             self._handing = True
         try:
             loop.call_soon_threadsafe(self._take_handed)
