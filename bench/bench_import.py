@@ -1,7 +1,7 @@
 """Contacts import and export at campaign scale (issue 10: a voter file of 100,000 rows, 1% bad).
 
     .venv/bin/python bench/bench_import.py [--rows 100000] [--runs 3] [--stores sqlite,postgresql]
-        [--postgres postgresql://postgres@127.0.0.1:5432/postgres]
+        [--postgres postgresql://postgres@127.0.0.1:5432/postgres] [--profile]
 
 For each store, on a fresh store, in-process through the services, as `cbworkflow contacts import` runs it:
 - writes a CSV of `--rows` voters (1% bad: bad emails, empty names, unparseable phones, duplicate external ids,
@@ -11,26 +11,34 @@ For each store, on a fresh store, in-process through the services, as `cbworkflo
 - the peak resident memory of the process (ru_maxrss) after all of it.
 Baseline in the same run: the same contact rows written with one `executemany` per 500 (SQLite) or `COPY`
 (PostgreSQL), through the same SQLAlchemy connection, without any checks. Prints a table.
+`--profile` instead imports the file once per store with cProfile on (the first pass, the reading of the items and
+each batch's transaction, one after another in this thread), prints the seconds of each part and the top functions,
+and writes the profile to bench/results/import-<store>-<time>.prof.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
+import io
 import os
+import pstats
 import resource
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 
 from cbworkflow.models.imports import FileFormat
-from cbworkflow.services.contact_files import csv_header, csv_row
+from cbworkflow.services.contact_files import csv_header, csv_row, prepare
 from cbworkflow.services.contact_import import Report
 from cbworkflow.settings import Settings
 from cbworkflow.store.base import ContactFilter
@@ -66,15 +74,25 @@ def voter_file(path: Path, rows: int) -> int:
     return bad
 
 
-async def run_store(kind: str, rows: int, folder: Path) -> dict[str, Any]:
-    database_url = None
-    database = None
-    if kind == "postgresql":
-        database = f"cbw_bench_import_{os.getpid()}"
+def new_database(kind: str) -> tuple[str | None, str | None]:
+    """(its name, its URL) of a fresh PostgreSQL database for `kind` postgresql; (None, None) for SQLite."""
+    if kind != "postgresql":
+        return None, None
+    database = f"cbw_bench_import_{os.getpid()}"
+    with psycopg.connect(postgres_url(), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{database}"')
+        conn.execute(f'CREATE DATABASE "{database}"')
+    return database, postgres_url().rsplit("/", 1)[0] + f"/{database}"
+
+
+def drop_database(database: str | None) -> None:
+    if database is not None:
         with psycopg.connect(postgres_url(), autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{database}"')
-            conn.execute(f'CREATE DATABASE "{database}"')
-        database_url = postgres_url().rsplit("/", 1)[0] + f"/{database}"
+            conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+
+
+async def run_store(kind: str, rows: int, folder: Path) -> dict[str, Any]:
+    database, database_url = new_database(kind)
     settings = Settings(data_dir=folder / kind, database_url=database_url, admin_token="bench-token-0123456789")
     services = await build_services(settings)
     try:
@@ -106,9 +124,55 @@ async def run_store(kind: str, rows: int, folder: Path) -> dict[str, Any]:
         return figures
     finally:
         await services.store.close()
-        if database is not None:
-            with psycopg.connect(postgres_url(), autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        drop_database(database)
+
+
+T = TypeVar("T")
+
+
+async def profile_store(kind: str, rows: int, folder: Path, out: Path) -> str:
+    """One first import under cProfile, in this thread: the first pass, then each chunk read and its batch."""
+    database, database_url = new_database(kind)
+    settings = Settings(data_dir=folder / kind, database_url=database_url, admin_token="bench-token-0123456789")
+    services = await build_services(settings)
+    profiler = cProfile.Profile()
+    parts = {"first pass": 0.0, "reading items": 0.0, "batches": 0.0}
+
+    def timed(part: str, fn: Callable[[], T]) -> T:
+        began = time.perf_counter()
+        profiler.enable()
+        try:
+            return fn()
+        finally:
+            profiler.disable()
+            parts[part] += time.perf_counter() - began
+
+    try:
+        await bootstrap(services, load_example=False)
+        source = folder / "voters.csv"
+        voter_file(source, rows)
+        imports, store = services.imports, services.store
+        prepared = timed("first pass", lambda: prepare(source, FileFormat.CSV, imports.region))
+        report = Report()
+        chunks = prepared.chunks(imports.batch_size)
+        while (chunk := timed("reading items", lambda: next(chunks, None))) is not None:
+            run = partial(imports.batch, items=chunk, dry_run=False, actor="bench")
+            report.add(timed("batches", partial(store.run_tenant, SYSTEM.tenant, run, True)))
+        prepared.discard()
+    finally:
+        await services.store.close()
+        drop_database(database)
+    profiler.dump_stats(out)
+    text = io.StringIO()
+    total = sum(parts.values())
+    print(f"{kind}: {rows:,} rows in {total:.1f} s under the profiler ({rows / total:,.0f} rows/s): ", file=text)
+    print("  " + ", ".join(f"{part} {seconds:.1f} s" for part, seconds in parts.items()), file=text)
+    counts = (report.created, report.updated, report.unchanged, report.rejected)
+    print(f"  (created, updated, unchanged, rejected): {counts}", file=text)
+    stats = pstats.Stats(profiler, stream=text).strip_dirs()
+    stats.sort_stats("tottime").print_stats(35)
+    stats.sort_stats("cumulative").print_stats(50)
+    return text.getvalue()
 
 
 async def baseline(services: Any, rows: int) -> float:
@@ -182,8 +246,18 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3, help="fresh stores per store kind; medians are reported")
     parser.add_argument("--stores", default="sqlite,postgresql")
     parser.add_argument("--postgres", default=POSTGRES)
+    parser.add_argument("--profile", action="store_true", help="profile one first import per store instead")
     args = parser.parse_args()
     os.environ["CBW_BENCH_POSTGRES"] = args.postgres
+    if args.profile:
+        results_dir = Path(__file__).parent / "results"
+        results_dir.mkdir(exist_ok=True)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        for kind in args.stores.split(","):
+            with tempfile.TemporaryDirectory() as folder:
+                out = results_dir / f"import-{kind}-{stamp}.prof"
+                print(asyncio.run(profile_store(kind, args.rows, Path(folder), out)))
+        return
     results: dict[str, list[dict[str, Any]]] = {}
     for kind in args.stores.split(","):
         for _ in range(args.runs):
