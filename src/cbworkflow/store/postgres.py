@@ -111,7 +111,9 @@ class PostgresStore(SqlStore):
             max_overflow=pool_size,
             pool_pre_ping=True,
             pool_recycle=1800,
-            connect_args={"options": "-c plan_cache_mode=force_custom_plan"},
+            # No parallel query: every statement is short and indexed, and starting parallel workers for a page
+            # cost more than the page (a page of contacts by tag and county at a million: 21.7 ms, 5.1 ms without).
+            connect_args={"options": "-c plan_cache_mode=force_custom_plan -c max_parallel_workers_per_gather=0"},
             json_serializer=s.json_text,
             json_deserializer=s.json_value,
         )
