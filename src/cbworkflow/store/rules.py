@@ -35,5 +35,9 @@ class RulesTx(ABC):
         memo: dict[str, ContactRules] = self.__dict__.setdefault("_contact_rules", {})
         found = memo.get(template_id)
         if found is None:
-            found = memo[template_id] = ContactRules.of(self.get_settings(), self.template_contact_hours(template_id))
+            found = memo[template_id] = ContactRules.of(*self.rules_sources(template_id))
         return found
+
+    def rules_sources(self, template_id: str) -> tuple[TenantSettings, ContactHours | None]:
+        """The tenant's settings and the template's own hours; a backend may read both at once."""
+        return self.get_settings(), self.template_contact_hours(template_id)

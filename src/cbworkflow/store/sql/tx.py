@@ -63,6 +63,7 @@ class RowLocks:
 
 # The reads of every step, built once (see RowLocks.once).
 _I, _C, _T = s.instances.c, s.contacts.c, s.templates.c
+_TENANT: Any = bindparam("tenant")
 GET_INSTANCE = select(s.instances).where(_I.tenant == bindparam("tenant"), _I.id == bindparam("id"))
 SAVE_INSTANCES = update(s.instances).where(
     _I.tenant == bindparam("w_tenant"), _I.id == bindparam("w_id"), _I.revision == bindparam("w_revision")
@@ -73,6 +74,8 @@ READ_CONTACT = select(s.contacts).where(_C.tenant == bindparam("tenant"), _C.id 
 TENANT_SETTINGS = select(s.tenants.c.settings).where(s.tenants.c.id == bindparam("tenant"))
 # Only the template's `contact_hours`, not its whole body (the graph): the JSON path on both databases.
 TEMPLATE_HOURS = select(_T.body["contact_hours"]).where(_T.tenant == bindparam("tenant"), _T.id == bindparam("id"))
+# Both sources of a step's contact rules in one statement: the tenant's settings and its template's hours.
+RULES_SOURCES = select(s.tenants.c.settings, TEMPLATE_HOURS.scalar_subquery()).where(s.tenants.c.id == _TENANT)
 
 
 def insert_unless_there(conn: Connection, statement: Any) -> bool:
@@ -217,6 +220,11 @@ class SqlTx(BatchRows, HookRows, OutboxRows, PeopleRows, SubscriptionRows, Tx):
     def template_contact_hours(self, template_id: str) -> ContactHours | None:
         hours = self.conn.execute(TEMPLATE_HOURS, {"tenant": self.tenant, "id": template_id}).scalar()
         return ContactHours.model_validate(hours) if hours else None
+
+    def rules_sources(self, template_id: str) -> tuple[TenantSettings, ContactHours | None]:
+        row = self.conn.execute(RULES_SOURCES, {"tenant": self.tenant, "id": template_id}).first()
+        settings, hours = (row[0], row[1]) if row is not None else (None, None)
+        return TenantSettings.model_validate(settings or {}), ContactHours.model_validate(hours) if hours else None
 
     def read_contact(self, contact_id: str) -> Contact | None:
         row = self.conn.execute(READ_CONTACT, {"tenant": self.tenant, "id": contact_id}).first()
