@@ -49,3 +49,20 @@ def one_call(template_id: str = "calls") -> dict[str, Any]:
             "end": {"type": "end"},
         },
     }
+
+
+def one_timer(template_id: str = "timer") -> dict[str, Any]:
+    """A one-minute wait, then the end: what tests of due timers enrol."""
+    return {
+        "id": template_id,
+        "name": "Timer",
+        "start_node": "hold",
+        "nodes": {
+            "hold": {
+                "type": "wait",
+                "wait_condition": {"type": "duration", "duration": "PT1M"},
+                "transitions": {"elapsed": "done"},
+            },
+            "done": {"type": "end"},
+        },
+    }

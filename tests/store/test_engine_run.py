@@ -27,7 +27,7 @@ from cbworkflow.runtime.worker import Worker
 from cbworkflow.settings import Settings
 from cbworkflow.store.base import PageRequest
 from cbworkflow.wiring import SYSTEM, bootstrap, build_services
-from conftest import PostgresDatabase
+from conftest import PostgresDatabase, store_url
 
 TEMPLATE = "county-outreach-v1"
 
@@ -109,13 +109,6 @@ class Engine:
     async def template(self, body: dict[str, Any]) -> str:
         made = await self.services.templates.create(SYSTEM, TemplateCreate.model_validate(body))
         return str(made.id)
-
-
-def store_url(kind: str, tmp: Path, database: PostgresDatabase | None) -> str | None:
-    if kind == "postgresql":
-        assert database is not None
-        return database.url
-    return f"json:///{tmp / 'files'}" if kind == "json" else None
 
 
 @pytest.fixture(params=["sqlite", "postgresql", "json"])

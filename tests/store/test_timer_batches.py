@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+import flows
 from cbworkflow.clock import FakeClock
 from cbworkflow.engine import steps
 from cbworkflow.ids import new_id
@@ -24,21 +25,9 @@ from cbworkflow.services.instances import new_instance
 from cbworkflow.settings import Settings
 from cbworkflow.store.base import DueWork, InstanceFilter, PageRequest, Store, Tx
 from cbworkflow.wiring import SYSTEM, bootstrap, build_services
-from conftest import PostgresDatabase
+from conftest import PostgresDatabase, store_url
 
-TIMER = {
-    "id": "timer",
-    "name": "Timer",
-    "start_node": "hold",
-    "nodes": {
-        "hold": {
-            "type": "wait",
-            "wait_condition": {"type": "duration", "duration": "PT1M"},
-            "transitions": {"elapsed": "done"},
-        },
-        "done": {"type": "end"},
-    },
-}
+TIMER = flows.one_timer()
 
 
 class Place:
@@ -113,13 +102,6 @@ class _NoHandlers:
 
     async def close(self) -> None:
         """Nothing to let go of."""
-
-
-def store_url(kind: str, tmp: Path, database: PostgresDatabase | None) -> str | None:
-    if kind == "postgresql":
-        assert database is not None
-        return database.url
-    return f"json:///{tmp / 'files'}" if kind == "json" else None
 
 
 @pytest.fixture(params=["sqlite", "postgresql", "json"])

@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 import psycopg
 import pytest
 
+import flows
 from cbworkflow.clock import FakeClock
 from cbworkflow.engine import steps
 from cbworkflow.models.contacts import Contact
@@ -35,19 +36,7 @@ from conftest import CBWORKFLOW, PostgresDatabase
 pytestmark = pytest.mark.slow
 
 TIMERS = 10_000
-TIMER_TEMPLATE = {
-    "id": "timer",
-    "name": "Timer",
-    "start_node": "hold",
-    "nodes": {
-        "hold": {
-            "type": "wait",
-            "wait_condition": {"type": "duration", "duration": "PT1M"},
-            "transitions": {"elapsed": "done"},
-        },
-        "done": {"type": "end"},
-    },
-}
+TIMER_TEMPLATE = flows.one_timer()
 
 
 def worker_process(database_url: str, log: Path, **settings: str) -> subprocess.Popen[bytes]:
