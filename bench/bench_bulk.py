@@ -37,8 +37,6 @@ import json
 import os
 import pstats
 import random
-import re
-import secrets
 import shutil
 import signal
 import sqlite3
@@ -59,6 +57,7 @@ from psycopg.types.string import TextLoader
 import cbworkflow
 
 sys.path.insert(0, str(Path(__file__).parent))
+import harness
 from bench_core import TOKEN, fill_contacts
 from cbworkflow.models.instances import BulkEnrol
 from cbworkflow.models.jobs import Job
@@ -91,34 +90,8 @@ SQLITE_PRAGMAS = (  # the store's own (store/sqlite.py), with its default synchr
 )
 
 
-class Place:
-    """A store of its own: a SQLite file, or a PostgreSQL database created now (a copy of `like`'s, if given)."""
-
-    def __init__(self, kind: str, work: Path, like: Place | None = None) -> None:
-        self.kind = kind
-        self.folder = work / f"{kind}-{secrets.token_hex(3)}"
-        self.folder.mkdir()
-        self.database = f"cbw_bulk_{secrets.token_hex(4)}" if kind == "postgresql" else None
-        if self.database:
-            copy = f' TEMPLATE "{like.database}"' if like else ""
-            with psycopg.connect(POSTGRES, autocommit=True) as conn:
-                conn.execute(f'CREATE DATABASE "{self.database}"{copy}')
-        elif like:
-            shutil.copyfile(like.db, self.db)
-
-    @property
-    def pg(self) -> bool:
-        return self.database is not None
-
-    @property
-    def db(self) -> Path:
-        return self.folder / "cbworkflow.db"
-
-    @property
-    def url(self) -> str:
-        if self.database:
-            return re.sub(r"/[^/]*$", f"/{self.database}", POSTGRES)
-        return f"sqlite:///{self.db}"
+class Place(harness.Place):
+    """A store of its own (harness.Place), read back as the bulk enrolment wrote it."""
 
     def connect(self) -> Any:
         """A connection in autocommit mode, JSON read back as the text stored."""
