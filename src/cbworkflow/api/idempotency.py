@@ -13,8 +13,9 @@ import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..errors import CbwError, Unauthorized
+from ..errors import CbwError, StoreError, Unauthorized
 from .body_limit import _reply
+from .errors import cbw_error_response
 
 HEADER = b"idempotency-key"
 MAX_ROUTE = 300
@@ -51,6 +52,9 @@ class Idempotency:
         keys = services.idempotency
         try:
             replay = await keys.begin(principal, route, key, body_hash)
+        except StoreError as failed:  # as the routes answer it: counted, logged, with Retry-After
+            await cbw_error_response(scope["app"], failed)(scope, receive, send)
+            return
         except CbwError as refused:
             await _reply(send, refused.status_code, refused.detail)
             return
