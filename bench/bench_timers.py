@@ -6,8 +6,9 @@ For each store and worker count, on a fresh store: N instances wait at a one-min
 same instant, two seconds after the workers (separate processes, `CBW_WORKER_POLL_INTERVAL=0.2`) have opened the
 store. Reported (median of `--runs` runs): the time from the due instant until the last timer fired, timers/s,
 and the lag of each timer (its `wait_completed` time minus the due instant) at p50 and p99.
-Baseline, same run, same store: the same claim-and-update work in plain SQL from one process (claim 50 due rows,
-then per row one transaction that moves it on and appends its three events), with no Python models or services.
+Baseline, same run, same store: the same claim-and-update work in plain SQL from one process, batched as the worker
+batches (claim 200 due rows, then per 100 one transaction that moves them on and appends their three events each,
+by executemany), with no Python models or services.
 Also the peak resident memory (VmHWM) of the largest worker during the burst. Writes
 bench/results/timers-<timestamp>.json (or `--out`), each row with its runs.
 """
@@ -39,6 +40,8 @@ from cbworkflow.engine import steps
 from cbworkflow.ids import new_id
 from cbworkflow.models.contacts import Contact
 from cbworkflow.models.templates import TemplateCreate
+from cbworkflow.runtime.timers import PER_TRANSACTION
+from cbworkflow.runtime.worker import BATCH as CLAIM
 from cbworkflow.services.instances import new_instance
 from cbworkflow.settings import Settings
 from cbworkflow.store.base import Tx
@@ -228,7 +231,8 @@ def peak_rss_mb(pid: int) -> float:
 
 
 def raw_sql(place: Place, count: int) -> float:
-    """Timers/s for the same work in plain SQL, one process: claim 50, then one transaction per timer."""
+    """Timers/s for the same work in plain SQL, one process, batched as the worker batches: claim `CLAIM`, then one
+    transaction per `PER_TRANSACTION` timers (an executemany of the updates, one of the events)."""
     due = datetime.now(UTC) - timedelta(seconds=1)
     asyncio.run(fill(place, count, due))
     now = datetime.now(UTC)
@@ -245,7 +249,7 @@ def raw_sql(place: Place, count: int) -> float:
                 conn.execute("BEGIN IMMEDIATE")
             rows = conn.execute(
                 f"SELECT pk, tenant, id, contact_id, template_id FROM instances WHERE status IN ('active', 'waiting')"
-                f" AND wake_at <= {mark} ORDER BY wake_at LIMIT 50{lock}",
+                f" AND wake_at <= {mark} ORDER BY wake_at LIMIT {CLAIM}{lock}",
                 (stamp,),
             ).fetchall()
             conn.execute(
@@ -254,18 +258,20 @@ def raw_sql(place: Place, count: int) -> float:
             conn.execute("COMMIT") if not pg else conn.commit()
             if not rows:
                 break
-            for pk, tenant, instance_id, contact_id, template_id in rows:
+            for first in range(0, len(rows), PER_TRANSACTION):  # as the worker fires them: a batch per transaction
+                batch = rows[first : first + PER_TRANSACTION]
                 if not pg:
                     conn.execute("BEGIN IMMEDIATE")
-                conn.execute(
+                cursor = conn.cursor()
+                cursor.executemany(
                     f"UPDATE instances SET status = 'completed', current_node = 'done', wake_at = NULL,"
                     f" worker_id = NULL, revision = revision + 1, updated_at = {mark} WHERE pk = {mark}",
-                    (stamp, pk),
+                    [(stamp, pk) for pk, *_ in batch],
                 )
-                for kind in ("wait_completed", "node_exited", "node_entered"):
-                    conn.execute(
-                        "INSERT INTO events (tenant, id, type, timestamp, node_id, actor, data, message, instance_id,"
-                        f" contact_id, template_id) VALUES ({', '.join([mark] * 11)})",
+                cursor.executemany(
+                    "INSERT INTO events (tenant, id, type, timestamp, node_id, actor, data, message, instance_id,"
+                    f" contact_id, template_id) VALUES ({', '.join([mark] * 11)})",
+                    [
                         (
                             tenant,
                             new_id(),
@@ -278,10 +284,13 @@ def raw_sql(place: Place, count: int) -> float:
                             instance_id,
                             contact_id,
                             template_id,
-                        ),
-                    )
+                        )
+                        for _, tenant, instance_id, contact_id, template_id in batch
+                        for kind in ("wait_completed", "node_exited", "node_entered")
+                    ],
+                )
                 conn.execute("COMMIT") if not pg else conn.commit()
-                fired += 1
+                fired += len(batch)
     finally:
         conn.close()
     return fired / (time.perf_counter() - began)
