@@ -385,6 +385,34 @@ def test_search_follows_updates_and_deletes(store: Store) -> None:
     assert run(store, "a", lambda tx: tx.search_contacts("brewster", PageRequest())).items == []
 
 
+@pytest.mark.parametrize("candidates", [1_000, 10])
+def test_search_pages_newest_first_whichever_plan(
+    store: Store, candidates: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL gathers a search's matches by its trigram indexes up to a number of candidates, and walks the
+    contacts newest first past it; both give the same pages (the other stores have one plan)."""
+    monkeypatch.setattr("cbworkflow.store.postgres.SEARCH_CANDIDATES", candidates)
+    smiths = [contact(cid=f"s{n:02d}", name=f"Pat Smith {n}", minutes=n) for n in range(23)]
+    others = [contact(cid=f"o{n:02d}", name=f"Pat Jones {n}", email=f"j{n}@smith.example") for n in range(4)]
+
+    def insert_all(tx: Tx) -> None:
+        for c in smiths[:10] + others + smiths[10:]:
+            tx.insert_contact(c)
+
+    run(store, "a", insert_all)
+    run(store, "b", lambda tx: tx.insert_contact(contact("b", "b-smith", name="Pat Smith")))
+    seen, cursor = [], None
+    while True:
+        page = run(store, "a", lambda tx: tx.search_contacts("SMITH", PageRequest(7, cursor)), write=False)
+        seen += [c.id for c in page.items]
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    stored = [c.id for c in smiths[:10] + others + smiths[10:]]
+    assert seen == stored[::-1]
+    assert run(store, "a", lambda tx: tx.search_contacts("jones 3", PageRequest()), write=False).items[0].id == "o03"
+
+
 def names(page: Page[Contact]) -> list[str]:
     return [c.name for c in page.items]
 

@@ -27,8 +27,8 @@ from .. import schema as s
 from ..base import IdempotencyRecord, Page, PageRequest, Snapshot, SnapshotCache, TokenRecord, Tx
 from ..filters import ContactFilter, InstanceFilter, TaskFilter
 from ..jobs import FIXED as JOB_FIXED
-from ..paging import cut_page, int_cursor, name_cursor, time_cursor
-from ..phones import next_prefix, phone_query_digits
+from ..paging import cut_page, name_cursor, time_cursor
+from ..phones import next_prefix
 from ..tallies import Count, Tally, place_of
 from . import rows
 from .batches import BatchRows
@@ -36,6 +36,7 @@ from .deliveries import SubscriptionRows
 from .hooks import HookRows
 from .outbox import OutboxRows
 from .people import PeopleRows
+from .search import search_where
 from .tags import CONTACTS, INSTANCES, TEMPLATES, Tagged, TagRows
 from .tally_rows import read_tallies
 
@@ -270,14 +271,7 @@ class SqlTx(BatchRows, HookRows, OutboxRows, PeopleRows, SubscriptionRows, Tx):
 
     def _search_like(self, query: str, page: PageRequest) -> Page[Contact]:
         c = s.contacts.c
-        pattern = "%" + rows.escape_like(query.lower()) + "%"
-        clauses = [func.lower(c.name).like(pattern, escape="\\"), func.lower(c.email).like(pattern, escape="\\")]
-        digits = phone_query_digits(query)
-        if digits:
-            clauses.append(c.phone_digits.like("%" + digits + "%"))
-        query_rows = select(s.contacts).where(c.tenant == self.tenant, or_(*clauses))
-        if page.cursor is not None:
-            query_rows = query_rows.where(c.pk < int_cursor(page.cursor))
+        query_rows = select(s.contacts).where(*search_where(self.tenant, query, page))
         found = self.conn.execute(query_rows.order_by(c.pk.desc()).limit(page.limit + 1)).all()
         chosen, cursor = cut_page(found, page.limit, lambda row: (row.pk,))
         return Page(self._contacts(chosen), cursor)
