@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
-from sqlalchemy import Connection, and_, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, delete, func, insert, or_, select, update
 
 from ...models.access import Tenant
 from ...models.jobs import JobRecord, JobStatus
@@ -47,7 +47,7 @@ class SqlSystemTx(DeliveryClaims, SystemTx):
         query = select(s.tenants)
         if page.cursor is not None:
             when, last = time_id_cursor(page.cursor)
-            query = query.where(or_(t.created_at < when, and_(t.created_at == when, t.id < last)))
+            query = query.where(rows.beyond((t.created_at, t.id), (when, last)))
         found = self.conn.execute(query.order_by(t.created_at.desc(), t.id.desc()).limit(page.limit + 1)).all()
         chosen, cursor = cut_page(found, page.limit, lambda row: (row.created_at.isoformat(), row.id))
         return Page([rows.tenant(r) for r in chosen], cursor)

@@ -12,7 +12,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, Table, and_, bindparam, delete, func, insert, or_, select, tuple_, update
+from sqlalchemy import Connection, Row, Table, and_, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql import ColumnElement, Select
 
@@ -136,7 +136,7 @@ class SqlTx(BatchRows, HookRows, OutboxRows, PeopleRows, SubscriptionRows, Tx):
         created, pk = order or (table.c.created_at, table.c.pk)
         if page.cursor is not None:
             when, last = time_cursor(page.cursor)
-            query = query.where(or_(created < when, and_(created == when, pk < last)))
+            query = query.where(rows.beyond((created, pk), (when, last)))
         found = self.conn.execute(query.order_by(created.desc(), pk.desc()).limit(page.limit + 1)).all()
         return cut_page(found, page.limit, _created_key)
 
@@ -284,7 +284,7 @@ class SqlTx(BatchRows, HookRows, OutboxRows, PeopleRows, SubscriptionRows, Tx):
             query = query.where(c.name_key < following)
         if page.cursor is not None:
             after_key, after_pk = name_cursor(page.cursor)
-            query = query.where(tuple_(c.name_key, c.pk) > tuple_(after_key, after_pk))
+            query = query.where(rows.beyond((c.name_key, c.pk), (after_key, after_pk), descending=False))
         found = self.conn.execute(query.order_by(c.name_key, c.pk).limit(page.limit + 1)).all()
         chosen, cursor = cut_page(found, page.limit, lambda row: (row.name_key, row.pk))
         return Page(self._contacts(chosen), cursor)
@@ -552,7 +552,7 @@ class SqlTx(BatchRows, HookRows, OutboxRows, PeopleRows, SubscriptionRows, Tx):
         query = self._tasks(where, now)
         if page.cursor is not None:
             when, last = time_cursor(page.cursor)
-            query = query.where(or_(i.task_since > when, and_(i.task_since == when, i.pk > last)))
+            query = query.where(rows.beyond((i.task_since, i.pk), (when, last), descending=False))
         found = self.conn.execute(query.order_by(i.task_since, i.pk).limit(page.limit + 1)).all()
         chosen, cursor = cut_page(found, page.limit, lambda row: (row.task_since.isoformat(), row.pk))
         return Page(self._instances(chosen), cursor)
