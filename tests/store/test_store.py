@@ -354,7 +354,10 @@ def test_bad_cursor_is_invalid_input(store: Store) -> None:
         ("nobody", set()),
     ],
 )
-def test_search(store: Store, query: str, expected: set[str]) -> None:
+@pytest.mark.parametrize("plan", ["sampled", "rare trigrams"])
+def test_search(store: Store, query: str, expected: set[str], plan: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    if plan == "rare trigrams":  # the sample never finds the text common: the SQL stores take the narrow plan
+        monkeypatch.setattr("cbworkflow.store.search_sample.COMMON_SHARE", 2.0)
     people = [
         contact(
             cid="ada", name="Ada Lovelace", email="ada@example.org", phone="(555) 201-3344", phone_e164="+15552013344"
@@ -385,12 +388,13 @@ def test_search_follows_updates_and_deletes(store: Store) -> None:
     assert run(store, "a", lambda tx: tx.search_contacts("brewster", PageRequest())).items == []
 
 
-@pytest.mark.parametrize("candidates", [1_000, 10])
+@pytest.mark.parametrize(("common", "candidates"), [(0.01, 1_000), (2.0, 1_000), (2.0, 10)])
 def test_search_pages_newest_first_whichever_plan(
-    store: Store, candidates: int, monkeypatch: pytest.MonkeyPatch
+    store: Store, common: float, candidates: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """PostgreSQL gathers a search's matches by its trigram indexes up to a number of candidates, and walks the
-    contacts newest first past it; both give the same pages (the other stores have one plan)."""
+    """A text the sample finds common is walked newest first; any other is found by rare trigrams (PostgreSQL:
+    up to a number of candidates, then the walk). Every plan gives the same pages (the JSON store has one)."""
+    monkeypatch.setattr("cbworkflow.store.search_sample.COMMON_SHARE", common)
     monkeypatch.setattr("cbworkflow.store.postgres.SEARCH_CANDIDATES", candidates)
     smiths = [contact(cid=f"s{n:02d}", name=f"Pat Smith {n}", minutes=n) for n in range(23)]
     others = [contact(cid=f"o{n:02d}", name=f"Pat Jones {n}", email=f"j{n}@smith.example") for n in range(4)]

@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from ...errors import Conflict, StoreError
 from ..base import CLASH, UNAVAILABLE, SnapshotCache, Store, SystemTx, Tx
+from ..search_sample import Samples
 from .outbox import flush_events
 from .system import SqlSystemTx
 from .tally_rows import write_tallies
@@ -47,6 +48,7 @@ class SqlStore(Store):
         self._locks = locks
         self._pools = pools
         self._snapshots = SnapshotCache()
+        self._samples = Samples()
         self.shards = shards
         self.notifies = engine.dialect.name == "postgresql"  # other processes hear of new events (outbox.py)
 
@@ -80,7 +82,7 @@ class SqlStore(Store):
         raise AssertionError("unreachable: the last attempt returns or raises")
 
     def _tenant_tx(self, conn: Connection, tenant: str, writing: bool, opened: list[SqlTx]) -> SqlTx:
-        tx = self._tx_class(conn, tenant, self._snapshots, self._locks, writing=writing)
+        tx = self._tx_class(conn, tenant, self._snapshots, self._locks, writing=writing, samples=self._samples)
         opened.append(tx)
         return tx
 

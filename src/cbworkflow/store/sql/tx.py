@@ -27,16 +27,15 @@ from .. import schema as s
 from ..base import IdempotencyRecord, Page, PageRequest, Snapshot, SnapshotCache, TokenRecord, Tx
 from ..filters import ContactFilter, InstanceFilter, TaskFilter
 from ..jobs import FIXED as JOB_FIXED
-from ..paging import cut_page, name_cursor, time_cursor
-from ..phones import next_prefix
+from ..paging import cut_page, time_cursor
+from ..search_sample import Samples
 from ..tallies import Count, Tally, place_of
-from . import rows
+from . import rows, search
 from .batches import BatchRows
 from .deliveries import SubscriptionRows
 from .hooks import HookRows
 from .outbox import OutboxRows
 from .people import PeopleRows
-from .search import search_where
 from .tags import CONTACTS, INSTANCES, TEMPLATES, Tagged, TagRows
 from .tally_rows import read_tallies
 
@@ -115,13 +114,21 @@ class SqlTx(BatchRows, HookRows, OutboxRows, PeopleRows, SubscriptionRows, Tx):
     """A transaction on one SQLAlchemy connection, scoped to a tenant."""
 
     def __init__(
-        self, conn: Connection, tenant: str, snapshots: SnapshotCache, locks: RowLocks, *, writing: bool
+        self,
+        conn: Connection,
+        tenant: str,
+        snapshots: SnapshotCache,
+        locks: RowLocks,
+        *,
+        writing: bool,
+        samples: Samples | None = None,
     ) -> None:
         self.conn = conn
         self.tenant = tenant
         self.snapshots = snapshots
         self.locks = locks
         self.writing = writing
+        self.samples = samples or Samples()  # what the tenant's newest contacts say about a search (the store's)
         self.tags = TagRows(conn, tenant)
         self.tally = Tally()  # the campaign-number changes of this transaction, written just before it commits
         self._places: dict[str, tuple[str, str | None]] = {}  # (status, node) of instances read or written here
@@ -270,24 +277,13 @@ class SqlTx(BatchRows, HookRows, OutboxRows, PeopleRows, SubscriptionRows, Tx):
         return self._search_like(query, page)
 
     def _search_like(self, query: str, page: PageRequest) -> Page[Contact]:
-        c = s.contacts.c
-        query_rows = select(s.contacts).where(*search_where(self.tenant, query, page))
-        found = self.conn.execute(query_rows.order_by(c.pk.desc()).limit(page.limit + 1)).all()
-        chosen, cursor = cut_page(found, page.limit, lambda row: (row.pk,))
-        return Page(self._contacts(chosen), cursor)
+        """The tenant's contacts newest first, each checked for the text: a page at once when it is common."""
+        found, cursor = search.walk(self.conn, search.search_where(self.tenant, query, page), page)
+        return Page(self._contacts(found), cursor)
 
     def search_names(self, prefix: str, page: PageRequest) -> Page[Contact]:
-        c = s.contacts.c
-        query = select(s.contacts).where(c.tenant == self.tenant, c.name_key >= prefix)
-        following = next_prefix(prefix)
-        if following is not None:  # None: every key from `prefix` on starts with it
-            query = query.where(c.name_key < following)
-        if page.cursor is not None:
-            after_key, after_pk = name_cursor(page.cursor)
-            query = query.where(rows.beyond((c.name_key, c.pk), (after_key, after_pk), descending=False))
-        found = self.conn.execute(query.order_by(c.name_key, c.pk).limit(page.limit + 1)).all()
-        chosen, cursor = cut_page(found, page.limit, lambda row: (row.name_key, row.pk))
-        return Page(self._contacts(chosen), cursor)
+        found, cursor = search.names(self.conn, self.tenant, prefix, page)
+        return Page(self._contacts(found), cursor)
 
     # ------------------------------------------------------------------ templates
     def get_template(self, template_id: str) -> WorkflowTemplate | None:
