@@ -64,3 +64,47 @@ def test_a_page_after_a_cursor_starts_at_it_in_the_index(store: PostgresStore) -
     with store._engine.connect() as conn:
         plan = "\n".join(row[0] for row in conn.exec_driver_sql("EXPLAIN " + statement, params))
     assert "Index Cond: (((tenant)::text = 't'::text) AND (ROW(created_at, pk) < ROW(" in plan, plan
+
+
+def test_a_list_by_tag_and_county_walks_the_rarer_of_the_two(store: PostgresStore) -> None:
+    """By the planner's estimates: a common tag with a county walks the county's index and checks the tag per
+    row; a rare tag walks the tag's rows and checks the county. The pages are the same either way."""
+    people = [
+        Contact(
+            id=f"c{i:04d}",
+            tenant="t",
+            name=f"Voter {i}",
+            county="Kent" if i % 3 == 0 else f"County {i % 40}",
+            tags=["voter"] + (["captain"] if i % 50 == 0 else []),
+            created_at=T0 + timedelta(seconds=i // 2),
+            updated_at=T0,
+        )
+        for i in range(3_000)
+    ]
+
+    def insert(tx: Tx) -> None:
+        tx.insert_contacts(people)
+
+    asyncio.run(store.write("t", insert))
+    with store._engine.connect() as conn:
+        conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("ANALYZE")
+    statements: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, _params: Any, _context: Any, _many: bool) -> None:
+        if "ORDER BY" in statement and "LIMIT" in statement:
+            statements.append(statement)
+
+    event.listen(store._engine, "before_cursor_execute", seen)
+    for tag, walked in (("voter", "county"), ("captain", "tag")):
+        expected = [c.id for c in reversed(people) if tag in c.tags and c.county == "Kent"]
+        where = ContactFilter(tags=[tag], county="Kent")
+        listed, cursor = [], None
+        while True:
+            page = asyncio.run(store.read("t", lambda tx: tx.list_contacts(where, PageRequest(37, cursor))))
+            listed += [c.id for c in page.items]
+            if (cursor := page.next_cursor) is None:
+                break
+        assert listed == expected
+        assert all(("first_tag" in sql) == (walked == "tag") for sql in statements), (tag, statements)
+        statements.clear()
+    event.remove(store._engine, "before_cursor_execute", seen)

@@ -37,6 +37,7 @@ INSTANCES = Tagged(s.instances, s.instance_tags, "instance_pk")
 
 
 BulkInsert = Callable[[Table, list[dict[str, Any]]], None]
+Estimate = Callable[[Select[Any]], int]
 MANY_ROWS = 100
 """From this many new rows of one table in one statement (a batch of an import or a bulk enrolment), a backend
 may write them by a path of its own (PostgreSQL: `COPY`)."""
@@ -49,6 +50,7 @@ class TagRows:
         self.conn = conn
         self.tenant = tenant
         self.bulk = bulk
+        self.estimate: Estimate | None = None  # the rows a query gives, from the planner's statistics
 
     def insert_many(self, table: Table, values: list[dict[str, Any]]) -> None:
         """Insert rows (dicts with the same keys): by the backend's bulk path when there are many, else in one
@@ -58,13 +60,21 @@ class TagRows:
         else:
             self.conn.execute(insert(table), values)
 
-    def having_all(self, query: Select[Any], kind: Tagged, tags: Sequence[str]) -> tuple[Select[Any], Any]:
+    def having_all(
+        self, query: Select[Any], kind: Tagged, tags: Sequence[str], rival: Select[Any] | None = None
+    ) -> tuple[Select[Any], Any]:
         """Filter `query` to records with every tag; also the (created_at, pk) pair to page along (None: the
-        record's own)."""
+        record's own). `rival`: the same records narrowed by their own indexed columns (a county); where the
+        backend can estimate sizes (`estimate`) and it holds fewer than the rarest tag, the list walks that
+        column's index instead and checks every tag per row (a list by "voter" and a county: 73 rows read at a
+        million contacts instead of 1,600)."""
         if not tags:
             return query, None
         if len(tags) > 1:  # walk along the rarest tag; the others are checked per row
-            tags = sorted(tags, key=lambda tag: self._count(kind, tag))
+            tags = sorted(tags, key=lambda tag: self._size(self._tagged(kind, tag)))
+        if rival is not None and self.estimate is not None:
+            if self.estimate(rival) < self.estimate(self._tagged(kind, tags[0])):
+                return query.where(*self.exist(kind, tags)), None
         first = kind.tags.alias("first_tag")  # an alias, so the EXISTS checks of the other tags stay their own
         link = first.c[kind.fk]
         query = query.join(first, link == kind.table.c.pk).where(first.c.tenant == self.tenant, first.c.tag == tags[0])
@@ -75,11 +85,15 @@ class TagRows:
         t = kind.tags.c
         return [exists().where(t.tenant == self.tenant, t.tag == tag, kind.link == kind.table.c.pk) for tag in tags]
 
-    def _count(self, kind: Tagged, tag: str, cap: int = 10_000) -> int:
-        """How many records carry `tag`, counted along its index and at most `cap`."""
+    def _tagged(self, kind: Tagged, tag: str) -> Select[Any]:
         t = kind.tags.c
-        hits = select(t.tag).where(t.tenant == self.tenant, t.tag == tag).limit(cap)
-        return int(self.conn.execute(select(func.count()).select_from(hits.subquery())).scalar_one())
+        return select(t.tag).where(t.tenant == self.tenant, t.tag == tag)
+
+    def _size(self, query: Select[Any], cap: int = 10_000) -> int:
+        """How many rows `query` gives: the backend's estimate, else counted along its index, at most `cap`."""
+        if self.estimate is not None:
+            return self.estimate(query)
+        return int(self.conn.execute(select(func.count()).select_from(query.limit(cap).subquery())).scalar_one())
 
     def put(self, kind: Tagged, pk: int, tags: Sequence[str], created_at: datetime, *, replace: bool) -> None:
         """Make the tag rows of record `pk` equal `tags`, touching only the rows that change."""

@@ -261,7 +261,9 @@ class SqlTx(BatchRows, HookRows, OutboxRows, PeopleRows, SubscriptionRows, Tx):
         """`query` over contacts narrowed to the tenant's that `where` picks; also the pair to page along."""
         c = s.contacts.c
         wanted = ((c.county, where.county), (c.organization, where.organization), (c.external_id, where.external_id))
-        return self.tags.having_all(_equal(query.where(c.tenant == self.tenant), wanted), CONTACTS, where.tags)
+        narrowed = _equal(select(c.pk).where(c.tenant == self.tenant), wanted)
+        rival = narrowed if any(value is not None for _, value in wanted) else None
+        return self.tags.having_all(_equal(query.where(c.tenant == self.tenant), wanted), CONTACTS, where.tags, rival)
 
     def list_contacts(self, where: ContactFilter, page: PageRequest) -> Page[Contact]:
         query, order = self._contacts_where(select(s.contacts), where)
