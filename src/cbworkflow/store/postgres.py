@@ -34,6 +34,7 @@ from .base import Page, PageRequest
 from .growth import Growth
 from .paging import cut_page
 from .phones import phone_query_digits
+from .search_sample import RARE_TRIGRAMS
 from .sql import RowLocks, SqlStore, SqlTx, rows, search
 from .sql.outbox import NOTIFY_CHANNEL
 
@@ -150,7 +151,7 @@ class PostgresTx(SqlTx):
         `SEARCH_CANDIDATES` of them, and the page is their newest. Past that (the sample was wrong), the walk."""
         words, digits = query.strip().lower(), phone_query_digits(query)
         sample = self.samples.of(self.tenant, partial(search.newest_texts, self.conn, self.tenant))
-        windows = (sample.rarest(words, 3, _indexable), sample.rarest(digits or "", 3))
+        windows = (sample.rarest(words, RARE_TRIGRAMS, _indexable), sample.rarest(digits or "", RARE_TRIGRAMS))
         if sample.common(words, digits) or not windows[0] or (digits and not windows[1]):
             return self._search_like(query, page)
         c = s.contacts.c

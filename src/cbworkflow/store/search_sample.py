@@ -21,6 +21,7 @@ from dataclasses import dataclass
 SAMPLE_SIZE = 2_000  # the newest contacts of the tenant a sample holds
 LIFETIME_S = 300.0  # a sample is taken again after this long
 TENANTS_KEPT = 32  # samples kept at once (the least recently used tenant's goes first)
+RARE_TRIGRAMS = 3  # the trigrams of a text an index search is narrowed by
 COMMON_SHARE = 0.01  # a text held by this share of the sample fills a page within the newest few thousand
 
 

@@ -26,6 +26,7 @@ from . import schema as s
 from .base import Page, PageRequest
 from .paging import cut_page, int_cursor
 from .phones import phone_query_digits
+from .search_sample import RARE_TRIGRAMS
 from .sql import RowLocks, SqlStore, SqlTx, rows, search
 
 SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
@@ -69,11 +70,11 @@ class SQLiteTx(SqlTx):
             if digits:
                 checks.append("instr(phone_digits, :digits)")
             if digits == lowered:  # only digits: the same trigrams in all three columns, read once
-                rare = [_fts_terms("{name email phone_digits}", sample.rarest(lowered, 3))]
+                rare = [_fts_terms("{name email phone_digits}", sample.rarest(lowered, RARE_TRIGRAMS))]
             else:
-                rare = [_fts_terms("{name email}", sample.rarest(lowered, 3))]
+                rare = [_fts_terms("{name email}", sample.rarest(lowered, RARE_TRIGRAMS))]
                 if digits:
-                    rare.append(_fts_terms("phone_digits", sample.rarest(digits, 3)))
+                    rare.append(_fts_terms("phone_digits", sample.rarest(digits, RARE_TRIGRAMS)))
             sql += f" AND ({' OR '.join(f'{check} > 0' for check in checks)})"
             params |= {"match": " OR ".join(rare), "words": lowered, "digits": digits}
         else:
