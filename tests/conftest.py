@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
@@ -320,6 +321,23 @@ class PostgresDatabase:
 
         with psycopg.connect(self.admin_url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+
+
+@contextmanager
+def migrated_postgres_store() -> Iterator[Any]:
+    """A `PostgresStore` on a migrated database of its own (two connections), closed and dropped afterwards."""
+    import asyncio
+
+    from cbworkflow.store.postgres import PostgresStore
+
+    database = PostgresDatabase(migrated=True)
+    made = PostgresStore(database.url, pool_size=2)
+    try:
+        asyncio.run(made.migrate())
+        yield made
+    finally:
+        asyncio.run(made.close())
+        database.drop()
 
 
 def database_url(admin_url: str, name: str) -> str:

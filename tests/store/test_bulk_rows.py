@@ -21,7 +21,7 @@ from cbworkflow.store.base import Tx
 from cbworkflow.store.postgres import PostgresStore
 from cbworkflow.store.sql import SqlTx
 from cbworkflow.store.sql.tags import MANY_ROWS
-from conftest import PostgresDatabase
+from conftest import migrated_postgres_store
 
 AWKWARD = 'a "quote", a \\ backslash, a\ttab,\na newline, \\N, Ωμέγα, 🗳️'
 T0 = datetime(2026, 10, 1, 12, 0, tzinfo=UTC)
@@ -29,14 +29,8 @@ T0 = datetime(2026, 10, 1, 12, 0, tzinfo=UTC)
 
 @pytest.fixture(scope="module")
 def store() -> Iterator[PostgresStore]:
-    database = PostgresDatabase(migrated=True)
-    made = PostgresStore(database.url, pool_size=2)
-    try:
-        asyncio.run(made.migrate())
+    with migrated_postgres_store() as made:
         yield made
-    finally:
-        asyncio.run(made.close())
-        database.drop()
 
 
 def _contacts(tenant: str, n: int) -> list[Contact]:

@@ -16,7 +16,7 @@ from cbworkflow.store import growth
 from cbworkflow.store.base import Tx
 from cbworkflow.store.growth import Growth
 from cbworkflow.store.postgres import PostgresStore
-from conftest import PostgresDatabase
+from conftest import migrated_postgres_store
 
 T0 = datetime(2026, 10, 1, 12, 0, tzinfo=UTC)
 
@@ -87,14 +87,8 @@ def test_a_failed_analysis_is_logged_not_raised(caplog: pytest.LogCaptureFixture
 
 @pytest.fixture
 def store() -> Iterator[PostgresStore]:
-    database = PostgresDatabase(migrated=True)
-    made = PostgresStore(database.url, pool_size=2)
-    try:
-        asyncio.run(made.migrate())
+    with migrated_postgres_store() as made:
         yield made
-    finally:
-        asyncio.run(made.close())
-        database.drop()
 
 
 def _analysed(store: PostgresStore) -> tuple[int, int]:

@@ -15,24 +15,29 @@ import pytest
 from sqlalchemy import event
 
 from cbworkflow.models.contacts import Contact
-from cbworkflow.store.base import PageRequest, Tx
+from cbworkflow.store.base import Page, PageRequest, Tx
 from cbworkflow.store.filters import ContactFilter
 from cbworkflow.store.postgres import PostgresStore
-from conftest import PostgresDatabase
+from conftest import migrated_postgres_store
 
 T0 = datetime(2026, 10, 1, 12, 0, tzinfo=UTC)
 
 
+def _load(store: PostgresStore, people: list[Contact]) -> None:
+    """Insert `people` in one batch (the bulk path), then fresh statistics, as after an import."""
+
+    def insert(tx: Tx) -> None:
+        tx.insert_contacts(people)
+
+    asyncio.run(store.write("t", insert))
+    with store._engine.connect() as conn:
+        conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("ANALYZE")
+
+
 @pytest.fixture
 def store() -> Iterator[PostgresStore]:
-    database = PostgresDatabase(migrated=True)
-    made = PostgresStore(database.url, pool_size=2)
-    try:
-        asyncio.run(made.migrate())
+    with migrated_postgres_store() as made:
         yield made
-    finally:
-        asyncio.run(made.close())
-        database.drop()
 
 
 def test_a_page_after_a_cursor_starts_at_it_in_the_index(store: PostgresStore) -> None:
@@ -40,13 +45,7 @@ def test_a_page_after_a_cursor_starts_at_it_in_the_index(store: PostgresStore) -
         Contact(id=f"c{i:05d}", tenant="t", name=f"Voter {i}", created_at=T0 + timedelta(seconds=i // 7), updated_at=T0)
         for i in range(3_000)
     ]
-
-    def insert(tx: Tx) -> None:
-        tx.insert_contacts(people)
-
-    asyncio.run(store.write("t", insert))
-    with store._engine.connect() as conn:
-        conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("ANALYZE contacts")
+    _load(store, people)
     first = asyncio.run(store.read("t", lambda tx: tx.list_contacts(ContactFilter(), PageRequest(1_500))))
     statements: list[tuple[str, Any]] = []
 
@@ -81,13 +80,7 @@ def test_a_list_by_tag_and_county_walks_the_rarer_of_the_two(store: PostgresStor
         )
         for i in range(3_000)
     ]
-
-    def insert(tx: Tx) -> None:
-        tx.insert_contacts(people)
-
-    asyncio.run(store.write("t", insert))
-    with store._engine.connect() as conn:
-        conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("ANALYZE")
+    _load(store, people)
     statements: list[str] = []
 
     def seen(_conn: Any, _cursor: Any, statement: str, _params: Any, _context: Any, _many: bool) -> None:
@@ -100,7 +93,12 @@ def test_a_list_by_tag_and_county_walks_the_rarer_of_the_two(store: PostgresStor
         where = ContactFilter(tags=[tag], county="Kent")
         listed, cursor = [], None
         while True:
-            page = asyncio.run(store.read("t", lambda tx: tx.list_contacts(where, PageRequest(37, cursor))))
+            asked = PageRequest(37, cursor)
+
+            def read(tx: Tx, asked: PageRequest = asked, where: ContactFilter = where) -> Page[Contact]:
+                return tx.list_contacts(where, asked)
+
+            page = asyncio.run(store.read("t", read))
             listed += [c.id for c in page.items]
             if (cursor := page.next_cursor) is None:
                 break
