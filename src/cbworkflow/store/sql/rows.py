@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
-from sqlalchemy import Connection, Row, String, any_, bindparam, insert, literal, tuple_, update
+from sqlalchemy import Connection, Dialect, Row, String, any_, bindparam, insert, literal, tuple_, update
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import ColumnElement
 
 from ...models.access import Role, Tenant, Token
@@ -149,6 +152,49 @@ def beyond(columns: tuple[Any, ...], values: tuple[Any, ...], *, descending: boo
     left = tuple_(*columns)
     right = tuple_(*(literal(value, column.type) for column, value in zip(columns, values, strict=True)))
     return left < right if descending else left > right
+
+
+@dataclass(frozen=True)
+class DriverForm:
+    """A statement as the driver takes it: its text, and how a row of parameters becomes the driver's."""
+
+    sql: str
+    names: tuple[str, ...]  # in the driver's order (positional), or the keys it takes (named)
+    processors: tuple[Callable[[Any], Any] | None, ...]
+    positional: bool
+
+    def row(self, params: dict[str, Any]) -> Any:
+        given = map(params.__getitem__, self.names)
+        values = [v if p is None else p(v) for p, v in zip(self.processors, given, strict=True)]
+        return values if self.positional else dict(zip(self.names, values, strict=True))
+
+
+@cache
+def driver_form(dialect: Dialect, statement: Any, keys: tuple[str, ...]) -> DriverForm:
+    """`statement` compiled once for `dialect`, for parameter rows with `keys` (an UPDATE's SET columns follow
+    them), with the bind processors SQLAlchemy would apply to each value."""
+    compiled = statement.compile(dialect=dialect, column_keys=list(keys))
+    positional = bool(compiled.positional)
+    names = tuple(compiled.positiontup or ()) if positional else tuple(compiled.binds)
+    processors = compiled._bind_processors
+    return DriverForm(compiled.string, names, tuple(processors.get(name) for name in names), positional)
+
+
+def execute_many(conn: Connection, statement: Any, params: list[dict[str, Any]]) -> int:
+    """Run `statement` once per row of `params` (dicts with the same keys) straight through the driver's
+    executemany, each value through the bind processor SQLAlchemy would apply, and return the rows it changed.
+    Why: SQLAlchemy's per-row parameter handling was a fifth of the worker's time when it fires timers in
+    batches. The driver's errors become SQLAlchemy's, so the store maps them as it maps any other."""
+    form = driver_form(conn.dialect, statement, tuple(params[0]))
+    dbapi = conn.dialect.loaded_dbapi
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.executemany(form.sql, [form.row(one) for one in params])
+        return int(cursor.rowcount)
+    except dbapi.Error as exc:
+        raise DBAPIError.instance(form.sql, None, exc, dbapi.Error) from exc
+    finally:
+        cursor.close()
 
 
 def escape_like(text: str) -> str:

@@ -438,7 +438,7 @@ class SqlTx(BatchRows, HookRows, OutboxRows, PeopleRows, SubscriptionRows, Tx):
             values["w_revision"] = one.revision - 1
             for fixed in ("tenant", "id", "contact_id", "template_id", "template_version", "created_at"):
                 del values[fixed]
-        if self.conn.execute(SAVE_INSTANCES, params).rowcount != len(kept):
+        if rows.execute_many(self.conn, SAVE_INSTANCES, params) != len(kept):
             raise RuntimeError("an instance changed under a write lock")
         for one in kept:
             before, self._places[one.id] = self._places[one.id], place_of(one)
