@@ -12,11 +12,14 @@ import pytest
 from sqlalchemy import bindparam, update
 from sqlalchemy.exc import IntegrityError
 
+from cbworkflow.errors import Conflict
+from cbworkflow.ids import new_id
 from cbworkflow.models.contacts import Contact
+from cbworkflow.models.events import Event, EventType
 from cbworkflow.store import schema as s
 from cbworkflow.store.base import PageRequest, Tx
 from cbworkflow.store.filters import ContactFilter
-from cbworkflow.store.sql import SqlStore
+from cbworkflow.store.sql import SqlStore, SqlTx
 from cbworkflow.store.sql.rows import execute_many
 from cbworkflow.store.sqlite import SQLiteStore
 from conftest import migrated_postgres_store
@@ -75,3 +78,20 @@ def test_a_driver_error_is_sqlalchemys(store: SqlStore) -> None:
     with pytest.raises(IntegrityError), store._engine.begin() as conn:
         execute_many(conn, RENAME, clash)
 
+
+def test_sqlite_events_by_the_driver_map_their_errors(tmp_path: Path) -> None:
+    """SQLite writes every event through the driver: a clash there is a 409 like any other, not a driver error."""
+    opened = SQLiteStore(tmp_path / "events.db")
+    asyncio.run(opened.migrate())
+    note = {"type": EventType.USER_NOTE, "timestamp": T0, "actor": "tester", "message": "m", "contact_id": "c1"}
+
+    def clash(tx: Tx) -> None:
+        assert isinstance(tx, SqlTx)
+        tx.write_events([Event(id=new_id(), **note), Event(id=new_id(), **note)], 100)
+        tx.write_events([Event(id=new_id(), **note)], 101)  # the tenant's sequence 101 again
+
+    try:
+        with pytest.raises(Conflict):
+            asyncio.run(opened.write("t", clash))
+    finally:
+        asyncio.run(opened.close())

@@ -48,7 +48,7 @@ class SQLiteTx(SqlTx):
             rows.event_row(self.tenant, e, s.UTCDateTime.stored_text(e.timestamp), first + n)
             for n, e in enumerate(events)
         ]
-        self.conn.connection.dbapi_connection.cursor().executemany(sql, stored)  # type: ignore[union-attr]
+        rows.driver_executemany(self.conn, sql, stored)
 
     def search_contacts(self, query: str, page: PageRequest) -> Page[Any]:
         """By the FTS5 trigram table, newest first. A sample of the tenant's newest contacts picks how

@@ -184,15 +184,22 @@ def execute_many(conn: Connection, statement: Any, params: list[dict[str, Any]])
     """Run `statement` once per row of `params` (dicts with the same keys) straight through the driver's
     executemany, each value through the bind processor SQLAlchemy would apply, and return the rows it changed.
     Why: SQLAlchemy's per-row parameter handling was a fifth of the worker's time when it fires timers in
-    batches. The driver's errors become SQLAlchemy's, so the store maps them as it maps any other."""
+    batches."""
     form = driver_form(conn.dialect, statement, tuple(params[0]))
+    return driver_executemany(conn, form.sql, [form.row(one) for one in params])
+
+
+def driver_executemany(conn: Connection, sql: str, rows: list[Any]) -> int:
+    """The driver's executemany of `sql` (in the driver's parameter style) on the transaction's connection; the
+    rows it changed. The driver's errors become SQLAlchemy's, so the store maps them as it maps any other (a
+    unique key: 409; a lost database: 503)."""
     dbapi = conn.dialect.loaded_dbapi
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
-        cursor.executemany(form.sql, [form.row(one) for one in params])
+        cursor.executemany(sql, rows)
         return int(cursor.rowcount)
     except dbapi.Error as exc:
-        raise DBAPIError.instance(form.sql, None, exc, dbapi.Error) from exc
+        raise DBAPIError.instance(sql, None, exc, dbapi.Error) from exc
     finally:
         cursor.close()
 
