@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 SAMPLE_SIZE = 2_000  # the newest contacts of the tenant a sample holds
 LIFETIME_S = 300.0  # a sample is taken again after this long
-TENANTS_KEPT = 32  # samples kept at once (the least recently used tenant's goes first)
+TENANTS_KEPT = 16  # samples kept at once (the least recently used tenant's goes first): 0.3-2 MB each
 RARE_TRIGRAMS = 3  # the trigrams of a text an index search is narrowed by
 COMMON_SHARE = 0.01  # a text held by this share of the sample fills a page within the newest few thousand
 
