@@ -85,6 +85,15 @@ def test_a_failed_analysis_is_logged_not_raised(caplog: pytest.LogCaptureFixture
     assert analyses.tables == ["contacts", "contacts"]
 
 
+def test_a_closed_growth_starts_no_analysis() -> None:
+    analyses = Analyses()
+    grown = Growth(analyses)
+    grown.close()
+    grown.add({"contacts": growth.FLOOR * 10})  # a transaction that ended as the store closed
+    grown.wait()
+    assert analyses.tables == []
+
+
 @pytest.fixture
 def store() -> Iterator[PostgresStore]:
     with migrated_postgres_store() as made:

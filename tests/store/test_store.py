@@ -829,3 +829,18 @@ def test_a_database_of_the_previous_version_is_brought_up_to_date(tmp_path: Path
         names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert {"ix_instances_due", "ix_instances_tasks", "ix_instances_waiting"} <= names
     assert "ix_instances_wake" not in names
+
+
+def test_search_answers_the_same_whichever_plan_for_letters_folded_to_ascii(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Kelvin sign (U+212A) is a `k` to SQLite's FTS5 index but not to its `lower()`: each store answers the
+    same whichever plan its sample picks, so a page never depends on the plan."""
+    run(store, "a", lambda tx: tx.insert_contact(contact(cid="kelvin", name="\u212aelvin Scale")))
+    run(store, "a", lambda tx: tx.insert_contact(contact(cid="plain", name="Kelvin Plain")))
+    sampled = {c.id for c in run(store, "a", lambda tx: tx.search_contacts("kelvin", PageRequest())).items}
+    monkeypatch.setattr("cbworkflow.store.search_sample.COMMON_SHARE", 2.0)
+    monkeypatch.setattr("cbworkflow.store.search_sample.LIFETIME_S", 0.0)
+    rare = {c.id for c in run(store, "a", lambda tx: tx.search_contacts("kelvin", PageRequest())).items}
+    assert "plain" in sampled
+    assert sampled == rare

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from cbworkflow.store import search_sample
 from cbworkflow.store.search_sample import Sample, Samples
 
@@ -71,3 +73,12 @@ def test_only_so_many_tenants_are_kept() -> None:
         samples.of(f"t{n}", lambda _count, n=n: taken.append(f"t{n}") or TEXTS)
     samples.of("t0", lambda _count: taken.append("t0 again") or TEXTS)  # the least recently used went first
     assert taken[-1] == "t0 again"
+
+
+def test_a_sample_is_bounded_however_long_and_varied_the_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(search_sample, "TRIGRAMS_KEPT", 1_000)
+    varied = [("".join(chr(0x4E00 + (n * 7 + i) % 20_000) for i in range(200)), "", "") for n in range(2_000)]
+    sample = Sample.of(varied, now=0.0)
+    assert sample.size < 2_000  # it stopped counting contacts once it held enough trigrams
+    assert len(sample.counts) < 1_000 + 3 * search_sample.TEXT_CHARS
+    assert len(sample.words) <= sample.size * (search_sample.TEXT_CHARS + 2)

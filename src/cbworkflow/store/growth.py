@@ -32,12 +32,13 @@ class Growth:
         self._added: Counter[str] = Counter()
         self._rows: dict[str, int] = {}
         self._running: threading.Thread | None = None
+        self._closed = False
 
     def add(self, grown: Mapping[str, int]) -> None:
         """Count the rows a committed transaction added; start an analysis when a table is due one."""
         with self._lock:
             self._added.update(grown)
-            if self._running is not None and self._running.is_alive():
+            if self._closed or (self._running is not None and self._running.is_alive()):
                 return  # the next commit after it will look again
             due = [table for table, added in self._added.items() if added >= self.threshold(table)]
             if not due:
@@ -61,7 +62,13 @@ class Growth:
                 self._rows[table] = rows
 
     def wait(self) -> None:
-        """Let a running analysis finish (before the store closes its connections)."""
+        """Let a running analysis finish (a test's check)."""
         running = self._running
         if running is not None:
             running.join()
+
+    def close(self) -> None:
+        """Start no more analyses, and let a running one finish (before the store closes its connections)."""
+        with self._lock:
+            self._closed = True
+        self.wait()

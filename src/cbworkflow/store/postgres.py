@@ -8,6 +8,7 @@ answers 409). Contact search uses `pg_trgm` GIN indexes on lower(name), lower(em
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import threading
@@ -233,7 +234,9 @@ class PostgresStore(SqlStore):
             return max(0, int(found.scalar() or 0))
 
     async def close(self) -> None:
-        self._growth.wait()
+        """The transactions first (a last one may start an analysis), then the analysis, then the connections."""
+        self._threads.shutdown(wait=True)
+        await asyncio.to_thread(self._growth.close)
         await super().close()
 
     def migrate_sync(self) -> list[int]:

@@ -20,8 +20,10 @@ from dataclasses import dataclass
 
 SAMPLE_SIZE = 2_000  # the newest contacts of the tenant a sample holds
 LIFETIME_S = 300.0  # a sample is taken again after this long
-TENANTS_KEPT = 16  # samples kept at once (the least recently used tenant's goes first): 0.3-2 MB each
+TENANTS_KEPT = 16  # samples kept at once (the least recently used tenant's goes first): 0.3-5 MB each
 RARE_TRIGRAMS = 3  # the trigrams of a text an index search is narrowed by
+TEXT_CHARS = 64  # of each name, email and phone in a sample
+TRIGRAMS_KEPT = 50_000  # distinct trigrams a sample counts at most (about 5 MB)
 COMMON_SHARE = 0.01  # a text held by this share of the sample fills a page within the newest few thousand
 
 
@@ -38,10 +40,16 @@ class Sample:
 
     @classmethod
     def of(cls, texts: Iterable[tuple[str, str, str]], now: float) -> Sample:
-        kept = list(texts)
+        """Each text cut to `TEXT_CHARS`, and no more contacts counted once `TRIGRAMS_KEPT` distinct trigrams are
+        (long, varied names would otherwise make a sample of a hundred megabytes)."""
+        kept: list[tuple[str, str, str]] = []
         counts: Counter[str] = Counter()
-        for fields in kept:
+        for name, email, phone in texts:
+            fields = (name[:TEXT_CHARS], email[:TEXT_CHARS], phone[:TEXT_CHARS])
             counts.update({text[i : i + 3] for text in fields for i in range(len(text) - 2)})
+            kept.append(fields)
+            if len(counts) >= TRIGRAMS_KEPT:
+                break
         words = "\0".join(text for name, email, _ in kept for text in (name, email))
         return cls(len(kept), words, "\0".join(phone for *_, phone in kept), counts, now)
 

@@ -26,7 +26,7 @@ from . import schema as s
 from .base import Page, PageRequest
 from .paging import cut_page, int_cursor
 from .phones import phone_query_digits
-from .search_sample import RARE_TRIGRAMS
+from .search_sample import RARE_TRIGRAMS, Sample
 from .sql import RowLocks, SqlStore, SqlTx, rows, search
 
 SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
@@ -65,23 +65,20 @@ class SQLiteTx(SqlTx):
             params["after"] = int_cursor(page.cursor)
         lowered = words.lower()
         sample = self.samples.of(self.tenant, partial(search.newest_texts, self.conn, self.tenant))
-        if words.isascii() and len(words) >= 3 and not sample.common(lowered, digits):
+        whole = ['{name email} : "' + words.replace('"', '""') + '"']
+        if digits:
+            whole.append('phone_digits : "' + digits + '"')
+        params["match"] = " OR ".join(f"({term})" for term in whole)
+        if words.isascii() and len(words) >= 3:
+            # Either plan checks the whole text the same way, so a page does not depend on the plan: FTS5 folds
+            # case beyond ASCII (a Kelvin sign K is a k to it), `lower()` does not.
             checks = ["instr(lower(name), :words)", "instr(lower(email), :words)"]
             if digits:
                 checks.append("instr(phone_digits, :digits)")
-            if digits == lowered:  # only digits: the same trigrams in all three columns, read once
-                rare = [_fts_terms("{name email phone_digits}", sample.rarest(lowered, RARE_TRIGRAMS))]
-            else:
-                rare = [_fts_terms("{name email}", sample.rarest(lowered, RARE_TRIGRAMS))]
-                if digits:
-                    rare.append(_fts_terms("phone_digits", sample.rarest(digits, RARE_TRIGRAMS)))
             sql += f" AND ({' OR '.join(f'{check} > 0' for check in checks)})"
-            params |= {"match": " OR ".join(rare), "words": lowered, "digits": digits}
-        else:
-            whole = ['{name email} : "' + words.replace('"', '""') + '"']
-            if digits:
-                whole.append('phone_digits : "' + digits + '"')
-            params["match"] = " OR ".join(f"({term})" for term in whole)
+            params |= {"words": lowered, "digits": digits}
+            if not sample.common(lowered, digits):
+                params["match"] = " OR ".join(_rare_terms(sample, lowered, digits))
         newest = self.conn.execute(text(sql + " ORDER BY rowid DESC LIMIT :n"), params)
         pks, cursor = cut_page([row[0] for row in newest], page.limit, lambda pk: (pk,))
         if not pks:
@@ -91,6 +88,16 @@ class SQLiteTx(SqlTx):
         rows = self.conn.execute(select(s.contacts).where(c.pk.in_(pks)).order_by(c.pk.desc())).all()
         rows = [row for row in rows if row.tenant == self.tenant]
         return Page(self._contacts(rows), cursor)
+
+
+def _rare_terms(sample: Sample, lowered: str, digits: str | None) -> list[str]:
+    """FTS5 queries for the rarest trigrams of the text (and of its digits): one of them holds every match."""
+    if digits == lowered:  # only digits: the same trigrams in all three columns, read once
+        return [_fts_terms("{name email phone_digits}", sample.rarest(lowered, RARE_TRIGRAMS))]
+    rare = [_fts_terms("{name email}", sample.rarest(lowered, RARE_TRIGRAMS))]
+    if digits:
+        rare.append(_fts_terms("phone_digits", sample.rarest(digits, RARE_TRIGRAMS)))
+    return rare
 
 
 def _fts_terms(columns: str, windows: list[str]) -> str:

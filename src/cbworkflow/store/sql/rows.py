@@ -193,13 +193,15 @@ def driver_executemany(conn: Connection, sql: str, rows: list[Any]) -> int:
     """The driver's executemany of `sql` (in the driver's parameter style) on the transaction's connection; the
     rows it changed. The driver's errors become SQLAlchemy's, so the store maps them as it maps any other (a
     unique key: 409; a lost database: 503)."""
-    dbapi = conn.dialect.loaded_dbapi
-    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    dialect, dbapi = conn.dialect, conn.dialect.loaded_dbapi
+    connection = conn.connection.dbapi_connection
+    cursor = connection.cursor()  # type: ignore[union-attr]
     try:
         cursor.executemany(sql, rows)
         return int(cursor.rowcount)
     except dbapi.Error as exc:
-        raise DBAPIError.instance(sql, None, exc, dbapi.Error) from exc
+        lost = dialect.is_disconnect(exc, connection, cursor)
+        raise DBAPIError.instance(sql, None, exc, dbapi.Error, connection_invalidated=lost, dialect=dialect) from exc
     finally:
         cursor.close()
 

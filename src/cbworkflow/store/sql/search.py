@@ -41,7 +41,8 @@ def held_where(
     c = s.contacts.c
 
     def held(column: ColumnElement[str], text: str, found: list[str]) -> ColumnElement[bool]:
-        return and_(*(column.like(f"%{w}%") for w in found), func.strpos(column, text) > 0)
+        near = (column.like(f"%{rows.escape_like(w)}%", escape="\\") for w in found)
+        return and_(*near, func.strpos(column, text) > 0)
 
     clauses = [held(func.lower(c.name), words, windows[0]), held(func.lower(c.email), words, windows[0])]
     if digits:
