@@ -13,7 +13,8 @@ file in memory:
 2. `items` reads that file back, turning rows that only a shared phone could match into rejections (a phone repeated
    in the file is never used to match), and yields the items; the import writes them a batch per transaction.
 
-Only hashes of the keys seen (ids, external ids, emails, phones) are kept between records, to find duplicates.
+Only hashes of the keys seen (ids, external ids, emails, phones) are kept between records, to find duplicates, in
+flat arrays (`seen_keys.py`).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from ..models.consent import Channel
 from ..models.contacts import Contact, ContactCreate
 from ..models.imports import FileFormat
 from .row_checks import e164, plain_email
+from .seen_keys import SeenKeys
 
 # Columns (or JSON keys) a row may write, as ContactCreate names them; `id` only when creating.
 WRITABLE = (
@@ -357,8 +359,8 @@ def prepare(source: Path, fmt: FileFormat, region: str, work_dir: str | None = N
     handle, name = tempfile.mkstemp(prefix="cbw-import-items-", suffix=".bin", dir=work_dir)
     out = os.fdopen(handle, "wb")
     prepared = Prepared(Path(name), 0, 0)
-    keys: dict[int, int] = {}  # hash of (kind, value) -> the first line holding it
-    phones: dict[int, int] = {}
+    keys = SeenKeys()  # hash of (kind, value) -> the first line holding it
+    phones = SeenKeys()
     try:
         with out, source.open("rb") as stream:
             for record in records(stream, fmt):
@@ -370,14 +372,12 @@ def prepare(source: Path, fmt: FileFormat, region: str, work_dir: str | None = N
                     phone = item.get("phone_e164")
                     if phone is not None:
                         key = hash(phone)
-                        if key in phones:
+                        if phones.setdefault(key, record.line) != record.line:
                             prepared.repeated_phones.add(key)
-                        else:
-                            phones[key] = record.line
                 blob = marshal.dumps(item)
                 out.write(len(blob).to_bytes(4, "little"))
                 out.write(blob)
-        prepared.first_phone_line = {key: phones[key] for key in prepared.repeated_phones}
+        prepared.first_phone_line = {key: phones.get(key) or 0 for key in prepared.repeated_phones}
     except BaseException:
         prepared.discard()
         raise
@@ -394,7 +394,7 @@ def prepare(source: Path, fmt: FileFormat, region: str, work_dir: str | None = N
 _KEY_NAMES = {"i": "id", "x": "external_id", "e": "email"}
 
 
-def _item(record: Record, fmt: FileFormat, region: str, keys: dict[int, int]) -> dict[str, Any]:
+def _item(record: Record, fmt: FileFormat, region: str, keys: SeenKeys) -> dict[str, Any]:
     if record.problem is not None:
         return {"line": record.line, "reject": record.problem}
     try:
@@ -412,7 +412,7 @@ def _item(record: Record, fmt: FileFormat, region: str, keys: dict[int, int]) ->
             return {"line": record.line, "reject": f"duplicate {_KEY_NAMES[kind]} {value!r}: line {first} has it too"}
     for kind, value in row_keys:
         if value is not None:
-            keys[hash((kind, value))] = record.line
+            keys.setdefault(hash((kind, value)), record.line)
     if email:
         item["email_key"] = email.lower()
     return {"line": record.line, **item, "phone_match": True}
