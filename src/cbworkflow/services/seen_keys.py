@@ -31,34 +31,29 @@ class SeenKeys:
     def get(self, key: int) -> int | None:
         """The line of `key`, or None when it was not seen."""
         key = key or 1
-        hashes, mask = self._hashes, self._mask
-        slot = key & mask
-        while True:
-            found = hashes[slot]
-            if found == key:
-                return self._lines[slot]
-            if found == _EMPTY:
-                return None
-            slot = (slot + 1) & mask
+        slot = self._slot(key)
+        return self._lines[slot] if self._hashes[slot] == key else None
 
     def setdefault(self, key: int, line: int) -> int:
         """Keep `line` for `key` unless it has a line already; the line it keeps."""
         key = key or 1
-        hashes, mask = self._hashes, self._mask
-        slot = key & mask
-        while True:
-            found = hashes[slot]
-            if found == key:
-                return self._lines[slot]
-            if found == _EMPTY:
-                break
-            slot = (slot + 1) & mask
-        hashes[slot] = key
+        slot = self._slot(key)
+        if self._hashes[slot] == key:
+            return self._lines[slot]
+        self._hashes[slot] = key
         self._lines[slot] = line
         self._count += 1
-        if self._count > _MAX_FILL * (mask + 1):
+        if self._count > _MAX_FILL * (self._mask + 1):
             self._grow()
         return line
+
+    def _slot(self, key: int) -> int:
+        """Where `key` is, or the empty slot where it would go."""
+        hashes, mask = self._hashes, self._mask
+        slot = key & mask
+        while hashes[slot] != key and hashes[slot] != _EMPTY:
+            slot = (slot + 1) & mask
+        return slot
 
     def _grow(self) -> None:
         hashes, lines = self._hashes, self._lines
