@@ -64,7 +64,6 @@ class SQLiteTx(SqlTx):
             sql += " AND rowid < :after"
             params["after"] = int_cursor(page.cursor)
         lowered = words.lower()
-        sample = self.samples.of(self.tenant, partial(search.newest_texts, self.conn, self.tenant))
         whole = ['{name email} : "' + words.replace('"', '""') + '"']
         if digits:
             whole.append('phone_digits : "' + digits + '"')
@@ -77,6 +76,7 @@ class SQLiteTx(SqlTx):
                 checks.append("instr(phone_digits, :digits)")
             sql += f" AND ({' OR '.join(f'{check} > 0' for check in checks)})"
             params |= {"words": lowered, "digits": digits}
+            sample = self.samples.of(self.tenant, partial(search.newest_texts, self.conn, self.tenant))
             if not sample.common(lowered, digits):
                 params["match"] = " OR ".join(_rare_terms(sample, lowered, digits))
         newest = self.conn.execute(text(sql + " ORDER BY rowid DESC LIMIT :n"), params)

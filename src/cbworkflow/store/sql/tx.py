@@ -121,14 +121,14 @@ class SqlTx(BatchRows, HookRows, OutboxRows, PeopleRows, SubscriptionRows, Tx):
         locks: RowLocks,
         *,
         writing: bool,
-        samples: Samples | None = None,
+        samples: Samples,
     ) -> None:
         self.conn = conn
         self.tenant = tenant
         self.snapshots = snapshots
         self.locks = locks
         self.writing = writing
-        self.samples = samples or Samples()  # what the tenant's newest contacts say about a search (the store's)
+        self.samples = samples  # what the tenant's newest contacts say about a search (the store's)
         self.tags = TagRows(conn, tenant)
         self.tally = Tally()  # the campaign-number changes of this transaction, written just before it commits
         self._places: dict[str, tuple[str, str | None]] = {}  # (status, node) of instances read or written here
