@@ -6,17 +6,21 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
 import test_store
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, delete, insert
 from test_store import BACKENDS, Backend, contact, event, instance, run, system
 
+from cbworkflow.errors import Conflict
+from cbworkflow.ids import new_id
 from cbworkflow.models.events import Event, EventType
 from cbworkflow.models.instances import InstanceStatus
 from cbworkflow.runtime.outbox import OutboxSignal
+from cbworkflow.store import schema
 from cbworkflow.store.base import EventFilter, Store, Tx
 from cbworkflow.store.postgres import PostgresStore
 
@@ -261,4 +265,81 @@ def test_events_stored_before_the_outbox_get_their_numbers(kind: str, tmp_path: 
         finally:
             asyncio.run(upgraded.close())
     finally:
+        made.cleanup()
+
+
+def test_one_change_over_two_tenants_numbers_each_and_is_heard_once(store: Store) -> None:
+    """Each tenant's events numbered in its own order, the counts of both moved, one notice with both heads; the
+    same when one tenant's part is a batch (written by another path on PostgreSQL)."""
+    heard: list[dict[str, int]] = []
+    store.on_commit(heard.append)
+
+    def both(a_events: int) -> Any:
+        def change(stx: Any) -> None:
+            _instance_with_events(stx.for_tenant("b"), f"c{a_events}", 3)
+            _instance_with_events(stx.for_tenant("a"), f"c{a_events}", a_events)
+
+        return change
+
+    system(store, both(2))
+    system(store, both(150))
+    assert heard == [{"a": 2, "b": 3}, {"a": 152, "b": 6}]
+    assert _sequences(run(store, "a", lambda tx: tx.events_after(0, 1000), write=False)) == list(range(1, 153))
+    assert _sequences(run(store, "b", lambda tx: tx.events_after(0, 1000), write=False)) == list(range(1, 7))
+    for tenant in ("a", "b"):
+        placed = run(store, tenant, lambda tx: tx.workflow_counts("tpl", None), write=False)
+        assert sum(count.n for count in placed if count.metric == "placed") == 2  # two instances, each placed once
+
+
+def test_an_event_reads_back_as_it_was_written(store: Store) -> None:
+    """Every field through the store's write path: nested JSON with a number beyond 64 bits, text beyond ASCII,
+    a time with microseconds in another zone, empty optional fields; in the timeline's order."""
+    when = datetime(2026, 3, 1, 9, 30, 15, 123456, tzinfo=timezone(timedelta(hours=-5)))
+    data = {"nested": {"list": [1, 2.5, None, True, "é 😀 \"quoted\""]}, "big": 2**70, "empty": {}}
+    written = [
+        Event(id=new_id(), type=EventType.USER_NOTE, timestamp=when, actor="Zoë", message="note ✓", data=data),
+        Event(id=new_id(), type=EventType.CONTACT_UPDATED, timestamp=when, actor="a", contact_id="c1", node_id="n"),
+    ]
+
+    def write(tx: Tx) -> None:
+        tx.insert_contact(contact(tx.tenant, cid="c1"))
+        tx.append_events(written)
+
+    run(store, "a", write)
+    found = run(store, "a", lambda tx: tx.events_after(0, 10), write=False)
+    assert [e.model_dump(exclude={"sequence"}) for e in found] == [e.model_dump(exclude={"sequence"}) for e in written]
+    assert found[0].timestamp == when
+    assert found[0].data["big"] == 2**70
+    # the contact's timeline (newest first) is in the order each change appended its events
+    later = [written[1].model_copy(update={"id": new_id()}), written[1].model_copy(update={"id": new_id()})]
+    run(store, "a", lambda tx: tx.append_events(later))
+    timeline = run(store, "a", lambda tx: tx.contact_events("c1", test_store.PageRequest()), write=False)
+    assert [e.id for e in timeline.items] == [later[1].id, later[0].id, written[1].id]
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_a_change_whose_events_cannot_be_numbered_commits_nothing(kind: str, tmp_path: Path) -> None:
+    """A row already holding the next number (as a damaged copy might): the change is refused as a conflict, none
+    of it stays (not its contact, not its counts, not the numbers it took), and the store goes on afterwards."""
+    made = BACKENDS[kind](tmp_path)
+    opened = made.open()
+    try:
+        asyncio.run(opened.migrate())
+        run(opened, "a", lambda tx: _instance_with_events(tx, "c1", 2))
+        engine = opened._engine  # type: ignore[attr-defined]
+        row = {"tenant": "a", "id": "in-the-way", "type": "user_note", "actor": "x", "data": {}, "message": ""}
+        with engine.begin() as conn:
+            conn.execute(insert(schema.events), {**row, "timestamp": datetime.now(UTC), "sequence": 3})
+        with pytest.raises(Conflict):
+            run(opened, "a", lambda tx: _instance_with_events(tx, "c2", 2))
+        assert run(opened, "a", lambda tx: tx.last_sequence(), write=False) == 2
+        assert run(opened, "a", lambda tx: tx.get_contact("c2"), write=False) is None
+        placed = run(opened, "a", lambda tx: tx.workflow_counts("tpl", None), write=False)
+        assert sum(count.n for count in placed if count.metric == "placed") == 1
+        with engine.begin() as conn:
+            conn.execute(delete(schema.events).where(schema.events.c.id == "in-the-way"))
+        run(opened, "a", lambda tx: _instance_with_events(tx, "c2", 2))
+        assert _sequences(run(opened, "a", lambda tx: tx.events_after(2, 10), write=False)) == [3, 4]
+    finally:
+        asyncio.run(opened.close())
         made.cleanup()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import random
 import threading
 import time
 from collections import Counter
@@ -36,7 +37,7 @@ from .growth import Growth
 from .paging import cut_page
 from .phones import phone_query_digits
 from .search_sample import RARE_TRIGRAMS
-from .sql import RowLocks, SqlStore, SqlTx, rows, search
+from .sql import RowLocks, SqlStore, SqlTx, pg_tail, rows, search
 from .sql.outbox import NOTIFY_CHANNEL
 
 log = logging.getLogger("cbworkflow.store")
@@ -212,6 +213,9 @@ class PostgresStore(SqlStore):
 
     def describe(self) -> str:
         return self._url.render_as_string(hide_password=True)
+
+    def _finish(self, conn: Connection, opened: list[SqlTx]) -> dict[str, int]:
+        return pg_tail.finish(conn, opened, shard=random.randrange(self.shards), notify=self.notifies)
 
     def threads(self, writing: bool) -> Executor:
         return self._threads

@@ -65,10 +65,8 @@ class SqlStore(Store):
                 with self._transaction(writing) as conn:
                     opened: list[SqlTx] = []
                     result = fn(bind(conn, opened))
-                    if writing:  # the campaign numbers move in the same transaction as the steps they count
-                        tallies = [(tx.tenant, tx.tally) for tx in opened]
-                        write_tallies(conn, tallies, shard=random.randrange(self.shards))
-                        heads = flush_events(conn, opened, notify=self.notifies)  # last: its lock is the hottest
+                    if writing:
+                        heads = self._finish(conn, opened)
             except IntegrityError as exc:
                 raise Conflict(CLASH) from exc
             except OperationalError as exc:
@@ -80,6 +78,12 @@ class SqlStore(Store):
                 self._committed(heads)
             return result
         raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _finish(self, conn: Connection, opened: list[SqlTx]) -> dict[str, int]:
+        """What a writing transaction kept for its end: the campaign numbers (they move in the same transaction as
+        the steps they count), then the events, numbered (last: their lock is the hottest). `{tenant: last}`."""
+        write_tallies(conn, [(tx.tenant, tx.tally) for tx in opened], shard=random.randrange(self.shards))
+        return flush_events(conn, opened, notify=self.notifies)
 
     def _tenant_tx(self, conn: Connection, tenant: str, writing: bool, opened: list[SqlTx]) -> SqlTx:
         tx = self._tx_class(conn, tenant, self._snapshots, self._locks, writing=writing, samples=self._samples)

@@ -18,18 +18,27 @@ KEY_COLUMNS = ["tenant", "template_id", "hour", "metric", "node", "key", "shard"
 
 def write_tallies(conn: Connection, tallies: Iterable[tuple[str, Tally]], *, shard: int) -> None:
     """Add each tenant's changes to the counts, in key order (concurrent writers then lock rows in one order)."""
+    merged = merged_tallies(tallies, shard=shard)
+    upsert_tallies(conn, [value for tenant in sorted(merged) for value in merged[tenant]])
+
+
+def merged_tallies(tallies: Iterable[tuple[str, Tally]], *, shard: int) -> dict[str, list[dict[str, Any]]]:
+    """Each tenant's changes (taken from the tallies) merged by key, as rows in key order; none that add zero."""
     merged: defaultdict[tuple[str, Key], int] = defaultdict(int)
     for tenant, tally in tallies:
-        for key, n in tally.take():
-            merged[(tenant, key)] += n
-    values = [
-        {"tenant": tenant, "template_id": t, "metric": m, "node": node, "key": key, "hour": h, "shard": shard, "n": n}
-        for (tenant, (t, m, node, key, h)), n in sorted(merged.items())
-        if n
-    ]
-    if not values:
-        return
-    conn.execute(_UPSERT[conn.dialect.name], values)
+        for change, n in tally.take():
+            merged[(tenant, change)] += n
+    found: dict[str, list[dict[str, Any]]] = {}
+    for (tenant, (t, m, node, key, h)), n in sorted(merged.items()):
+        if n:
+            row = {"tenant": tenant, "template_id": t, "metric": m, "node": node, "key": key, "hour": h}
+            found.setdefault(tenant, []).append(row | {"shard": shard, "n": n})
+    return found
+
+
+def upsert_tallies(conn: Connection, values: list[dict[str, Any]]) -> None:
+    if values:
+        conn.execute(_UPSERT[conn.dialect.name], values)
 
 
 def _upsert(insert: Any) -> Any:
