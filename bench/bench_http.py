@@ -1,18 +1,21 @@
-"""HTTP transitions/s of one `cbworkflow serve` process against a bare FastAPI app on the same server stack.
+"""HTTP transitions/s of `cbworkflow serve` against a bare FastAPI app on the same server stack.
 
     .venv/bin/python bench/bench_http.py [--requests 5000] [--connections 32] [--runs 3] [--instances 2000]
+                                         [--store sqlite|postgresql] [--processes 1]
 
-One `cbworkflow serve --no-worker` on a fresh SQLite store (rate limit off, one admin token), holding
+`--processes` (1) `cbworkflow serve --no-worker` processes on one fresh store (`--store`, SQLite by default; rate
+limit off, one admin token), each on its own port as behind a balancer, holding
 `--instances` started instances of a template whose phone call loops on itself (`again`). The client is raw
-asyncio streams in this process: `--connections` keep-alive connections, each writing an HTTP/1.1 request by hand
+asyncio streams in this process: `--connections` keep-alive connections, dealt round-robin over the processes'
+ports, each writing an HTTP/1.1 request by hand
 and reading the answer by its Content-Length (a general HTTP client would cost more than the server). Request n
 moves instance n mod `--instances` (`expected_node` given, as a client would), so every request is a real
 transition and no two in flight touch one instance.
 Baseline, same run: a FastAPI app (one POST route on the same path, parsing the JSON body) answering the bytes of
 a real transition answer, served by uvicorn with `cbworkflow.cli.serving.SERVER_OPTIONS` (the stack `serve`
-uses), to the same requests from the same client. Per run, after 200 requests (at most `--requests`) to warm
-each: requests/s and latency p50 / p99 of both, and the ratios. Also the server's VmRSS idle (after start, before
-any load).
+uses), as many processes as `serve`'s, to the same requests from the same client. Per run, after 200 requests
+(at most `--requests`) to warm each: requests/s and latency p50 / p99 of both, and the ratios. Also the first
+server's VmRSS idle (after start, before any load).
 `--out` writes the JSON.
 """
 
@@ -89,12 +92,13 @@ async def answer(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     return status, await reader.readexactly(length)
 
 
-async def drive(port: int, requests: list[bytes], connections: int) -> dict[str, float]:
-    """Every request once over `connections` keep-alive connections; requests/s and latency p50 / p99 in ms."""
+async def drive(ports: list[int], requests: list[bytes], connections: int) -> dict[str, float]:
+    """Every request once over `connections` keep-alive connections, dealt round-robin over `ports`; requests/s
+    and latency p50 / p99 in ms."""
     latencies: list[float] = []
     ahead = iter(requests)
 
-    async def one_connection() -> None:
+    async def one_connection(port: int) -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         try:
             for raw in ahead:
@@ -108,7 +112,7 @@ async def drive(port: int, requests: list[bytes], connections: int) -> dict[str,
             writer.close()
 
     began = time.perf_counter()
-    await asyncio.gather(*(one_connection() for _ in range(connections)))
+    await asyncio.gather(*(one_connection(ports[k % len(ports)]) for k in range(connections)))
     elapsed = time.perf_counter() - began
     return {
         "per_s": round(len(requests) / elapsed, 1),
@@ -171,6 +175,8 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--instances", type=int, default=2000)
+    parser.add_argument("--store", choices=("sqlite", "postgresql"), default="sqlite")
+    parser.add_argument("--processes", type=int, default=1, help="serve processes (and bare ones), one port each")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     try:
@@ -181,57 +187,74 @@ def main() -> None:
     except ImportError:
         pass
     work = Path(tempfile.mkdtemp(prefix="cbw-bench-http-"))
-    place = harness.Place("sqlite", work)
+    place = harness.Place(args.store, work)
     procs: list[subprocess.Popen[bytes]] = []
-    result: dict[str, Any] = {"requests": args.requests, "connections": args.connections, "runs": []}
+    result: dict[str, Any] = {
+        "requests": args.requests,
+        "connections": args.connections,
+        "store": args.store,
+        "processes": args.processes,
+        "runs": [],
+    }
     try:
         ids = asyncio.run(prepare(place, args.instances))
         place.settle()
-        port, bare_port = free_port(), free_port()
+        ports = [free_port() for _ in range(args.processes)]
+        bare_ports = [free_port() for _ in range(args.processes)]
         env = {k: v for k, v in os.environ.items() if not k.startswith("CBW_")}
         env |= {"CBW_DATA_DIR": str(place.folder), "CBW_ADMIN_TOKEN": TOKEN, "CBW_RATE_LIMIT": "0"}
+        if place.pg:
+            env["CBW_DATABASE_URL"] = place.url
         cbworkflow = str(Path(sys.executable).parent / "cbworkflow")
-        server = subprocess.Popen(
-            [cbworkflow, "serve", "--host", "127.0.0.1", "--port", str(port), "--no-worker"],
-            env=env,
-            cwd=place.folder,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        procs.append(server)
-        wait_healthy(server, port)
+        servers = [
+            subprocess.Popen(
+                [cbworkflow, "serve", "--host", "127.0.0.1", "--port", str(port), "--no-worker"],
+                env=env,
+                cwd=place.folder,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            for port in ports
+        ]
+        procs.extend(servers)
+        for server, port in zip(servers, ports, strict=True):
+            wait_healthy(server, port)
         time.sleep(1)
-        result["server_idle_rss_mb"] = round(harness.status_mb(server.pid, "VmRSS"), 1)
-        body = asyncio.run(one_answer(port, request(ids[0], port)))
+        result["server_idle_rss_mb"] = round(harness.status_mb(servers[0].pid, "VmRSS"), 1)
+        body = asyncio.run(one_answer(ports[0], request(ids[0], ports[0])))
         result["answer_bytes"] = len(body)
         (work / "answer.json").write_bytes(body)
         (work / "bare_app.py").write_text(BARE_APP)
         (work / "bare_main.py").write_text(BARE_MAIN)
-        bare = subprocess.Popen(
-            [sys.executable, str(work / "bare_main.py"), str(work), str(bare_port)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        procs.append(bare)
-        wait_healthy(bare, bare_port)
-        result["bare_idle_rss_mb"] = round(harness.status_mb(bare.pid, "VmRSS"), 1)
+        bares = [
+            subprocess.Popen(
+                [sys.executable, str(work / "bare_main.py"), str(work), str(port)],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            for port in bare_ports
+        ]
+        procs.extend(bares)
+        for bare, port in zip(bares, bare_ports, strict=True):
+            wait_healthy(bare, port)
+        result["bare_idle_rss_mb"] = round(harness.status_mb(bares[0].pid, "VmRSS"), 1)
         n = 1
         for _ in range(args.runs):
             load = harness.loadavg()
             figures: dict[str, Any] = {"load": load}
-            for label, at in (("serve", port), ("bare", bare_port)):
-                warm = [request(ids[(n + k) % len(ids)], at) for k in range(min(200, args.requests))]
+            for label, at in (("serve", ports), ("bare", bare_ports)):
+                warm = [request(ids[(n + k) % len(ids)], at[0]) for k in range(min(200, args.requests))]
                 n += len(warm)
                 asyncio.run(drive(at, warm, args.connections))
-                batch = [request(ids[(n + k) % len(ids)], at) for k in range(args.requests)]
+                batch = [request(ids[(n + k) % len(ids)], at[0]) for k in range(args.requests)]
                 n += len(batch)
                 figures[label] = asyncio.run(drive(at, batch, args.connections))
             figures["throughput_ratio"] = round(figures["serve"]["per_s"] / figures["bare"]["per_s"], 3)
             figures["p99_ratio"] = round(figures["serve"]["p99_ms"] / figures["bare"]["p99_ms"], 2)
             result["runs"].append(figures)
             print(f"  http: {json.dumps(figures)}", flush=True)
-        result["server_peak_rss_mb"] = round(harness.status_mb(server.pid, "VmHWM"), 1)
+        result["server_peak_rss_mb"] = round(max(harness.status_mb(server.pid, "VmHWM") for server in servers), 1)
         moved = place.query("SELECT count(*) FROM events WHERE type = 'user_action'")[0][0]
         sent = 1 + args.runs * (min(200, args.requests) + args.requests)
         if moved != sent:  # every request to `serve` must have been a transition

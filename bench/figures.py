@@ -66,10 +66,14 @@ def _http(part: dict[str, Any]) -> list[Figure]:
     data = part["data"]
     runs = data["runs"]
     load = _loads(runs, part)
-    conns = data.get("connections", 32)
+    conns, processes = data.get("connections", 32), data.get("processes", 1)
+    setup = "one serve" if processes == 1 else f"{processes} serve processes"
+    store = data.get("store", "sqlite")
+    if store != "sqlite":
+        setup += f", {STORE_NAMES.get(store, store)}"
     return [
         Figure(
-            f"HTTP transitions/s (one serve, {conns} connections)",
+            f"HTTP transitions/s ({setup}, {conns} connections)",
             "/s",
             [r["serve"]["per_s"] for r in runs],
             [r["bare"]["per_s"] for r in runs],
