@@ -295,7 +295,7 @@ def test_an_event_reads_back_as_it_was_written(store: Store) -> None:
     """Every field through the store's write path: nested JSON with a number beyond 64 bits, text beyond ASCII,
     a time with microseconds in another zone, empty optional fields; in the timeline's order."""
     when = datetime(2026, 3, 1, 9, 30, 15, 123456, tzinfo=timezone(timedelta(hours=-5)))
-    data = {"nested": {"list": [1, 2.5, None, True, "é 😀 \"quoted\""]}, "big": 2**70, "empty": {}}
+    data = {"nested": {"list": [1, 2.5, None, True, 'é 😀 "quoted"']}, "big": 2**70, "empty": {}}
     written = [
         Event(id=new_id(), type=EventType.USER_NOTE, timestamp=when, actor="Zoë", message="note ✓", data=data),
         Event(id=new_id(), type=EventType.CONTACT_UPDATED, timestamp=when, actor="a", contact_id="c1", node_id="n"),
