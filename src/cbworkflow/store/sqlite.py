@@ -2,12 +2,13 @@
 
 Why it does not lock up under load: all writes of a process go through one writer thread, each in a
 `BEGIN IMMEDIATE` transaction, so writers inside a process queue in Python instead of racing for SQLite's lock,
-and a writer never upgrades a read lock (the usual cause of "database is locked"). Other processes wait on the
-busy timeout. Reads run on a small pool of threads and see a consistent WAL snapshot without blocking writers.
+and a writer never upgrades a read lock (the usual cause of "database is locked"). Processes on one file take
+turns at a write gate (`WriteGate`), woken as soon as it is free. Reads run on a small pool of threads and see a consistent WAL snapshot without blocking writers.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import sqlite3
 import threading
@@ -105,6 +106,37 @@ def _fts_terms(columns: str, windows: list[str]) -> str:
     return "(" + " AND ".join(f'{columns} : "' + w.replace('"', '""') + '"' for w in windows) + ")"
 
 
+class WriteGate:
+    """The right to write, between processes that share one file: an exclusive `flock` on a file beside it, held
+    for each write transaction (and a thread lock, as `flock` is per open file, not per thread).
+
+    SQLite's own busy handler makes a second process sleep and try again (1, 2, 5 … up to 100 ms between tries), so
+    with two `serve` processes on one file some writes waited seconds behind a stream of the other's (p99 2.2 to
+    2.8 s at 32 connections). A waiter on `flock` is woken by the kernel the moment the lock is let go. A process
+    that dies lets go at once; SQLite's busy timeout still covers programs that do not take the gate."""
+
+    def __init__(self, path: Path) -> None:
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        self._threads = threading.Lock()
+
+    def __enter__(self) -> None:
+        self._threads.acquire()
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+        except BaseException:
+            self._threads.release()
+            raise
+
+    def __exit__(self, *_: object) -> None:
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            self._threads.release()
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
 class SQLiteStore(SqlStore):
     def __init__(self, path: Path, *, synchronous: str = "NORMAL", busy_timeout_s: float = 30.0) -> None:
         if synchronous.upper() not in SYNCHRONOUS_MODES:
@@ -137,6 +169,7 @@ class SQLiteStore(SqlStore):
         self._local = threading.local()
         self._held: list[Connection] = []
         self._held_lock = threading.Lock()
+        self._gate = WriteGate(path.with_name(path.name + "-writer.lock"))
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cbw-sqlite-writer")
         self._readers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="cbw-sqlite-reader")
         super().__init__(engine, tx_class=SQLiteTx, locks=RowLocks(), pools=[self._writer, self._readers])
@@ -165,6 +198,16 @@ class SQLiteStore(SqlStore):
 
     @contextmanager
     def _transaction(self, writing: bool) -> Iterator[Connection]:
+        if writing:
+            with self._gate:
+                with self._begun(writing) as conn:
+                    yield conn
+        else:
+            with self._begun(writing) as conn:
+                yield conn
+
+    @contextmanager
+    def _begun(self, writing: bool) -> Iterator[Connection]:
         conn = self._connection()
         conn.exec_driver_sql("BEGIN IMMEDIATE" if writing else "BEGIN")
         try:
@@ -184,6 +227,7 @@ class SQLiteStore(SqlStore):
             held, self._held = self._held, []
         for conn in held:
             conn.close()
+        self._gate.close()
         await super().close()
 
     def migrate_sync(self) -> list[int]:
