@@ -1,13 +1,15 @@
 """In-process transitions/s against the same statements through the raw driver; long timelines; memory over time.
 
     .venv/bin/python bench/bench_inprocess.py [--sample 2000] [--runs 3] [--stores sqlite,postgresql]
-        [--transitions 100000] [--memory-stores sqlite] [--history 10000]
+        [--transitions 100000] [--memory-stores sqlite] [--history 10000] [--concurrency 32]
 
 Per store kind, on a fresh store holding started instances of a template whose one node, a phone call, loops on
 itself (`again`):
 - rate: `InstanceService.transition` one after another (one transaction each) on `--sample` instances not yet
   moved; baseline, same run: the statements one such transition sent (recorded from a real one, see replay.py)
   replayed through sqlite3 / psycopg on `--sample` other instances, one transaction each;
+- concurrent (unless `--concurrency 0`): the same `--sample` instances moved again, `--concurrency` (32)
+  transitions in flight at once, as many requests would be; scaling: its rate over the one-at-a-time rate;
 - history: transitions on an instance with `--history` events and on one with 10, alternately (200 each): the
   ratio of their median times;
 - memory (stores in `--memory-stores`): `--transitions` transitions round-robin over 1,000 instances; this
@@ -100,6 +102,20 @@ async def service_rate(services: Any, targets: list[replay.Target]) -> float:
     return len(targets) / (time.perf_counter() - began)
 
 
+async def concurrent_rate(services: Any, targets: list[replay.Target], at_once: int) -> float:
+    """Transitions of one tenant `at_once` at a time (as many API requests in flight): what the store's threads,
+    the tenant's outbox lock and the interpreter lock let through together."""
+    gate = asyncio.Semaphore(at_once)
+
+    async def one(target: replay.Target) -> None:
+        async with gate:
+            await services.instances.transition(SYSTEM, target.instance_id, AGAIN)
+
+    began = time.perf_counter()
+    await asyncio.gather(*(one(target) for target in targets))
+    return len(targets) / (time.perf_counter() - began)
+
+
 def raw_rate(replayer: replay.Replayer, targets: list[replay.Target]) -> float:
     began = time.perf_counter()
     for target in targets:
@@ -161,6 +177,7 @@ async def run_store(kind: str, args: argparse.Namespace, work: Path) -> dict[str
     settings = Settings(data_dir=place.folder, database_url=place.url, admin_token=TOKEN)
     services = await build_services(settings)
     result: dict[str, Any] = {"store": kind, "sample": args.sample, "history_events": args.history, "runs": []}
+    result["concurrency"] = args.concurrency
     try:
         await bootstrap(services, load_example=False)
         await services.templates.create(SYSTEM, TemplateCreate.model_validate(LOOP))
@@ -191,6 +208,10 @@ async def run_store(kind: str, args: argparse.Namespace, work: Path) -> dict[str
                 figures = {"load": load, "service_per_s": round(await service_rate(services, mine))}
                 figures["raw_per_s"] = round(raw_rate(replayer, raws))
                 figures["ratio"] = round(figures["service_per_s"] / figures["raw_per_s"], 3)
+                if args.concurrency:  # the same instances again, now many at a time
+                    at_once = await concurrent_rate(services, mine, args.concurrency)
+                    figures["concurrent_per_s"] = round(at_once)
+                    figures["concurrent_scaling"] = round(at_once / figures["service_per_s"], 2)
                 figures["history"] = await history_ratio(services, long_one.instance_id, short_one.instance_id, 200)
                 result["runs"].append(figures)
                 print(f"  {kind}: {json.dumps(figures)}", flush=True)
@@ -202,7 +223,7 @@ async def run_store(kind: str, args: argparse.Namespace, work: Path) -> dict[str
             result["memory"]["load"] = load
             print(f"  {kind} memory: {json.dumps(result['memory'])}", flush=True)
         events = harness_rows(services, "SELECT count(*) FROM events WHERE type = 'user_action'")[0][0]
-        made = 2 + 2 + args.runs * (2 * args.sample + 400) + memory
+        made = 2 + 2 + args.runs * ((3 if args.concurrency else 2) * args.sample + 400) + memory
         if events != made:  # each service call and each replay wrote one: a replay that moved nothing would show
             raise RuntimeError(f"{made} transitions made, {events} recorded")
         result["user_action_events"] = events
@@ -220,6 +241,7 @@ def main() -> None:
     parser.add_argument("--transitions", type=int, default=100_000, help="for the memory growth; 0 skips it")
     parser.add_argument("--memory-stores", default="sqlite")
     parser.add_argument("--history", type=int, default=10_000, help="events on the long timeline")
+    parser.add_argument("--concurrency", type=int, default=32, help="transitions in flight at once; 0 skips it")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="cbw-bench-inprocess-"))

@@ -136,6 +136,18 @@ def _inprocess(part: dict[str, Any]) -> list[Figure]:
                 load,
             )
         )
+        if all("concurrent_per_s" in r for r in runs):
+            found.append(
+                Figure(
+                    f"in-process transitions/s, {store.get('concurrency', 32)} at a time in one tenant, {name}",
+                    "/s",
+                    [r["concurrent_per_s"] for r in runs],
+                    [r["service_per_s"] for r in runs],
+                    "one at a time",
+                    [r["concurrent_scaling"] for r in runs],
+                    load=load,
+                )
+            )
         found.append(
             Figure(
                 f"a transition at {store.get('history_events', 10_000):,} events vs 10, {name}",

@@ -23,6 +23,7 @@ SQLITE_FIGURES = [
     "HTTP transition latency p99",
     "resident memory, idle server",
     "in-process transitions/s, SQLite",
+    "in-process transitions/s, 32 at a time in one tenant, SQLite",
     "a transition at 100 events vs 10, SQLite",
     "resident memory growth over 400 transitions, SQLite",
     "60 timers due at once, 1 worker, SQLite",
@@ -80,6 +81,7 @@ def test_postgresql_paths(tmp_path: Path) -> None:
         report,
         [
             "in-process transitions/s, PostgreSQL",
+            "in-process transitions/s, 32 at a time in one tenant, PostgreSQL",
             "a transition at 100 events vs 10, PostgreSQL",
             "contact search p95 at 300 contacts, PostgreSQL",
             "list by tag and county, first page, p95 at 300 contacts, PostgreSQL",

@@ -6,7 +6,8 @@ its tenant's next sequences from `event_sequences` with one upsert. That upsert 
 commit, so a transaction holding later sequences commits after the one holding earlier ones: readers see
 committed sequences in order and without gaps, and never need to wait for a hole to fill. A rollback takes its
 sequences back with it. The lock is taken last and held only for the inserts and the commit, so concurrent
-steps of one tenant wait for each other only that long.
+steps of one tenant wait for each other only that long (on PostgreSQL one statement sent with the commit:
+`pg_tail.py`).
 
 On PostgreSQL the same transaction calls `pg_notify`, which is delivered to listening processes only when (and
 if) it commits: other processes wake at once, and the table stays the truth.
