@@ -3,7 +3,8 @@
 Why it does not lock up under load: all writes of a process go through one writer thread, each in a
 `BEGIN IMMEDIATE` transaction, so writers inside a process queue in Python instead of racing for SQLite's lock,
 and a writer never upgrades a read lock (the usual cause of "database is locked"). Processes on one file take
-turns at a write gate (`WriteGate`), woken as soon as it is free. Reads run on a small pool of threads and see a consistent WAL snapshot without blocking writers.
+turns at a write gate (`WriteGate`), woken as soon as it is free. Reads run on a small pool of threads and see a
+consistent WAL snapshot without blocking writers.
 """
 
 from __future__ import annotations

@@ -108,11 +108,12 @@ def _tally_arrays(values: list[dict[str, Any]]) -> dict[str, list[Any]]:
 
 
 def finish(conn: Connection, opened: Sequence[SqlTx], *, shard: int, notify: bool) -> dict[str, int]:
-    """Write what the transactions of this connection kept (events and counts), tenants in name order, and commit;
-    return `{tenant: last sequence}`. Same effect as `write_tallies` then `flush_events` then the commit.
+    """Write what the transactions of this connection kept (events and counts), tenants in name order; return
+    `{tenant: last sequence}`. Same effect as `write_tallies` then `flush_events`.
 
     When every tenant's part is one statement, they and the COMMIT go in one pipeline: the server commits as soon
-    as the last statement is done, so the tenant's lock is not held while this thread waits for the interpreter."""
+    as the last statement is done, so the tenant's lock is not held while this thread waits for the interpreter.
+    The caller's commit then finds nothing to do; otherwise it commits as usual."""
     events: dict[str, list[Event]] = {}
     tallies: list[tuple[str, Tally]] = []
     for tx in opened:
@@ -137,7 +138,6 @@ def finish(conn: Connection, opened: Sequence[SqlTx], *, shard: int, notify: boo
             heads[tenant] = int(found.scalar_one())
     for tx in opened:
         tx.pending_events = []
-    conn.connection.dbapi_connection.commit()  # type: ignore[union-attr]
     return heads
 
 
@@ -153,14 +153,16 @@ def _pipelined(
     raw: Any = conn.connection.dbapi_connection
     sql = _STATEMENTS[notify]
     sent = [(tenant, _params(tenant, events, counts, shard)) for tenant, events, counts in parts]
-    cursors = []
+    cursors: list[tuple[str, Any]] = []
     try:
         with raw.pipeline():
             for tenant, params in sent:
-                cursor = raw.cursor()
-                cursor.execute(sql, params)
-                cursors.append((tenant, cursor))
+                cursors.append((tenant, raw.cursor()))
+                cursors[-1][1].execute(sql, params)
             raw.commit()
         return {tenant: int(cursor.fetchone()[0]) for tenant, cursor in cursors}
     except psycopg.Error as exc:
         raise DBAPIError.instance(sql, None, exc, psycopg.Error) from exc
+    finally:
+        for _, cursor in cursors:
+            cursor.close()
