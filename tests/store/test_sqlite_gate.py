@@ -4,6 +4,7 @@ at once, reads never wait for it; and a transaction that cannot even be rolled b
 from __future__ import annotations
 
 import asyncio
+import os
 import stat
 import subprocess
 import sys
@@ -151,3 +152,15 @@ def test_a_transaction_that_cannot_be_rolled_back_leaves_the_store_usable(path: 
         assert not _stored(store, "lost")
     finally:
         asyncio.run(store.close())
+
+
+def test_closing_twice_leaves_other_files_alone(path: Path, tmp_path: Path) -> None:
+    """The gate's file is closed once: a second close must not close the file that was given its number since."""
+    store = SQLiteStore(path)
+    asyncio.run(store.close())
+    other = os.open(tmp_path / "other", os.O_RDWR | os.O_CREAT, 0o600)  # most likely the gate's old number
+    try:
+        asyncio.run(store.close())
+        os.fstat(other)  # still open
+    finally:
+        os.close(other)

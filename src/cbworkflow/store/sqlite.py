@@ -135,7 +135,10 @@ class WriteGate:
             self._threads.release()
 
     def close(self) -> None:
-        os.close(self._fd)
+        """Once: a second `os.close` could close whatever file was given the number since."""
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)
 
 
 class SQLiteStore(SqlStore):
