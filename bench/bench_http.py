@@ -158,6 +158,19 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
+def spawned(
+    commands: list[list[str]], ports: list[int], env: dict[str, str], cwd: Path, procs: list[subprocess.Popen[bytes]]
+) -> list[subprocess.Popen[bytes]]:
+    """One process per command, each answering /healthz on its port (all added to `procs` as they start)."""
+    made = []
+    for command in commands:
+        made.append(subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        procs.append(made[-1])
+    for proc, port in zip(made, ports, strict=True):
+        wait_healthy(proc, port)
+    return made
+
+
 async def prepare(place: harness.Place, instances: int) -> list[str]:
     settings = Settings(data_dir=place.folder, database_url=place.url, admin_token=TOKEN)
     services = await build_services(settings)
@@ -206,19 +219,13 @@ def main() -> None:
         if place.pg:
             env["CBW_DATABASE_URL"] = place.url
         cbworkflow = str(Path(sys.executable).parent / "cbworkflow")
-        servers = [
-            subprocess.Popen(
-                [cbworkflow, "serve", "--host", "127.0.0.1", "--port", str(port), "--no-worker"],
-                env=env,
-                cwd=place.folder,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            for port in ports
-        ]
-        procs.extend(servers)
-        for server, port in zip(servers, ports, strict=True):
-            wait_healthy(server, port)
+        servers = spawned(
+            [[cbworkflow, "serve", "--host", "127.0.0.1", "--port", str(port), "--no-worker"] for port in ports],
+            ports,
+            env,
+            place.folder,
+            procs,
+        )
         time.sleep(1)
         result["server_idle_rss_mb"] = round(harness.status_mb(servers[0].pid, "VmRSS"), 1)
         body = asyncio.run(one_answer(ports[0], request(ids[0], ports[0])))
@@ -226,18 +233,8 @@ def main() -> None:
         (work / "answer.json").write_bytes(body)
         (work / "bare_app.py").write_text(BARE_APP)
         (work / "bare_main.py").write_text(BARE_MAIN)
-        bares = [
-            subprocess.Popen(
-                [sys.executable, str(work / "bare_main.py"), str(work), str(port)],
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            for port in bare_ports
-        ]
-        procs.extend(bares)
-        for bare, port in zip(bares, bare_ports, strict=True):
-            wait_healthy(bare, port)
+        bare_main = [sys.executable, str(work / "bare_main.py"), str(work)]
+        bares = spawned([[*bare_main, str(port)] for port in bare_ports], bare_ports, env, work, procs)
         result["bare_idle_rss_mb"] = round(harness.status_mb(bares[0].pid, "VmRSS"), 1)
         n = 1
         for _ in range(args.runs):
