@@ -343,3 +343,56 @@ def test_a_change_whose_events_cannot_be_numbered_commits_nothing(kind: str, tmp
     finally:
         asyncio.run(opened.close())
         made.cleanup()
+
+
+def test_batches_and_steps_of_one_tenant_never_deadlock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PostgreSQL: a batch's events (the COPY path) and single steps (one statement) of one tenant and template,
+    written at once from many threads, lock the tenant's sequences and the count rows in the same order. No rerun
+    is allowed, so a deadlock would surface as an error."""
+    from cbworkflow.store.sql import store as sql_store
+
+    monkeypatch.setattr(sql_store, "RERUNS", 1)
+    made = BACKENDS["postgresql"](tmp_path)
+    opened = made.open()
+    errors: list[BaseException] = []
+
+    def writer(name: str, size: int, times: int) -> None:
+        try:
+            for k in range(times):
+                run(opened, "a", lambda tx, k=k: _instance_with_events(tx, f"{name}-{k}", size))
+        except BaseException as exc:
+            errors.append(exc)
+
+    try:
+        asyncio.run(opened.migrate())
+        plan = [("batch", 150, 8)] * 2 + [("step", 1, 40)] * 4
+        threads = [
+            threading.Thread(target=writer, args=(f"{kind}{n}", size, times))
+            for n, (kind, size, times) in enumerate(plan)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        total = 2 * 8 * 150 + 4 * 40
+        assert _sequences(run(opened, "a", lambda tx: tx.events_after(0, 10_000), write=False)) == list(
+            range(1, total + 1)
+        )
+    finally:
+        asyncio.run(opened.close())
+        made.cleanup()
+
+
+def test_a_naive_time_is_refused(tmp_path: Path) -> None:
+    made = BACKENDS["postgresql"](tmp_path)
+    opened = made.open()
+    try:
+        asyncio.run(opened.migrate())
+        naive = Event(id=new_id(), type=EventType.USER_NOTE, timestamp=datetime(2026, 3, 1, 9, 30), actor="a")
+        with pytest.raises(ValueError, match="naive"):
+            run(opened, "a", lambda tx: tx.append_events([naive]))
+        assert run(opened, "a", lambda tx: tx.last_sequence(), write=False) == 0
+    finally:
+        asyncio.run(opened.close())
+        made.cleanup()

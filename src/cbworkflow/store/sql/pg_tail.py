@@ -7,8 +7,8 @@ one (the upsert of the sequences, the events' insert, the counts' upsert, `pg_no
 each followed by a wait for the interpreter lock while other threads of the process run Python: under 32
 concurrent requests, each holder kept the row about 8 ms and steps of one tenant queued behind it. Sent as one
 statement, the lock is held for one round trip and the commit. The counts are added after the sequences are
-taken (their rows are then only ever locked under the tenant's), so steps no longer wait for each other's count
-rows either.
+taken, on every path (so their rows are only ever locked under the tenant's, and a batch never deadlocks with a
+step), so steps no longer wait for each other's count rows either.
 
 The rows are made ready (one array per column) before the statement; its text does not change with their number,
 so psycopg prepares it once per connection. A transaction with many events of one tenant (a batch's) takes the
@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 from sqlalchemy import Connection
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import DBAPIError
 
 from ...models.events import Event
@@ -87,6 +88,10 @@ def _statement(notify: bool) -> str:
 _STATEMENTS = {notify: _statement(notify) for notify in (False, True)}
 
 
+_STAMP = s.UTCDateTime()
+_DIALECT = postgresql.dialect()  # type: ignore[no-untyped-call]
+
+
 def _event_arrays(events: Sequence[Event]) -> dict[str, list[Any]]:
     columns: dict[str, list[Any]] = {f"e_{name}": [] for name, _ in _EVENT_ARRAYS}
     for e in events:
@@ -95,7 +100,7 @@ def _event_arrays(events: Sequence[Event]) -> dict[str, list[Any]]:
         columns["e_contact_id"].append(e.contact_id)
         columns["e_template_id"].append(e.template_id)
         columns["e_type"].append(e.type.value)
-        columns["e_timestamp"].append(e.timestamp)
+        columns["e_timestamp"].append(_STAMP.process_bind_param(e.timestamp, _DIALECT))  # refuses a naive time
         columns["e_node_id"].append(e.node_id)
         columns["e_actor"].append(e.actor)
         columns["e_data"].append(s.json_text(e.data))
@@ -130,9 +135,10 @@ def finish(conn: Connection, opened: Sequence[SqlTx], *, shard: int, notify: boo
     for tenant in tenants:
         mine = events.get(tenant, [])
         if not mine or len(mine) >= rows.MANY_EVENTS:
-            # no events (nothing to number) or a batch's (by COPY): the general path, for this tenant alone
-            upsert_tallies(conn, counts.get(tenant, []))
+            # no events (nothing to number) or a batch's (by COPY): the general path, for this tenant alone, in
+            # the one statement's order (the sequences, then the counts: the other order deadlocks against it)
             heads |= flush_events(conn, [tx for tx in opened if tx.tenant == tenant], notify=notify)
+            upsert_tallies(conn, counts.get(tenant, []))
         else:
             found = conn.exec_driver_sql(_STATEMENTS[notify], _params(tenant, mine, counts.get(tenant, []), shard))
             heads[tenant] = int(found.scalar_one())
