@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from test_store import contact, run
 
+from cbworkflow.errors import StoreError
 from cbworkflow.store.base import Tx
 from cbworkflow.store.sqlite import SQLiteStore
 
@@ -164,3 +165,20 @@ def test_closing_twice_leaves_other_files_alone(path: Path, tmp_path: Path) -> N
         os.fstat(other)  # still open
     finally:
         os.close(other)
+
+
+def test_a_write_gives_up_after_the_busy_timeout_and_its_waiter_lets_go(path: Path) -> None:
+    """Another process keeps the gate past the store's busy timeout: the write is refused as busy (503), and the
+    helper that went on waiting for the gate lets go of it when it arrives, so later writes are not shut out."""
+    holder, waiting = SQLiteStore(path), SQLiteStore(path, busy_timeout_s=0.5)
+    try:
+        with pytest.raises(StoreError):
+            with holder._gate:
+                run(waiting, "a", lambda tx: tx.insert_contact(contact("a", cid="refused")))
+        run(waiting, "a", lambda tx: tx.insert_contact(contact("a", cid="later")))
+        run(holder, "a", lambda tx: tx.insert_contact(contact("a", cid="later-too")))
+        assert _stored(holder, "later")
+        assert not _stored(holder, "refused")
+    finally:
+        asyncio.run(holder.close())
+        asyncio.run(waiting.close())
