@@ -269,8 +269,9 @@ def test_events_stored_before_the_outbox_get_their_numbers(kind: str, tmp_path: 
 
 
 def test_one_change_over_two_tenants_numbers_each_and_is_heard_once(store: Store) -> None:
-    """Each tenant's events numbered in its own order, the counts of both moved, one notice with both heads; the
-    same when one tenant's part is a batch (written by another path on PostgreSQL)."""
+    """Each tenant's events numbered in its own order, the counts of both moved, this process's commit listener
+    told once with both heads (other processes hear by NOTIFY: `test_the_signal_hears_another_store_object_commit`);
+    the same when one tenant's part is a batch (written by another path on PostgreSQL)."""
     heard: list[dict[str, int]] = []
     store.on_commit(heard.append)
 
