@@ -15,7 +15,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -238,27 +238,18 @@ class SQLiteStore(SqlStore):
 
     @contextmanager
     def _transaction(self, writing: bool) -> Iterator[Connection]:
-        if writing:
-            with self._gate:
-                with self._begun(writing) as conn:
-                    yield conn
-        else:
-            with self._begun(writing) as conn:
-                yield conn
-
-    @contextmanager
-    def _begun(self, writing: bool) -> Iterator[Connection]:
-        conn = self._connection()
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if writing else "BEGIN")
-        try:
-            yield conn
-            conn.exec_driver_sql("COMMIT")
-        except BaseException:
+        with self._gate if writing else nullcontext():
+            conn = self._connection()
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if writing else "BEGIN")
             try:
-                conn.exec_driver_sql("ROLLBACK")
-            except Exception:
-                self._let_go(conn)
-            raise
+                yield conn
+                conn.exec_driver_sql("COMMIT")
+            except BaseException:
+                try:
+                    conn.exec_driver_sql("ROLLBACK")
+                except Exception:
+                    self._let_go(conn)
+                raise
 
     async def close(self) -> None:
         for pool in (self._writer, self._readers):
