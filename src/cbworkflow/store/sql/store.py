@@ -58,19 +58,24 @@ class SqlStore(Store):
 
     def _run(self, bind: Callable[[Connection, list[SqlTx]], X], fn: Callable[[X], T], writing: bool) -> T:
         """Run `fn` in one transaction. One that the database chose to end (a deadlock, say) runs again from the
-        start, a few times: `fn` has no effect outside the transaction (the JSON store re-runs it the same way)."""
+        start, a few times: `fn` has no effect outside the transaction (the JSON store re-runs it the same way).
+        So does one whose connection dropped before it began to commit (nothing of it was kept; the pool then
+        replaces every connection as old); one that dropped while committing may have been kept, and is not."""
         for attempt in range(1, RERUNS + 1):
             heads: dict[str, int] = {}
+            committing = False
             try:
                 with self._transaction(writing) as conn:
                     opened: list[SqlTx] = []
                     result = fn(bind(conn, opened))
+                    committing = writing
                     if writing:
                         heads = self._finish(conn, opened)
             except IntegrityError as exc:
                 raise Conflict(CLASH) from exc
             except OperationalError as exc:
-                if attempt < RERUNS and getattr(exc.orig, "sqlstate", None) in RERUN_STATES:
+                dropped = exc.connection_invalidated and not committing
+                if attempt < RERUNS and (dropped or getattr(exc.orig, "sqlstate", None) in RERUN_STATES):
                     time.sleep(random.uniform(0.001, 0.01 * attempt))  # let the other transaction finish first
                     continue
                 raise StoreError(UNAVAILABLE) from exc
