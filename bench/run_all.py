@@ -75,7 +75,8 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=HERE / "results")
     parser.add_argument("--no-cache", action="store_true", help="bench_lists fills its stores afresh and keeps none")
     args = parser.parse_args()
-    sizes = {key: getattr(args, key) or (QUICK if args.quick else FULL)[key] for key in FULL}
+    defaults = QUICK if args.quick else FULL  # a size given as 0 stays 0 (`--transitions 0`: no memory run)
+    sizes = {key: defaults[key] if getattr(args, key) is None else getattr(args, key) for key in FULL}
     parts = [p for p in args.only.split(",") if p]
     unknown = set(parts) - set(PARTS)
     if unknown:
