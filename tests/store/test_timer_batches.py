@@ -215,6 +215,28 @@ def test_a_claim_leaves_slow_work_it_cannot_start(place: Place) -> None:
     assert [(w.instance_id, w.timer) for w in slow] == [(ids[0], False)]
 
 
+def test_timers_due_behind_a_backlog_of_slow_work_are_claimed(place: Place) -> None:
+    """Thirty model decisions fell due before three timers; a worker with no free slot, claiming ten at a time,
+    still gets the timers (the slow work stays for a worker that can start it)."""
+    slow_ids, timer_ids = place.waiting("default", 30), place.waiting("default", 3)
+    earlier = place.clock.now()
+
+    def to_models(tx: Tx) -> None:
+        for inst in tx.get_instances(slow_ids):
+            update = {"waiting_for": "ai_decision", "wake_at": earlier, "revision": inst.revision + 1}
+            tx.update_instance(inst.model_copy(update=update))
+
+    place.run(place.store.write("default", to_models))
+    place.clock.advance(timedelta(minutes=1))
+    now = place.clock.now()
+    lease = now + timedelta(minutes=5)
+    claimed = place.run(place.store.system_write(lambda stx: stx.claim_due(now, "w1", lease, 10, 0)))
+    assert sorted(w.instance_id for w in claimed) == sorted(timer_ids)
+    assert all(w.timer for w in claimed)
+    models = place.run(place.store.system_write(lambda stx: stx.claim_due(now, "w2", lease, 10, 10)))
+    assert [w.waiting_for for w in models] == ["ai_decision"] * 10  # earliest first; the timers are leased to w1
+
+
 def test_a_lease_taken_over_makes_the_first_workers_batch_stale(place: Place) -> None:
     ids = place.waiting("default", 5)
     place.clock.advance(timedelta(minutes=1))

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, Connection, bindparam, delete, func, inspect, select, update
+from sqlalchemy import BigInteger, Column, Connection, Index, bindparam, delete, func, inspect, select, update
 
 from . import schema
 from .phones import name_key
@@ -68,6 +68,12 @@ def _add_columns(conn: Connection, table: str, columns: Iterable[Column[Any]]) -
             conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {column.name} {kind}")
 
 
+def _add_index(conn: Connection, index: Index) -> None:
+    """Create `index` on the instances table unless it is there (a database created later has it from step 1)."""
+    if index.name not in {found["name"] for found in inspect(conn).get_indexes("instances")}:
+        index.create(conn)
+
+
 def _engine_columns(conn: Connection) -> None:
     _add_columns(conn, "instances", schema.INSTANCE_WORK_COLUMNS)
     indexes = {index["name"] for index in inspect(conn).get_indexes("instances")}
@@ -98,8 +104,7 @@ def _jobs(conn: Connection) -> None:
     """The jobs table, and the index bulk enrolment asks which contacts a template has already."""
     if not inspect(conn).has_table("jobs"):
         schema.jobs.create(conn)  # with its indexes
-    if schema.ENROLLED_INDEX.name not in {index["name"] for index in inspect(conn).get_indexes("instances")}:
-        schema.ENROLLED_INDEX.create(conn)
+    _add_index(conn, schema.ENROLLED_INDEX)
 
 
 def _tallies(conn: Connection) -> None:
@@ -211,8 +216,7 @@ def _people(conn: Connection) -> None:
 
 def _held_tasks(conn: Connection) -> None:
     """The index of the tasks each person or token holds."""
-    if schema.HELD_INDEX.name not in {index["name"] for index in inspect(conn).get_indexes("instances")}:
-        schema.HELD_INDEX.create(conn)
+    _add_index(conn, schema.HELD_INDEX)
 
 
 def _consent(conn: Connection) -> None:
@@ -232,6 +236,11 @@ def _retries(conn: Connection) -> None:
     _add_columns(conn, "instances", [schema.RETRIES])
 
 
+def _timers_due(conn: Connection) -> None:
+    """The index of due timers alone (the worker's second look when slow work fills its claim)."""
+    _add_index(conn, schema.TIMERS_DUE_INDEX)
+
+
 MIGRATIONS: list[tuple[int, str, Step]] = [
     (1, "initial tables", _initial),
     (2, "contact search index", _search_index),
@@ -248,6 +257,7 @@ MIGRATIONS: list[tuple[int, str, Step]] = [
     (13, "contacts' time zones and opt-outs", _consent),
     (14, "tenants' contact rules and the sends frequency caps count", _tenant_settings),
     (15, "come-back-later tries of instances", _retries),
+    (16, "due timers by themselves, for the worker's claims", _timers_due),
 ]
 LATEST = MIGRATIONS[-1][0]
 

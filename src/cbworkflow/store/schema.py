@@ -291,6 +291,16 @@ HELD_INDEX = Index(
     "ix_instances_held", "tenant", "held_by", "task_since", "pk", postgresql_where=HELD_SQL, sqlite_where=HELD_SQL
 )
 
+# Added by migration 16: due timers alone in wake order (a wait's time, a come-back-later, an event's timeout), so a
+# worker that cannot start more slow work (a model, a webhook) still finds the timers due behind a backlog of it.
+# The condition is the one `DueWork.timer` reads, written out as above.
+TIMER_DUE_SQL = text(
+    "status IN ('active', 'waiting') AND (waiting_for IN ('timer', 'retry') OR waiting_for LIKE 'event:%')"
+)
+TIMERS_DUE_INDEX = Index(
+    "ix_instances_timers_due", "wake_at", postgresql_where=TIMER_DUE_SQL, sqlite_where=TIMER_DUE_SQL
+)
+
 NODE_ENTERED_AT: Column[Any] = Column("node_entered_at", UTCDateTime())  # added by migration 6: time spent at a node
 
 # Added by migration 10: `<template id>:<contact id>` on an unfinished instance a trigger started, unique in the
@@ -332,6 +342,7 @@ instances = _records(
     ENROLLED_INDEX,
     ENROL_KEY_INDEX,
     HELD_INDEX,
+    TIMERS_DUE_INDEX,
 )
 
 instance_tags = _tag_table("instance_tags", "instance_pk")

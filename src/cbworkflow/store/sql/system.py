@@ -75,13 +75,21 @@ class SqlSystemTx(DeliveryClaims, SystemTx):
             .limit(limit)
         )
         taken: dict[int, DueWork] = {}
-        for row in self.conn.execute(self.locks.skip_locked(pick)).all():
+        found = self.conn.execute(self.locks.skip_locked(pick)).all()
+        for row in found:
             work = DueWork(row.tenant, row.id, row.revision, row.waiting_for)
             if others is None or work.timer:
                 taken[row.pk] = work
             elif others > 0:
                 others -= 1
                 taken[row.pk] = work
+        if len(found) == limit and len(taken) < limit:
+            # Slow work this worker cannot start filled the pick: timers due behind it are looked for alone, so
+            # a backlog of models or webhooks never holds them back (along their own index).
+            timers = pick.where(s.TIMER_DUE_SQL)
+            for row in self.conn.execute(self.locks.skip_locked(timers)).all():
+                if len(taken) < limit and row.pk not in taken:
+                    taken[row.pk] = DueWork(row.tenant, row.id, row.revision, row.waiting_for)
         if taken:  # the rows picked are locked (SQLite: the one writer) until this transaction ends
             leased = update(s.instances).where(i.pk.in_(list(taken)))
             self.conn.execute(leased.values(worker_id=worker_id, worker_lease_until=lease_until))
