@@ -1,11 +1,12 @@
 """A pooled PostgreSQL connection is tried before use only when it has rested a while.
 
 Why: SQLAlchemy's `pool_pre_ping` sends `SELECT 1` before every transaction, one round trip more for each step
-(5-15% of an in-process transition, measured). What it guards against, a connection the server dropped (a
-restart, a failover, an idle timeout), happens while a connection lies unused in the pool: a restart takes
-seconds, and a connection used meanwhile fails, which makes SQLAlchemy recycle every connection older than the
-failure. So a connection back in use within `RESTED_S` is used as it is, and one that rested longer is tried first;
-a dead one is replaced by a fresh connection (the pool's checkout tries up to three times), never handed out.
+(0 to 17% of an in-process transition on PostgreSQL, median 3%: docs/performance.md). What it guards against, a
+connection the server dropped (a restart, a failover, an idle timeout), happens while a connection lies unused in
+the pool: a restart takes seconds, and a connection used meanwhile fails, which makes SQLAlchemy recycle every
+connection older than the failure (and the store runs that transaction again, `sql/store.py`). So a connection
+back in use within `RESTED_S` is used as it is, and one that rested longer is tried first; a dead one is replaced
+by a fresh connection (the pool's checkout tries up to three times), never handed out.
 """
 
 from __future__ import annotations
