@@ -58,7 +58,8 @@ def test_a_connection_that_rested_is_tried_and_a_dropped_one_replaced(database: 
 
 
 def test_a_connection_back_in_use_at_once_is_not_tried(database: PostgresDatabase) -> None:
-    """The saving: no `SELECT 1` before a transaction on a busy connection (the server counts the statements)."""
+    """The saving: a connection back in use at once is handed out untried (no `SELECT 1`), so a drop meets the
+    statement itself; the store runs such a transaction again (the test below)."""
     engine = create_engine(engine_url(database.url), pool_size=1, max_overflow=0)
     ping_rested_connections(engine, rested_s=60)
     try:
