@@ -112,7 +112,7 @@ def _analysed(store: PostgresStore) -> tuple[int, int]:
 
 def test_a_bulk_load_on_postgresql_is_followed_by_fresh_statistics(store: PostgresStore) -> None:
     before, _ = _analysed(store)
-    batch = 2_500
+    batch = growth.FLOOR // 4  # each by the bulk path (100 rows or more)
 
     def write(first: int) -> None:
         people = [

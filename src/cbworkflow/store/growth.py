@@ -5,8 +5,10 @@ analysed while it was nearly empty had each batch's lookup (by external id, emai
 the tenant's every contact: 440 ms a batch of 500 at 850,000 contacts instead of 4 ms, so a million-row import
 slowed as it went. Autovacuum analyses in the background about a minute after a table has grown by a tenth,
 and never when it is off; a bulk load grows a table faster than that. So the process counts the rows its bulk
-paths (`COPY`) add, and when a table has grown by half since it was last analysed (10,000 rows at least), it
-analyses that table in a thread of its own, one table at a time, without holding up the batches.
+paths (`COPY`) add, and when a table has grown by half since it was last analysed (1,000 rows at least), it
+analyses that table in a thread of its own, one table at a time, without holding up the batches. The floor is low
+because a table analysed empty has no statistics of its tenants: until the first analysis with rows, a lookup
+cannot tell its key's index from a walk over the whole tenant (see `PostgresTx.find_contacts`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from collections.abc import Callable, Mapping
 
 log = logging.getLogger("cbworkflow.store")
 
-FLOOR = 10_000  # rows added before a table is analysed again, at least
+FLOOR = 1_000  # rows added before a table is analysed again, at least
 SHARE = 0.5  # ... or this share of the rows it had when it was last analysed, when that is more
 
 

@@ -23,7 +23,7 @@ from functools import cache, partial
 from typing import Any
 
 import psycopg
-from sqlalchemy import Connection, Dialect, Table, create_engine, select
+from sqlalchemy import ARRAY, BigInteger, Connection, Dialect, Table, any_, create_engine, literal, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import Select
@@ -114,7 +114,13 @@ def _copy(conn: Connection, sql: str) -> Iterator[psycopg.Copy]:
 SEARCH_CANDIDATES = 2_000
 # Planner settings for one statement of the transaction: the bitmap of the trigram indexes, no ordered walk.
 _BITMAP_ONLY = "SET LOCAL enable_indexscan = off; SET LOCAL enable_seqscan = off"
-_ANY_PLAN = "SET LOCAL enable_indexscan TO DEFAULT; SET LOCAL enable_seqscan TO DEFAULT"
+# ... or a b-tree's own search only: no scan, no bitmap (and so no trigram index, which has nothing else).
+_BTREE_ONLY = "SET LOCAL enable_bitmapscan = off; SET LOCAL enable_seqscan = off"
+# The column each kind of key a batch's lookup is given is compared with (`PostgresTx.find_contacts`).
+_KEY_COLUMNS = {"ids": "id", "external_ids": "external_id", "emails": "lower(email)", "phones": "phone_e164"}
+_ANY_PLAN = (
+    "SET LOCAL enable_indexscan TO DEFAULT; SET LOCAL enable_bitmapscan TO DEFAULT; SET LOCAL enable_seqscan TO DEFAULT"
+)
 
 
 class PostgresTx(SqlTx):
@@ -122,6 +128,40 @@ class PostgresTx(SqlTx):
         super().__init__(*args, **kwargs)
         self.tags.bulk = partial(copy_rows, self.conn)  # many new rows of a table (a batch's) go by COPY
         self.tags.estimate = self._estimate
+
+    def find_contacts(
+        self, *, ids: Sequence[str], external_ids: Sequence[str], emails: Sequence[str], phones: Sequence[str]
+    ) -> list[Contact]:
+        """A batch's lookup: each key searched for alone along its own b-tree, then the contacts found read and
+        locked in key order.
+
+        Written as one `= ANY` list per kind of key, the planner chose by statistics that lag a growing table
+        (an import fills it faster than they are taken) and by a cost of each key as a page read from disk. It
+        read the whole table (54 ms for an import batch's 1,500 keys at 100,000 contacts, where the b-trees take
+        3 ms), or the whole tenant along another index, or searched the emails' trigram index: 5-6 seconds for
+        one batch. Here each key is searched for alone (`OFFSET 0` keeps the planner from joining the keys to
+        the whole tenant by a hash), and for one key its own b-tree costs least once the table has any
+        statistics (`growth.py` takes them early)."""
+        given = {"ids": ids, "external_ids": external_ids, "emails": emails, "phones": phones}
+        params: dict[str, Any] = {"tenant": self.tenant}
+        branches = []
+        for name, column in _KEY_COLUMNS.items():
+            if given[name]:
+                params[name] = list(given[name])
+                branches.append(
+                    f"SELECT c.pk FROM unnest(CAST(%({name})s AS text[])) AS k(v) CROSS JOIN LATERAL "
+                    f"(SELECT pk FROM contacts WHERE tenant = %(tenant)s AND {column} = k.v OFFSET 0) AS c"
+                )
+        if not branches:
+            return []
+        self.conn.exec_driver_sql(_BTREE_ONLY)
+        pks = sorted({pk for (pk,) in self.conn.exec_driver_sql(" UNION ALL ".join(branches), params)})
+        self.conn.exec_driver_sql(_ANY_PLAN)
+        if not pks:
+            return []
+        c = s.contacts.c
+        query = select(s.contacts).where(c.tenant == self.tenant, c.pk == any_(literal(pks, ARRAY(BigInteger))))
+        return self._contacts(self.conn.execute(self._locked(query.order_by(c.pk))).all())
 
     def _append_many(self, events: Sequence[Event], first: int) -> None:
         with _copy(self.conn, f"COPY events ({', '.join(rows.EVENT_COLUMNS)}) FROM STDIN") as copy:  # in order
