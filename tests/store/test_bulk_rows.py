@@ -84,10 +84,11 @@ def _instances(tenant: str, n: int) -> list[WorkflowInstance]:
 
 
 def _stored(tx: Tx, table: Table, tags: Table, fk: str) -> tuple[list[dict[str, Any]], list[tuple[Any, ...]]]:
-    """The tenant's rows of `table` (every column but the key and the tenant) by id, and its tag rows."""
+    """The tenant's rows of `table` (every column but the key and the tenant) in the keys' order (the rows'
+    order as written, which lists of one instant follow), and its tag rows."""
     assert isinstance(tx, SqlTx)
     c = table.c
-    found = tx.conn.execute(select(table).where(c.tenant == tx.tenant).order_by(c.id)).all()
+    found = tx.conn.execute(select(table).where(c.tenant == tx.tenant).order_by(c.pk)).all()
     records = [{k: v for k, v in row._mapping.items() if k not in ("pk", "tenant")} for row in found]
     t = tags.c
     query = select(c.id, t.tag, t.created_at).join(table, c.pk == t[fk]).where(t.tenant == tx.tenant)

@@ -51,6 +51,8 @@ ESTIMATES_KEPT = 512
 _ESTIMATES = "cbw_estimates"
 # Where a transaction's connection counts the rows its bulk paths add (`growth.py`).
 _GROWN = "cbw_grown"
+# Where a connection keeps the name of each table's key sequence (`new_keys`).
+_SEQUENCES = "cbw_sequences"
 # Serialises schema migrations of concurrently starting processes (any constant shared by them all).
 _MIGRATION_LOCK = 7_305_917_242
 
@@ -92,6 +94,20 @@ def copy_rows(conn: Connection, table: Table, values: list[dict[str, Any]]) -> N
             )
 
 
+def new_keys(conn: Connection, table: Table, count: int) -> list[int]:
+    """`count` primary keys from the table's sequence, ascending, in one statement: rows written by `COPY` with
+    them need not be read back for their keys (an import's tag rows name their contacts by key)."""
+    sequences: dict[str, str] = conn.info.setdefault(_SEQUENCES, {})
+    if table.name not in sequences:
+        found = conn.exec_driver_sql("SELECT pg_get_serial_sequence(%(table)s, 'pk')", {"table": table.name})
+        sequences[table.name] = found.scalar_one()
+    drawn = conn.exec_driver_sql(
+        "SELECT nextval(CAST(%(sequence)s AS regclass)) FROM generate_series(1, %(count)s)",
+        {"sequence": sequences[table.name], "count": count},
+    )
+    return sorted(pk for (pk,) in drawn)
+
+
 def _grew(conn: Connection, table: str, rows: int) -> None:
     """Count rows a bulk path adds in this transaction (the store hands them to `Growth` at the commit)."""
     grown: Counter[str] = conn.info.setdefault(_GROWN, Counter())
@@ -127,6 +143,7 @@ class PostgresTx(SqlTx):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.tags.bulk = partial(copy_rows, self.conn)  # many new rows of a table (a batch's) go by COPY
+        self.tags.new_keys = partial(new_keys, self.conn)
         self.tags.estimate = self._estimate
 
     def find_contacts(

@@ -37,6 +37,7 @@ INSTANCES = Tagged(s.instances, s.instance_tags, "instance_pk")
 
 
 BulkInsert = Callable[[Table, list[dict[str, Any]]], None]
+NewKeys = Callable[[Table, int], list[int]]
 Estimate = Callable[[Select[Any]], int]
 MANY_ROWS = 100
 """From this many new rows of one table in one statement (a batch of an import or a bulk enrolment), a backend
@@ -50,6 +51,7 @@ class TagRows:
         self.conn = conn
         self.tenant = tenant
         self.bulk = bulk
+        self.new_keys: NewKeys | None = None  # primary keys drawn ahead for rows the bulk path writes
         self.estimate: Estimate | None = None  # the rows a query gives, from the planner's statistics
 
     def insert_many(self, table: Table, values: list[dict[str, Any]]) -> None:
@@ -114,18 +116,25 @@ class TagRows:
 
         The rows go in one plain executemany, which the PostgreSQL driver pipelines (an INSERT … RETURNING of a
         batch, in order, is rewritten into one huge statement that costs more to parse than to run); their keys,
-        needed only for tag rows, are then read back in one query by id. Many rows take the backend's bulk path."""
-        self.insert_many(kind.table, values)
+        needed only for tag rows, are then read back in one query by id. Many rows take the backend's bulk path,
+        with their keys drawn ahead where the backend can (`new_keys`): nothing is read back."""
+        table = kind.table
+        pks: dict[str, int] = {}
+        if self.bulk is not None and self.new_keys is not None and len(values) >= MANY_ROWS:
+            keys = self.new_keys(table, len(values))
+            values = [{**row, "pk": pk} for row, pk in zip(values, keys, strict=True)]
+            pks = {record.id: pk for record, pk in zip(records, keys, strict=True)}
+        self.insert_many(table, values)
         tagged = [record for record in records if record.tags]
         if not tagged:
             return
-        table = kind.table
-        found = self.conn.execute(
-            select(table.c.id, table.c.pk).where(
-                table.c.tenant == self.tenant, among(self.conn, table.c.id, [r.id for r in tagged])
+        if not pks:
+            found = self.conn.execute(
+                select(table.c.id, table.c.pk).where(
+                    table.c.tenant == self.tenant, among(self.conn, table.c.id, [r.id for r in tagged])
+                )
             )
-        )
-        pks: dict[str, int] = dict(found.all())
+            pks = dict(found.all())
         tag_rows = [
             {"tenant": self.tenant, "tag": tag, kind.fk: pks[record.id], "created_at": record.created_at}
             for record in tagged
