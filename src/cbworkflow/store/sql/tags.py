@@ -117,15 +117,15 @@ class TagRows:
         The rows go in one plain executemany, which the PostgreSQL driver pipelines (an INSERT … RETURNING of a
         batch, in order, is rewritten into one huge statement that costs more to parse than to run); their keys,
         needed only for tag rows, are then read back in one query by id. Many rows take the backend's bulk path,
-        with their keys drawn ahead where the backend can (`new_keys`): nothing is read back."""
+        with their keys drawn ahead, when any has tags, where the backend can (`new_keys`): nothing is read back."""
         table = kind.table
+        tagged = [record for record in records if record.tags]
         pks: dict[str, int] = {}
-        if self.bulk is not None and self.new_keys is not None and len(values) >= MANY_ROWS:
+        if tagged and self.bulk is not None and self.new_keys is not None and len(values) >= MANY_ROWS:
             keys = self.new_keys(table, len(values))
             values = [{**row, "pk": pk} for row, pk in zip(values, keys, strict=True)]
             pks = {record.id: pk for record, pk in zip(records, keys, strict=True)}
         self.insert_many(table, values)
-        tagged = [record for record in records if record.tags]
         if not tagged:
             return
         if not pks:
