@@ -3,7 +3,8 @@
 A page after a cursor starts at the cursor in the index: it does not read the rows before it. (Written as
 `created_at < x OR (created_at = x AND pk < y)`, PostgreSQL walked from the newest row down to the cursor on every
 page: an export of a million contacts slowed as it went. SQLite's plan is checked beside the jobs' in
-test_jobs_store.py.) An import batch's lookup searches each key along its own b-tree, with or without statistics."""
+test_jobs_store.py.) An import batch's lookup searches each key along its own b-tree once the rows the import
+writes have been analysed (growth.py)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ T0 = datetime(2026, 10, 1, 12, 0, tzinfo=UTC)
 
 
 def _load(store: PostgresStore, people: list[Contact], *, analyse: bool = True) -> None:
-    """Insert `people` in one batch (the bulk path), then fresh statistics, as after an import."""
+    """Insert `people` in one batch (the bulk path), then (unless `analyse` is false) fresh statistics, as after an
+    import."""
 
     def insert(tx: Tx) -> None:
         tx.insert_contacts(people)
