@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, inspect
 
 from cbworkflow.errors import Conflict, InvalidInput
 from cbworkflow.ids import new_id
@@ -194,6 +194,43 @@ def event(
 # ---------------------------------------------------------------------------------------------- schema
 def test_migrate_is_idempotent(store: Store) -> None:
     assert asyncio.run(store.migrate()) == []
+
+
+# The indexes later steps add to tables made before them, by the step that adds each.
+ADDED_INDEXES = [
+    ("_name_keys", "contacts", "ix_contacts_name_key"),
+    ("_jobs", "instances", "ix_instances_enrolled"),
+    ("_outbox", "events", "ix_events_sequence"),
+    ("_triggers", "templates", "ix_templates_hooked"),
+    ("_triggers", "instances", "uq_instances_enrol_key"),
+    ("_held_tasks", "instances", "ix_instances_held"),
+    ("_timers_due", "instances", "ix_instances_timers_due"),
+]
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_a_database_made_before_an_index_gets_it(kind: str, tmp_path: Path) -> None:
+    """Each index a later step adds is created on a database whose step had not run (and only that step runs)."""
+    made = BACKENDS[kind](tmp_path)
+    try:
+        opened = made.open()
+        asyncio.run(opened.migrate())
+        asyncio.run(opened.close())
+        engine = create_engine(store_url(made))
+        for step, table, index in ADDED_INDEXES:
+            [version] = [number for number, _, fn in MIGRATIONS if fn.__name__ == step]
+            with engine.begin() as conn:  # back to a database made before the step
+                conn.exec_driver_sql(f"DROP INDEX {index}")
+                conn.exec_driver_sql(f"DELETE FROM schema_migrations WHERE version = {version}")
+            upgraded = made.open()
+            try:
+                assert asyncio.run(upgraded.migrate()) == [version]
+            finally:
+                asyncio.run(upgraded.close())
+            assert index in {found["name"] for found in inspect(engine).get_indexes(table)}, (step, index)
+        engine.dispose()
+    finally:
+        made.cleanup()
 
 
 # ---------------------------------------------------------------------------------------------- tenants, tokens
