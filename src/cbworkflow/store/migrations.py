@@ -69,8 +69,9 @@ def _add_columns(conn: Connection, table: str, columns: Iterable[Column[Any]]) -
 
 
 def _add_index(conn: Connection, index: Index) -> None:
-    """Create `index` on the instances table unless it is there (a database created later has it from step 1)."""
-    if index.name not in {found["name"] for found in inspect(conn).get_indexes("instances")}:
+    """Create `index` unless its table has it (a database created later has it from step 1)."""
+    assert index.table is not None  # every index of the schema is declared on its table
+    if index.name not in {found["name"] for found in inspect(conn).get_indexes(index.table.name)}:
         index.create(conn)
 
 
@@ -96,8 +97,7 @@ def _name_keys(conn: Connection) -> None:
             break
         keys = [{"w_pk": pk, "name_key": name_key(name)} for pk, name in todo]
         conn.execute(update(schema.contacts).where(c.pk == bindparam("w_pk")), keys)
-    if schema.NAME_KEY_INDEX.name not in {index["name"] for index in inspect(conn).get_indexes("contacts")}:
-        schema.NAME_KEY_INDEX.create(conn)
+    _add_index(conn, schema.NAME_KEY_INDEX)
 
 
 def _jobs(conn: Connection) -> None:
@@ -163,8 +163,7 @@ def _outbox(conn: Connection) -> None:
         "(SELECT seq, row_number() OVER (PARTITION BY tenant ORDER BY seq) AS n FROM events) AS numbered "
         "WHERE events.seq = numbered.seq AND events.sequence IS NULL"
     )
-    if "ix_events_sequence" not in {index["name"] for index in inspect(conn).get_indexes("events")}:
-        next(i for i in schema.events.indexes if i.name == "ix_events_sequence").create(conn)
+    _add_index(conn, next(i for i in schema.events.indexes if i.name == "ix_events_sequence"))
     for table in (schema.event_sequences, schema.outbox_cursors):
         if not inspect(conn).has_table(table.name):
             table.create(conn)
@@ -197,13 +196,11 @@ def _triggers(conn: Connection) -> None:
                 hooks = {"triggers": triggers, "goals": goals}
                 conn.execute(update(schema.templates).where(t.pk == pk).values(hooks=hooks))
         last = batch[-1].pk
-    if schema.HOOKED_INDEX.name not in {index["name"] for index in inspect(conn).get_indexes("templates")}:
-        schema.HOOKED_INDEX.create(conn)
+    _add_index(conn, schema.HOOKED_INDEX)
     if "enrol_key" not in {column["name"] for column in inspect(conn).get_columns("instances")}:
         kind = schema.ENROL_KEY.type.compile(dialect=conn.dialect)
         conn.exec_driver_sql(f"ALTER TABLE instances ADD COLUMN enrol_key {kind}")
-    if schema.ENROL_KEY_INDEX.name not in {index["name"] for index in inspect(conn).get_indexes("instances")}:
-        schema.ENROL_KEY_INDEX.create(conn)
+    _add_index(conn, schema.ENROL_KEY_INDEX)
 
 
 def _people(conn: Connection) -> None:
