@@ -81,13 +81,6 @@ TEMPLATE = {
     },
 }
 EVENTS_PER_INSTANCE = 4
-SQLITE_PRAGMAS = (  # the store's own (store/sqlite.py), with its default synchronous
-    "PRAGMA journal_mode=WAL",
-    f"PRAGMA synchronous={Settings.model_fields['sqlite_synchronous'].default}",
-    "PRAGMA busy_timeout=30000",
-    "PRAGMA cache_size=-65536",
-    "PRAGMA temp_store=MEMORY",
-)
 
 
 class Place(harness.Place):
@@ -376,7 +369,7 @@ def run_baseline(seed: Place, work: Path, written: Written) -> tuple[float, dict
             conn: Any = psycopg.connect(place.url)
         else:
             conn = sqlite3.connect(place.db, isolation_level=None)
-            for pragma in SQLITE_PRAGMAS:
+            for pragma in harness.SQLITE_PRAGMAS:
                 conn.execute(pragma)
         cur = conn.cursor()
         began = time.perf_counter()

@@ -35,6 +35,7 @@ from typing import Any
 
 import psycopg
 
+import harness
 from cbworkflow.clock import FakeClock
 from cbworkflow.engine import steps
 from cbworkflow.ids import new_id
@@ -238,6 +239,8 @@ def raw_sql(place: Place, count: int) -> float:
     now = datetime.now(UTC)
     pg = place.database is not None
     conn: Any = psycopg.connect(place.url) if pg else sqlite3.connect(place.folder / "cbw.db", isolation_level=None)
+    for pragma in () if pg else harness.SQLITE_PRAGMAS:  # the store's durability: no fsync a commit in WAL mode
+        conn.execute(pragma)
     mark = "%s" if pg else "?"
     lock = " FOR UPDATE SKIP LOCKED" if pg else ""
     stamp: Any = db_time(now, pg)

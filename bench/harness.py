@@ -20,12 +20,14 @@ from typing import Any
 
 import psycopg
 
+from cbworkflow.settings import Settings
+
 POSTGRES = os.environ.get("CBW_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 RESULTS = Path(__file__).parent / "results"
 # The store's own pragmas (store/sqlite.py), so a raw-driver baseline runs under the same durability.
 SQLITE_PRAGMAS = (
     "PRAGMA journal_mode=WAL",
-    "PRAGMA synchronous=NORMAL",
+    f"PRAGMA synchronous={Settings.model_fields['sqlite_synchronous'].default}",
     "PRAGMA busy_timeout=30000",
     "PRAGMA cache_size=-65536",
     "PRAGMA temp_store=MEMORY",
