@@ -139,21 +139,26 @@ class Step:
     events: list[Event] = field(default_factory=list)
 
 
+_WORK_FIELDS = ("wake_at", "waiting_for", "task_since", "held_by", "lease_expires_at", "suggestion")
+"""What `StepBuilder.drop_work` clears."""
+
+
 class StepBuilder:
     """Accumulates the new instance fields and events of one step."""
 
     def __init__(self, instance: WorkflowInstance, now: datetime, actor: str, ctx: Context = NO_CONTEXT) -> None:
-        # The frozen nodes are shared, never copied (they never change); only the mutable fields are copied.
+        # The frozen nodes are shared, never copied (they never change); only the mutable fields are copied (an
+        # empty one needs no deep copy: most instances hold no state or metadata).
         self.instance = instance.model_copy(
             update={
-                "state": copy.deepcopy(instance.state),
-                "metadata": copy.deepcopy(instance.metadata),
+                "state": copy.deepcopy(instance.state) if instance.state else {},
+                "metadata": copy.deepcopy(instance.metadata) if instance.metadata else {},
                 "tags": list(instance.tags),
                 "timeline": [],
+                "updated_at": now,
+                "revision": instance.revision + 1,
             }
         )
-        self.instance.updated_at = now
-        self.instance.revision += 1
         self.now = now
         self.actor = actor
         self.ctx = ctx
@@ -420,12 +425,9 @@ class StepBuilder:
     def drop_work(self) -> None:
         """No timer, no task, no hold, no suggestion: what leaving a node (or the flow) takes with it."""
         inst = self.instance
-        inst.wake_at = None
-        inst.waiting_for = None
-        inst.task_since = None
-        inst.held_by = None
-        inst.lease_expires_at = None
-        inst.suggestion = None
+        for name in _WORK_FIELDS:
+            if getattr(inst, name) is not None:  # a model's assignment costs far more than a look
+                setattr(inst, name, None)
 
     def fail(self, reason: str, node_id: str | None) -> None:
         inst = self.instance

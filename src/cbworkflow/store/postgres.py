@@ -183,8 +183,9 @@ class PostgresTx(SqlTx):
     def _append_many(self, events: Sequence[Event], first: int) -> None:
         with _copy(self.conn, f"COPY events ({', '.join(rows.EVENT_COLUMNS)}) FROM STDIN") as copy:  # in order
             _grew(self.conn, "events", len(events))
+            times = {when: when.astimezone(UTC) for when in {e.timestamp for e in events}}  # a step's share one
             for n, e in enumerate(events):
-                copy.write_row(rows.event_row(self.tenant, e, e.timestamp.astimezone(UTC), first + n))
+                copy.write_row(rows.event_row(self.tenant, e, times[e.timestamp], first + n))
 
     def _estimate(self, query: Select[Any]) -> int:
         """The rows `query` gives as the planner estimates them (its statistics know each tag's and county's

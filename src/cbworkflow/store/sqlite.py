@@ -47,10 +47,8 @@ class SQLiteTx(SqlTx):
     def _append_many(self, events: Sequence[Event], first: int) -> None:
         marks = ", ".join("?" * len(rows.EVENT_COLUMNS))
         sql = f"INSERT INTO events ({', '.join(rows.EVENT_COLUMNS)}) VALUES ({marks})"
-        stored = [
-            rows.event_row(self.tenant, e, s.UTCDateTime.stored_text(e.timestamp), first + n)
-            for n, e in enumerate(events)
-        ]
+        times = {when: s.UTCDateTime.stored_text(when) for when in {e.timestamp for e in events}}  # a step's share one
+        stored = [rows.event_row(self.tenant, e, times[e.timestamp], first + n) for n, e in enumerate(events)]
         rows.driver_executemany(self.conn, sql, stored)
 
     def search_contacts(self, query: str, page: PageRequest) -> Page[Any]:

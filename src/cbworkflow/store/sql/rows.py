@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -244,4 +243,4 @@ EVENT_COLUMNS += ("node_id", "actor", "data", "message", "sequence")
 def event_row(tenant: str, e: Event, timestamp: Any, sequence: int) -> tuple[Any, ...]:
     """An event as `EVENT_COLUMNS` values; `timestamp` already as the backend stores it, `data` as JSON text."""
     head = (tenant, e.id, e.instance_id, e.contact_id, e.template_id, e.type.value, timestamp, e.node_id, e.actor)
-    return (*head, json.dumps(e.data), e.message, sequence)
+    return (*head, s.json_text(e.data), e.message, sequence)
