@@ -133,13 +133,12 @@ def inserted_pk(result: Any) -> int:
     return int(key[0])
 
 
-def among(conn: Connection, column: Any, values: Sequence[str]) -> ColumnElement[bool]:
-    """`column IN values`. On PostgreSQL one array parameter (`= ANY`): the statement is the same text for any
-    number of values, so a batch's lookup of 500 ids is not 500 placeholders rendered, sent and parsed each time."""
+def among(conn: Connection, column: Any, values: Sequence[Any], item: Any = String) -> ColumnElement[bool]:
+    """`column IN values` (each an `item`). On PostgreSQL one array parameter (`= ANY`): the statement is the same
+    text for any number of values, so a batch's lookup of 500 ids is not 500 placeholders rendered, sent and parsed
+    each time."""
     found: ColumnElement[bool] = (
-        column == any_(literal(list(values), ARRAY(String)))
-        if conn.dialect.name == "postgresql"
-        else column.in_(values)
+        column == any_(literal(list(values), ARRAY(item))) if conn.dialect.name == "postgresql" else column.in_(values)
     )
     return found
 

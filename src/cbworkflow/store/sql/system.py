@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
-from sqlalchemy import Connection, delete, func, insert, or_, select, update
+from sqlalchemy import BigInteger, Connection, delete, func, insert, or_, select, update
 
 from ...models.access import Tenant
 from ...models.jobs import JobRecord, JobStatus
@@ -91,7 +91,7 @@ class SqlSystemTx(DeliveryClaims, SystemTx):
                 if len(taken) < limit and row.pk not in taken:
                     taken[row.pk] = DueWork(row.tenant, row.id, row.revision, row.waiting_for)
         if taken:  # the rows picked are locked (SQLite: the one writer) until this transaction ends
-            leased = update(s.instances).where(i.pk.in_(list(taken)))
+            leased = update(s.instances).where(rows.among(self.conn, i.pk, list(taken), BigInteger))
             self.conn.execute(leased.values(worker_id=worker_id, worker_lease_until=lease_until))
         return list(taken.values())
 

@@ -12,7 +12,8 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, Table, and_, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, Row, String, Table, and_, any_, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql import ColumnElement, Select
 
@@ -69,6 +70,11 @@ SAVE_INSTANCES = update(s.instances).where(
     _I.tenant == bindparam("w_tenant"), _I.id == bindparam("w_id"), _I.revision == bindparam("w_revision")
 )
 GET_INSTANCES = select(s.instances).where(_I.tenant == bindparam("tenant"), _I.id.in_(bindparam("ids", expanding=True)))
+# On PostgreSQL the ids as one array (see `rows.among`): the same text for any number of them, whose conversion the
+# driver caches (a hundred placeholders it parses again for every batch of timers).
+GET_INSTANCES_ANY = select(s.instances).where(
+    _I.tenant == bindparam("tenant"), _I.id == any_(bindparam("ids", type_=ARRAY(String)))
+)
 INSTANCE_PLACE = select(_I.status, _I.current_node).where(_I.tenant == bindparam("tenant"), _I.id == bindparam("id"))
 READ_CONTACT = select(s.contacts).where(_C.tenant == bindparam("tenant"), _C.id == bindparam("id"))
 TENANT_SETTINGS = select(s.tenants.c.settings).where(s.tenants.c.id == bindparam("tenant"))
@@ -388,7 +394,8 @@ class SqlTx(BatchRows, HookRows, OutboxRows, PeopleRows, SubscriptionRows, Tx):
         return self._instances([first])[0] if first else None
 
     def get_instances(self, instance_ids: Sequence[str]) -> list[WorkflowInstance]:
-        query = self.locks.once(GET_INSTANCES) if self.writing else GET_INSTANCES
+        built = GET_INSTANCES_ANY if self.conn.dialect.name == "postgresql" else GET_INSTANCES
+        query = self.locks.once(built) if self.writing else built
         return self._instances(self.conn.execute(query, {"tenant": self.tenant, "ids": list(instance_ids)}).all())
 
     def insert_instance(self, instance: WorkflowInstance, snapshot_id: str) -> None:
